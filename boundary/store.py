@@ -1,0 +1,456 @@
+"""Persistence for boundaries, versions, checks, change requests, overrides and the audit trail.
+
+One schema and one migration path serve both back ends:
+
+- SQLite (default): a file in ``REDLINE_DATA_DIR``, WAL mode so readers never block the writer, and
+  ``BEGIN IMMEDIATE`` around every state change so two writers serialise instead of failing half way.
+- PostgreSQL when the database URL says ``postgresql://`` (psycopg 3). Writers lock the boundary row
+  (``SELECT ... FOR UPDATE``) so two officers amending one boundary serialise; the loser sees the new
+  state and gets a :class:`~boundary.errors.Conflict`.
+
+Geometry is stored as GeoJSON text (EPSG:4326) plus its bounds, which both engines index without
+extensions. Times are ISO 8601 UTC strings, which sort the same as the instants they name. Nothing is
+updated in place except a change request's state, an override's review flag / removal stamp and the
+boundary's pointer to its current version; versions, checks and audit events are append-only.
+
+SQL is written once with ``?`` placeholders and rewritten to ``%s`` for psycopg.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from boundary.errors import Conflict, StoreUnavailable
+
+SQLITE_FILENAME = "boundaries.sqlite3"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def iso(moment: datetime) -> str:
+    """Fixed-width ISO 8601 UTC text: sorts lexically in time order in both engines."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_iso(text: str) -> datetime:
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+
+
+# --- schema -------------------------------------------------------------------------------------------
+# Each migration is a list of portable statements; ``{serial}`` and ``{float}`` are the only dialect
+# differences. Append new migrations; never edit an applied one.
+_TYPES = {
+    "sqlite": {"serial": "INTEGER PRIMARY KEY AUTOINCREMENT", "float": "REAL"},
+    "postgresql": {"serial": "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY", "float": "DOUBLE PRECISION"},
+}
+
+MIGRATIONS: list[list[str]] = [
+    [
+        """CREATE TABLE boundaries (
+            id TEXT PRIMARY KEY,
+            reference TEXT NOT NULL,
+            local_authority TEXT NOT NULL,
+            current_version INTEGER NOT NULL,
+            created_at TEXT NOT NULL,
+            created_by TEXT NOT NULL)""",
+        "CREATE INDEX boundaries_reference ON boundaries (reference)",
+        """CREATE TABLE versions (
+            boundary_id TEXT NOT NULL REFERENCES boundaries (id),
+            n INTEGER NOT NULL,
+            geometry TEXT NOT NULL,
+            min_lon {float} NOT NULL, min_lat {float} NOT NULL,
+            max_lon {float} NOT NULL, max_lat {float} NOT NULL,
+            area_m2 {float} NOT NULL,
+            perimeter_m {float} NOT NULL,
+            warnings TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            created_by TEXT NOT NULL,
+            reason TEXT,
+            change_request_id TEXT,
+            PRIMARY KEY (boundary_id, n))""",
+        """CREATE TABLE checks (
+            id {serial},
+            boundary_id TEXT NOT NULL,
+            version INTEGER NOT NULL,
+            checked_at TEXT NOT NULL,
+            actor TEXT NOT NULL,
+            answer TEXT NOT NULL,
+            FOREIGN KEY (boundary_id, version) REFERENCES versions (boundary_id, n))""",
+        "CREATE INDEX checks_version ON checks (boundary_id, version, id)",
+        """CREATE TABLE change_requests (
+            id TEXT PRIMARY KEY,
+            boundary_id TEXT NOT NULL REFERENCES boundaries (id),
+            base_version INTEGER NOT NULL,
+            geometry TEXT NOT NULL,
+            min_lon {float} NOT NULL, min_lat {float} NOT NULL,
+            max_lon {float} NOT NULL, max_lat {float} NOT NULL,
+            area_m2 {float} NOT NULL,
+            perimeter_m {float} NOT NULL,
+            warnings TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            state TEXT NOT NULL,
+            token_hash TEXT NOT NULL,
+            token_expires_at TEXT NOT NULL,
+            due_at TEXT,
+            created_at TEXT NOT NULL,
+            created_by TEXT NOT NULL,
+            decided_at TEXT,
+            decided_by TEXT,
+            decision_reason TEXT,
+            result_version INTEGER,
+            diff TEXT NOT NULL,
+            proposed_answer TEXT NOT NULL)""",
+        # The database itself refuses a second open request for one boundary, whatever the code does.
+        "CREATE UNIQUE INDEX change_requests_one_open ON change_requests (boundary_id) WHERE state = 'open'",
+        "CREATE INDEX change_requests_due ON change_requests (state, due_at)",
+        """CREATE TABLE overrides (
+            id TEXT PRIMARY KEY,
+            boundary_id TEXT NOT NULL REFERENCES boundaries (id),
+            version INTEGER NOT NULL,
+            key TEXT NOT NULL,
+            action TEXT NOT NULL,
+            entity TEXT,
+            text TEXT,
+            reason TEXT,
+            created_at TEXT NOT NULL,
+            created_by TEXT NOT NULL,
+            needs_review INTEGER NOT NULL DEFAULT 0,
+            review_note TEXT,
+            removed_at TEXT,
+            removed_by TEXT,
+            removed_reason TEXT)""",
+        "CREATE INDEX overrides_boundary ON overrides (boundary_id)",
+        """CREATE TABLE audit (
+            seq {serial},
+            boundary_id TEXT NOT NULL,
+            at TEXT NOT NULL,
+            actor TEXT NOT NULL,
+            event TEXT NOT NULL,
+            details TEXT NOT NULL)""",
+        "CREATE INDEX audit_boundary ON audit (boundary_id, seq)",
+    ],
+]
+
+_JSON_COLUMNS = {"warnings", "answer", "diff", "proposed_answer", "details", "geometry"}
+
+
+def _decode(row: dict | None) -> dict | None:
+    if row is None:
+        return None
+    out = dict(row)
+    for key in _JSON_COLUMNS & out.keys():
+        if isinstance(out[key], str):
+            out[key] = json.loads(out[key])
+    if "needs_review" in out:
+        out["needs_review"] = bool(out["needs_review"])
+    return out
+
+
+def _encode(value: Any) -> Any:
+    if isinstance(value, dict | list):
+        return json.dumps(value, separators=(",", ":"), default=str)
+    if isinstance(value, bool):
+        return int(value)
+    return value
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    url: str
+    dialect: str  # "sqlite" or "postgresql"
+    path: Path | None = None
+
+
+def resolve_url(url: str | None, data_dir: str | os.PathLike | None = None) -> StoreConfig:
+    """Turn ``REDLINE_DATABASE_URL`` (or its absence) into a back end.
+
+    ``None`` or ``""`` means the SQLite file ``boundaries.sqlite3`` in ``data_dir``;
+    ``sqlite:///abs/path.db`` a given SQLite file; ``postgresql://...`` / ``postgres://...`` PostgreSQL.
+    """
+    if not url:
+        root = Path(data_dir or os.environ.get("REDLINE_DATA_DIR", ".redline"))
+        path = root / SQLITE_FILENAME
+        return StoreConfig(url=f"sqlite:///{path}", dialect="sqlite", path=path)
+    if url.startswith("sqlite:///"):
+        path = Path(url[len("sqlite:///") :])
+        return StoreConfig(url=url, dialect="sqlite", path=path)
+    if url.startswith(("postgresql://", "postgres://", "postgresql+psycopg://")):
+        return StoreConfig(url=url.replace("postgresql+psycopg://", "postgresql://"), dialect="postgresql")
+    raise ValueError(
+        f"REDLINE_DATABASE_URL {url!r} is neither sqlite:///PATH nor postgresql://USER@HOST:PORT/DB"
+    )
+
+
+class Tx:
+    """One open transaction: every method runs inside it. Obtain through :meth:`Store.transaction`."""
+
+    def __init__(self, store: Store, conn):
+        self.store = store
+        self.conn = conn
+        self.dialect = store.dialect
+
+    # -- plumbing --------------------------------------------------------------------------------------
+    def execute(self, sql: str, params: tuple | list = ()):
+        if self.dialect == "postgresql":
+            sql = sql.replace("?", "%s")
+        try:
+            return self.conn.execute(sql, tuple(_encode(p) for p in params))
+        except sqlite3.IntegrityError as exc:
+            raise Conflict(f"the store refused a conflicting write ({exc})") from exc
+        except Exception as exc:  # psycopg's integrity errors, without importing psycopg for SQLite users
+            if type(exc).__name__ in ("UniqueViolation", "IntegrityError", "SerializationFailure"):
+                raise Conflict(f"the store refused a conflicting write ({exc.__class__.__name__})") from exc
+            raise
+
+    def one(self, sql: str, params=()) -> dict | None:
+        row = self.execute(sql, params).fetchone()
+        return _decode(row) if row is not None else None
+
+    def all(self, sql: str, params=()) -> list[dict]:
+        return [_decode(r) for r in self.execute(sql, params).fetchall()]
+
+    def insert(self, table: str, record: dict) -> None:
+        cols = list(record)
+        self.execute(
+            f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' for _ in cols)})",
+            [record[c] for c in cols],
+        )
+
+    def _lock(self) -> str:
+        return " FOR UPDATE" if self.dialect == "postgresql" else ""
+
+    # -- boundaries ------------------------------------------------------------------------------------
+    def get_boundary(self, boundary_id: str, *, for_update: bool = False) -> dict | None:
+        return self.one(
+            "SELECT * FROM boundaries WHERE id = ?" + (self._lock() if for_update else ""), (boundary_id,)
+        )
+
+    def insert_boundary(self, record: dict) -> None:
+        self.insert("boundaries", record)
+
+    def advance_version(self, boundary_id: str, expected: int, new: int) -> bool:
+        """Compare-and-set of the current version: False when someone else moved it first."""
+        cur = self.execute(
+            "UPDATE boundaries SET current_version = ? WHERE id = ? AND current_version = ?",
+            (new, boundary_id, expected),
+        )
+        return cur.rowcount == 1
+
+    # -- versions and checks ---------------------------------------------------------------------------
+    def insert_version(self, record: dict) -> None:
+        self.insert("versions", record)
+
+    def get_version(self, boundary_id: str, n: int) -> dict | None:
+        return self.one("SELECT * FROM versions WHERE boundary_id = ? AND n = ?", (boundary_id, n))
+
+    def list_versions(self, boundary_id: str) -> list[dict]:
+        return self.all("SELECT * FROM versions WHERE boundary_id = ? ORDER BY n", (boundary_id,))
+
+    def insert_check(self, record: dict) -> None:
+        self.insert("checks", record)
+
+    def latest_check(self, boundary_id: str, n: int) -> dict | None:
+        return self.one(
+            "SELECT * FROM checks WHERE boundary_id = ? AND version = ? ORDER BY id DESC LIMIT 1",
+            (boundary_id, n),
+        )
+
+    def count_checks(self, boundary_id: str, n: int) -> int:
+        row = self.one(
+            "SELECT COUNT(*) AS c FROM checks WHERE boundary_id = ? AND version = ?", (boundary_id, n)
+        )
+        return int(row["c"])
+
+    # -- change requests -------------------------------------------------------------------------------
+    def insert_change_request(self, record: dict) -> None:
+        self.insert("change_requests", record)
+
+    def get_change_request(self, request_id: str, *, for_update: bool = False) -> dict | None:
+        return self.one(
+            "SELECT * FROM change_requests WHERE id = ?" + (self._lock() if for_update else ""),
+            (request_id,),
+        )
+
+    def open_change_request(self, boundary_id: str) -> dict | None:
+        return self.one(
+            "SELECT * FROM change_requests WHERE boundary_id = ? AND state = 'open'", (boundary_id,)
+        )
+
+    def list_change_requests(self, boundary_id: str) -> list[dict]:
+        return self.all(
+            "SELECT * FROM change_requests WHERE boundary_id = ? ORDER BY created_at, id", (boundary_id,)
+        )
+
+    def due_change_requests(self, now: str, boundary_id: str | None = None) -> list[dict]:
+        sql = "SELECT id FROM change_requests WHERE state = 'open' AND due_at IS NOT NULL AND due_at <= ?"
+        params: tuple = (now,)
+        if boundary_id is not None:
+            sql += " AND boundary_id = ?"
+            params += (boundary_id,)
+        return self.all(sql + " ORDER BY due_at", params)
+
+    def decide_change_request(self, request_id: str, *, from_state: str, **fields) -> bool:
+        """Move a request out of ``from_state``; False when it was no longer in that state."""
+        sets = ", ".join(f"{k} = ?" for k in fields)
+        cur = self.execute(
+            f"UPDATE change_requests SET {sets} WHERE id = ? AND state = ?",
+            [*fields.values(), request_id, from_state],
+        )
+        return cur.rowcount == 1
+
+    # -- overrides -------------------------------------------------------------------------------------
+    def insert_override(self, record: dict) -> None:
+        self.insert("overrides", record)
+
+    def get_override(self, override_id: str) -> dict | None:
+        return self.one("SELECT * FROM overrides WHERE id = ?", (override_id,))
+
+    def list_overrides(self, boundary_id: str, *, include_removed: bool = False) -> list[dict]:
+        sql = "SELECT * FROM overrides WHERE boundary_id = ?"
+        if not include_removed:
+            sql += " AND removed_at IS NULL"
+        return self.all(sql + " ORDER BY created_at, id", (boundary_id,))
+
+    def update_override(self, override_id: str, **fields) -> None:
+        sets = ", ".join(f"{k} = ?" for k in fields)
+        self.execute(f"UPDATE overrides SET {sets} WHERE id = ?", [*fields.values(), override_id])
+
+    # -- audit -----------------------------------------------------------------------------------------
+    def append_audit(self, boundary_id: str, at: str, actor: str, event: str, details: dict) -> None:
+        self.insert(
+            "audit", {"boundary_id": boundary_id, "at": at, "actor": actor, "event": event, "details": details}
+        )
+
+    def list_audit(self, boundary_id: str) -> list[dict]:
+        return self.all(
+            "SELECT seq, at, actor, event, details FROM audit WHERE boundary_id = ? ORDER BY seq",
+            (boundary_id,),
+        )
+
+
+class Store:
+    """A boundary store on SQLite or PostgreSQL.
+
+    Parameters
+    ----------
+    url : str or None
+        ``REDLINE_DATABASE_URL``; see :func:`resolve_url`.
+    data_dir : path, optional
+        Where the default SQLite file lives (``REDLINE_DATA_DIR``).
+
+    Examples
+    --------
+    >>> store = Store("sqlite:///tmp/b.sqlite3")       # doctest: +SKIP
+    >>> with store.transaction() as tx:                 # doctest: +SKIP
+    ...     tx.get_boundary("...")
+    """
+
+    def __init__(self, url: str | None = None, *, data_dir: str | os.PathLike | None = None, migrate=True):
+        self.config = resolve_url(url, data_dir)
+        self.dialect = self.config.dialect
+        self._local = threading.local()
+        if self.dialect == "sqlite":
+            self.config.path.parent.mkdir(parents=True, exist_ok=True)
+        if migrate:
+            self.migrate()
+
+    # -- connections -----------------------------------------------------------------------------------
+    def _connect(self):
+        if self.dialect == "sqlite":
+            # Autocommit mode: transactions are opened explicitly (BEGIN IMMEDIATE for writes).
+            conn = sqlite3.connect(self.config.path, isolation_level=None, timeout=30, check_same_thread=False)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA journal_mode=WAL")
+            # FULL: a committed change request survives power loss, not just a process kill.
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            conn.execute("PRAGMA busy_timeout=30000")
+            return conn
+        import psycopg
+        from psycopg.rows import dict_row
+
+        try:
+            return psycopg.connect(self.config.url, row_factory=dict_row, connect_timeout=10)
+        except psycopg.OperationalError as exc:
+            raise StoreUnavailable(f"cannot reach the PostgreSQL boundary store: {exc}") from exc
+
+    def _conn(self):
+        # One connection per thread and process: sqlite3 and psycopg connections are not shared
+        # across threads mid-transaction, and a forked child must not reuse its parent's socket.
+        conn = getattr(self._local, "conn", None)
+        if conn is not None and getattr(self._local, "pid", None) == os.getpid():
+            if self.dialect == "sqlite" or not conn.closed:
+                return conn
+        conn = self._connect()
+        self._local.conn, self._local.pid = conn, os.getpid()
+        return conn
+
+    @contextlib.contextmanager
+    def transaction(self, *, write: bool = True) -> Iterator[Tx]:
+        """A transaction around one state change: committed on success, rolled back on any error."""
+        conn = self._conn()
+        if self.dialect == "sqlite":
+            conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            try:
+                yield Tx(self, conn)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            else:
+                conn.execute("COMMIT")
+            return
+        import psycopg
+
+        try:
+            with conn.transaction():
+                yield Tx(self, conn)
+        except psycopg.OperationalError as exc:
+            with contextlib.suppress(Exception):
+                conn.close()
+            raise StoreUnavailable(f"the PostgreSQL boundary store failed: {exc}") from exc
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    # -- schema ----------------------------------------------------------------------------------------
+    def migrate(self) -> int:
+        """Bring the schema up to date; safe when several processes start at once. Returns the version."""
+        types = _TYPES[self.dialect]
+        with self.transaction() as tx:
+            if self.dialect == "postgresql":
+                # Serialise concurrent migrators (several replicas starting together).
+                tx.execute("SELECT pg_advisory_xact_lock(7355608)")
+            tx.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)"
+            )
+            row = tx.one("SELECT MAX(version) AS v FROM schema_migrations")
+            current = int(row["v"] or 0)
+            for number, statements in enumerate(MIGRATIONS, start=1):
+                if number <= current:
+                    continue
+                for statement in statements:
+                    tx.execute(statement.format(**types))
+                tx.execute(
+                    "INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)", (number, iso(utcnow()))
+                )
+                current = number
+        return current
+
+    def schema_version(self) -> int:
+        with self.transaction(write=False) as tx:
+            row = tx.one("SELECT MAX(version) AS v FROM schema_migrations")
+        return int(row["v"] or 0)

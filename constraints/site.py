@@ -1,0 +1,409 @@
+"""Reading a site: GeoJSON in, a valid shapely geometry on both grids out, or an error a person can act on.
+
+Accepts a Polygon, MultiPolygon, Feature, or FeatureCollection of polygons (EPSG:4326 lon/lat,
+RFC 7946), or a Point for an address-only check. Every refusal is a ``SiteError`` whose message says
+what is wrong and where (a JSON pointer into the input), because the person reading it drew the shape.
+
+Examples
+--------
+>>> site = parse_site({"type": "Point", "coordinates": [-0.1151501, 51.4745098]})
+>>> site.grid_reference
+'TQ 30999 76744'
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import orjson
+import shapely
+from shapely.geometry.base import BaseGeometry
+
+from datasets.crs import (
+    GB_EASTING,
+    GB_LAT,
+    GB_LON,
+    GB_NORTHING,
+    OutsideGridError,
+    geodesic_area,
+    geodesic_perimeter,
+    grid_reference,
+    to_bng,
+)
+
+POLYGONAL = ("Polygon", "MultiPolygon")
+MAX_REPAIR_AREA_CHANGE = 0.01  # a repair that moves the area by more than 1 % changes what was drawn
+
+
+class SiteError(ValueError):
+    """A site cannot be checked; ``message`` says why, ``pointer`` where (JSON pointer into the input)."""
+
+    def __init__(self, message: str, *, code: str = "invalid-site", pointer: str | None = None, status: int = 422):
+        super().__init__(message)
+        self.message = message
+        self.code = code
+        self.pointer = pointer
+        self.status = status
+
+
+@dataclass(frozen=True)
+class SiteLimits:
+    """What a caller accepts. ``None`` turns a limit off."""
+
+    max_bytes: int | None = 20_000_000
+    max_vertices: int | None = 10_000
+    max_features: int | None = 100
+    min_area_m2: float | None = None
+    max_area_m2: float | None = None
+    allow_points: bool = True
+
+
+@dataclass
+class Site:
+    geometry: BaseGeometry  # EPSG:4326, 2D, valid
+    bng: BaseGeometry  # EPSG:27700 through OSTN15
+    area_m2: float
+    perimeter_m: float
+    centroid: tuple[float, float]
+    grid_reference: str
+    vertices: int
+    warnings: list[str] = field(default_factory=list)
+    properties: dict = field(default_factory=dict)
+
+    @property
+    def area_ha(self) -> float:
+        return self.area_m2 / 10_000
+
+    @property
+    def is_point(self) -> bool:
+        return self.geometry.geom_type == "Point"
+
+    def summary(self) -> dict:
+        return {
+            "area_m2": round(self.area_m2, 2),
+            "area_ha": round(self.area_ha, 4),
+            "perimeter_m": round(self.perimeter_m, 2),
+            "centroid": {"lon": round(self.centroid[0], 7), "lat": round(self.centroid[1], 7)},
+            "grid_reference": self.grid_reference,
+            "vertices": self.vertices,
+            "warnings": list(self.warnings),
+        }
+
+
+def _reject_constant(name: str):
+    raise SiteError(
+        f"the coordinates contain {name}, which is not a number; every coordinate must be a finite longitude or latitude",
+        code="not-finite",
+    )
+
+
+def load_json(data: bytes | str, limits: SiteLimits = SiteLimits()) -> object:
+    """Parse JSON text with the errors a person needs (size, not JSON, NaN)."""
+    size = len(data)
+    if limits.max_bytes is not None and size > limits.max_bytes:
+        raise SiteError(
+            f"the site is {size / 1e6:.1f} MB, more than the {limits.max_bytes / 1e6:.0f} MB accepted; "
+            "a planning site boundary needs far fewer vertices: simplify it",
+            code="too-large",
+            status=413,
+        )
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        pass
+    try:  # the standard library gives a position, and tells NaN and Infinity apart
+        return json.loads(data, parse_constant=_reject_constant)
+    except SiteError:
+        raise
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise SiteError(f"the site is not valid JSON: {err}", code="not-json") from None
+
+
+def _position_error(message: str, pointer: str, code: str = "invalid-coordinates") -> SiteError:
+    return SiteError(message, code=code, pointer=pointer)
+
+
+def _check_positions(coords, pointer: str, warnings: list[str]) -> np.ndarray:
+    if not isinstance(coords, list) or not coords:
+        raise _position_error("expected a list of [longitude, latitude] positions", pointer)
+    dims = set()
+    for i, position in enumerate(coords):
+        if not isinstance(position, list) or len(position) < 2 or len(position) > 3:
+            raise _position_error(
+                f"position {i} must be [longitude, latitude] (optionally with a height), got {json.dumps(position)[:60]}",
+                f"{pointer}/{i}",
+            )
+        for value in position:
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise _position_error(f"position {i} holds {json.dumps(value)[:40]}, not a number", f"{pointer}/{i}")
+            if not math.isfinite(value):
+                raise SiteError(
+                    f"position {i} holds {value}, not a finite number", code="not-finite", pointer=f"{pointer}/{i}"
+                )
+        dims.add(len(position))
+    if 3 in dims and "heights (Z) were ignored: the check is two-dimensional" not in warnings:
+        warnings.append("heights (Z) were ignored: the check is two-dimensional")
+    return np.array([p[:2] for p in coords], dtype=np.float64)
+
+
+def _check_ring(coords, pointer: str, warnings: list[str]) -> np.ndarray:
+    ring = _check_positions(coords, pointer, warnings)
+    if len(np.unique(ring, axis=0)) < 3:
+        raise SiteError(
+            "a ring needs at least 3 distinct points to enclose an area", code="too-few-points", pointer=pointer
+        )
+    if not np.array_equal(ring[0], ring[-1]):
+        raise SiteError(
+            f"the ring is not closed: it starts at {ring[0].tolist()} but ends at {ring[-1].tolist()}; "
+            "GeoJSON rings repeat the first point as the last",
+            code="ring-not-closed",
+            pointer=pointer,
+        )
+    return ring
+
+
+def _check_range(points: np.ndarray, pointer: str) -> None:
+    """Lon/lat in range and in Great Britain, with the two commonest mistakes named."""
+    x, y = points[:, 0], points[:, 1]
+    if (np.abs(x) > 180).any() or (np.abs(y) > 90).any():
+        if ((x >= GB_EASTING[0]) & (x <= GB_EASTING[1]) & (y >= GB_NORTHING[0]) & (y <= GB_NORTHING[1])).all():
+            raise SiteError(
+                "the coordinates look like British National Grid eastings and northings in metres; "
+                "GeoJSON must be longitude and latitude in degrees (EPSG:4326): convert them first",
+                code="projected-coordinates",
+                pointer=pointer,
+            )
+        raise SiteError(
+            "coordinates must be longitude (-180 to 180) and latitude (-90 to 90) in degrees",
+            code="out-of-range",
+            pointer=pointer,
+        )
+    in_gb = (x >= GB_LON[0]) & (x <= GB_LON[1]) & (y >= GB_LAT[0]) & (y <= GB_LAT[1])
+    if in_gb.all():
+        return
+    swapped = (y >= GB_LON[0]) & (y <= GB_LON[1]) & (x >= GB_LAT[0]) & (x <= GB_LAT[1])
+    if swapped.all():
+        raise SiteError(
+            "latitude and longitude are swapped: GeoJSON puts longitude first, as [longitude, latitude] "
+            f"(e.g. [{y[0]:.5f}, {x[0]:.5f}], not [{x[0]:.5f}, {y[0]:.5f}])",
+            code="swapped-coordinates",
+            pointer=pointer,
+        )
+    first = points[~in_gb][0]
+    raise SiteError(
+        f"the point [{first[0]:.5f}, {first[1]:.5f}] is outside Great Britain; "
+        "redline checks sites in England (longitude, latitude in WGS84)",
+        code="outside-great-britain",
+        pointer=pointer,
+    )
+
+
+def _polygon(coords, pointer: str, warnings: list[str]) -> shapely.Polygon:
+    if not isinstance(coords, list):
+        raise _position_error("a Polygon's coordinates are a list of rings", pointer)
+    if not coords:
+        raise SiteError("the polygon is empty: it has no rings", code="empty", pointer=pointer)
+    rings = [_check_ring(ring, f"{pointer}/{i}", warnings) for i, ring in enumerate(coords)]
+    for i, ring in enumerate(rings):
+        _check_range(ring, f"{pointer}/{i}")
+    return shapely.Polygon(rings[0], rings[1:])
+
+
+def geometry_from_geojson(obj, warnings: list[str], limits: SiteLimits = SiteLimits(), pointer: str = "") -> BaseGeometry:
+    """Build a shapely geometry from a GeoJSON object, validating structure and coordinates."""
+    if not isinstance(obj, dict):
+        raise SiteError("expected a GeoJSON object (a geometry, Feature or FeatureCollection)", code="not-geojson", pointer=pointer or "/")
+    kind = obj.get("type")
+    if kind == "Feature":
+        if obj.get("geometry") is None:
+            raise SiteError("the Feature has no geometry", code="empty", pointer=f"{pointer}/geometry")
+        return geometry_from_geojson(obj["geometry"], warnings, limits, f"{pointer}/geometry")
+    if kind == "FeatureCollection":
+        features = obj.get("features")
+        if not isinstance(features, list) or not features:
+            raise SiteError("the FeatureCollection has no features", code="empty", pointer=f"{pointer}/features")
+        if limits.max_features is not None and len(features) > limits.max_features:
+            raise SiteError(
+                f"the FeatureCollection has {len(features)} features; at most {limits.max_features} make one site",
+                code="too-many-geometries",
+                pointer=f"{pointer}/features",
+                status=413,
+            )
+        parts = [geometry_from_geojson(f, warnings, limits, f"{pointer}/features/{i}") for i, f in enumerate(features)]
+        if any(p.geom_type not in POLYGONAL for p in parts):
+            raise SiteError(
+                "a FeatureCollection site must hold polygons only", code="unsupported-geometry", pointer=f"{pointer}/features"
+            )
+        polygons = [g for p in parts for g in shapely.get_parts(p)]
+        return shapely.MultiPolygon(polygons) if len(polygons) > 1 else polygons[0]
+    coords = obj.get("coordinates")
+    if kind == "Polygon":
+        return _polygon(coords, f"{pointer}/coordinates", warnings)
+    if kind == "MultiPolygon":
+        if not isinstance(coords, list) or not coords:
+            raise SiteError("the MultiPolygon is empty", code="empty", pointer=f"{pointer}/coordinates")
+        polygons = [_polygon(p, f"{pointer}/coordinates/{i}", warnings) for i, p in enumerate(coords)]
+        return shapely.MultiPolygon(polygons)
+    if kind == "Point":
+        if not limits.allow_points:
+            raise SiteError("a site boundary must be a Polygon or MultiPolygon, not a Point", code="unsupported-geometry", pointer=f"{pointer}/type")
+        if coords == []:
+            raise SiteError("the Point is empty", code="empty", pointer=f"{pointer}/coordinates")
+        points = _check_positions([coords], f"{pointer}/coordinates", warnings)
+        _check_range(points, f"{pointer}/coordinates")
+        return shapely.Point(points[0])
+    if kind in ("LineString", "MultiLineString"):
+        raise SiteError(
+            f"a {kind} is a line, not a site: draw the boundary as a closed Polygon",
+            code="unsupported-geometry",
+            pointer=f"{pointer}/type",
+        )
+    if kind in ("MultiPoint", "GeometryCollection"):
+        raise SiteError(
+            f"a {kind} is not accepted: send one Polygon or MultiPolygon (or a Point for an address)",
+            code="unsupported-geometry",
+            pointer=f"{pointer}/type",
+        )
+    raise SiteError(
+        f"unknown GeoJSON type {kind!r}; expected Polygon, MultiPolygon, Feature or FeatureCollection",
+        code="not-geojson",
+        pointer=f"{pointer}/type",
+    )
+
+
+def _polygonal(geom: BaseGeometry) -> BaseGeometry | None:
+    polys = [p for p in shapely.get_parts(geom) if p.geom_type == "Polygon"]
+    polys += [q for p in shapely.get_parts(geom) if p.geom_type == "MultiPolygon" for q in shapely.get_parts(p)]
+    if geom.geom_type == "GeometryCollection":
+        polys = [q for p in shapely.get_parts(geom) if p.geom_type in POLYGONAL for q in shapely.get_parts(p)]
+    if not polys:
+        return None
+    return polys[0] if len(polys) == 1 else shapely.MultiPolygon(polys)
+
+
+def _shoelace_area(geom: BaseGeometry) -> float:
+    """Area as drawn, ring by ring, even when the rings cross (where GEOS's area means little)."""
+    total = 0.0
+    for polygon in shapely.get_parts(geom):
+        rings = [polygon.exterior, *polygon.interiors]
+        for i, ring in enumerate(rings):
+            xy = np.asarray(ring.coords)
+            area = 0.5 * abs(np.dot(xy[:-1, 0], xy[1:, 1]) - np.dot(xy[1:, 0], xy[:-1, 1]))
+            total += area if i == 0 else -area
+    return total
+
+
+def repair(geometry_bng: BaseGeometry, warnings: list[str], pointer: str = "") -> BaseGeometry:
+    """Repair an invalid polygon on the grid, refusing a repair that changes the area by more than 1 %."""
+    if geometry_bng.is_valid:
+        return geometry_bng
+    reason = shapely.is_valid_reason(geometry_bng)
+    where = ""
+    if "[" in reason:
+        try:
+            x, y = (float(v) for v in reason[reason.index("[") + 1 : reason.index("]")].split())
+            from datasets.crs import bng_to_lonlat
+
+            lon, lat = bng_to_lonlat([x], [y])
+            where = f" at [{lon[0]:.6f}, {lat[0]:.6f}]"
+        except ValueError:
+            where = ""
+    problem = reason.split("[")[0].strip()
+    if problem.lower().startswith("hole lies outside shell") or problem.lower().startswith("nested shells"):
+        raise SiteError(
+            f"the polygon is invalid: {problem.lower()}{where}; a hole must lie inside its outer ring",
+            code="hole-outside-shell",
+            pointer=pointer or None,
+        )
+    fixed = _polygonal(shapely.make_valid(geometry_bng))
+    drawn = _shoelace_area(geometry_bng)
+    if fixed is None or fixed.is_empty:
+        raise SiteError(f"the polygon is invalid ({problem.lower()}{where}) and has no area once repaired", code="self-intersection", pointer=pointer or None)
+    change = abs(fixed.area - drawn) / drawn if drawn > 0 else math.inf
+    if change > MAX_REPAIR_AREA_CHANGE:
+        raise SiteError(
+            f"the boundary crosses itself{where} ({problem.lower()}); repairing it would change the area by "
+            f"{'more than 100' if change > 1 else f'{change * 100:.1f}'} %, so it was not repaired: redraw it so no edges cross",
+            code="self-intersection",
+            pointer=pointer or None,
+        )
+    warnings.append(
+        f"the boundary was repaired ({problem.lower()}{where}); the area changed by {abs(fixed.area - drawn):.2f} m² ({change * 100:.3f} %)"
+    )
+    return fixed
+
+
+def parse_site(obj, limits: SiteLimits = SiteLimits()) -> Site:
+    """Read a site from GeoJSON (bytes, str or parsed) or a shapely geometry in EPSG:4326.
+
+    Raises
+    ------
+    SiteError
+        With a message that names the problem, for anything that is not a usable site in Great Britain.
+
+    Examples
+    --------
+    >>> site = parse_site('{"type": "Polygon", "coordinates": [[[-0.1, 51.5], [-0.099, 51.5], [-0.099, 51.501], [-0.1, 51.5]]]}')
+    >>> round(site.area_m2)
+    3863
+    """
+    warnings: list[str] = []
+    if isinstance(obj, bytes | bytearray | str):
+        obj = load_json(obj, limits)
+    if isinstance(obj, BaseGeometry):
+        obj = shapely.geometry.mapping(obj)
+        obj = json.loads(json.dumps(obj))  # tuples to lists, so it is checked exactly like GeoJSON input
+    properties = obj.get("properties") or {} if isinstance(obj, dict) and obj.get("type") == "Feature" else {}
+    geometry = geometry_from_geojson(obj, warnings, limits)
+    vertices = int(shapely.get_num_coordinates(geometry))
+    if limits.max_vertices is not None and vertices > limits.max_vertices:
+        raise SiteError(
+            f"the site has {vertices} vertices; at most {limits.max_vertices} are accepted: simplify the boundary",
+            code="too-many-vertices",
+            status=413,
+        )
+    try:
+        bng = to_bng(geometry)
+    except OutsideGridError as err:
+        raise SiteError(f"{err}; redline checks sites in England", code="outside-great-britain") from None
+    if geometry.geom_type in POLYGONAL:
+        deduplicated = shapely.remove_repeated_points(bng, 0.0)
+        if int(shapely.get_num_coordinates(deduplicated)) < int(shapely.get_num_coordinates(bng)):
+            warnings.append("repeated points were removed")
+            bng = deduplicated
+        if bng.is_valid and not shapely.orient_polygons(bng, exterior_cw=False).equals_exact(bng, 0.0):
+            warnings.append("rings were rewound: outer rings anticlockwise, holes clockwise (RFC 7946)")
+        bng = shapely.orient_polygons(repair(bng, warnings), exterior_cw=False)
+        from datasets.crs import to_wgs84
+
+        repaired = any(w.startswith("the boundary was repaired") or w == "repeated points were removed" for w in warnings)
+        geometry = to_wgs84(bng) if repaired else shapely.orient_polygons(geometry, exterior_cw=False)
+    area = geodesic_area(geometry)
+    if geometry.geom_type in POLYGONAL and area <= 0:
+        raise SiteError("the polygon has no area", code="empty")
+    if limits.min_area_m2 is not None and geometry.geom_type in POLYGONAL and area < limits.min_area_m2:
+        raise SiteError(
+            f"the site is {area:.2f} m², smaller than the {limits.min_area_m2:g} m² minimum: is it drawn at the right scale?",
+            code="too-small",
+        )
+    if limits.max_area_m2 is not None and area > limits.max_area_m2:
+        raise SiteError(
+            f"the site is {area / 10_000:.2f} ha, more than the {limits.max_area_m2 / 10_000:g} ha maximum",
+            code="too-big",
+        )
+    centre = geometry.centroid if geometry.geom_type != "Point" else geometry
+    centre_bng = bng.centroid if bng.geom_type != "Point" else bng
+    return Site(
+        geometry=geometry,
+        bng=bng,
+        area_m2=area,
+        perimeter_m=geodesic_perimeter(geometry) if geometry.geom_type != "Point" else 0.0,
+        centroid=(centre.x, centre.y),
+        grid_reference=grid_reference(centre_bng.x, centre_bng.y),
+        vertices=vertices,
+        warnings=warnings,
+        properties=properties,
+    )

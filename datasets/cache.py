@@ -1,0 +1,265 @@
+"""The on-disk layer cache: one GeoParquet file per dataset and a manifest that says which is current.
+
+Layout under the data folder (``REDLINE_DATA_DIR``, default ``./.redline/``)::
+
+    manifest.json                       which file is current for each dataset, and where it came from
+    layers/{dataset}.{version}.parquet  GeoParquet, EPSG:4326, the platform's entity fields
+    derived/{dataset}.{version}.*       load-time work the index persists (reprojected, subdivided pieces)
+
+Why versioned file names: a new copy is written beside the old one under a name nobody reads yet,
+fsynced, and only then named in the manifest (itself replaced by an atomic rename). A process killed
+at any moment leaves the manifest pointing at a complete file, and readers holding the old version
+keep a readable file until the next write sweeps it away.
+
+Examples
+--------
+>>> cache = LayerCache("/tmp/redline-doctest")  # doctest: +SKIP
+>>> cache.write("conservation-area", frame, source={"type": "local", "path": "ca.gpkg"})  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import geopandas as gpd
+import pandas as pd
+
+MANIFEST = "manifest.json"
+BASE_COLUMNS = [
+    "entity",
+    "name",
+    "reference",
+    "dataset",
+    "organisation-entity",
+    "entry-date",
+    "start-date",
+    "end-date",
+]
+
+
+class CacheError(RuntimeError):
+    """The cache cannot be read or written (missing dataset, corrupt file)."""
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so readers see the old content or the new, never a part."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+        fsync_dir(path.parent)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def sha256_file(path: Path | str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def normalise_frame(frame: gpd.GeoDataFrame, dataset: str) -> gpd.GeoDataFrame:
+    """Platform columns first, as the platform names them; every attribute a string ('' for none)."""
+    frame = frame.copy()
+    if frame.crs is not None and frame.crs.to_epsg() != 4326:
+        raise CacheError(f"{dataset}: the cache holds EPSG:4326 only, got {frame.crs}")
+    frame = frame.set_crs(4326, allow_override=True)
+    frame["dataset"] = dataset
+    for column in BASE_COLUMNS:
+        if column not in frame.columns:
+            frame[column] = ""
+    frame["entity"] = pd.to_numeric(frame["entity"], errors="raise").astype("int64")
+    extra = [c for c in frame.columns if c not in BASE_COLUMNS and c != frame.geometry.name]
+    for column in BASE_COLUMNS[1:] + extra:
+        frame[column] = frame[column].astype(object).where(frame[column].notna(), "").astype(str)
+    frame = frame.rename_geometry("geometry") if frame.geometry.name != "geometry" else frame
+    return frame[BASE_COLUMNS + extra + ["geometry"]]
+
+
+class LayerCache:
+    """Constraint layers kept on disk, one atomic GeoParquet file per dataset."""
+
+    def __init__(self, root: Path | str):
+        self.root = Path(root)
+        self.layers_dir = self.root / "layers"
+        self.derived_dir = self.root / "derived"
+        self.manifest_path = self.root / MANIFEST
+
+    # -- manifest -------------------------------------------------------------------------------
+
+    def _ensure(self) -> None:
+        self.layers_dir.mkdir(parents=True, exist_ok=True)
+        self.derived_dir.mkdir(parents=True, exist_ok=True)
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Serialise manifest read-modify-write across processes (sync jobs, replicas)."""
+        self._ensure()
+        with open(self.root / ".manifest.lock", "a+b") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def manifest(self) -> dict[str, dict]:
+        """Every dataset's manifest entry, keyed by dataset name."""
+        try:
+            raw = json.loads(self.manifest_path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return {}
+        except json.JSONDecodeError as err:  # only a hand edit can do this: writes are atomic
+            raise CacheError(f"{self.manifest_path} is not valid JSON ({err}); restore it or delete the folder") from None
+        return raw.get("datasets", {})
+
+    def generation(self) -> str:
+        """Changes whenever the manifest does; cheap enough to poll."""
+        try:
+            stat = self.manifest_path.stat()
+        except FileNotFoundError:
+            return "empty"
+        return f"{stat.st_mtime_ns:x}-{stat.st_size:x}-{stat.st_ino:x}"
+
+    def _write_manifest(self, datasets: dict[str, dict]) -> None:
+        body = {"format": 1, "written_at": now_iso(), "datasets": dict(sorted(datasets.items()))}
+        atomic_write_bytes(self.manifest_path, json.dumps(body, indent=1, sort_keys=False).encode())
+
+    def entry(self, dataset: str) -> dict | None:
+        return self.manifest().get(dataset)
+
+    def datasets(self) -> list[str]:
+        """Datasets with a good copy on disk."""
+        return [name for name, entry in self.manifest().items() if entry.get("file")]
+
+    def update_entry(self, dataset: str, **fields) -> dict:
+        with self._locked():
+            manifest = self.manifest()
+            entry = manifest.setdefault(dataset, {"dataset": dataset})
+            entry.update(fields)
+            self._write_manifest(manifest)
+            return entry
+
+    def record_failure(self, dataset: str, message: str) -> dict:
+        """Note a failed refresh; the last good copy stays current."""
+        return self.update_entry(dataset, last_error={"at": now_iso(), "message": message})
+
+    # -- layers ---------------------------------------------------------------------------------
+
+    def path(self, dataset: str) -> Path:
+        entry = self.entry(dataset)
+        if not entry or not entry.get("file"):
+            raise CacheError(f"dataset {dataset!r} is not in the cache; load or sync it first")
+        return self.layers_dir / entry["file"]
+
+    def read(self, dataset: str, columns: list[str] | None = None) -> gpd.GeoDataFrame:
+        path = self.path(dataset)
+        try:
+            return gpd.read_parquet(path, columns=columns)
+        except FileNotFoundError:
+            raise CacheError(f"{path} named by the manifest is missing") from None
+
+    def write(
+        self,
+        dataset: str,
+        frame: gpd.GeoDataFrame,
+        *,
+        source: dict,
+        etag: str | None = None,
+        last_modified: str | None = None,
+        metadata: dict | None = None,
+    ) -> dict:
+        """Make ``frame`` the current copy of ``dataset``, atomically. Returns the manifest entry."""
+        self._ensure()
+        frame = normalise_frame(frame, dataset)
+        version = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
+        final = self.layers_dir / f"{dataset}.{version}.parquet"
+        fd, tmp = tempfile.mkstemp(dir=self.layers_dir, prefix=f".{dataset}.", suffix=".tmp")
+        os.close(fd)
+        try:
+            frame.to_parquet(tmp, index=False, compression="zstd", write_covering_bbox=True)
+            with open(tmp, "rb") as handle:
+                os.fsync(handle.fileno())
+            os.replace(tmp, final)
+            fsync_dir(self.layers_dir)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+        bounds = [float(v) for v in frame.total_bounds] if len(frame) else None
+        entry_dates = frame["entry-date"][frame["entry-date"] != ""]
+        with self._locked():
+            manifest = self.manifest()
+            previous = manifest.get(dataset, {})
+            entry = {
+                "dataset": dataset,
+                "file": final.name,
+                "version": version,
+                "source": source,
+                "features": int(len(frame)),
+                "bounds": bounds,
+                "loaded_at": now_iso(),
+                "etag": etag,
+                "last_modified": last_modified,
+                "entry_date": str(entry_dates.max()) if len(entry_dates) else None,
+                "metadata": metadata if metadata is not None else previous.get("metadata"),
+                "last_error": None,
+            }
+            manifest[dataset] = entry
+            self._write_manifest(manifest)
+        self._sweep(dataset, keep=final.name)
+        return entry
+
+    def remove(self, dataset: str) -> None:
+        with self._locked():
+            manifest = self.manifest()
+            if manifest.pop(dataset, None) is not None:
+                self._write_manifest(manifest)
+        self._sweep(dataset, keep=None)
+
+    def _sweep(self, dataset: str, keep: str | None) -> None:
+        """Delete superseded copies (and what was derived from them), keeping the one just written
+        and the one before it, so a reader that opened the previous manifest still finds its file."""
+        copies = sorted(self.layers_dir.glob(f"{dataset}.*.parquet"), key=lambda p: p.stat().st_mtime)
+        copies = [p for p in copies if p.name.rsplit(".", 2)[0] == dataset and p.name != keep]
+        for old in copies[:-1] if keep else copies:
+            version = old.name[len(dataset) + 1 : -len(".parquet")]
+            with contextlib.suppress(FileNotFoundError):
+                old.unlink()
+            for derived in self.derived_dir.glob(f"{dataset}.{version}.*"):
+                with contextlib.suppress(FileNotFoundError):
+                    derived.unlink()
+
+    def derived_path(self, dataset: str, version: str, suffix: str) -> Path:
+        """Where the index persists what it derived from one version of one dataset."""
+        self._ensure()
+        return self.derived_dir / f"{dataset}.{version}.{suffix}"
