@@ -95,7 +95,9 @@ def metadata(real: Path, datasets: dict[str, list[dict]]) -> None:
     """/dataset/{name}.json answers: the real ones from the PlanX mock, else from the specification."""
     mock = json.loads((real / "planx-new__digitalLandResponseMock.json").read_text())["metadata"]
     by_name = {m["dataset"]: m for m in mock.values()}
-    spec = {r["dataset"]: r for r in csv.DictReader(open(real / "specification__dataset.csv", encoding="utf-8"))}
+    spec = {
+        r["dataset"]: r for r in csv.DictReader(open(real / "specification__dataset.csv", encoding="utf-8"))
+    }
     out = HERE / "metadata"
     out.mkdir(exist_ok=True)
     for i, (name, rows) in enumerate(sorted(datasets.items())):
@@ -104,7 +106,11 @@ def metadata(real: Path, datasets: dict[str, list[dict]]) -> None:
         else:
             s = spec[name]
             meta = {k: s.get(k, "") for k in ("dataset", "name", "plural", "typology", "prefix", "licence")}
-            meta |= {"attribution": s["attribution"], "collection": s["collection"], "entry-date": s["entry-date"]}
+            meta |= {
+                "attribution": s["attribution"],
+                "collection": s["collection"],
+                "entry-date": s["entry-date"],
+            }
         # entity-count is rewritten to the size of the bundled file so the fake platform is self-consistent;
         # both real shapes are kept (an integer, or {dataset, count}) because clients must read both.
         meta["entity-count"] = len(rows) if i % 2 else {"dataset": name, "count": len(rows)}
