@@ -111,3 +111,11 @@ class StoreUnavailable(BoundaryError):
     status_code = 503
     title = "Store unavailable"
     code = "store-unavailable"
+
+
+class InvalidRequest(BoundaryError):
+    """A well-formed request whose content makes no sense (unknown constraint key, missing reason...)."""
+
+    status_code = 422
+    title = "Invalid request"
+    code = "invalid-request"

@@ -329,7 +329,8 @@ class Tx:
     # -- audit -----------------------------------------------------------------------------------------
     def append_audit(self, boundary_id: str, at: str, actor: str, event: str, details: dict) -> None:
         self.insert(
-            "audit", {"boundary_id": boundary_id, "at": at, "actor": actor, "event": event, "details": details}
+            "audit",
+            {"boundary_id": boundary_id, "at": at, "actor": actor, "event": event, "details": details},
         )
 
     def list_audit(self, boundary_id: str) -> list[dict]:
@@ -369,7 +370,9 @@ class Store:
     def _connect(self):
         if self.dialect == "sqlite":
             # Autocommit mode: transactions are opened explicitly (BEGIN IMMEDIATE for writes).
-            conn = sqlite3.connect(self.config.path, isolation_level=None, timeout=30, check_same_thread=False)
+            conn = sqlite3.connect(
+                self.config.path, isolation_level=None, timeout=30, check_same_thread=False
+            )
             conn.row_factory = sqlite3.Row
             conn.execute("PRAGMA journal_mode=WAL")
             # FULL: a committed change request survives power loss, not just a process kill.
@@ -381,7 +384,8 @@ class Store:
         from psycopg.rows import dict_row
 
         try:
-            return psycopg.connect(self.config.url, row_factory=dict_row, connect_timeout=10)
+            # Autocommit: the only transactions are the explicit ``conn.transaction()`` blocks below.
+            return psycopg.connect(self.config.url, row_factory=dict_row, connect_timeout=10, autocommit=True)
         except psycopg.OperationalError as exc:
             raise StoreUnavailable(f"cannot reach the PostgreSQL boundary store: {exc}") from exc
 
@@ -445,7 +449,8 @@ class Store:
                 for statement in statements:
                     tx.execute(statement.format(**types))
                 tx.execute(
-                    "INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)", (number, iso(utcnow()))
+                    "INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)",
+                    (number, iso(utcnow())),
                 )
                 current = number
         return current
