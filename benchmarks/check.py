@@ -1,0 +1,242 @@
+"""Benchmark of the constraints check against a naive geopandas baseline, in the same run.
+
+    python -m benchmarks.check --scale 1 --sites 1000
+
+1. The synthetic national layers for (scale, seed) are generated once and kept as a LayerCache
+   under ``.redline-bench/`` (``REDLINE_BENCH_DIR``); so are the query sites.
+2. A fresh Python process builds the index from that cache (``ConstraintIndex.from_cache``) so that
+   whatever the index persists at first build (reprojected, subdivided pieces) is on disk.
+3. A second fresh process measures ``load_s``: cold start from the on-disk cache to a ready index,
+   imports of redline's core included. It then times ``index.check(site)`` for every site (every
+   key, overlap areas included), records the resident memory, and runs the baseline: for each site,
+   one geopandas ``sjoin`` per layer (layers reprojected to EPSG:27700 with OSTN15 and their spatial
+   index built beforehand, untimed), plus the intersection area of every intersecting feature: the
+   same entities and overlaps the check computes. The baseline runs on the first
+   ``--baseline-sites`` sites or until ``--baseline-seconds`` have passed, whichever comes first.
+
+It prints ONE JSON line::
+
+    {"scale", "features", "load_s", "rss_mb", "check_p50_us", "check_p99_us", "check_max_us",
+     "checks_per_s", "baseline": "geopandas-sjoin", "baseline_p50_us", "speedup_p50", ...}
+
+``speedup_p50`` compares the two on the same sites (those the baseline ran); ``baseline_agreement``
+is the share of those sites where the check and the baseline found exactly the same entities
+(the check's ``entities`` and ``nearby`` together against the baseline's DE-9IM intersects).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from benchmarks.common import emit, log, peak_rss_mb, rss_mb, summarise_us
+
+WARMUP = 10
+
+
+def sites_path(cache_root: Path, n: int, seed: int) -> Path:
+    return cache_root / f"sites-n{n}-seed{seed}.wkb.txt"
+
+
+def ensure_sites(cache_root: Path, n: int, seed: int) -> Path:
+    """The query sites for this cache, one hex WKB polygon (EPSG:4326) a line; made on first use."""
+    path = sites_path(cache_root, n, seed)
+    if path.exists():
+        return path
+    import shapely
+
+    from benchmarks.synth import generate_sites
+    from datasets.cache import LayerCache
+
+    cache = LayerCache(cache_root)
+    layers = {name: cache.read(name) for name in cache.datasets()}
+    sites = generate_sites(n, layers, seed)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text("\n".join(shapely.to_wkb(sites, hex=True).tolist()) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def read_sites(path: Path) -> list:
+    import shapely
+
+    return list(shapely.from_wkb([line for line in path.read_text().split() if line]))
+
+
+# -- the measuring child process ------------------------------------------------------------------
+
+
+def _entities_in(answer: dict) -> set[int]:
+    found = set()
+    for constraint in answer["constraints"]:
+        for item in constraint["entities"] + constraint["nearby"]:
+            if item.get("entity") is not None:
+                found.add(int(item["entity"]))
+    return found
+
+
+def _baseline(cache, sites, max_sites: int, budget_s: float) -> tuple[list[int], list[set[int]]]:
+    """The naive way: one geopandas ``sjoin`` per layer, then intersection areas, per site."""
+    import geopandas as gpd
+    import numpy as np
+    from pyproj import Geod
+
+    from datasets.crs import to_bng
+
+    started = time.perf_counter()
+    layers = {}
+    for name in cache.datasets():
+        frame = cache.read(name, columns=["entity", "geometry"])
+        frame = gpd.GeoDataFrame(
+            {"entity": frame["entity"].to_numpy()}, geometry=to_bng(frame.geometry.to_numpy()), crs=27700
+        )
+        _ = frame.sindex  # built once here, not per check: the baseline is naive, not careless
+        layers[name] = frame
+    log(f"baseline layers ready in {time.perf_counter() - started:.1f} s")
+    geod = Geod(ellps="WGS84")
+    durations, found = [], []
+    budget_end = time.perf_counter() + budget_s
+    for i, site in enumerate(sites[:max_sites]):
+        if i >= 5 and time.perf_counter() > budget_end:
+            break
+        t0 = time.perf_counter_ns()
+        site_bng = to_bng(site)
+        site_frame = gpd.GeoDataFrame(geometry=[site_bng], crs=27700)
+        abs(geod.geometry_area_perimeter(site)[0])  # the site's geodesic area, as the check gives
+        entities: set[int] = set()
+        for frame in layers.values():
+            joined = gpd.sjoin(frame, site_frame, how="inner", predicate="intersects")
+            if len(joined):
+                overlap = joined.geometry.intersection(site_bng).area.to_numpy()
+                entities.update(int(e) for e in joined["entity"].to_numpy())
+                np.asarray(overlap).sum()
+        durations.append(time.perf_counter_ns() - t0)
+        found.append(entities)
+    return durations, found
+
+
+def child(args) -> int:
+    """Runs in a fresh interpreter: cold start, checks, memory, baseline."""
+    started = time.perf_counter()
+    from constraints.index import ConstraintIndex
+    from datasets.cache import LayerCache
+    from datasets.catalogue import load_catalogue
+
+    cache = LayerCache(args.cache)
+    index = ConstraintIndex.from_cache(cache, load_catalogue())
+    load_s = time.perf_counter() - started
+    if args.mode == "prime":
+        print(json.dumps({"load_s": load_s}), flush=True)
+        return 0
+
+    sites = read_sites(Path(args.sites_file))
+    warm, timed = sites[:WARMUP], sites[WARMUP:]
+    for site in warm:  # first calls pay for lazy imports and caches; not what a service sees
+        index.check(site)
+    durations, answers = [], []
+    t_all = time.perf_counter()
+    for site in timed:
+        t0 = time.perf_counter_ns()
+        answer = index.check(site)
+        durations.append(time.perf_counter_ns() - t0)
+        answers.append(answer)
+    wall = time.perf_counter() - t_all
+    resident = rss_mb()
+    peak = peak_rss_mb()
+    stats = summarise_us(durations)
+    log(
+        f"{len(timed)} checks: p50 {stats['p50']} us, p99 {stats['p99']} us, max {stats['max']} us, rss {resident:.0f} MB"
+    )
+
+    base_durations, base_found = _baseline(cache, timed, args.baseline_sites, args.baseline_seconds)
+    k = len(base_durations)
+    base = summarise_us(base_durations)
+    same_sites = summarise_us(durations[:k])
+    agree = sum(_entities_in(answers[i]) == base_found[i] for i in range(k))
+    worst = max(range(len(durations)), key=durations.__getitem__)
+    result = {
+        "scale": args.scale,
+        "features": int(index.snapshot.features),
+        "load_s": round(load_s, 2),
+        "rss_mb": round(resident, 1),
+        "check_p50_us": stats["p50"],
+        "check_p99_us": stats["p99"],
+        "check_max_us": stats["max"],
+        "checks_per_s": round(len(timed) / wall, 1) if wall > 0 else None,
+        "baseline": "geopandas-sjoin",
+        "baseline_p50_us": base["p50"],
+        "speedup_p50": round(base["p50"] / same_sites["p50"], 1) if k and same_sites["p50"] > 0 else None,
+        "sites": len(timed),
+        "baseline_sites": k,
+        "baseline_agreement": round(agree / k, 4) if k else None,
+        "check_p50_us_baseline_sites": same_sites["p50"],
+        "rss_peak_mb": round(peak, 1),
+        "pieces": int(len(index.snapshot.piece_geometry)),
+        "slowest_site_vertices": int(len(timed[worst].exterior.coords) - 1),
+        "slowest_site_entities": len(_entities_in(answers[worst])),
+    }
+    print(json.dumps(result), flush=True)
+    return 0
+
+
+# -- the driver ------------------------------------------------------------------------------------
+
+
+def _run_child(argv: list[str], timeout: float) -> dict:
+    command = [sys.executable, "-m", "benchmarks.check", *argv]
+    done = subprocess.run(command, stdout=subprocess.PIPE, text=True, timeout=timeout, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"benchmark child failed with exit code {done.returncode}: {' '.join(command)}")
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if not lines:
+        raise RuntimeError("benchmark child printed no result")
+    return json.loads(lines[-1])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.check", description=__doc__.split("\n")[0])
+    parser.add_argument("--scale", type=float, default=0.01, help="1 = national counts (default 0.01)")
+    parser.add_argument("--sites", type=int, default=200, help="number of timed checks (default 200)")
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--baseline-sites", type=int, default=200, help="at most this many baseline checks")
+    parser.add_argument("--baseline-seconds", type=float, default=90.0, help="time budget of the baseline")
+    parser.add_argument("--timeout", type=float, default=3600.0, help="seconds allowed to each child process")
+    parser.add_argument("--child", choices=["prime", "measure"], dest="mode", help=argparse.SUPPRESS)
+    parser.add_argument("--cache", help=argparse.SUPPRESS)
+    parser.add_argument("--sites-file", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.mode:
+        return child(args)
+    if args.sites < 1 or args.baseline_sites < 0:
+        print("error: --sites must be at least 1 and --baseline-sites not negative", file=sys.stderr)
+        return 2
+
+    from benchmarks.synth import _check_scale, cached_layers
+
+    try:
+        _check_scale(args.scale)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    t0 = time.perf_counter()
+    root = cached_layers(args.scale, args.seed)
+    log(f"layers in {root} ({time.perf_counter() - t0:.1f} s)")
+    sites_file = ensure_sites(root, args.sites + WARMUP, args.seed)
+    common = ["--scale", repr(args.scale), "--cache", str(root), "--sites-file", str(sites_file)]
+    common += ["--baseline-sites", str(args.baseline_sites), "--baseline-seconds", str(args.baseline_seconds)]
+    first = _run_child(["--child", "prime", *common], args.timeout)
+    log(f"first index build (persists derived files when absent): {first['load_s']:.1f} s")
+    result = _run_child(["--child", "measure", *common], args.timeout)
+    result["first_load_s"] = round(first["load_s"], 2)
+    result["seed"] = args.seed
+    emit(result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
