@@ -1,0 +1,122 @@
+"""The FastAPI application: wiring only. Routers are in ``api/routes``; the work is in the core packages."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from constraints.index import ConstraintIndex
+from constraints.site import SiteLimits
+from datasets.cache import LayerCache
+from datasets.catalogue import load_catalogue
+from datasets.samples import load_samples
+
+from . import errors
+from .deps import TokenBucket
+from .keys import KeyStore
+from .routes import check, health
+from .settings import Settings, get_settings
+
+log = logging.getLogger("redline.api")
+STATIC = Path(__file__).parent / "static"
+
+
+def _load_index(app: FastAPI) -> None:
+    """Build the index off the event loop so /healthz answers while layers load."""
+    state = app.state
+    try:
+        cache = state.cache
+        if state.settings.load_samples and not cache.datasets():
+            loaded = load_samples(cache)
+            log.info("loaded %d bundled sample layers into the empty cache %s", len(loaded), cache.root)
+        state.index = ConstraintIndex.from_cache(
+            cache,
+            state.catalogue,
+            live=state.live,
+            stale_after_hours=state.settings.stale_after_hours,
+            limits=SiteLimits(max_bytes=state.settings.max_body_bytes, max_vertices=state.settings.max_vertices, max_features=state.settings.max_geometries),
+        )
+    except Exception as err:  # reported by /readyz; the process stays up to say so
+        log.exception("the constraint index failed to load")
+        state.load_error = f"the constraint index failed to load: {err}"
+
+
+async def _watch_cache(app: FastAPI) -> None:
+    """Pick up a cache written by another process (a sync job, another replica) without a restart."""
+    while True:
+        await asyncio.sleep(app.state.settings.reload_poll_s)
+        index = app.state.index
+        if index is not None:
+            try:
+                await asyncio.to_thread(index.reload_if_changed)
+            except Exception:
+                log.exception("reloading the index failed; still serving the previous data")
+
+
+def create_app(settings: Settings | None = None, *, load_in_background: bool = True) -> FastAPI:
+    settings = settings or get_settings()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        loader = threading.Thread(target=_load_index, args=(app,), daemon=True)
+        loader.start()
+        if not load_in_background:
+            await asyncio.to_thread(loader.join)
+        watcher = asyncio.create_task(_watch_cache(app))
+        for start in app.state.on_startup:
+            await start(app)
+        try:
+            yield
+        finally:
+            watcher.cancel()
+            for stop in app.state.on_shutdown:
+                await stop(app)
+
+    app = FastAPI(
+        title="redline",
+        version="0.1.0",
+        description="Planning constraints checks and red-line boundaries for English local planning authorities. "
+        "Every error is application/problem+json (RFC 9457).",
+        lifespan=lifespan,
+    )
+    state = app.state
+    state.settings = settings
+    state.cache = LayerCache(settings.data_dir)
+    state.catalogue = load_catalogue(settings.local_catalogue, settings.article4_dir)
+    state.keys = KeyStore(settings.data_dir)
+    state.rate_limiter = TokenBucket(settings.rate_limit_per_s, settings.rate_limit_burst)
+    state.index = None
+    state.load_error = None
+    state.live = None
+    state.on_startup = []
+    state.on_shutdown = []
+
+    domain_errors: list[type[Exception]] = []
+    app.include_router(health.router)
+    app.include_router(check.router)
+    for extend in _extensions():
+        domain_errors.extend(extend(app) or ())
+    errors.install(app, tuple(domain_errors))
+    if settings.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"], allow_headers=["*"])
+    return app
+
+
+def _extensions():
+    """Optional parts of the service, each a function that adds its routers to the app."""
+    found = []
+    for module_name in ("api.routes.platform", "api.routes.boundaries", "api.routes.operations", "api.routes.widget"):
+        try:
+            module = __import__(module_name, fromlist=["install"])
+        except ModuleNotFoundError as err:
+            if err.name != module_name:
+                raise
+            continue
+        found.append(module.install)
+    return found

@@ -1,0 +1,282 @@
+"""The ``redline`` command line: checks, dataset loading, the service, and API keys.
+
+Exit codes: 0 done, 1 the work failed (nothing could be loaded, a sync failed), 2 bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import logging
+import socket
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+from .settings import get_settings
+
+BAD_INPUT = 2
+
+
+def _fail(message: str, code: int = BAD_INPUT) -> int:
+    print(f"redline: {message}", file=sys.stderr)
+    return code
+
+
+def _cache():
+    from datasets.cache import LayerCache
+
+    return LayerCache(get_settings().data_dir)
+
+
+def _catalogue():
+    from datasets.catalogue import load_catalogue
+
+    settings = get_settings()
+    return load_catalogue(settings.local_catalogue, settings.article4_dir)
+
+
+def cmd_check(args) -> int:
+    from constraints.formats import to_geojson, to_odp, to_planx
+    from constraints.index import ConstraintIndex, Tolerance
+    from constraints.site import SiteError, SiteLimits, parse_site
+
+    path = Path(args.site)
+    if str(args.site) == "-":
+        data = sys.stdin.buffer.read()
+    else:
+        if not path.exists():
+            return _fail(f"{path} does not exist")
+        if path.is_dir():
+            return _fail(f"{path} is a folder; give a GeoJSON file")
+        limits = SiteLimits()
+        size = path.stat().st_size
+        if limits.max_bytes is not None and size > limits.max_bytes:
+            return _fail(f"{path} is {size / 1e6:.1f} MB, more than the {limits.max_bytes / 1e6:.0f} MB accepted for one site; simplify the boundary")
+        data = path.read_bytes()
+    try:
+        site = parse_site(data)
+    except SiteError as err:
+        where = f" (at {err.pointer})" if err.pointer else ""
+        return _fail(f"{args.site}: {err.message}{where}")
+    cache = _cache()
+    settings = get_settings()
+    if not cache.datasets() and settings.load_samples:
+        from datasets.samples import load_samples
+
+        load_samples(cache)
+        print("redline: the cache was empty; loaded the bundled sample layers", file=sys.stderr)
+    index = ConstraintIndex.from_cache(cache, _catalogue(), stale_after_hours=settings.stale_after_hours)
+    tolerance = Tolerance(args.tolerance_m2, args.tolerance_pct)
+    answer = index.check(site, tolerance=tolerance, council=args.council)
+    if args.format == "planx":
+        answer = to_planx(answer, index.catalogue)
+    elif args.format == "odp":
+        answer = {"designations": to_odp(answer)}
+    elif args.format == "geojson":
+        answer = to_geojson(answer, index.snapshot)
+    json.dump(answer, sys.stdout, indent=1, default=str)
+    sys.stdout.write("\n")
+    return 0
+
+
+def cmd_load(args) -> int:
+    from datasets.loaders import LoadError, read_layer_file
+
+    cache = _cache()
+    try:
+        report = read_layer_file(
+            args.file,
+            args.dataset,
+            layer=args.layer,
+            id_field=args.id_field,
+            name_field=args.name_field,
+            reference_field=args.reference_field,
+            organisation=args.organisation,
+            crs=args.crs,
+        )
+    except LoadError as err:
+        return _fail(str(err))
+    if report.loaded == 0:
+        print(report.summary(), file=sys.stderr)
+        return _fail(f"nothing in {args.file} could be loaded", 1)
+    frame = report.frame
+    if args.append and cache.entry(args.dataset):
+        import geopandas as gpd
+        import pandas as pd
+
+        previous = cache.read(args.dataset)
+        clash = set(previous["entity"]) & set(frame["entity"])
+        if clash:
+            return _fail(f"{len(clash)} entity ids of {args.file} are already in {args.dataset} (e.g. {sorted(clash)[0]}); use --replace")
+        frame = gpd.GeoDataFrame(pd.concat([previous, frame], ignore_index=True), crs=4326)
+    elif cache.entry(args.dataset) and not args.replace:
+        return _fail(f"{args.dataset} is already cached; say --replace to replace it or --append to add to it")
+    cache.write(args.dataset, frame, source=report.source)
+    print(report.summary())
+    return 0
+
+
+def _age(stamp: str | None) -> str:
+    if not stamp:
+        return "never"
+    seconds = (datetime.now(UTC) - datetime.fromisoformat(stamp.replace("Z", "+00:00"))).total_seconds()
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f}{unit}"
+    return f"{seconds:.0f}s"
+
+
+def cmd_list(args) -> int:
+    manifest = _cache().manifest()
+    if args.json:
+        json.dump(manifest, sys.stdout, indent=1)
+        print()
+        return 0
+    if not manifest:
+        print("the cache is empty: run 'redline datasets load-samples', 'redline datasets load FILE' or 'redline datasets sync'")
+        return 0
+    print(f"{'dataset':40} {'features':>9} {'age':>6}  source")
+    for name, entry in sorted(manifest.items()):
+        source = entry.get("source") or {}
+        origin = source.get("url") or source.get("path") or source.get("type", "")
+        error = f"  (last refresh failed: {entry['last_error']['message']})" if entry.get("last_error") else ""
+        print(f"{name:40} {entry.get('features', 0):>9} {_age(entry.get('loaded_at')):>6}  {origin}{error}")
+    return 0
+
+
+def cmd_load_samples(args) -> int:
+    from datasets.samples import load_samples
+
+    loaded = load_samples(_cache(), only_missing=args.missing)
+    for name, count in loaded.items():
+        print(f"{name}: {count}")
+    print(f"loaded {len(loaded)} sample datasets into {get_settings().data_dir}")
+    return 0
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        try:
+            return ipaddress.ip_address(socket.gethostbyname(host)).is_loopback
+        except OSError:
+            return False
+
+
+def cmd_serve(args) -> int:
+    import uvicorn
+
+    from .keys import KeyStore
+
+    settings = get_settings()
+    if not KeyStore(settings.data_dir).any_active():
+        if not _is_loopback(args.host) and not args.insecure:
+            return _fail(
+                f"refusing to serve on {args.host} with no API keys: anyone could call it. "
+                "Create keys with 'redline keys create --name N --scope check', or pass --insecure"
+            )
+        logging.getLogger("redline").warning("no API keys configured: the service is open to every caller (development mode)")
+    uvicorn.run("api.app:create_app", factory=True, host=args.host, port=args.port, workers=args.workers, log_level=args.log_level, proxy_headers=True)
+    return 0
+
+
+def cmd_keys(args) -> int:
+    from .keys import KeyStore, KeyStoreError
+
+    store = KeyStore(get_settings().data_dir)
+    if args.keys_command == "create":
+        try:
+            key_id, token = store.create(args.name, args.scope)
+        except KeyStoreError as err:
+            return _fail(str(err))
+        print(f"key {key_id} for {args.name} ({', '.join(args.scope)}); it is shown only now:\n{token}")
+    elif args.keys_command == "revoke":
+        if not store.revoke(args.key):
+            return _fail(f"no active key has the id or name {args.key!r}")
+        print(f"revoked {args.key}")
+    else:
+        for key in store.list():
+            state = f"revoked {key['revoked_at']}" if key["revoked_at"] else "active"
+            print(f"{key['id']}  {key['name']:24} {','.join(key['scopes']):30} {state}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="redline", description="Planning constraints checks and red-line boundaries.")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    check = commands.add_parser("check", help="check a site (GeoJSON file, or - for stdin) against the cached layers")
+    check.add_argument("site")
+    check.add_argument("--format", choices=["native", "planx", "odp", "geojson"], default="native")
+    check.add_argument("--tolerance-m2", type=float, default=0.5, help="overlaps below this many m² count as nearby (default 0.5)")
+    check.add_argument("--tolerance-pct", type=float, default=0.1, help="overlaps below this %% of the site count as nearby (default 0.1)")
+    check.add_argument("--council", help="add this council's granular article 4 keys (e.g. lambeth)")
+    check.set_defaults(func=cmd_check)
+
+    datasets = commands.add_parser("datasets", help="the layer cache").add_subparsers(dest="datasets_command", required=True)
+    load = datasets.add_parser("load", help="load a GIS file (GeoJSON, GeoPackage, Shapefile or .zip, FlatGeobuf, CSV with WKT)")
+    load.add_argument("file")
+    load.add_argument("--dataset", required=True, help="the dataset name, e.g. conservation-area or a local one")
+    load.add_argument("--layer")
+    load.add_argument("--id-field")
+    load.add_argument("--name-field")
+    load.add_argument("--reference-field")
+    load.add_argument("--organisation", help="organisation entity to record, e.g. 192")
+    load.add_argument("--crs", help="the file's EPSG code when it does not say (27700 for British National Grid)")
+    mode = load.add_mutually_exclusive_group()
+    mode.add_argument("--replace", action="store_true")
+    mode.add_argument("--append", action="store_true")
+    load.set_defaults(func=cmd_load)
+    listing = datasets.add_parser("list", help="cached datasets with count, source and age")
+    listing.add_argument("--json", action="store_true")
+    listing.set_defaults(func=cmd_list)
+    samples = datasets.add_parser("load-samples", help="load the bundled sample layers")
+    samples.add_argument("--missing", action="store_true", help="only those not cached yet")
+    samples.set_defaults(func=cmd_load_samples)
+    try:
+        from .cli_sync import add_sync_parser
+    except ModuleNotFoundError:
+        pass
+    else:
+        add_sync_parser(datasets)
+
+    serve = commands.add_parser("serve", help="serve the HTTP API and the widget")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=1)
+    serve.add_argument("--insecure", action="store_true", help="allow serving beyond loopback with no API keys")
+    serve.add_argument("--log-level", default="info")
+    serve.set_defaults(func=cmd_serve)
+
+    keys = commands.add_parser("keys", help="API keys").add_subparsers(dest="keys_command", required=True)
+    create = keys.add_parser("create")
+    create.add_argument("--name", required=True)
+    create.add_argument("--scope", action="append", required=True, help="check, boundary:write, officer or admin (repeatable)")
+    revoke = keys.add_parser("revoke")
+    revoke.add_argument("key", help="key id or name")
+    keys.add_parser("list")
+    for sub in (create, revoke):
+        sub.set_defaults(func=cmd_keys)
+    keys.choices["list"].set_defaults(func=cmd_keys)
+
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args) or 0
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

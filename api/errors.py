@@ -1,0 +1,91 @@
+"""One place that turns domain exceptions into RFC 9457 ``application/problem+json`` answers."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from constraints.site import SiteError
+from datasets.cache import CacheError
+from datasets.catalogue import CatalogueError
+
+log = logging.getLogger("redline.api")
+PROBLEM = "application/problem+json"
+
+
+class Problem(Exception):
+    """An error with an HTTP status, raised by routers for what the domain does not cover."""
+
+    def __init__(self, status: int, title: str, detail: str, *, type: str = "about:blank", headers: dict | None = None, **extra):
+        super().__init__(detail)
+        self.status, self.title, self.detail, self.type = status, title, detail, type
+        self.headers = headers or {}
+        self.extra = extra
+
+
+def problem_response(status: int, title: str, detail: str, *, type: str = "about:blank", instance: str | None = None, headers: dict | None = None, **extra) -> JSONResponse:
+    body = {"type": type, "title": title, "status": status, "detail": detail}
+    if instance:
+        body["instance"] = instance
+    body.update({k: v for k, v in extra.items() if v is not None})
+    return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
+
+
+def _site_error(request: Request, exc: SiteError) -> JSONResponse:
+    errors = [{"pointer": exc.pointer or "/", "detail": exc.message}]
+    title = "Payload too large" if exc.status == 413 else "The site cannot be checked"
+    return problem_response(exc.status, title, exc.message, type=f"/problems/{exc.code}", instance=request.url.path, errors=errors)
+
+
+def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    errors = []
+    for err in exc.errors():
+        loc = [str(p) for p in err.get("loc", ())]
+        errors.append({"pointer": "/" + "/".join(loc[1:]) if len(loc) > 1 else "/" + "/".join(loc), "in": loc[0] if loc else "body", "detail": err.get("msg", "invalid")})
+    detail = "; ".join(f"{e['in']} {e['pointer']}: {e['detail']}" for e in errors[:5])
+    return problem_response(422, "The request is not valid", detail, type="/problems/invalid-request", instance=request.url.path, errors=errors)
+
+
+def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    titles = {404: "Not found", 405: "Method not allowed", 401: "Unauthorised", 403: "Forbidden", 413: "Payload too large", 429: "Too many requests"}
+    detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+    if exc.status_code == 404 and detail == "Not Found":
+        detail = f"there is nothing at {request.url.path}; see /docs for the endpoints"
+    return problem_response(exc.status_code, titles.get(exc.status_code, "Error"), detail, instance=request.url.path, headers=getattr(exc, "headers", None))
+
+
+def _domain_error(request: Request, exc: Exception) -> JSONResponse:
+    """Boundary and other domain errors declare ``status_code`` and ``title`` on their class."""
+    status = getattr(exc, "status_code", 400)
+    title = getattr(exc, "title", type(exc).__name__)
+    code = getattr(exc, "code", None)
+    return problem_response(status, title, str(exc), type=f"/problems/{code}" if code else "about:blank", instance=request.url.path, **(getattr(exc, "extra", None) or {}))
+
+
+def _problem(request: Request, exc: Problem) -> JSONResponse:
+    return problem_response(exc.status, exc.title, exc.detail, type=exc.type, instance=request.url.path, headers=exc.headers, **exc.extra)
+
+
+def _cache_error(request: Request, exc: CacheError) -> JSONResponse:
+    return problem_response(503, "Constraint data unavailable", str(exc), instance=request.url.path, headers={"Retry-After": "5"})
+
+
+def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unexpected error on %s %s", request.method, request.url.path)
+    return problem_response(500, "Internal error", "redline failed to answer this request; the error is logged. Please report it.", instance=request.url.path)
+
+
+def install(app: FastAPI, domain_errors: tuple[type[Exception], ...] = ()) -> None:
+    app.add_exception_handler(SiteError, _site_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Problem, _problem)
+    app.add_exception_handler(CacheError, _cache_error)
+    app.add_exception_handler(CatalogueError, _domain_error)
+    for error in domain_errors:
+        app.add_exception_handler(error, _domain_error)
+    app.add_exception_handler(Exception, _unexpected)

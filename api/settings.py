@@ -1,0 +1,48 @@
+"""Service settings, from ``REDLINE_*`` environment variables or a ``.env`` file (pydantic-settings)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="REDLINE_", env_file=".env", extra="ignore")
+
+    data_dir: Path = Field(Path(".redline"), description="Layer cache, manifest, derived index files and the SQLite store.")
+    database_url: str | None = Field(None, description="postgresql://... to keep boundaries in PostgreSQL; SQLite in data_dir when unset.")
+    local_catalogue: Path | None = Field(None, description="A council's own constraint keys and datasets (JSON, same shape as the shipped catalogue).")
+    article4_dir: Path | None = Field(None, description="Folder of per-council granular article 4 rule files.")
+    load_samples: bool = Field(True, description="Load the bundled sample layers into an empty cache at start.")
+
+    pdp_files_url: str = "https://files.planning.data.gov.uk"
+    pdp_api_url: str = "https://www.planning.data.gov.uk"
+    pdp_connect_timeout_s: float = 10.0
+    pdp_read_timeout_s: float = 60.0
+    pdp_retries: int = 4
+    sync_min_fraction: float = Field(0.5, description="Refuse a download with fewer features than this fraction of the last copy.")
+    stale_after_hours: float = 48.0
+    sync_interval_s: float | None = Field(None, description="Run the platform sync in the service every N seconds (off by default).")
+    live_fallback: bool = Field(False, description="Ask the platform's live API for datasets that are not cached.")
+    live_cache_ttl_s: float = 300.0
+    reload_poll_s: float = Field(5.0, description="How often a replica looks for a newer cache (written by a sync elsewhere).")
+
+    max_body_bytes: int = 2_000_000
+    max_vertices: int = 10_000
+    max_geometries: int = 100
+    max_boundary_area_ha: float = 100.0
+    tolerance_m2: float = 0.5
+    tolerance_pct: float = 0.1
+
+    cors_origins: list[str] = Field(default_factory=list)
+    rate_limit_per_s: float = Field(50.0, description="Token bucket refill rate per API key.")
+    rate_limit_burst: int = 100
+    auto_approve_working_days: int = 5
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

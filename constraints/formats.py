@@ -1,0 +1,161 @@
+"""Output formats of a check: PlanX's GIS response, the ODP schema's ``designations``, and GeoJSON.
+
+Each takes the native answer (``ConstraintIndex.check``) and reshapes it; none consults the data again.
+A key whose status is ``unknown`` is never written as a "not": PlanX gets ``value: null`` with the
+reason, and ODP (which has no way to say "not checked") leaves the key out.
+
+Examples
+--------
+>>> planx = to_planx(answer, catalogue)  # doctest: +SKIP
+>>> planx["constraints"]["listed"]["value"]  # doctest: +SKIP
+True
+"""
+
+from __future__ import annotations
+
+from datasets.catalogue import Catalogue
+
+PLATFORM_ENTITY_URL = "https://www.planning.data.gov.uk/entity/{entity}"
+LOCAL_ID_BASE = 1 << 62
+
+# The ODP schema (v0.7.7, definitions.PlanningDesignation) fixes each value's description.
+ODP_DESCRIPTIONS = {
+    "archaeologicalPriorityArea": "Archaeological Priority Area",
+    "articleFour": "Article 4 direction area",
+    "articleFour.caz": "Central Activities Zone (CAZ)",
+    "battlefield": "Historic battlefield",
+    "brownfieldSite": "Brownfield site",
+    "buildingPreservationNotice": "Building Preservation Notice (BPN)",
+    "certificateOfImmunity": "Certificate of immunity",
+    "designated": "Designated land",
+    "designated.AONB": "Area of Outstanding Natural Beauty (AONB)",
+    "designated.conservationArea": "Conservation area",
+    "designated.nationalPark": "National Park",
+    "designated.nationalPark.broads": "National Park - Broads",
+    "designated.WHS": "UNESCO World Heritage Site (WHS)",
+    "flood": "Flood risk",
+    "flood.zoneTwo": "Flood zone 2 - Medium risk",
+    "flood.zoneThree": "Flood zone 3 - High risk",
+    "greenBelt": "Green belt",
+    "listed": "Listed building",
+    "listed.gradeOne": "Listed building - Grade I",
+    "listed.gradeTwo": "Listed building - Grade II",
+    "listed.gradeTwoStar": "Listed building - Grade II*",
+    "locallyListed": "Locally listed building",
+    "monument": "Site of a Scheduled Monument",
+    "nature.ASNW": "Ancient Semi-Natural Woodland (ASNW)",
+    "nature.ramsarSite": "Ramsar site",
+    "nature.SAC": "Special Area of Conservation (SAC)",
+    "nature.SPA": "Special Protection Area (SPA)",
+    "nature.SSSI": "Site of Special Scientific Interest (SSSI)",
+    "registeredPark": "Registered parks and gardens",
+    "tpo": "Tree Preservation Order (TPO) or zone",
+}
+
+# Entity fields PlanX passes through in ``data``, as the platform's /entity.json returns them
+PLANX_DATA_FIELDS = (
+    "entry-date",
+    "start-date",
+    "end-date",
+    "entity",
+    "name",
+    "dataset",
+    "typology",
+    "reference",
+    "prefix",
+    "organisation-entity",
+)
+ANSWER_ONLY = {"relation", "overlap_m2", "overlap_pct", "provenance", "source-row", "source"}
+
+
+def entity_url(entity: int) -> str | None:
+    """The platform's page for an entity, or ``None`` for a council's local feature."""
+    entity = int(entity)
+    return None if entity >= LOCAL_ID_BASE else PLATFORM_ENTITY_URL.format(entity=entity)
+
+
+def _planx_entity(entity: dict) -> dict:
+    out = {name: entity.get(name, "") for name in PLANX_DATA_FIELDS}
+    out["entity"] = int(entity["entity"])
+    out["typology"] = entity.get("typology") or "geography"
+    out["prefix"] = entity.get("prefix") or entity.get("dataset", "")
+    for name, value in entity.items():
+        if name not in out and name not in ANSWER_ONLY:
+            out[name] = value
+    return out
+
+
+def to_planx(answer: dict, catalogue: Catalogue | None = None, source_request: str = "") -> dict:
+    """PlanX's GIS response: ``constraints`` keyed by key with ``fn``, ``value``, ``text``, ``category``, ``data``.
+
+    Derived keys (``designated``, ``flood.zoneThree``, granular article 4 keys) carry ``fn`` and
+    ``value`` as PlanX does. A key that could not be checked has ``value: null`` and says why in
+    ``text``, so a caller that treats "falsy" as "not" still cannot mistake it for a negative.
+    """
+    constraints = {}
+    for item in answer["constraints"]:
+        key = item["key"]
+        status = item["status"]
+        value = True if status == "intersects" else False if status == "clear" else None
+        entry = {"fn": key, "value": value, "text": item["text"], "category": item["category"]}
+        if status == "intersects":
+            entry["data"] = [_planx_entity(e) for e in item["entities"]]
+        if status == "unknown":
+            entry["reason"] = item["reason"]
+        if item["nearby"]:
+            entry["nearby"] = [_planx_entity(e) | {"overlap_m2": e["overlap_m2"]} for e in item["nearby"]]
+        constraints[key] = entry
+    metadata = {}
+    for name, info in answer["provenance"]["datasets"].items():
+        meta = (info.get("metadata") or {}) if isinstance(info, dict) else {}
+        metadata[name] = {"dataset": name, "name": meta.get("name", name), **meta, "redline": info}
+    return {
+        "sourceRequest": source_request,
+        "constraints": constraints,
+        "metadata": metadata,
+    }
+
+
+def to_odp(answer: dict) -> list[dict]:
+    """The ODP schema's ``designations``: ``value``, ``description``, ``intersects``, and ``entities`` when true.
+
+    Keys the schema does not list (a council's local keys, granular article 4 keys) and keys that
+    could not be checked are left out: the schema can only say true or false.
+    """
+    designations = []
+    for item in answer["constraints"]:
+        description = ODP_DESCRIPTIONS.get(item["key"])
+        if description is None or item["status"] == "unknown":
+            continue
+        entry = {"value": item["key"], "description": description, "intersects": item["status"] == "intersects"}
+        if entry["intersects"]:
+            entities = []
+            for e in item["entities"]:
+                url = entity_url(e["entity"])
+                name = str(e.get("name") or e.get("reference") or e["entity"])
+                entities.append({"name": name, "source": {"text": "Planning Data", "url": url}} if url else {"name": name, "description": f"{e['dataset']} (local layer)", "source": {"text": "Planning Data", "url": f"https://www.planning.data.gov.uk/dataset/{e['dataset']}"}})
+            entry["entities"] = entities
+        designations.append(entry)
+    return designations
+
+
+def to_geojson(answer: dict, snapshot) -> dict:
+    """A FeatureCollection of the intersecting entities with their full geometry (EPSG:4326)."""
+    from shapely.geometry import mapping
+
+    from .index import geometry_of
+
+    features, seen = [], set()
+    for item in answer["constraints"]:
+        if item["key"] == "designated" or item["status"] != "intersects":
+            continue
+        for e in item["entities"]:
+            ident = (e["dataset"], int(e["entity"]))
+            if ident in seen:
+                continue
+            seen.add(ident)
+            geom = geometry_of(e, snapshot)
+            props = {k: v for k, v in e.items()}
+            props["keys"] = sorted({i["key"] for i in answer["constraints"] if any(int(x["entity"]) == ident[1] and x["dataset"] == ident[0] for x in i["entities"])})
+            features.append({"type": "Feature", "id": ident[1], "geometry": mapping(geom) if geom is not None else None, "properties": props})
+    return {"type": "FeatureCollection", "features": features, "properties": {"site": answer["site"], "provenance": answer["provenance"]}}
