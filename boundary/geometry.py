@@ -112,6 +112,9 @@ def validate_boundary(obj, limits: BoundaryLimits | None = None) -> ValidBoundar
         max_area_m2=limits.max_area_ha * 10_000,
         allow_points=False,  # an address point is a check, not a red line
     )
+    if isinstance(obj, dict):
+        # parse_site reads GeoJSON lists; mappings built in Python (shapely's ``mapping``) hold tuples.
+        obj = json.loads(json.dumps(obj))
     try:
         site = parse_site(obj, site_limits)
     except SiteError as exc:

@@ -146,7 +146,7 @@ def _changed_keys(before: dict, after: dict) -> dict[str, str]:
 def _data_versions(answer: dict) -> dict:
     datasets = (answer.get("provenance") or {}).get("datasets") or {}
     return {
-        name: {k: meta.get(k) for k in ("loaded_at", "etag", "features", "source") if k in meta}
+        name: {k: meta.get(k) for k in ("version", "loaded_at", "etag", "features", "stale") if k in meta}
         for name, meta in datasets.items()
         if isinstance(meta, dict)
     }
