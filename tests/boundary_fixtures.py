@@ -21,6 +21,8 @@ from shapely.geometry import mapping
 
 from datasets import crs
 
+__all__ = ["backend_url", "checker", "saltford"]  # the fixtures a test module star-imports
+
 ROOT = Path(__file__).resolve().parents[1]
 _pg = None
 _pg_lock = threading.Lock()

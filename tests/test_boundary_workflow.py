@@ -10,7 +10,8 @@ import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from boundary_fixtures import backend_url, checker, saltford, status  # noqa: F401
+from boundary_fixtures import *  # noqa: F403 - pytest fixtures: backend_url, checker, saltford
+from boundary_fixtures import status
 
 from boundary.errors import (
     Conflict,
@@ -36,19 +37,19 @@ class Clock:
 
 
 @pytest.fixture
-def store(backend_url):  # noqa: F811
+def store(backend_url):
     s = Store(backend_url)
     yield s
     s.close()
 
 
 @pytest.fixture
-def wf(store, checker):  # noqa: F811
+def wf(store, checker):
     return Boundaries(store, checker)
 
 
 @pytest.fixture
-def created(wf, saltford):  # noqa: F811
+def created(wf, saltford):
     return wf.create("PLX-123", "Bath and North East Somerset", saltford.outside, "applicant")
 
 
@@ -77,7 +78,7 @@ def test_invalid_geometry_is_refused_and_nothing_is_stored(wf, store):
         assert tx.one("SELECT COUNT(*) AS c FROM boundaries")["c"] == 0
 
 
-def test_reference_and_authority_are_required(wf, saltford):  # noqa: F811
+def test_reference_and_authority_are_required(wf, saltford):
     with pytest.raises(InvalidRequest, match="reference"):
         wf.create(" ", "LA", saltford.outside, "applicant")
 
@@ -88,7 +89,7 @@ def test_unknown_boundary_is_not_found(wf):
 
 
 # --- change requests -------------------------------------------------------------------------------------
-def test_proposal_reports_area_and_constraint_difference(wf, created, saltford):  # noqa: F811
+def test_proposal_reports_area_and_constraint_difference(wf, created, saltford):
     cr = wf.propose(created["id"], saltford.over, "the red line missed the garden wall", "officer:jo")
     assert cr["state"] == "open"
     # Moved 40 m west, 30 m wide: the squares no longer overlap, all 900 m² removed and added.
@@ -103,14 +104,14 @@ def test_proposal_reports_area_and_constraint_difference(wf, created, saltford):
     assert wf.get(created["id"])["open_change_request"] == cr["id"]
 
 
-def test_partial_move_adds_and_removes_the_strips(wf, created, saltford):  # noqa: F811
+def test_partial_move_adds_and_removes_the_strips(wf, created, saltford):
     # 15 m west: a 15 m x 30 m strip is added on one side and removed on the other.
     cr = wf.propose(created["id"], saltford.square(5.0), "shift", "officer")
     assert cr["area_added_m2"] == pytest.approx(450, rel=0.01)
     assert cr["area_removed_m2"] == pytest.approx(450, rel=0.01)
 
 
-def test_token_has_256_bits_is_returned_once_and_stored_hashed(wf, store, created, saltford):  # noqa: F811
+def test_token_has_256_bits_is_returned_once_and_stored_hashed(wf, store, created, saltford):
     cr = wf.propose(created["id"], saltford.over, "reason", "officer")
     token = cr["token"]
     assert len(token) >= 43  # token_urlsafe(32): 256 bits
@@ -122,7 +123,7 @@ def test_token_has_256_bits_is_returned_once_and_stored_hashed(wf, store, create
     assert token not in dump
 
 
-def test_token_opens_its_own_request_only(wf, checker, store, saltford):  # noqa: F811
+def test_token_opens_its_own_request_only(wf, checker, store, saltford):
     a = wf.create("A", "LA", saltford.outside, "applicant")
     b = wf.create("B", "LA", saltford.outside, "applicant")
     cr_a = wf.propose(a["id"], saltford.over, "r", "officer")
@@ -136,7 +137,7 @@ def test_token_opens_its_own_request_only(wf, checker, store, saltford):  # noqa
         wf.authorize_applicant(cr_a["id"], "")
 
 
-def test_token_expires(store, checker, saltford):  # noqa: F811
+def test_token_expires(store, checker, saltford):
     clock = Clock(datetime(2026, 3, 2, 10, 0, tzinfo=UTC))
     wf = Boundaries(
         store, checker, WorkflowSettings(auto_approve_working_days=None, token_ttl_days=7), clock=clock
@@ -150,7 +151,7 @@ def test_token_expires(store, checker, saltford):  # noqa: F811
         wf.authorize_applicant(cr["id"], cr["token"])
 
 
-def test_only_one_open_request_per_boundary(wf, created, saltford):  # noqa: F811
+def test_only_one_open_request_per_boundary(wf, created, saltford):
     first = wf.propose(created["id"], saltford.over, "r1", "officer:a")
     with pytest.raises(Conflict, match=first["id"]):
         wf.propose(created["id"], saltford.over_more, "r2", "officer:b")
@@ -159,7 +160,7 @@ def test_only_one_open_request_per_boundary(wf, created, saltford):  # noqa: F81
     assert second["state"] == "open"
 
 
-def test_the_database_itself_refuses_two_open_requests(store, wf, created, saltford):  # noqa: F811
+def test_the_database_itself_refuses_two_open_requests(store, wf, created, saltford):
     cr = wf.propose(created["id"], saltford.over, "r1", "officer")
     with pytest.raises(Conflict), store.transaction() as tx:
         row = tx.get_change_request(cr["id"])
@@ -167,7 +168,7 @@ def test_the_database_itself_refuses_two_open_requests(store, wf, created, saltf
         tx.insert_change_request(row)
 
 
-def test_reject_needs_a_reason_and_closes_the_request(wf, created, saltford):  # noqa: F811
+def test_reject_needs_a_reason_and_closes_the_request(wf, created, saltford):
     cr = wf.propose(created["id"], saltford.over, "r", "officer")
     with pytest.raises(InvalidRequest, match="reason"):
         wf.reject(cr["id"], "  ", "applicant")
@@ -178,7 +179,7 @@ def test_reject_needs_a_reason_and_closes_the_request(wf, created, saltford):  #
         wf.approve(cr["id"], "applicant")
 
 
-def test_approve_makes_a_new_rechecked_version_and_keeps_the_old_one(wf, created, saltford):  # noqa: F811
+def test_approve_makes_a_new_rechecked_version_and_keeps_the_old_one(wf, created, saltford):
     cr = wf.propose(created["id"], saltford.over, "garden wall", "officer:jo")
     out = wf.approve(cr["id"], "applicant")
     assert out["state"] == "approved" and out["result_version"] == 2
@@ -197,7 +198,7 @@ def test_approve_makes_a_new_rechecked_version_and_keeps_the_old_one(wf, created
         wf.version(created["id"], 3)
 
 
-def test_no_approving_a_cancelled_request(wf, created, saltford):  # noqa: F811
+def test_no_approving_a_cancelled_request(wf, created, saltford):
     cr = wf.propose(created["id"], saltford.over, "r", "officer")
     wf.cancel(cr["id"], "officer")
     with pytest.raises(InvalidState, match="cancelled"):
@@ -208,12 +209,12 @@ def test_no_approving_a_cancelled_request(wf, created, saltford):  # noqa: F811
         wf.reject(cr["id"], "late", "applicant")
 
 
-def test_stale_base_version_is_a_conflict(wf, created, saltford):  # noqa: F811
+def test_stale_base_version_is_a_conflict(wf, created, saltford):
     with pytest.raises(Conflict, match="version 7"):
         wf.propose(created["id"], saltford.over, "r", "officer", base_version=7)
 
 
-def test_two_officers_amending_at_once_one_wins_one_conflicts(backend_url, checker, saltford):  # noqa: F811
+def test_two_officers_amending_at_once_one_wins_one_conflicts(backend_url, checker, saltford):
     """Both read version 1 and prepare a proposal at the same moment; exactly one is stored."""
     setup = Boundaries(Store(backend_url), checker)
     b = setup.create("R", "LA", saltford.outside, "applicant")
@@ -251,7 +252,7 @@ def test_two_officers_amending_at_once_one_wins_one_conflicts(backend_url, check
     setup.store.close()
 
 
-def test_concurrent_approve_and_cancel_never_both_succeed(backend_url, checker, saltford):  # noqa: F811
+def test_concurrent_approve_and_cancel_never_both_succeed(backend_url, checker, saltford):
     setup = Boundaries(Store(backend_url), checker)
     b = setup.create("R", "LA", saltford.outside, "applicant")
     cr = setup.propose(b["id"], saltford.over, "r", "officer")
@@ -290,7 +291,7 @@ def test_working_days_skip_weekends_and_england_bank_holidays():
     assert add_working_days(datetime(2026, 4, 2).date(), 2) == datetime(2026, 4, 8).date()
 
 
-def test_auto_approval_after_five_working_days_is_recorded_as_automatic(store, checker, saltford):  # noqa: F811
+def test_auto_approval_after_five_working_days_is_recorded_as_automatic(store, checker, saltford):
     clock = Clock(datetime(2026, 12, 23, 11, 0, tzinfo=UTC))
     wf = Boundaries(store, checker, clock=clock)
     b = wf.create("R", "LA", saltford.outside, "applicant")
@@ -311,7 +312,7 @@ def test_auto_approval_after_five_working_days_is_recorded_as_automatic(store, c
         wf.reject(cr["id"], "too late", "applicant")
 
 
-def test_auto_approval_can_be_turned_off(store, checker, saltford):  # noqa: F811
+def test_auto_approval_can_be_turned_off(store, checker, saltford):
     clock = Clock(datetime(2026, 3, 2, 9, 0, tzinfo=UTC))
     wf = Boundaries(store, checker, WorkflowSettings(auto_approve_working_days=None), clock=clock)
     b = wf.create("R", "LA", saltford.outside, "applicant")
@@ -323,7 +324,7 @@ def test_auto_approval_can_be_turned_off(store, checker, saltford):  # noqa: F81
 # --- overrides -----------------------------------------------------------------------------------------
 def test_overrides_are_kept_apart_survive_rechecks_and_are_flagged_when_the_change_affects_them(
     wf, created, saltford
-):  # noqa: F811
+):
     bid = created["id"]
     dismissed = wf.add_override(
         bid, key="greenBelt", action="dismissed", reason="site is a built-up frontage", actor="officer"
@@ -371,7 +372,7 @@ def test_override_validation(wf, created):
 
 
 # --- audit ---------------------------------------------------------------------------------------------
-def test_audit_trail_records_every_step_in_order(wf, created, saltford):  # noqa: F811
+def test_audit_trail_records_every_step_in_order(wf, created, saltford):
     bid = created["id"]
     first = wf.propose(bid, saltford.over, "r1", "officer:jo")
     wf.reject(first["id"], "wrong wall", "applicant")
@@ -405,7 +406,7 @@ def test_audit_trail_records_every_step_in_order(wf, created, saltford):  # noqa
     assert "change_request_rejected" in text and "wrong wall" in text
 
 
-def test_schema_migration_is_idempotent(backend_url):  # noqa: F811
+def test_schema_migration_is_idempotent(backend_url):
     first = Store(backend_url)
     second = Store(backend_url)  # a second process starting on the same store
     assert first.schema_version() == second.schema_version() == 1
