@@ -35,6 +35,8 @@ class BoundaryError(Exception):
         if code is not None:
             self.code = code
         self.pointer = pointer
+        if pointer is not None:
+            extra.setdefault("errors", [{"pointer": pointer, "detail": detail}])
         self.extra = extra
 
     def to_problem(self) -> dict:
@@ -45,8 +47,6 @@ class BoundaryError(Exception):
             "status": self.status_code,
             "detail": self.detail,
         }
-        if self.pointer is not None:
-            body["errors"] = [{"detail": self.detail, "pointer": self.pointer}]
         body.update(self.extra)
         return body
 

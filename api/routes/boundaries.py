@@ -1,0 +1,564 @@
+"""Red-line boundaries over HTTP: create, read, versions, re-check, change requests, overrides, audit, ODP.
+
+Thin: each route reads the request, calls :class:`boundary.workflow.Boundaries`, and shapes the answer.
+Errors are the domain's own (:mod:`boundary.errors`), which carry their HTTP status; ``install``
+registers them with the app's problem+json handler.
+
+Who may do what:
+
+- ``boundary:write`` (the submission service) creates boundaries and reads them;
+- ``officer`` proposes and cancels change requests, adds overrides, re-checks, reads everything;
+- the applicant acts on one change request with its token (``Authorization: Bearer TOKEN``):
+  ``GET``, ``/approve``, ``/reject``. A token opens its own request and nothing else.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import orjson
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import PlainTextResponse, Response
+from starlette.concurrency import run_in_threadpool
+
+from boundary.errors import BoundaryError, Forbidden, InvalidBoundary, Unauthorized
+from boundary.geometry import BoundaryLimits, parse_upload, validate_boundary
+from boundary.odp import export_version
+from boundary.store import Store
+from boundary.workflow import Boundaries, WorkflowSettings
+
+from ..deps import authenticate, bearer_token
+from ..errors import Problem
+
+router = APIRouter(tags=["boundaries"])
+
+READ_SCOPES = ("boundary:write", "officer")
+_build_lock = threading.Lock()
+
+SITE_EXAMPLE = {
+    "type": "Polygon",
+    "coordinates": [
+        [[-2.3614, 51.3812], [-2.3606, 51.3812], [-2.3606, 51.3817], [-2.3614, 51.3817], [-2.3614, 51.3812]]
+    ],
+}
+CREATE_BODY = {
+    "required": True,
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "required": ["reference", "local_authority", "site"],
+                "properties": {
+                    "reference": {
+                        "type": "string",
+                        "description": "Application reference (PlanX session id, BOPS number...)",
+                    },
+                    "local_authority": {"type": "string"},
+                    "site": {"type": "object", "description": "GeoJSON Feature or geometry (EPSG:4326)"},
+                },
+            },
+            "example": {
+                "reference": "PLX-1234",
+                "local_authority": "Bath and North East Somerset",
+                "site": SITE_EXAMPLE,
+            },
+        },
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "required": ["reference", "local_authority", "file"],
+                "properties": {
+                    "reference": {"type": "string"},
+                    "local_authority": {"type": "string"},
+                    "file": {
+                        "type": "string",
+                        "format": "binary",
+                        "description": "GeoJSON, KML, GeoPackage or zipped Shapefile",
+                    },
+                },
+            }
+        },
+    },
+}
+
+
+def _json_object_body(required: list[str], properties: dict, example: dict | None = None) -> dict:
+    content = {"schema": {"type": "object", "required": required, "properties": properties}}
+    if example:
+        content["example"] = example
+    return {"required": True, "content": {"application/json": content}}
+
+
+# --- wiring ----------------------------------------------------------------------------------------------
+def workflow(request: Request) -> Boundaries:
+    """The app's workflow, built on first use from the settings (store URL, auto-approval days)."""
+    app = request.app
+    wf = getattr(app.state, "boundaries", None)
+    if wf is not None:
+        return wf
+    with _build_lock:
+        wf = getattr(app.state, "boundaries", None)
+        if wf is not None:
+            return wf
+        settings = app.state.settings
+        store = Store(settings.database_url, data_dir=settings.data_dir)
+        limits = BoundaryLimits(max_area_ha=settings.max_boundary_area_ha, max_vertices=settings.max_vertices)
+        wf_settings = WorkflowSettings(
+            auto_approve_working_days=settings.auto_approve_working_days or None, limits=limits
+        )
+
+        def check(geometry):
+            # Looked up per call: a data sync swaps the index, and the next check must see the new one.
+            index = app.state.index
+            if index is None or index.snapshot is None:
+                raise Problem(
+                    503,
+                    "Not ready",
+                    "the constraint layers are still loading; try again in a few seconds",
+                    headers={"Retry-After": "5"},
+                )
+            return index.check(geometry)
+
+        wf = app.state.boundaries = Boundaries(store, check, wf_settings)
+        return wf
+
+
+def _principal(request: Request, scopes: tuple[str, ...]):
+    """The API key's principal if it holds any of ``scopes`` (401/403 problem otherwise)."""
+    principal = authenticate(request)
+    wanted = " or ".join(f"'{s}'" for s in scopes)
+    if principal is None:
+        raise Problem(
+            401,
+            "Unauthorised",
+            f"this endpoint needs an API key with scope {wanted}, sent as 'Authorization: Bearer KEY'",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    if not any(principal.has(s) for s in scopes):
+        raise Problem(
+            403, "Forbidden", f"the API key '{principal.name}' lacks the scope {wanted} this endpoint needs"
+        )
+    limiter = request.app.state.rate_limiter
+    wait = limiter.take(principal.key_id or "anonymous")
+    if wait > 0:
+        raise Problem(
+            429,
+            "Too many requests",
+            f"rate limit reached; retry in {wait:.1f} s",
+            headers={"Retry-After": str(max(1, round(wait)))},
+        )
+    return principal
+
+
+def _actor(principal) -> str:
+    return principal.name
+
+
+async def _applicant(request: Request, wf: Boundaries, request_id: str) -> str:
+    """Admit the holder of this request's token; raise 401 without a token, 403 with a wrong one."""
+    token = bearer_token(request)
+    if token is None:
+        raise Unauthorized("send the token from the change request link as 'Authorization: Bearer TOKEN'")
+    await run_in_threadpool(wf.authorize_applicant, request_id, token)
+    return "applicant"
+
+
+async def _applicant_or_officer(request: Request, wf: Boundaries, request_id: str) -> str:
+    token = bearer_token(request)
+    if token is not None:
+        try:
+            return await _applicant(request, wf, request_id)
+        except Forbidden:
+            pass  # not this request's token: perhaps an officer's API key
+    return _actor(_principal(request, ("officer",)))
+
+
+def _json(body, status: int = 200, headers: dict | None = None) -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json", headers=headers)
+
+
+async def _read_json(request: Request) -> dict:
+    limit = request.app.state.settings.max_body_bytes
+    body = await request.body()
+    if len(body) > limit:
+        raise Problem(
+            413, "Payload too large", f"the request body is {len(body)} bytes; at most {limit} are accepted"
+        )
+    if not body:
+        raise Problem(
+            422,
+            "The request is not valid",
+            "the request body is empty: send a JSON object",
+            type="/problems/empty",
+        )
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as err:
+        raise Problem(
+            422,
+            "The request is not valid",
+            f"the request body is not valid JSON: {err}",
+            type="/problems/not-json",
+        ) from None
+    if not isinstance(data, dict):
+        raise Problem(
+            422,
+            "The request is not valid",
+            "the request body must be a JSON object",
+            type="/problems/not-json",
+        )
+    return data
+
+
+def _text(data: dict, name: str, *, required: bool = True) -> str | None:
+    value = data.get(name)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        if required:
+            raise Problem(
+                422,
+                "The request is not valid",
+                f"'{name}' is required",
+                errors=[{"pointer": f"/{name}", "detail": "required"}],
+            )
+        return None
+    if not isinstance(value, str):
+        raise Problem(
+            422,
+            "The request is not valid",
+            f"'{name}' must be a string",
+            errors=[{"pointer": f"/{name}", "detail": "must be a string"}],
+        )
+    return value.strip()
+
+
+def _site(data: dict):
+    site = data.get("site")
+    if site is None:
+        raise Problem(
+            422,
+            "The request is not valid",
+            "'site' is required: a GeoJSON Feature or geometry",
+            errors=[{"pointer": "/site", "detail": "required"}],
+        )
+    return site
+
+
+async def _site_and_fields(request: Request, wf: Boundaries, fields: tuple[str, ...]):
+    """A site from a JSON body (``site``) or a multipart upload (``file``), with the named text fields."""
+    content_type = request.headers.get("content-type", "")
+    upload_warnings: list[str] = []
+    if content_type.startswith("multipart/form-data"):
+        form = await request.form()
+        upload = form.get("file")
+        if upload is None or isinstance(upload, str):
+            raise Problem(
+                422,
+                "The request is not valid",
+                "upload the boundary file in the form field 'file'",
+                errors=[{"pointer": "/file", "detail": "required"}],
+            )
+        content = await upload.read(wf.settings.limits.max_upload_bytes + 1)
+        site, upload_warnings = await run_in_threadpool(
+            parse_upload, upload.filename or "", content, wf.settings.limits
+        )
+        data = {k: v for k, v in form.items() if isinstance(v, str)}
+    else:
+        data = await _read_json(request)
+        site = _site(data)
+    values = {name: _text(data, name) for name in fields}
+    valid = await run_in_threadpool(validate_boundary, site, wf.settings.limits)
+    valid.warnings = upload_warnings + valid.warnings
+    return valid, values
+
+
+# --- boundaries ----------------------------------------------------------------------------------------
+@router.post(
+    "/v1/boundaries",
+    status_code=201,
+    summary="Create a red-line boundary (version 1) from GeoJSON or an uploaded file",
+    openapi_extra={"requestBody": CREATE_BODY},
+    responses={
+        201: {"description": "The boundary, its area and its constraints answer"},
+        413: {"description": "Too large"},
+        422: {"description": "Invalid boundary"},
+    },
+)
+async def create_boundary(request: Request):
+    principal = _principal(request, ("boundary:write",))
+    wf = workflow(request)
+    valid, values = await _site_and_fields(request, wf, ("reference", "local_authority"))
+    view = await run_in_threadpool(
+        lambda: wf.create(
+            values["reference"], values["local_authority"], None, _actor(principal), valid=valid
+        )
+    )
+    return _json(view, 201, headers={"Location": f"/v1/boundaries/{view['id']}"})
+
+
+@router.get(
+    "/v1/boundaries/{boundary_id}",
+    summary="The current version with its constraints answer and the overrides",
+)
+async def get_boundary(request: Request, boundary_id: str):
+    _principal(request, READ_SCOPES)
+    wf = workflow(request)
+    return _json(await run_in_threadpool(wf.get, boundary_id))
+
+
+@router.get("/v1/boundaries/{boundary_id}/versions", summary="Every version, oldest first")
+async def list_versions(request: Request, boundary_id: str):
+    _principal(request, READ_SCOPES)
+    wf = workflow(request)
+    return _json({"versions": await run_in_threadpool(wf.versions, boundary_id)})
+
+
+@router.get(
+    "/v1/boundaries/{boundary_id}/versions/{n}",
+    summary="One version with its geometry and constraints answer",
+)
+async def get_version(request: Request, boundary_id: str, n: int):
+    _principal(request, READ_SCOPES)
+    wf = workflow(request)
+    return _json(await run_in_threadpool(wf.version, boundary_id, n))
+
+
+@router.get(
+    "/v1/boundaries/{boundary_id}/versions/{n}/odp",
+    summary="A version as an ODP proposal.boundary (GeoBoundary) and its designations, overrides applied",
+)
+async def get_version_odp(request: Request, boundary_id: str, n: int):
+    _principal(request, READ_SCOPES)
+    wf = workflow(request)
+    version = await run_in_threadpool(wf.version, boundary_id, n)
+    return _json(export_version(version))
+
+
+@router.post(
+    "/v1/boundaries/{boundary_id}/recheck", summary="Re-run the constraints check on the current version"
+)
+async def recheck(request: Request, boundary_id: str):
+    principal = _principal(request, READ_SCOPES)
+    wf = workflow(request)
+    return _json(await run_in_threadpool(wf.recheck, boundary_id, _actor(principal)))
+
+
+@router.get(
+    "/v1/boundaries/{boundary_id}/audit",
+    summary="The audit trail, oldest first (JSON, or a plain-text log with ?format=text)",
+    responses={200: {"content": {"application/json": {}, "text/plain": {}}}},
+)
+async def audit(request: Request, boundary_id: str, format: str = "json"):
+    _principal(request, READ_SCOPES)
+    wf = workflow(request)
+    if format == "text":
+        return PlainTextResponse(await run_in_threadpool(wf.audit_text, boundary_id))
+    if format != "json":
+        raise Problem(422, "The request is not valid", f"format must be 'json' or 'text', not {format!r}")
+    return _json({"events": await run_in_threadpool(wf.audit, boundary_id)})
+
+
+# --- change requests -----------------------------------------------------------------------------------
+@router.post(
+    "/v1/boundaries/{boundary_id}/change-requests",
+    status_code=201,
+    summary="An officer proposes an amended boundary; the answer carries the applicant's token, once",
+    openapi_extra={
+        "requestBody": _json_object_body(
+            ["site", "reason"],
+            {"site": {"type": "object"}, "reason": {"type": "string"}, "base_version": {"type": "integer"}},
+            {"site": SITE_EXAMPLE, "reason": "The red line must follow the garden wall"},
+        )
+    },
+)
+async def propose(request: Request, boundary_id: str):
+    principal = _principal(request, ("officer",))
+    wf = workflow(request)
+    data = await _read_json(request)
+    reason = _text(data, "reason")
+    base = data.get("base_version")
+    if base is not None and (not isinstance(base, int) or isinstance(base, bool)):
+        raise Problem(
+            422,
+            "The request is not valid",
+            "'base_version' must be an integer",
+            errors=[{"pointer": "/base_version", "detail": "must be an integer"}],
+        )
+    valid = await run_in_threadpool(validate_boundary, _site(data), wf.settings.limits)
+    view = await run_in_threadpool(
+        lambda: wf.propose(boundary_id, None, reason, _actor(principal), base_version=base, valid=valid)
+    )
+    return _json(view, 201, headers={"Location": f"/v1/change-requests/{view['id']}"})
+
+
+@router.get(
+    "/v1/change-requests/{request_id}", summary="A change request (officer API key or the applicant's token)"
+)
+async def get_change_request(request: Request, request_id: str):
+    wf = workflow(request)
+    await _applicant_or_officer(request, wf, request_id)
+    return _json(await run_in_threadpool(wf.get_change_request, request_id))
+
+
+@router.post(
+    "/v1/change-requests/{request_id}/approve",
+    summary="The applicant approves: the proposal becomes the next version",
+)
+async def approve(request: Request, request_id: str):
+    wf = workflow(request)
+    actor = await _applicant(request, wf, request_id)
+    return _json(await run_in_threadpool(wf.approve, request_id, actor))
+
+
+@router.post(
+    "/v1/change-requests/{request_id}/reject",
+    summary="The applicant rejects, with a reason",
+    openapi_extra={
+        "requestBody": _json_object_body(
+            ["reason"], {"reason": {"type": "string"}}, {"reason": "That strip is my neighbour's garden"}
+        )
+    },
+)
+async def reject(request: Request, request_id: str):
+    wf = workflow(request)
+    actor = await _applicant(request, wf, request_id)
+    data = await _read_json(request)
+    reason = _text(data, "reason")
+    return _json(await run_in_threadpool(wf.reject, request_id, reason, actor))
+
+
+@router.post(
+    "/v1/change-requests/{request_id}/cancel", summary="The officer withdraws an open change request"
+)
+async def cancel(request: Request, request_id: str):
+    principal = _principal(request, ("officer",))
+    wf = workflow(request)
+    reason = None
+    if await request.body():
+        reason = _text(await _read_json(request), "reason", required=False)
+    return _json(await run_in_threadpool(wf.cancel, request_id, _actor(principal), reason))
+
+
+# --- overrides -----------------------------------------------------------------------------------------
+@router.post(
+    "/v1/boundaries/{boundary_id}/overrides",
+    status_code=201,
+    summary="An officer confirms, adds by hand or dismisses a constraint (kept apart from the machine answer)",
+    openapi_extra={
+        "requestBody": _json_object_body(
+            ["key", "action"],
+            {
+                "key": {"type": "string"},
+                "action": {"type": "string", "enum": ["confirmed", "added", "dismissed"]},
+                "entity": {"type": ["string", "integer"]},
+                "text": {"type": "string"},
+                "reason": {"type": "string"},
+                "version": {"type": "integer"},
+            },
+            {"key": "tpo", "action": "added", "text": "TPO 12/1998 on the oak by the gate"},
+        )
+    },
+)
+async def add_override(request: Request, boundary_id: str):
+    principal = _principal(request, ("officer",))
+    wf = workflow(request)
+    data = await _read_json(request)
+    entity = data.get("entity")
+    if entity is not None and not isinstance(entity, str | int):
+        raise Problem(422, "The request is not valid", "'entity' must be an entity number or string")
+    version = data.get("version")
+    if version is not None and (not isinstance(version, int) or isinstance(version, bool)):
+        raise Problem(422, "The request is not valid", "'version' must be an integer")
+    out = await run_in_threadpool(
+        lambda: wf.add_override(
+            boundary_id,
+            key=_text(data, "key"),
+            action=_text(data, "action"),
+            actor=_actor(principal),
+            entity=entity,
+            text=_text(data, "text", required=False),
+            reason=_text(data, "reason", required=False),
+            version=version,
+        )
+    )
+    return _json(out, 201)
+
+
+@router.delete(
+    "/v1/boundaries/{boundary_id}/overrides/{override_id}",
+    summary="Withdraw an override (kept in the record)",
+)
+async def remove_override(request: Request, boundary_id: str, override_id: str, reason: str | None = None):
+    principal = _principal(request, ("officer",))
+    wf = workflow(request)
+    return _json(
+        await run_in_threadpool(wf.remove_override, boundary_id, override_id, _actor(principal), reason)
+    )
+
+
+@router.post(
+    "/v1/boundaries/{boundary_id}/overrides/{override_id}/review",
+    summary="Clear an override's review flag after checking it",
+)
+async def review_override(request: Request, boundary_id: str, override_id: str, note: str | None = None):
+    principal = _principal(request, ("officer",))
+    wf = workflow(request)
+    return _json(
+        await run_in_threadpool(wf.review_override, boundary_id, override_id, _actor(principal), note)
+    )
+
+
+# --- validation only -----------------------------------------------------------------------------------
+@router.post(
+    "/v1/validate",
+    summary="Validate a boundary and measure it; stores nothing (the widget's live feedback)",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": {"type": "object"}, "example": SITE_EXAMPLE},
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "properties": {"file": {"type": "string", "format": "binary"}},
+                    }
+                },
+            },
+        }
+    },
+)
+async def validate(request: Request):
+    _principal(request, ("check", "boundary:write", "officer"))
+    wf = workflow(request)
+    content_type = request.headers.get("content-type", "")
+    warnings: list[str] = []
+    if content_type.startswith("multipart/form-data"):
+        form = await request.form()
+        upload = form.get("file")
+        if upload is None or isinstance(upload, str):
+            raise Problem(
+                422, "The request is not valid", "upload the boundary file in the form field 'file'"
+            )
+        site, warnings = await run_in_threadpool(
+            parse_upload, upload.filename or "", await upload.read(), wf.settings.limits
+        )
+    else:
+        data = await _read_json(request)
+        site = data["site"] if "site" in data and "type" not in data else data
+    valid = await run_in_threadpool(validate_boundary, site, wf.settings.limits)
+    summary = valid.summary()
+    summary["warnings"] = warnings + summary["warnings"]
+    return _json(summary)
+
+
+# --- installation --------------------------------------------------------------------------------------
+def install(app: FastAPI) -> list[type[Exception]]:
+    """Add the boundary routes to the app; returns the domain errors for the problem+json handler."""
+    app.include_router(router)
+
+    async def close_store(app: FastAPI) -> None:
+        wf = getattr(app.state, "boundaries", None)
+        if wf is not None:
+            wf.store.close()
+
+    app.state.on_shutdown.append(close_store)
+    return [BoundaryError, InvalidBoundary]
