@@ -212,7 +212,7 @@ def _inside(x: np.ndarray, y: np.ndarray, inset: float = 0.0) -> np.ndarray:
 def _uniform_in_england(rng, n: int, inset: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """``n`` points uniformly distributed over England (rejection sampling, vectorised)."""
     minx, miny, maxx, maxy = _ENGLAND_BOUNDS
-    xs, ys, have = [], [], 0
+    xs, ys, have = [np.empty(0)], [np.empty(0)], 0
     while have < n:
         m = int((n - have) * 2.6) + 16  # England fills about 45 % of its bounding box
         x = rng.uniform(minx, maxx, m)
