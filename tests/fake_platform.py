@@ -195,7 +195,9 @@ class FakePlatform:
     def start(self) -> FakePlatform:
         handler = type("Handler", (_Handler,), {"platform": self})
         self.server = _Server((self.host, self._port), handler)
-        threading.Thread(target=self.server.serve_forever, args=(0.05,), name="fake-platform", daemon=True).start()
+        threading.Thread(
+            target=self.server.serve_forever, args=(0.05,), name="fake-platform", daemon=True
+        ).start()
         return self
 
     def stop(self) -> None:
