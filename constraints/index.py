@@ -388,7 +388,12 @@ class ConstraintIndex:
             interior = ~shapely.touches(pieces, geom)
         # one row per entity: pieces of one entity add up
         key = layer_of.astype(np.int64) << 40 | row_of
-        entity_keys, inverse = np.unique(key, return_inverse=True)
+        if len(key) <= 64:  # the usual case: np.unique's fixed cost outweighs a dict for a handful of hits
+            slots: dict[int, int] = {}
+            inverse = np.fromiter((slots.setdefault(k, len(slots)) for k in key.tolist()), dtype=np.int64, count=len(key))
+            entity_keys = np.fromiter(slots, dtype=np.int64, count=len(slots))
+        else:
+            entity_keys, inverse = np.unique(key, return_inverse=True)
         overlap = np.bincount(inverse, weights=area, minlength=len(entity_keys))
         any_interior = np.bincount(inverse, weights=interior, minlength=len(entity_keys)) > 0
         today = np.datetime64(date.today(), "D")
@@ -487,23 +492,10 @@ class ConstraintIndex:
             if keys is None or key in keys:
                 constraints.append(answer)
 
-        provenance = {}
-        stale_cutoff = datetime.now(UTC) - timedelta(hours=self.stale_after_hours)
-        used = {d for c in self.catalogue.constraints for d in c.datasets}
-        for name in sorted(used):
-            layer = snap.layers.get(name)
-            if layer is not None:
-                entry = layer.entry
-                provenance[name] = {
-                    "source": "cache",
-                    "origin": entry.get("source"),
-                    "loaded_at": entry.get("loaded_at"),
-                    "features": entry.get("features"),
-                    "etag": entry.get("etag"),
-                    "version": entry.get("version"),
-                    "stale": _older_than(entry.get("loaded_at"), stale_cutoff),
-                }
-            elif name in live_datasets:
+        provenance = self._provenance(snap)
+        if live_datasets:
+            provenance = dict(provenance)
+            for name in live_datasets:
                 provenance[name] = {"source": "live", "error": live_error}
         return {
             "site": site.summary(),
@@ -515,6 +507,32 @@ class ConstraintIndex:
                 "tolerance": tolerance.as_dict(),
             },
         }
+
+    def _provenance(self, snap: Snapshot) -> dict:
+        """Per-dataset provenance, worked out once a minute rather than on every check."""
+        minute = int(time.time() // 60)
+        cached = getattr(snap, "_provenance", None)
+        if cached is not None and cached[0] == minute:
+            return cached[1]
+        stale_cutoff = datetime.now(UTC) - timedelta(hours=self.stale_after_hours)
+        provenance = {}
+        for name in sorted({d for c in self.catalogue.constraints for d in c.datasets}):
+            layer = snap.layers.get(name)
+            if layer is None:
+                continue
+            entry = layer.entry
+            provenance[name] = {
+                "source": "cache",
+                "origin": entry.get("source"),
+                "loaded_at": entry.get("loaded_at"),
+                "features": entry.get("features"),
+                "etag": entry.get("etag"),
+                "version": entry.get("version"),
+                "stale": _older_than(entry.get("loaded_at"), stale_cutoff),
+                "metadata": entry.get("metadata"),
+            }
+        snap._provenance = (minute, provenance)
+        return provenance
 
     @staticmethod
     def _shape(key, category, positive, negative, status, entities, nearby, datasets, reason) -> dict:
@@ -530,6 +548,16 @@ class ConstraintIndex:
         }
 
     def _answer(self, constraint, snap, by_dataset, allowed, live_results, live_error, live_datasets) -> dict:
+        if allowed is None and not live_datasets and not any(name in by_dataset for name in constraint.datasets):
+            # nothing met: the answer depends only on which datasets are loaded, so it is worked out once
+            # per snapshot and copied
+            templates = snap.__dict__.setdefault("_templates", {})
+            template = templates.get(constraint.key)
+            if template is None:
+                missing = [f"the {name} dataset is not loaded" for name in constraint.datasets if name not in snap.layers]
+                status, reason = ("unknown", "; ".join(missing)) if missing else ("clear", None)
+                template = templates[constraint.key] = self._shape(constraint.key, constraint.category, constraint.positive, constraint.negative, status, [], [], list(constraint.datasets), reason)
+            return {**template, "entities": [], "nearby": [], "datasets": list(constraint.datasets)}
         entities, nearby, missing = [], [], []
         for name in constraint.datasets:
             if allowed is not None and name not in allowed:

@@ -27,11 +27,11 @@ from datasets.crs import (
     GB_LAT,
     GB_LON,
     GB_NORTHING,
+    WGS84,
     OutsideGridError,
-    geodesic_area,
-    geodesic_perimeter,
     grid_reference,
     to_bng,
+    to_wgs84,
 )
 
 POLYGONAL = ("Polygon", "MultiPolygon")
@@ -84,7 +84,7 @@ class Site:
     def summary(self) -> dict:
         return {
             "area_m2": round(self.area_m2, 2),
-            "area_ha": round(self.area_ha, 4),
+            "area_ha": round(self.area_ha, 6),
             "perimeter_m": round(self.perimeter_m, 2),
             "centroid": {"lon": round(self.centroid[0], 7), "lat": round(self.centroid[1], 7)},
             "grid_reference": self.grid_reference,
@@ -336,6 +336,30 @@ def repair(geometry_bng: BaseGeometry, warnings: list[str], pointer: str = "") -
     return fixed
 
 
+def _from_shapely(geom: BaseGeometry, warnings: list[str], limits: SiteLimits) -> BaseGeometry:
+    """Check a shapely geometry as strictly as GeoJSON input, without a round trip through JSON."""
+    if geom.is_empty:
+        raise SiteError("the geometry is empty", code="empty")
+    kind = geom.geom_type
+    if kind == "Point" and not limits.allow_points:
+        raise SiteError("a site boundary must be a Polygon or MultiPolygon, not a Point", code="unsupported-geometry")
+    if kind not in (*POLYGONAL, "Point"):
+        return geometry_from_geojson(shapely.geometry.mapping(geom), warnings, limits)
+    if shapely.has_z(geom):
+        warnings.append("heights (Z) were ignored: the check is two-dimensional")
+        geom = shapely.force_2d(geom)
+    coords = shapely.get_coordinates(geom)
+    if not np.isfinite(coords).all():
+        raise SiteError("the coordinates hold a value that is not a finite number", code="not-finite")
+    _check_range(coords, "/coordinates")
+    if kind != "Point":
+        for polygon in shapely.get_parts(geom):
+            for ring in (polygon.exterior, *polygon.interiors):
+                if shapely.area(shapely.Polygon(ring)) == 0 and len(np.unique(np.asarray(ring.coords), axis=0)) < 3:
+                    raise SiteError("a ring needs at least 3 distinct points to enclose an area", code="too-few-points")
+    return geom
+
+
 def parse_site(obj, limits: SiteLimits = SiteLimits()) -> Site:
     """Read a site from GeoJSON (bytes, str or parsed) or a shapely geometry in EPSG:4326.
 
@@ -351,13 +375,15 @@ def parse_site(obj, limits: SiteLimits = SiteLimits()) -> Site:
     3863
     """
     warnings: list[str] = []
+    properties: dict = {}
     if isinstance(obj, bytes | bytearray | str):
         obj = load_json(obj, limits)
     if isinstance(obj, BaseGeometry):
-        obj = shapely.geometry.mapping(obj)
-        obj = json.loads(json.dumps(obj))  # tuples to lists, so it is checked exactly like GeoJSON input
-    properties = obj.get("properties") or {} if isinstance(obj, dict) and obj.get("type") == "Feature" else {}
-    geometry = geometry_from_geojson(obj, warnings, limits)
+        geometry = _from_shapely(obj, warnings, limits)
+    else:
+        if isinstance(obj, dict) and obj.get("type") == "Feature":
+            properties = obj.get("properties") or {}
+        geometry = geometry_from_geojson(obj, warnings, limits)
     vertices = int(shapely.get_num_coordinates(geometry))
     if limits.max_vertices is not None and vertices > limits.max_vertices:
         raise SiteError(
@@ -369,38 +395,43 @@ def parse_site(obj, limits: SiteLimits = SiteLimits()) -> Site:
         bng = to_bng(geometry)
     except OutsideGridError as err:
         raise SiteError(f"{err}; redline checks sites in England", code="outside-great-britain") from None
-    if geometry.geom_type in POLYGONAL:
+    polygonal = geometry.geom_type in POLYGONAL
+    if polygonal:
+        changed = False
         deduplicated = shapely.remove_repeated_points(bng, 0.0)
-        if int(shapely.get_num_coordinates(deduplicated)) < int(shapely.get_num_coordinates(bng)):
+        if shapely.get_num_coordinates(deduplicated) < vertices:
             warnings.append("repeated points were removed")
-            bng = deduplicated
-        if bng.is_valid and not shapely.orient_polygons(bng, exterior_cw=False).equals_exact(bng, 0.0):
+            bng, changed = deduplicated, True
+        if not bng.is_valid:
+            bng, changed = repair(bng, warnings), True
+        oriented = shapely.orient_polygons(bng, exterior_cw=False)
+        if not changed and not oriented.equals_exact(bng, 0.0):
             warnings.append("rings were rewound: outer rings anticlockwise, holes clockwise (RFC 7946)")
-        bng = shapely.orient_polygons(repair(bng, warnings), exterior_cw=False)
-        from datasets.crs import to_wgs84
-
-        repaired = any(w.startswith("the boundary was repaired") or w == "repeated points were removed" for w in warnings)
-        geometry = to_wgs84(bng) if repaired else shapely.orient_polygons(geometry, exterior_cw=False)
-    area = geodesic_area(geometry)
-    if geometry.geom_type in POLYGONAL and area <= 0:
-        raise SiteError("the polygon has no area", code="empty")
-    if limits.min_area_m2 is not None and geometry.geom_type in POLYGONAL and area < limits.min_area_m2:
-        raise SiteError(
-            f"the site is {area:.2f} m², smaller than the {limits.min_area_m2:g} m² minimum: is it drawn at the right scale?",
-            code="too-small",
-        )
-    if limits.max_area_m2 is not None and area > limits.max_area_m2:
-        raise SiteError(
-            f"the site is {area / 10_000:.2f} ha, more than the {limits.max_area_m2 / 10_000:g} ha maximum",
-            code="too-big",
-        )
-    centre = geometry.centroid if geometry.geom_type != "Point" else geometry
-    centre_bng = bng.centroid if bng.geom_type != "Point" else bng
+        bng = oriented
+        geometry = to_wgs84(bng) if changed else shapely.orient_polygons(geometry, exterior_cw=False)
+        area, perimeter = WGS84.geometry_area_perimeter(geometry)
+        area, perimeter = abs(area), abs(perimeter)
+        if area <= 0:
+            raise SiteError("the polygon has no area", code="empty")
+        if limits.min_area_m2 is not None and area < limits.min_area_m2:
+            raise SiteError(
+                f"the site is {area:.2f} m², smaller than the {limits.min_area_m2:g} m² minimum: is it drawn at the right scale?",
+                code="too-small",
+            )
+        if limits.max_area_m2 is not None and area > limits.max_area_m2:
+            raise SiteError(
+                f"the site is {area / 10_000:.2f} ha, more than the {limits.max_area_m2 / 10_000:g} ha maximum",
+                code="too-big",
+            )
+        centre, centre_bng = geometry.centroid, bng.centroid
+    else:
+        area = perimeter = 0.0
+        centre, centre_bng = geometry, bng
     return Site(
         geometry=geometry,
         bng=bng,
         area_m2=area,
-        perimeter_m=geodesic_perimeter(geometry) if geometry.geom_type != "Point" else 0.0,
+        perimeter_m=perimeter,
         centroid=(centre.x, centre.y),
         grid_reference=grid_reference(centre_bng.x, centre_bng.y),
         vertices=vertices,

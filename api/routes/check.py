@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 import orjson
 from fastapi import APIRouter, Depends, Query, Request
@@ -19,7 +19,7 @@ from ..errors import Problem
 router = APIRouter(tags=["check"])
 
 
-class Format(str, Enum):
+class Format(StrEnum):
     native = "native"
     planx = "planx"
     odp = "odp"
