@@ -232,11 +232,11 @@ class Syncer:
         )
         self.cache.update_entry(name, checked_at=now_iso(), stale=False, parse_report=report.summary())
         seconds = time.perf_counter() - started
-        rate = got.bytes / max(got.seconds, 1e-6) / 1e6
+        rate = got.bytes / max(got.seconds, 1e-6)
         return SyncResult(
             name,
             UPDATED,
-            f"{name}: {report.summary()}; {got.bytes / 1e6:.1f} MB {got.format} at {rate:.1f} MB/s"
+            f"{name}: {report.summary()}; {human_bytes(got.bytes)} {got.format} at {human_bytes(rate)}/s"
             + (f" after {got.attempts} attempts" if got.attempts > 1 else ""),
             n,
             prev,
@@ -326,6 +326,57 @@ class Syncer:
                 break
             stop.wait(interval)
         return runs
+
+
+class BackgroundSync:
+    """The service's own sync scheduler (off by default): :meth:`Syncer.watch` in a daemon thread.
+
+    Examples
+    --------
+    >>> bg = BackgroundSync(syncer, ["conservation-area"], interval=3600)  # doctest: +SKIP
+    >>> bg.start(); ...; bg.stop()  # doctest: +SKIP
+    """
+
+    def __init__(self, syncer: Syncer, datasets: Iterable[str], interval: float, *, force: bool = False):
+        if interval <= 0:
+            raise ValueError("the sync interval must be a positive number of seconds")
+        self.syncer, self.datasets, self.interval, self.force = syncer, list(datasets), interval, force
+        self.runs = 0
+        self.last_results: list[SyncResult] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _report(self, results: list[SyncResult]) -> None:
+        self.runs += 1
+        self.last_results = results
+        for r in results:
+            (log.info if r.ok else log.warning)("%s", r.message)
+
+    def start(self) -> BackgroundSync:
+        self._thread = threading.Thread(
+            target=self.syncer.watch,
+            args=(self.datasets, self.interval),
+            kwargs={"force": self.force, "stop": self._stop, "report": self._report},
+            name="redline-sync",
+            daemon=True,
+        )
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop after the dataset being synced (a download in flight runs to its timeout)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        self.syncer.client.close()
+
+
+def human_bytes(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"  # pragma: no cover
 
 
 def _alive(pid: int) -> bool:

@@ -25,7 +25,16 @@ from datasets.cache import LayerCache
 from datasets.catalogue import load_catalogue
 from datasets.flatten import read_platform_bytes
 from datasets.pdp import PlatformClient
-from datasets.sync import FAILED, NOT_MODIFIED, REFUSED, SWAP_HOOK_ENV, UPDATED, Syncer, is_stale
+from datasets.sync import (
+    FAILED,
+    NOT_MODIFIED,
+    REFUSED,
+    SWAP_HOOK_ENV,
+    UPDATED,
+    BackgroundSync,
+    Syncer,
+    is_stale,
+)
 from tests.fake_platform import FakePlatform, make_fraction
 
 REPO = Path(__file__).resolve().parent.parent
@@ -339,6 +348,42 @@ def test_watch_stops_when_told(platform, cache):
     stop.set()
     thread.join(timeout=5)
     assert not thread.is_alive() and len(cache.read("tree")) == 3
+
+
+def test_a_running_index_picks_up_a_new_publication_without_a_restart(platform, cache):
+    make_syncer(platform, cache).sync(["tree", "conservation-area"])
+    index = ConstraintIndex.from_cache(cache, load_catalogue())
+    rosendale = {  # a site over the three real trees in the Rosendale Road conservation area
+        "type": "Polygon",
+        "coordinates": [
+            [[-0.0956, 51.439], [-0.0946, 51.439], [-0.0946, 51.4397], [-0.0956, 51.4397], [-0.0956, 51.439]]
+        ],
+    }
+
+    def trees():
+        (tpo,) = index.check(rosendale, keys=["tpo"])["constraints"]
+        return sorted(e["entity"] for e in tpo["entities"])
+
+    assert trees() == [7002001662, 7002001663, 7002001664]
+    version = index.data_version
+    background = BackgroundSync(
+        make_syncer(platform, cache, on_updated=lambda names: index.reload()), ["tree"], interval=0.05
+    ).start()
+    try:
+        deadline = time.monotonic() + 10
+        while background.runs < 1 and time.monotonic() < deadline:  # a first run finds nothing new
+            time.sleep(0.01)
+        assert background.last_results[0].status == NOT_MODIFIED
+        platform.publish_file(
+            "tree.parquet", make_fraction(platform.files["tree.parquet"].body, "parquet", 2 / 3)
+        )
+        deadline = time.monotonic() + 10
+        while trees() != [7002001662, 7002001663] and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        background.stop()
+    assert trees() == [7002001662, 7002001663]
+    assert index.data_version != version and background.runs >= 2
 
 
 # -- kills -----------------------------------------------------------------------------------------
