@@ -511,7 +511,7 @@ def redline_sync(platform, cache, *args: str, timeout: float = 60) -> subprocess
         "REDLINE_PDP_RETRIES": "1",
     }
     return subprocess.run(
-        [sys.executable, "-m", "api.cli_sync", "sync", *args],
+        [sys.executable, "-m", "api.cli", "datasets", "sync", *args],
         cwd=REPO,
         env=env,
         capture_output=True,
@@ -558,7 +558,7 @@ def test_the_sync_command_watches_until_terminated(platform, cache):
         "REDLINE_PDP_API_URL": platform.url,
     }
     proc = subprocess.Popen(
-        [sys.executable, "-m", "api.cli_sync", "sync", "--dataset", "tree", "--watch", "0.2"],
+        [sys.executable, "-m", "api.cli", "datasets", "sync", "--dataset", "tree", "--watch", "0.2"],
         cwd=REPO,
         env=env,
         stdout=subprocess.PIPE,
