@@ -1,0 +1,373 @@
+"""The red-line story over real HTTP (uvicorn on loopback), on SQLite and on PostgreSQL.
+
+Applicant creates, officer proposes an amendment, applicant rejects with a reason, officer proposes
+again, applicant approves with the token, the constraints are re-checked, the officer's manual
+override survives the re-check, and the audit trail shows every step in order. Then the edges: every
+error is problem+json, tokens open only their own request, the ODP export validates against the real
+Open Digital Planning schema.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import socket
+import threading
+import time
+import zipfile
+from pathlib import Path
+
+import geopandas as gpd
+import httpx
+import jsonschema
+import pytest
+import shapely
+import uvicorn
+from boundary_fixtures import *  # noqa: F403 - pytest fixtures: backend_url, saltford
+from boundary_fixtures import status
+from shapely.geometry import shape
+
+from api.app import create_app
+from api.keys import KeyStore
+from api.settings import Settings
+from datasets import crs
+
+REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
+CA = "designated.conservationArea"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Service:
+    """redline served by uvicorn in a thread on a free loopback port."""
+
+    def __init__(self, data_dir: Path, database_url: str):
+        data_dir.mkdir(parents=True, exist_ok=True)
+        keys = KeyStore(data_dir)
+        _, self.applicant_key = keys.create("planx-service", ["boundary:write"])
+        _, self.officer_key = keys.create("officer:jo", ["officer"])
+        _, self.checker_key = keys.create("widget", ["check"])
+        settings = Settings(
+            data_dir=data_dir,
+            database_url=database_url,
+            load_samples=True,
+            rate_limit_per_s=1000,
+            rate_limit_burst=1000,
+        )
+        self.port = _free_port()
+        config = uvicorn.Config(
+            create_app(settings), host="127.0.0.1", port=self.port, log_level="warning", lifespan="on"
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.base = f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self):
+        self.thread.start()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{self.base}/readyz", timeout=2).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError("redline did not become ready within 60 s")
+
+    def __exit__(self, *exc):
+        self.server.should_exit = True
+        self.thread.join(30)
+
+    def client(self, token: str | None) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return httpx.Client(base_url=self.base, headers=headers, timeout=30)
+
+
+@pytest.fixture
+def service(backend_url, tmp_path):
+    with Service(tmp_path / "data", backend_url) as svc:
+        yield svc
+
+
+def problem(response: httpx.Response, status_code: int) -> dict:
+    assert response.status_code == status_code, response.text
+    assert response.headers["content-type"].startswith("application/problem+json"), response.headers
+    body = response.json()
+    assert body["status"] == status_code and body["title"] and body["detail"]
+    return body
+
+
+def feature(geometry: dict) -> dict:
+    return {"type": "Feature", "properties": {}, "geometry": geometry}
+
+
+def test_the_whole_red_line_story_over_http(service, saltford):
+    planx = service.client(service.applicant_key)
+    officer = service.client(service.officer_key)
+
+    # 1. The applicant (through the submission service) creates the boundary.
+    r = planx.post(
+        "/v1/boundaries",
+        json={
+            "reference": "PLX-2026-0042",
+            "local_authority": "Bath and North East Somerset",
+            "site": feature(saltford.outside),
+        },
+    )
+    assert r.status_code == 201, r.text
+    created = r.json()
+    bid = created["id"]
+    assert (
+        created["version"] == 1
+        and 890 < created["area_m2"] < 910
+        and created["area_ha"] == pytest.approx(0.09, abs=0.001)
+    )
+    assert created["warnings"] == []
+    assert status(created["constraints"], CA) == ("clear", [])
+    assert r.headers["location"] == f"/v1/boundaries/{bid}"
+
+    # 2. The officer proposes an amendment.
+    r = officer.post(
+        f"/v1/boundaries/{bid}/change-requests",
+        json={"site": feature(saltford.over), "reason": "The red line must take in the coach house"},
+    )
+    assert r.status_code == 201, r.text
+    first = r.json()
+    assert first["state"] == "open" and len(first["token"]) >= 43
+    assert first["area_added_m2"] == pytest.approx(created["area_m2"], rel=0.001)
+    assert first["area_removed_m2"] == pytest.approx(created["area_m2"], rel=0.001)
+    assert CA in [g["key"] for g in first["constraints_gained"]]
+    assert "designated.AONB" in [g["key"] for g in first["constraints_lost"]]
+    applicant = service.client(first["token"])
+
+    # The token is shown once; the applicant reads the request with it.
+    r = applicant.get(f"/v1/change-requests/{first['id']}")
+    assert r.status_code == 200 and "token" not in r.json() and r.json()["state"] == "open"
+    assert "token" not in officer.get(f"/v1/change-requests/{first['id']}").json()
+
+    # 3. The applicant rejects: a reason is required.
+    problem(applicant.post(f"/v1/change-requests/{first['id']}/reject", json={}), 422)
+    r = applicant.post(
+        f"/v1/change-requests/{first['id']}/reject", json={"reason": "The coach house belongs to number 12"}
+    )
+    assert r.status_code == 200 and r.json()["state"] == "rejected"
+
+    # 4. The officer proposes again, and records a constraint the layers do not hold.
+    r = officer.post(
+        f"/v1/boundaries/{bid}/change-requests",
+        json={"site": feature(saltford.over), "reason": "Follow the wall on the 1904 map", "base_version": 1},
+    )
+    assert r.status_code == 201, r.text
+    second = r.json()
+    r = officer.post(
+        f"/v1/boundaries/{bid}/overrides",
+        json={
+            "key": "tpo",
+            "action": "added",
+            "text": "TPO 12/1998: oak by the gate",
+            "reason": "council TPO register",
+        },
+    )
+    assert r.status_code == 201, r.text
+    override = r.json()
+
+    # The first link's token opens nothing else.
+    problem(applicant.post(f"/v1/change-requests/{second['id']}/approve"), 403)
+
+    # 5. The applicant approves with the new token.
+    applicant = service.client(second["token"])
+    r = applicant.post(f"/v1/change-requests/{second['id']}/approve")
+    assert r.status_code == 200, r.text
+    assert r.json()["state"] == "approved" and r.json()["result_version"] == 2
+
+    # 6. The constraints were re-checked for version 2; a re-check keeps the officer's override.
+    current = planx.get(f"/v1/boundaries/{bid}").json()
+    assert current["version"] == 2 and current["change_request_id"] == second["id"]
+    assert status(current["constraints"], CA) == ("intersects", [saltford.entity])
+    r = officer.post(f"/v1/boundaries/{bid}/recheck")
+    assert r.status_code == 200, r.text
+    rechecked = r.json()
+    assert [o["id"] for o in rechecked["overrides"]] == [override["id"]]
+    assert rechecked["overrides"][0]["text"] == "TPO 12/1998: oak by the gate"
+    assert (
+        status(rechecked["constraints"], "tpo")[0] == "unknown"
+    )  # the machine answer is still the machine's
+
+    versions = planx.get(f"/v1/boundaries/{bid}/versions").json()["versions"]
+    assert [v["version"] for v in versions] == [1, 2]
+    v1 = planx.get(f"/v1/boundaries/{bid}/versions/1").json()
+    assert v1["site"]["geometry"] == created["site"]["geometry"]
+
+    # 7. The audit trail shows every step, in order, with who did it.
+    trail = officer.get(f"/v1/boundaries/{bid}/audit").json()["events"]
+    assert [(e["event"], e["actor"]) for e in trail] == [
+        ("created", "planx-service"),
+        ("version_added", "planx-service"),
+        ("change_request_opened", "officer:jo"),
+        ("change_request_sent", "officer:jo"),
+        ("change_request_rejected", "applicant"),
+        ("change_request_opened", "officer:jo"),
+        ("change_request_sent", "officer:jo"),
+        ("override_added", "officer:jo"),
+        ("change_request_approved", "applicant"),
+        ("version_added", "applicant"),
+        ("recheck_done", "applicant"),
+        ("recheck_done", "officer:jo"),
+    ]
+    assert set(trail[0]) == {"at", "actor", "event", "details"}
+    assert trail[4]["details"]["reason"] == "The coach house belongs to number 12"
+    text = officer.get(f"/v1/boundaries/{bid}/audit", params={"format": "text"})
+    assert text.headers["content-type"].startswith("text/plain")
+    assert [line.split()[2] for line in text.text.splitlines()] == [e["event"] for e in trail]
+
+
+@pytest.mark.parametrize("backend_url", ["sqlite"], indirect=True)
+def test_odp_export_validates_against_the_real_schema(service, saltford):
+    officer = service.client(service.officer_key)
+    bid = (
+        service.client(service.applicant_key)
+        .post("/v1/boundaries", json={"reference": "R", "local_authority": "LA", "site": saltford.over})
+        .json()["id"]
+    )
+    officer.post(
+        f"/v1/boundaries/{bid}/overrides",
+        json={
+            "key": "greenBelt",
+            "action": "dismissed",
+            "reason": "inset from the green belt in the 2023 local plan",
+        },
+    )
+    export = officer.get(f"/v1/boundaries/{bid}/versions/1/odp").json()
+    schema = json.loads((REAL / "digital-planning-data-schemas__schema-application.json").read_text())
+    definitions = {"$schema": schema["$schema"], "definitions": schema["definitions"]}
+    jsonschema.validate(export["proposal"]["boundary"], {"$ref": "#/definitions/GeoBoundary", **definitions})
+    for designation in export["designations"]:
+        jsonschema.validate(designation, {"$ref": "#/definitions/PlanningDesignation", **definitions})
+    by_value = {d["value"]: d for d in export["designations"]}
+    assert by_value[CA]["intersects"] is True
+    # Saltford comes from the council's own layer (no platform entity), so it links to the dataset.
+    assert by_value[CA]["entities"] == [
+        {
+            "name": "Saltford",
+            "description": "conservation-area (local layer)",
+            "source": {
+                "text": "Planning Data",
+                "url": "https://www.planning.data.gov.uk/dataset/conservation-area",
+            },
+        }
+    ]
+    assert by_value["greenBelt"]["intersects"] is False  # the officer's dismissal is applied
+    assert export["proposal"]["boundary"]["area"]["squareMetres"] == pytest.approx(900.67, abs=0.5)
+
+
+@pytest.mark.parametrize("backend_url", ["sqlite"], indirect=True)
+def test_errors_are_problem_json_with_actionable_messages(service, saltford):
+    planx = service.client(service.applicant_key)
+    officer = service.client(service.officer_key)
+    anonymous = service.client(None)
+    widget = service.client(service.checker_key)
+    swapped = {"type": "Polygon", "coordinates": [[[y, x] for x, y in saltford.outside["coordinates"][0]]]}
+    assert (
+        "swapped"
+        in problem(
+            planx.post("/v1/boundaries", json={"reference": "R", "local_authority": "LA", "site": swapped}),
+            422,
+        )["detail"]
+    )
+    body = problem(planx.post("/v1/boundaries", json={"reference": "R", "local_authority": "LA"}), 422)
+    assert body["errors"][0]["pointer"] == "/site"
+    problem(
+        planx.post("/v1/boundaries", content=b"{not json", headers={"content-type": "application/json"}), 422
+    )
+    problem(anonymous.post("/v1/boundaries", json={}), 401)
+    problem(widget.post("/v1/boundaries", json={}), 403)
+    problem(planx.get("/v1/boundaries/no-such-id"), 404)
+    big = shapely.box(*crs.to_bng(shape(saltford.outside)).bounds).buffer(700)  # about 150 ha
+    big_site = json.loads(json.dumps(shapely.geometry.mapping(crs.to_wgs84(big))))
+    assert (
+        "ha"
+        in problem(
+            planx.post("/v1/boundaries", json={"reference": "R", "local_authority": "LA", "site": big_site}),
+            422,
+        )["detail"]
+    )
+
+    bid = planx.post(
+        "/v1/boundaries", json={"reference": "R", "local_authority": "LA", "site": saltford.outside}
+    ).json()["id"]
+    problem(
+        planx.post(f"/v1/boundaries/{bid}/change-requests", json={"site": saltford.over, "reason": "r"}), 403
+    )
+    cr = officer.post(
+        f"/v1/boundaries/{bid}/change-requests", json={"site": saltford.over, "reason": "r"}
+    ).json()
+    assert (
+        "already open"
+        in problem(
+            officer.post(
+                f"/v1/boundaries/{bid}/change-requests", json={"site": saltford.over_more, "reason": "again"}
+            ),
+            409,
+        )["detail"]
+    )
+    problem(anonymous.get(f"/v1/change-requests/{cr['id']}"), 401)
+    problem(service.client("not-the-token").get(f"/v1/change-requests/{cr['id']}"), 401)
+    assert (
+        officer.post(
+            f"/v1/change-requests/{cr['id']}/cancel", json={"reason": "drawn on the wrong plot"}
+        ).json()["state"]
+        == "cancelled"
+    )
+    assert (
+        "cancelled"
+        in problem(service.client(cr["token"]).post(f"/v1/change-requests/{cr['id']}/approve"), 409)["detail"]
+    )
+    assert (
+        "unknown constraint key"
+        in problem(
+            officer.post(f"/v1/boundaries/{bid}/overrides", json={"key": "nope", "action": "confirmed"}), 422
+        )["detail"]
+    )
+
+
+@pytest.mark.parametrize("backend_url", ["sqlite"], indirect=True)
+def test_validate_measures_and_stores_nothing(service, saltford):
+    widget = service.client(service.checker_key)
+    r = widget.post("/v1/validate", json=saltford.outside)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["valid"] is True and 890 < body["area_m2"] < 910 and body["grid_reference"].startswith("ST ")
+    bowtie = {
+        "type": "Polygon",
+        "coordinates": [[[-2.45, 51.40], [-2.44, 51.41], [-2.44, 51.40], [-2.45, 51.41], [-2.45, 51.40]]],
+    }
+    assert "crosses itself at [" in problem(widget.post("/v1/validate", json=bowtie), 422)["detail"]
+    officer = service.client(service.officer_key)
+    assert officer.get("/v1/boundaries/anything").status_code == 404
+
+
+@pytest.mark.parametrize("backend_url", ["sqlite"], indirect=True)
+def test_create_from_an_uploaded_shapefile_in_british_national_grid(service, saltford, tmp_path):
+    grid = crs.to_bng(shape(saltford.outside))
+    folder = tmp_path / "shp"
+    folder.mkdir()
+    gpd.GeoDataFrame({"name": ["site"]}, geometry=[grid], crs="EPSG:27700").to_file(folder / "site.shp")
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf:
+        for part in folder.iterdir():
+            zf.write(part, part.name)
+    planx = service.client(service.applicant_key)
+    r = planx.post(
+        "/v1/boundaries",
+        data={"reference": "UPLOAD-1", "local_authority": "LA"},
+        files={"file": ("site.zip", buffer.getvalue(), "application/zip")},
+    )
+    assert r.status_code == 201, r.text
+    uploaded = shape(r.json()["site"]["geometry"])
+    # Through OSTN15 and back: the same square to well under a centimetre.
+    assert uploaded.symmetric_difference(shape(saltford.outside)).area < 1e-12
+    assert status(r.json()["constraints"], CA) == ("clear", [])
