@@ -249,6 +249,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     # -- plumbing --------------------------------------------------------------------------------
     def _send(self, status: int, body: bytes = b"", headers: dict[str, str] | None = None) -> None:
+        # Logged before a byte is sent: the client may read the answer and the test look at the log
+        # before this thread runs another line.
+        self._log.status, self._log.sent_bytes = status, (0 if self.command == "HEAD" else len(body))
         self.send_response(status)
         headers = {"Content-Length": str(len(body))} | (headers or {})
         for k, v in headers.items():
@@ -256,7 +259,6 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD" and body:
             self.wfile.write(body)
-        self._log.status, self._log.sent_bytes = status, len(body)
 
     def _json(self, obj, status: int = 200) -> None:
         self._send(status, json.dumps(obj).encode(), {"Content-Type": "application/json"})
@@ -311,12 +313,12 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, half, {"ETag": _etag(half), "Content-Type": "application/octet-stream"})
             return True
         if fault.kind == "reset":
+            self._log.status, self._log.sent_bytes = 200, len(half)
             self.send_response(200)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(half)
             self.wfile.flush()
-            self._log.status, self._log.sent_bytes = 200, len(half)
             # SO_LINGER 0 turns close() into a TCP RST: the client sees "connection reset by peer".
             self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             self.connection.close()
