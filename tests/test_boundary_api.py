@@ -93,6 +93,14 @@ def service(backend_url, tmp_path):
         yield svc
 
 
+@pytest.fixture(scope="module")
+def shared_service(tmp_path_factory):
+    """One SQLite-backed service for the tests that do not depend on the store's engine."""
+    root = tmp_path_factory.mktemp("shared")
+    with Service(root / "data", f"sqlite:///{root / 'boundaries.sqlite3'}") as svc:
+        yield svc
+
+
 def problem(response: httpx.Response, status_code: int) -> dict:
     assert response.status_code == status_code, response.text
     assert response.headers["content-type"].startswith("application/problem+json"), response.headers
@@ -225,11 +233,10 @@ def test_the_whole_red_line_story_over_http(service, saltford):
     assert [line.split()[2] for line in text.text.splitlines()] == [e["event"] for e in trail]
 
 
-@pytest.mark.parametrize("backend_url", ["sqlite"], indirect=True)
-def test_odp_export_validates_against_the_real_schema(service, saltford):
-    officer = service.client(service.officer_key)
+def test_odp_export_validates_against_the_real_schema(shared_service, saltford):
+    officer = shared_service.client(shared_service.officer_key)
     bid = (
-        service.client(service.applicant_key)
+        shared_service.client(shared_service.applicant_key)
         .post("/v1/boundaries", json={"reference": "R", "local_authority": "LA", "site": saltford.over})
         .json()["id"]
     )
@@ -264,12 +271,11 @@ def test_odp_export_validates_against_the_real_schema(service, saltford):
     assert export["proposal"]["boundary"]["area"]["squareMetres"] == pytest.approx(900.67, abs=0.5)
 
 
-@pytest.mark.parametrize("backend_url", ["sqlite"], indirect=True)
-def test_errors_are_problem_json_with_actionable_messages(service, saltford):
-    planx = service.client(service.applicant_key)
-    officer = service.client(service.officer_key)
-    anonymous = service.client(None)
-    widget = service.client(service.checker_key)
+def test_errors_are_problem_json_with_actionable_messages(shared_service, saltford):
+    planx = shared_service.client(shared_service.applicant_key)
+    officer = shared_service.client(shared_service.officer_key)
+    anonymous = shared_service.client(None)
+    widget = shared_service.client(shared_service.checker_key)
     swapped = {"type": "Polygon", "coordinates": [[[y, x] for x, y in saltford.outside["coordinates"][0]]]}
     assert (
         "swapped"
@@ -315,7 +321,7 @@ def test_errors_are_problem_json_with_actionable_messages(service, saltford):
         )["detail"]
     )
     problem(anonymous.get(f"/v1/change-requests/{cr['id']}"), 401)
-    problem(service.client("not-the-token").get(f"/v1/change-requests/{cr['id']}"), 401)
+    problem(shared_service.client("not-the-token").get(f"/v1/change-requests/{cr['id']}"), 401)
     assert (
         officer.post(
             f"/v1/change-requests/{cr['id']}/cancel", json={"reason": "drawn on the wrong plot"}
@@ -324,7 +330,9 @@ def test_errors_are_problem_json_with_actionable_messages(service, saltford):
     )
     assert (
         "cancelled"
-        in problem(service.client(cr["token"]).post(f"/v1/change-requests/{cr['id']}/approve"), 409)["detail"]
+        in problem(shared_service.client(cr["token"]).post(f"/v1/change-requests/{cr['id']}/approve"), 409)[
+            "detail"
+        ]
     )
     assert (
         "unknown constraint key"
@@ -334,9 +342,8 @@ def test_errors_are_problem_json_with_actionable_messages(service, saltford):
     )
 
 
-@pytest.mark.parametrize("backend_url", ["sqlite"], indirect=True)
-def test_validate_measures_and_stores_nothing(service, saltford):
-    widget = service.client(service.checker_key)
+def test_validate_measures_and_stores_nothing(shared_service, saltford):
+    widget = shared_service.client(shared_service.checker_key)
     r = widget.post("/v1/validate", json=saltford.outside)
     assert r.status_code == 200, r.text
     body = r.json()
@@ -346,12 +353,11 @@ def test_validate_measures_and_stores_nothing(service, saltford):
         "coordinates": [[[-2.45, 51.40], [-2.44, 51.41], [-2.44, 51.40], [-2.45, 51.41], [-2.45, 51.40]]],
     }
     assert "crosses itself at [" in problem(widget.post("/v1/validate", json=bowtie), 422)["detail"]
-    officer = service.client(service.officer_key)
+    officer = shared_service.client(shared_service.officer_key)
     assert officer.get("/v1/boundaries/anything").status_code == 404
 
 
-@pytest.mark.parametrize("backend_url", ["sqlite"], indirect=True)
-def test_create_from_an_uploaded_shapefile_in_british_national_grid(service, saltford, tmp_path):
+def test_create_from_an_uploaded_shapefile_in_british_national_grid(shared_service, saltford, tmp_path):
     grid = crs.to_bng(shape(saltford.outside))
     folder = tmp_path / "shp"
     folder.mkdir()
@@ -360,7 +366,7 @@ def test_create_from_an_uploaded_shapefile_in_british_national_grid(service, sal
     with zipfile.ZipFile(buffer, "w") as zf:
         for part in folder.iterdir():
             zf.write(part, part.name)
-    planx = service.client(service.applicant_key)
+    planx = shared_service.client(shared_service.applicant_key)
     r = planx.post(
         "/v1/boundaries",
         data={"reference": "UPLOAD-1", "local_authority": "LA"},
