@@ -70,6 +70,7 @@ ENGLAND_OUTLINE_BNG = (
 ENGLAND = shapely.Polygon(ENGLAND_OUTLINE_BNG)
 shapely.prepare(ENGLAND)
 _ENGLAND_BOUNDS = ENGLAND.bounds
+_ENGLAND_COAST = ENGLAND.buffer(2000.0)  # what large designations are clipped to
 
 #: Real cities (BNG centre, relative weight): they get the biggest clusters. The rest of the
 #: towns are placed at random with a heavy-tailed weight, as town sizes are.
@@ -343,9 +344,26 @@ def blob(rng, cx: float, cy: float, area: float, n: int, aspect: float = 1.3, am
 
 def _clip_to_england(geom):
     """Clip a large polygon to England (dropping sea); keeps it if clipping would empty it."""
-    clipped = shapely.intersection(geom, ENGLAND.buffer(2000.0))
+    clipped = shapely.intersection(geom, _ENGLAND_COAST)
     clipped = _polygonal(clipped)
     return geom if clipped.is_empty else clipped
+
+
+def _large_designation(rng, cx: float, cy: float, area: float, aspect: float, amplitude: float):
+    """A blob of 10k to 100k vertices (log-uniform) clipped to England.
+
+    Clipping drops the vertices that fall in the sea, so a blob that loses too many is drawn
+    again with proportionally more, keeping every large designation within 10k to 100k vertices.
+    """
+    target = int(_log_uniform(rng, 10_000, 100_000, 1)[0])
+    n = target
+    for _ in range(6):
+        geom = _clip_to_england(blob(rng, cx, cy, area, n, aspect=aspect, amplitude=amplitude))
+        count = int(shapely.get_num_coordinates(geom))
+        if 10_000 <= count <= 100_000:
+            break
+        n = max(1000, min(int(n * target / count) + 64, 140_000))
+    return geom
 
 
 def _polygonal(geom):
@@ -590,12 +608,9 @@ def _generate_bng(scale: float, seed: int) -> dict[str, dict]:
     n = counts["area-of-outstanding-natural-beauty"]
     ax, ay = _uniform_in_england(rng, n, inset=15_000.0)
     geoms = [
-        _clip_to_england(
-            blob(rng, ax[i], ay[i], _log_uniform(rng, 150e6, 2000e6, 1)[0],
-                 int(_log_uniform(rng, 10_000, 100_000, 1)[0]), aspect=rng.uniform(1, 3))
-        )
+        _large_designation(rng, ax[i], ay[i], _log_uniform(rng, 150e6, 2000e6, 1)[0], rng.uniform(1, 3), 0.3)
         for i in range(n)
-    ]  # fmt: skip
+    ]
     out["area-of-outstanding-natural-beauty"] = _frame(
         rng,
         "area-of-outstanding-natural-beauty",
@@ -614,8 +629,7 @@ def _generate_bng(scale: float, seed: int) -> dict[str, dict]:
         else:
             px, py = _uniform_in_england(rng, 1, inset=20_000.0)
             name, px, py, km2, aspect = f"National park {i + 1}", px[0], py[0], rng.uniform(300, 2000), 1.5
-        nv = int(_log_uniform(rng, 10_000, 100_000, 1)[0])
-        geoms.append(_clip_to_england(blob(rng, px, py, km2 * 1e6, nv, aspect=aspect, amplitude=0.25)))
+        geoms.append(_large_designation(rng, px, py, km2 * 1e6, aspect, 0.25))
         names.append(name)
     out["national-park"] = _frame(
         rng,
@@ -791,11 +805,14 @@ def write_to_cache(
 
 
 MARKER = "synth.json"
+#: Part of the bench cache's folder name: bump it whenever the generator's output changes, so a
+#: benchmark never measures layers made by an older generator.
+GENERATOR_VERSION = 2
 
 
 def bench_cache_dir(scale: float, seed: int) -> Path:
     """The folder holding the cached layers for (scale, seed) under ``.redline-bench/``."""
-    return BENCH_DIR / f"layers-s{scale_tag(scale)}-seed{seed}"
+    return BENCH_DIR / f"layers-v{GENERATOR_VERSION}-s{scale_tag(scale)}-seed{seed}"
 
 
 def cached_layers(scale: float, seed: int = 42) -> Path:
