@@ -122,6 +122,8 @@ def run_sync(args: argparse.Namespace) -> int:
         names += _catalogue_datasets(settings)
     names = list(dict.fromkeys(names))
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if not getattr(args, "verbose", False):  # one line per dataset is the report; not one per request
+        logging.getLogger("httpx").setLevel(logging.WARNING)
 
     with platform_syncer(
         _setting(settings, "data_dir", "./.redline"),
