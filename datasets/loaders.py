@@ -31,7 +31,7 @@ from pyproj import CRS
 from tqdm import tqdm
 
 from .cache import BASE_COLUMNS, sha256_file
-from .crs import GB_LAT, GB_LON, OutsideGridError, to_wgs84
+from .crs import GB_LAT, GB_LON, bng_to_lonlat
 
 LOCAL_ID_BASE = 1 << 62  # platform entity numbers are far below this; local ids live above it
 MAX_ROWS_NAMED = 20
@@ -130,7 +130,9 @@ def _read_file(path: Path, layer: str | None) -> gpd.GeoDataFrame:
     return frame
 
 
-def _to_wgs84(frame: gpd.GeoDataFrame, crs: str | int | None, path: Path) -> gpd.GeoDataFrame:
+def _to_wgs84(frame: gpd.GeoDataFrame, crs: str | int | None, path: Path) -> tuple[gpd.GeoDataFrame, np.ndarray]:
+    """The frame in EPSG:4326, and a mask of the rows whose coordinates fall off the OSTN15 grid."""
+    off_grid = np.zeros(len(frame), dtype=bool)
     declared = CRS.from_user_input(crs) if crs is not None else frame.crs
     if declared is None:
         raise LoadError(
@@ -140,17 +142,27 @@ def _to_wgs84(frame: gpd.GeoDataFrame, crs: str | int | None, path: Path) -> gpd
     frame = frame.set_crs(declared, allow_override=True)
     epsg = declared.to_epsg()
     if epsg == 4326 or declared.equals(CRS.from_epsg(4326), ignore_axis_order=True):
-        return frame.set_crs(4326, allow_override=True)
+        return frame.set_crs(4326, allow_override=True), off_grid
     if epsg == 27700:
+        # One vectorised OSTN15 pass; a row off the grid comes back NaN and is skipped by the caller
+        # (named by row number), rather than one stray feature refusing the whole file.
         geometry = frame.geometry.to_numpy()
         ok = ~shapely.is_missing(geometry)
         out = np.array(geometry, dtype=object)
-        try:
-            out[ok] = to_wgs84(geometry[ok])
-        except OutsideGridError as err:
-            raise LoadError(f"{path.name}: {err}; is the coordinate system right?") from None
-        return gpd.GeoDataFrame(frame.drop(columns=frame.geometry.name), geometry=out, crs=4326)
-    return frame.to_crs(4326)
+        rows = np.flatnonzero(ok)
+        coords, index = shapely.get_coordinates(geometry[ok], return_index=True)
+        lon, lat = bng_to_lonlat(coords[:, 0], coords[:, 1])
+        finite_in = np.isfinite(coords).all(axis=1)
+        off_grid[rows[np.unique(index[finite_in & ~(np.isfinite(lon) & np.isfinite(lat))])]] = True
+        # rows with NaN or infinite input stay as read, for the caller's finite-number check to name
+        convert = ok & ~off_grid
+        convert[rows[np.unique(index[~finite_in])]] = False
+        out[convert] = shapely.transform(
+            geometry[convert], lambda xy: np.column_stack(bng_to_lonlat(xy[:, 0], xy[:, 1]))
+        )
+        out[off_grid] = None
+        return gpd.GeoDataFrame(frame.drop(columns=frame.geometry.name), geometry=out, crs=4326), off_grid
+    return frame.to_crs(4326), off_grid
 
 
 def read_layer_file(
@@ -177,7 +189,7 @@ def read_layer_file(
     if not path.exists():
         raise LoadError(f"{path} does not exist")
     frame = _read_file(path, layer)
-    frame = _to_wgs84(frame, crs, path)
+    frame, off_grid = _to_wgs84(frame, crs, path)
     frame = frame.rename_geometry("geometry") if frame.geometry.name != "geometry" else frame
     frame = frame.reset_index(drop=True)
     rows = np.arange(1, len(frame) + 1)  # row numbers as a person counts them in the file
@@ -189,10 +201,10 @@ def read_layer_file(
     skipped: list[tuple[int, str]] = []
     geometry = np.array(frame.geometry.to_numpy(), dtype=object)
     keep = np.ones(len(frame), dtype=bool)
-    missing = shapely.is_missing(geometry) | shapely.is_empty(geometry)
+    missing = (shapely.is_missing(geometry) | shapely.is_empty(geometry)) & ~off_grid
     for i in np.flatnonzero(missing):
         skipped.append((int(rows[i]), "empty or unreadable geometry"))
-    keep &= ~missing
+    keep &= ~missing & ~off_grid
 
     geometry[keep] = shapely.force_2d(geometry[keep])
     finite = np.ones(len(frame), dtype=bool)
@@ -203,13 +215,13 @@ def read_layer_file(
 
     bounds = np.full((len(frame), 4), np.nan)
     bounds[keep] = shapely.bounds(geometry[keep])
-    outside = keep & ~(
+    outside = off_grid | (keep & ~(
         (bounds[:, 0] >= GB_LON[0]) & (bounds[:, 2] <= GB_LON[1]) & (bounds[:, 1] >= GB_LAT[0]) & (bounds[:, 3] <= GB_LAT[1])
-    )
-    if outside.any() and outside.sum() == keep.sum():
+    ))
+    if outside.any() and not (keep & ~outside).any():
         named = ", ".join(str(r) for r in rows[outside][:MAX_ROWS_NAMED])
         raise LoadError(
-            f"{path.name}: no feature lies in Great Britain (rows {named}...); "
+            f"{path.name}: no feature lies in Great Britain (rows {named}{'...' if outside.sum() > MAX_ROWS_NAMED else ''}); "
             "are longitude and latitude swapped, or is the coordinate system wrong? (--crs)"
         )
     for i in np.flatnonzero(outside):
