@@ -1,0 +1,899 @@
+"""Batch constraint checks: every site of a GIS file against every catalogue key, on a Dask cluster.
+
+A GIS team's table of sites (hundreds of thousands to millions of land titles or past applications)
+is checked with exactly the service's core: each site goes through ``parse_site`` (the same
+validation, repair and limits) and ``ConstraintIndex.check`` (the same index, relations and
+tolerance rules), so a row of the batch output says what ``POST /check`` would say for that site.
+
+How a run goes:
+
+1. ``read_sites`` reads GeoParquet, GeoPackage, GeoJSON, Shapefile (or zip), FlatGeobuf or CSV with
+   WKT in any CRS into EPSG:4326 (``datasets.loaders`` for the formats; British National Grid through
+   OSTN15). Rows that cannot be sites at all (no geometry, off the OSTN15 grid) are set aside as errors.
+2. The sites are sorted by the Hilbert distance of their centres and cut into partitions of
+   ``partition_size``: neighbouring sites share a partition, so one task touches a compact region.
+3. Each partition is one Dask task. A worker builds the constraint index once from the shared cache
+   folder (``worker_index``, a module-level cache in the worker process, refreshed only when the
+   cache's generation changes) and never receives it over the network: tasks carry only site WKB.
+   The task writes its rows to ``<out>.parts/part-NNNNN.parquet`` by temp file and rename, so a part
+   on disk is always complete. Sites that fail ``parse_site`` are recorded in that part's metadata.
+4. When every part is there, they are streamed into one GeoParquet (or CSV) file, written under a
+   temporary name and renamed: the result appears whole or not at all. Bad rows go to
+   ``<out>.errors.csv`` (row, id, reason), written before the result.
+
+A worker that dies mid-run is replaced (by its nanny, on a local cluster) and Dask reruns its task; a
+run that fails leaves its finished parts, and ``resume=True`` skips them (when they were made from the
+same input, options and layer data).
+
+Output, one row per site and key: the site id (column named as ``id_field``, else ``row``, the
+1-based row number in the file), ``key``, ``status`` (``intersects``/``clear``/``unknown``),
+``entities`` (ids), ``names``, ``overlap_m2`` (aligned with ``entities``), ``site_area_m2``
+(geodesic, as the service reports it) and, in GeoParquet, the checked site ``geometry`` (EPSG:4326).
+Rows are grouped by partition (spatially), in input order within a partition.
+
+Examples
+--------
+>>> report = run_batch("titles.gpkg", "results.parquet", cache_root=".redline", workers=2)  # doctest: +SKIP
+>>> report.sites, report.errors  # doctest: +SKIP
+(120000, 14)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import hashlib
+import io
+import json
+import logging
+import os
+import shutil
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+import shapely
+
+from datasets.crs import GB_LAT, GB_LON
+
+from .index import ConstraintIndex, Tolerance
+from .site import SiteError
+
+log = logging.getLogger("redline.batch")
+
+DEFAULT_PARTITION_SIZE = 2000
+HILBERT_LEVEL = 16
+PART_FORMAT = "redline-batch-part-1"
+STATUSES = ("intersects", "clear", "unknown")
+RESERVED_COLUMNS = ("key", "status", "entities", "names", "overlap_m2", "site_area_m2", "geometry")
+READABLE = (".parquet", ".geoparquet", ".gpkg", ".geojson", ".json", ".shp", ".zip", ".fgb", ".csv")
+
+
+class BatchError(ValueError):
+    """The batch cannot start: bad input file, options or output path. The message says what to do."""
+
+
+class BatchRunError(RuntimeError):
+    """The run started but did not finish; finished parts are kept for ``resume``."""
+
+
+# -- reading sites --------------------------------------------------------------------------------
+
+
+@dataclass
+class SiteTable:
+    """Sites read from a file, in EPSG:4326, with the rows that could not be sites at all."""
+
+    id_field: str  # the output column holding ``ids``
+    ids: np.ndarray  # int64 or object (str), one per usable row
+    rows: np.ndarray  # int64, 1-based row number in the file
+    geometry: np.ndarray  # shapely, EPSG:4326
+    errors: list[tuple[int, object, str]] = field(default_factory=list)  # (row, id, reason)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+def _read_frame(path: Path, layer: str | None):
+    from datasets.loaders import LoadError, _read_file
+
+    if path.suffix.lower() in (".parquet", ".geoparquet"):
+        import geopandas as gpd
+
+        try:
+            return gpd.read_parquet(path)
+        except (
+            Exception
+        ) as err:  # pyarrow and geopandas raise several kinds for a file that is not GeoParquet
+            raise BatchError(f"{path.name} could not be read as GeoParquet: {err}") from None
+    try:
+        return _read_file(path, layer)
+    except LoadError as err:
+        raise BatchError(str(err)) from None
+
+
+def read_sites(
+    path: Path | str, *, id_field: str | None = None, layer: str | None = None, crs: str | int | None = None
+) -> SiteTable:
+    """Read the sites of a GIS file into EPSG:4326.
+
+    Rows with no geometry, or whose coordinates fall off the OSTN15 grid when converted from British
+    National Grid, are reported in ``errors``; everything else about a site (validity, range, limits)
+    is judged later by ``parse_site``, as the service judges it.
+
+    Raises
+    ------
+    BatchError
+        The file is missing or unreadable, has no CRS, or has no column ``id_field``.
+    """
+    from datasets.loaders import LoadError, _to_wgs84, kebab
+
+    path = Path(path)
+    if not path.exists():
+        raise BatchError(f"{path} does not exist")
+    if path.is_dir():
+        raise BatchError(f"{path} is a folder; give a file ({', '.join(READABLE)})")
+    if path.suffix.lower() not in READABLE:
+        raise BatchError(
+            f"{path.name}: unsupported file type {path.suffix!r}; give one of {', '.join(READABLE)}"
+        )
+    frame = _read_frame(path, layer)
+    try:
+        frame, off_grid = _to_wgs84(frame, crs, path)
+    except LoadError as err:
+        raise BatchError(str(err)) from None
+    except Exception as err:  # pyproj: an unknown --crs
+        raise BatchError(f"{path.name}: cannot convert to longitude/latitude: {err}") from None
+    frame = frame.reset_index(drop=True)
+    rows = np.arange(1, len(frame) + 1, dtype=np.int64)
+
+    if id_field:
+        column = id_field if id_field in frame.columns else kebab(id_field)
+        if column not in frame.columns or column == frame.geometry.name:
+            names = ", ".join(str(c) for c in frame.columns if c != frame.geometry.name)
+            raise BatchError(f"--id-field {id_field!r} is not a column of {path.name}; columns: {names}")
+        if id_field in RESERVED_COLUMNS:
+            raise BatchError(
+                f"--id-field {id_field!r} clashes with an output column; the output needs {', '.join(RESERVED_COLUMNS)}"
+            )
+        values = frame[column]
+        if values.dtype.kind in "iu":
+            ids = values.to_numpy(dtype=np.int64)
+        else:
+            ids = np.array(["" if v is None or v != v else str(v) for v in values.tolist()], dtype=object)
+        out_name = id_field
+    else:
+        ids, out_name = rows.copy(), "row"
+
+    geometry = np.array(frame.geometry.to_numpy(), dtype=object)
+    errors: list[tuple[int, object, str]] = []
+    missing = (shapely.is_missing(geometry) | shapely.is_empty(geometry)) & ~off_grid
+    for i in np.flatnonzero(off_grid):
+        errors.append(
+            (
+                int(rows[i]),
+                _plain(ids[i]),
+                "coordinates lie outside Great Britain (OSTN15 grid): is the coordinate system right?",
+            )
+        )
+    for i in np.flatnonzero(missing):
+        errors.append((int(rows[i]), _plain(ids[i]), "the geometry is empty or missing"))
+    keep = ~(missing | off_grid)
+    errors.sort(key=lambda e: e[0])
+    return SiteTable(out_name, ids[keep], rows[keep], geometry[keep], errors)
+
+
+def _plain(value):
+    return value.item() if isinstance(value, np.generic) else value
+
+
+# -- spatial partitioning -------------------------------------------------------------------------
+
+
+def hilbert_distance(
+    x: np.ndarray, y: np.ndarray, bounds: tuple[float, float, float, float], level: int = HILBERT_LEVEL
+) -> np.ndarray:
+    """Distance along a Hilbert curve of order ``level`` over ``bounds`` (vectorised, uint64).
+
+    Points close on the curve are close on the ground, so consecutive runs of sorted sites make
+    compact partitions. Coordinates outside ``bounds`` (or NaN) are clamped onto its edge.
+
+    Examples
+    --------
+    >>> hilbert_distance(np.array([0.0, 1.0, 1.0, 0.0]), np.array([0.0, 0.0, 1.0, 1.0]), (0, 0, 1, 1), 1).tolist()
+    [0, 3, 2, 1]
+    """
+    side = (1 << level) - 1
+    xmin, ymin, xmax, ymax = bounds
+    fx = np.nan_to_num((np.asarray(x, dtype=np.float64) - xmin) / (xmax - xmin), nan=0.0)
+    fy = np.nan_to_num((np.asarray(y, dtype=np.float64) - ymin) / (ymax - ymin), nan=0.0)
+    xi = np.clip(np.round(fx * side), 0, side).astype(np.int64)
+    yi = np.clip(np.round(fy * side), 0, side).astype(np.int64)
+    d = np.zeros(len(xi), dtype=np.int64)
+    s = 1 << (level - 1)
+    while s > 0:
+        rx = (xi & s) > 0
+        ry = (yi & s) > 0
+        d += s * s * ((3 * rx) ^ ry)
+        # rotate the quadrant so the curve stays continuous
+        flip = ~ry & rx
+        xi = np.where(flip, side - xi, xi)
+        yi = np.where(flip, side - yi, yi)
+        swap = ~ry
+        xi, yi = np.where(swap, yi, xi), np.where(swap, xi, yi)
+        s >>= 1
+    return d.astype(np.uint64)
+
+
+def partition(geometry: np.ndarray, size: int) -> list[np.ndarray]:
+    """Positions of ``geometry`` cut into Hilbert-ordered runs of at most ``size`` (deterministic)."""
+    if len(geometry) == 0:
+        return []
+    bounds = shapely.bounds(geometry)
+    cx = (bounds[:, 0] + bounds[:, 2]) / 2
+    cy = (bounds[:, 1] + bounds[:, 3]) / 2
+    order = np.argsort(hilbert_distance(cx, cy, (GB_LON[0], GB_LAT[0], GB_LON[1], GB_LAT[1])), kind="stable")
+    return [np.sort(order[i : i + size]) for i in range(0, len(order), size)]
+
+
+# -- the per-partition work (runs on a worker) ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class IndexSpec:
+    """Where a worker finds the layers and catalogue: paths on a folder every worker shares."""
+
+    cache_root: str
+    local_catalogue: str | None = None
+    article4_dir: str | None = None
+
+    def build(self) -> ConstraintIndex:
+        from datasets.cache import LayerCache
+        from datasets.catalogue import load_catalogue
+
+        return ConstraintIndex.from_cache(
+            LayerCache(self.cache_root), load_catalogue(self.local_catalogue, self.article4_dir)
+        )
+
+
+_WORKER_INDEXES: dict[IndexSpec, ConstraintIndex] = {}
+_WORKER_LOCK = threading.Lock()
+
+
+def worker_index(spec: IndexSpec) -> ConstraintIndex:
+    """The index for ``spec`` in this process: built on first use, rebuilt only if the cache changed.
+
+    Module-level on purpose: a Dask worker process keeps it between tasks, so the layers are read
+    from the shared cache once per worker rather than shipped with every task.
+    """
+    with _WORKER_LOCK:
+        index = _WORKER_INDEXES.get(spec)
+        if index is None:
+            index = _WORKER_INDEXES[spec] = spec.build()
+        else:
+            index.reload_if_changed()
+        return index
+
+
+def worker_data_version(spec: IndexSpec) -> str:
+    """Build (or reuse) this worker's index and say which layer data it holds."""
+    return worker_index(spec).data_version
+
+
+def result_schema(id_field: str, id_type: pa.DataType) -> pa.Schema:
+    return pa.schema(
+        [
+            (id_field, id_type),
+            ("key", pa.dictionary(pa.int32(), pa.string())),
+            ("status", pa.dictionary(pa.int8(), pa.string())),
+            ("entities", pa.list_(pa.int64())),
+            ("names", pa.list_(pa.string())),
+            ("overlap_m2", pa.list_(pa.float64())),
+            ("site_area_m2", pa.float64()),
+            # one WKB per site, repeated on each of its keys: dictionary-encoded, it costs one copy
+            ("geometry", pa.dictionary(pa.int32(), pa.binary())),
+        ]
+    )
+
+
+def check_sites(
+    index: ConstraintIndex,
+    ids: np.ndarray,
+    rows: np.ndarray,
+    geometry: Iterable,
+    *,
+    id_field: str,
+    id_type: pa.DataType,
+    keys: list[str] | None = None,
+    tolerance: Tolerance = Tolerance(),
+) -> tuple[pa.Table, list[tuple[int, object, str]]]:
+    """Check each site as the service does; one row per site and key, and the sites refused.
+
+    Every site goes through ``parse_site`` with the index's limits and then ``index.check`` with
+    ``tolerance``: the statuses, entities and overlaps are the service's, copied, not recomputed.
+    """
+    from .site import parse_site
+
+    slot_col, key_col, status_col, entities_col, names_col, overlap_col = [], [], [], [], [], []
+    checked_ids: list = []  # per checked site (its slot)
+    areas: list[float] = []
+    wkbs: list[bytes] = []
+    errors: list[tuple[int, object, str]] = []
+    for i, geom in enumerate(geometry):
+        try:
+            site = parse_site(geom, index.limits)
+            answer = index.check(site, tolerance=tolerance, keys=keys)
+        except SiteError as err:
+            errors.append((int(rows[i]), _plain(ids[i]), err.message))
+            continue
+        except (ValueError, shapely.errors.GEOSException) as err:  # a geometry GEOS or OSTN15 cannot take
+            errors.append((int(rows[i]), _plain(ids[i]), f"the geometry cannot be checked: {err}"))
+            continue
+        slot = len(wkbs)
+        checked_ids.append(_plain(ids[i]))
+        wkbs.append(shapely.to_wkb(site.geometry))
+        areas.append(answer["site"]["area_m2"])
+        for constraint in answer["constraints"]:
+            found = constraint["entities"]
+            slot_col.append(slot)
+            key_col.append(constraint["key"])
+            status_col.append(constraint["status"])
+            entities_col.append([int(e["entity"]) for e in found])
+            names_col.append([e.get("name") for e in found])
+            overlap_col.append([e.get("overlap_m2") for e in found])
+    slots = np.asarray(slot_col, dtype=np.int32)
+    table = pa.table(
+        {
+            id_field: pa.array([checked_ids[s] for s in slot_col], type=id_type),
+            "key": pa.array(key_col, type=pa.string()).dictionary_encode(),
+            "status": pa.DictionaryArray.from_arrays(
+                pa.array([STATUSES.index(s) for s in status_col], type=pa.int8()), pa.array(STATUSES)
+            ),
+            "entities": pa.array(entities_col, type=pa.list_(pa.int64())),
+            "names": pa.array(names_col, type=pa.list_(pa.string())),
+            "overlap_m2": pa.array(overlap_col, type=pa.list_(pa.float64())),
+            "site_area_m2": pa.array(np.asarray(areas, dtype=np.float64)[slots], type=pa.float64()),
+            "geometry": pa.DictionaryArray.from_arrays(
+                pa.array(slots, type=pa.int32()), pa.array(wkbs, type=pa.binary())
+            ),
+        },
+        schema=result_schema(id_field, id_type),
+    )
+    return table, errors
+
+
+def _write_atomic_table(table: pa.Table, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        pq.write_table(table, tmp, compression="zstd")
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def run_partition(task: dict) -> dict:
+    """One Dask task: check a partition's sites and write its part file atomically.
+
+    ``task`` holds the part number and path, the sites (ids, rows, WKB in EPSG:4326), the options and
+    the layer data version the run expects; a worker whose cache has moved on refuses, rather than
+    mixing two versions of the layers in one result.
+    """
+    started = time.perf_counter()
+    index = worker_index(task["spec"])
+    if index.data_version != task["data_version"]:
+        raise BatchRunError(
+            f"the layer cache changed during the run (data version {index.data_version}, the run began on "
+            f"{task['data_version']}); rerun with --resume to redo only the parts checked on older data"
+        )
+    geometry = shapely.from_wkb(task["wkb"])
+    tolerance = Tolerance(*task["tolerance"])
+    table, errors = check_sites(
+        index,
+        task["ids"],
+        task["rows"],
+        geometry,
+        id_field=task["id_field"],
+        id_type=task["id_type"],
+        keys=task["keys"],
+        tolerance=tolerance,
+    )
+    meta = {
+        "format": PART_FORMAT,
+        "run": task["run"],
+        "part": task["part"],
+        "data_version": index.data_version,
+        "sites": len(task["rows"]),
+        "errors": [[r, i, m] for r, i, m in errors],
+    }
+    table = table.replace_schema_metadata({b"redline": orjson.dumps(meta)})
+    _write_atomic_table(table, Path(task["path"]))
+    return {
+        "part": task["part"],
+        "sites": len(task["rows"]),
+        "rows": table.num_rows,
+        "errors": len(errors),
+        "seconds": time.perf_counter() - started,
+        "pid": os.getpid(),
+    }
+
+
+def read_part_meta(path: Path) -> dict | None:
+    """A finished part's metadata, or None when the file is not a complete part."""
+    try:
+        meta = pq.read_schema(path).metadata or {}
+        info = orjson.loads(meta[b"redline"])
+    except (OSError, KeyError, ValueError, pa.ArrowInvalid):
+        return None
+    return info if info.get("format") == PART_FORMAT else None
+
+
+# -- the run --------------------------------------------------------------------------------------
+
+
+@dataclass
+class BatchReport:
+    out: Path
+    errors_path: Path
+    sites: int  # sites in the input file
+    checked: int  # sites checked (rows of the output / keys)
+    errors: int  # bad rows
+    rows: int  # output rows
+    parts: int
+    skipped_parts: int  # finished parts reused by --resume
+    data_version: str
+    seconds: float
+    check_seconds: float  # from the first task submitted to the last part written
+    cluster_seconds: float  # starting or connecting to the cluster and building the workers' indexes
+    finalise_seconds: float
+
+    def summary(self) -> str:
+        rate = self.checked / self.check_seconds if self.check_seconds > 0 else float("nan")
+        return (
+            f"{self.checked:,} of {self.sites:,} sites checked ({self.rows:,} rows) in {self.seconds:.1f} s "
+            f"({rate:,.0f} sites/s while checking); {self.errors:,} bad rows in {self.errors_path}; "
+            f"{self.skipped_parts} of {self.parts} parts reused; layers {self.data_version}; results in {self.out}"
+        )
+
+
+def _out_kind(out: Path) -> str:
+    suffix = out.suffix.lower()
+    if suffix in (".parquet", ".geoparquet"):
+        return "parquet"
+    if suffix == ".csv":
+        return "csv"
+    raise BatchError(f"--out {out}: give a .parquet (GeoParquet) or .csv file name")
+
+
+def parts_dir(out: Path) -> Path:
+    return out.with_name(out.name + ".parts")
+
+
+def errors_path(out: Path) -> Path:
+    return out.with_name(out.name + ".errors.csv")
+
+
+def _fingerprint(sites_path: Path, *, id_field, keys, tolerance, partition_size, layer, crs) -> dict:
+    stat = sites_path.stat()
+    return {
+        "input": str(sites_path.resolve()),
+        "size": stat.st_size,
+        "mtime_ns": stat.st_mtime_ns,
+        "id_field": id_field,
+        "keys": keys,
+        "tolerance": list(tolerance),
+        "partition_size": partition_size,
+        "layer": layer,
+        "crs": None if crs is None else str(crs),
+    }
+
+
+def _connect(scheduler: str | None, workers: int):
+    from dask.distributed import Client, LocalCluster
+
+    if scheduler:
+        if "://" not in scheduler:
+            raise BatchError(f"--scheduler {scheduler!r}: give an address such as tcp://HOST:8786")
+        try:
+            return Client(scheduler, timeout="20s"), None
+        except OSError as err:
+            raise BatchError(f"cannot reach the Dask scheduler at {scheduler}: {err}") from None
+    cluster = LocalCluster(
+        n_workers=workers,
+        threads_per_worker=1,
+        host="127.0.0.1",
+        processes=True,
+        dashboard_address=None,
+        silence_logs=logging.ERROR,
+    )
+    return Client(cluster), cluster
+
+
+def _progress(total: int, parts: int, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(
+        total=total,
+        unit="site",
+        unit_scale=True,
+        desc="checking",
+        disable=not enabled,
+        file=sys.stderr,
+        smoothing=0.1,
+        dynamic_ncols=True,
+        postfix=f"tasks 0/{parts}",
+    )
+
+
+def run_batch(
+    sites: Path | str,
+    out: Path | str,
+    *,
+    cache_root: Path | str,
+    local_catalogue: Path | str | None = None,
+    article4_dir: Path | str | None = None,
+    id_field: str | None = None,
+    keys: list[str] | None = None,
+    tolerance: Tolerance = Tolerance(),
+    scheduler: str | None = None,
+    workers: int = 2,
+    resume: bool = False,
+    partition_size: int | None = None,
+    layer: str | None = None,
+    crs: str | int | None = None,
+    progress: bool = True,
+    on_part: Callable[[dict], None] | None = None,
+) -> BatchReport:
+    """Check every site of ``sites`` against every catalogue key (or ``keys``) and write ``out``.
+
+    Raises
+    ------
+    BatchError
+        Bad input or options (nothing was started).
+    BatchRunError
+        The run failed part way; finished parts are kept and ``resume=True`` reuses them.
+    """
+    started = time.perf_counter()
+    sites, out = Path(sites), Path(out)
+    kind = _out_kind(out)
+    if out.is_dir():
+        raise BatchError(f"--out {out} is a folder; give a file name")
+    if not out.parent.is_dir():
+        raise BatchError(f"--out {out}: the folder {out.parent} does not exist")
+    if workers < 1:
+        raise BatchError("--workers must be at least 1")
+    if partition_size is not None and partition_size < 1:
+        raise BatchError("--partition-size must be at least 1")
+    spec = IndexSpec(str(Path(cache_root).resolve()), _str(local_catalogue), _str(article4_dir))
+    keys = _check_keys(spec, keys)
+
+    parts = parts_dir(out)
+    run_file = parts / "run.json"
+    previous = None
+    if resume and run_file.exists():
+        with contextlib.suppress(ValueError, OSError):
+            previous = json.loads(run_file.read_text())
+    if partition_size is None:
+        partition_size = (previous or {}).get("partition_size") or DEFAULT_PARTITION_SIZE
+    fingerprint = (
+        _fingerprint(
+            sites,
+            id_field=id_field,
+            keys=keys,
+            tolerance=(tolerance.m2, tolerance.pct),
+            partition_size=partition_size,
+            layer=layer,
+            crs=crs,
+        )
+        if sites.exists()
+        else None
+    )
+    table = read_sites(sites, id_field=id_field, layer=layer, crs=crs)
+    if resume and previous is not None and previous != fingerprint:
+        changed = sorted(k for k in fingerprint if previous.get(k) != fingerprint[k])
+        raise BatchError(
+            f"--resume: the parts in {parts} were made from a different input or options ({', '.join(changed)} changed); "
+            "run again without --resume to start afresh"
+        )
+    # whatever was there is about to be replaced: an old result must not pass for this run's
+    for stale in (out, errors_path(out)):
+        with contextlib.suppress(FileNotFoundError):
+            stale.unlink()
+    if not resume or previous is None:
+        shutil.rmtree(parts, ignore_errors=True)
+    parts.mkdir(parents=True, exist_ok=True)
+    from datasets.cache import atomic_write_bytes
+
+    atomic_write_bytes(run_file, json.dumps(fingerprint, indent=1).encode())
+
+    id_type = pa.int64() if table.ids.dtype.kind in "iu" else pa.string()
+    chunks = partition(table.geometry, partition_size)
+    wkb_all = shapely.to_wkb(table.geometry) if len(table) else np.array([], dtype=object)
+    run_token = hashlib.sha256(json.dumps(fingerprint).encode()).hexdigest()[:12]
+
+    t_cluster = time.perf_counter()
+    client, cluster = _connect(scheduler, workers)
+    try:
+        # build every worker's index now, in parallel; a worker that joins later builds its own lazily
+        versions = set(client.run(worker_data_version, spec).values())
+        if len(versions) != 1:
+            raise BatchRunError(
+                f"the workers see different layer data ({', '.join(sorted(versions))}): do they share one cache folder?"
+            )
+        data_version = versions.pop()
+        cluster_seconds = time.perf_counter() - t_cluster
+
+        todo, skipped = [], 0
+        for n, positions in enumerate(chunks):
+            path = parts / f"part-{n:05d}.parquet"
+            if resume:
+                meta = read_part_meta(path)
+                if (
+                    meta is not None
+                    and meta["run"] == run_token
+                    and meta["data_version"] == data_version
+                    and meta["sites"] == len(positions)
+                ):
+                    skipped += 1
+                    continue
+            todo.append(
+                {
+                    "part": n,
+                    "path": str(path),
+                    "run": run_token,
+                    "spec": spec,
+                    "data_version": data_version,
+                    "ids": table.ids[positions],
+                    "rows": table.rows[positions],
+                    "wkb": wkb_all[positions],
+                    "id_field": table.id_field,
+                    "id_type": id_type,
+                    "keys": keys,
+                    "tolerance": (tolerance.m2, tolerance.pct),
+                }
+            )
+        t_check = time.perf_counter()
+        _run_tasks(client, todo, len(chunks), skipped, progress, on_part)
+        check_seconds = time.perf_counter() - t_check
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+    t_final = time.perf_counter()
+    metas = [read_part_meta(parts / f"part-{n:05d}.parquet") for n in range(len(chunks))]
+    missing = [n for n, m in enumerate(metas) if m is None or m["run"] != run_token]
+    if missing:
+        raise BatchRunError(f"parts {missing[:10]} are missing after the run; rerun with --resume")
+    if {m["data_version"] for m in metas} - {data_version}:
+        raise BatchRunError(
+            "parts were checked on different layer data; rerun with --resume to redo the old ones"
+        )
+    errors = list(table.errors) + [tuple(e) for m in metas for e in m["errors"]]
+    errors.sort(key=lambda e: e[0])
+    _write_errors(errors_path(out), table.id_field, errors)
+    part_files = [parts / f"part-{n:05d}.parquet" for n in range(len(chunks))]
+    schema = result_schema(table.id_field, id_type)
+    rows = (
+        _finalise_parquet(part_files, schema, out)
+        if kind == "parquet"
+        else _finalise_csv(part_files, schema, out)
+    )
+    shutil.rmtree(parts, ignore_errors=True)
+    finalise_seconds = time.perf_counter() - t_final
+    return BatchReport(
+        out=out,
+        errors_path=errors_path(out),
+        sites=len(table) + len(table.errors),
+        checked=len(table) + len(table.errors) - len(errors),
+        errors=len(errors),
+        rows=rows,
+        parts=len(chunks),
+        skipped_parts=skipped,
+        data_version=data_version,
+        seconds=time.perf_counter() - started,
+        check_seconds=check_seconds,
+        cluster_seconds=cluster_seconds,
+        finalise_seconds=finalise_seconds,
+    )
+
+
+def _str(value) -> str | None:
+    return None if value is None else str(Path(value).resolve())
+
+
+def _check_keys(spec: IndexSpec, keys: list[str] | None) -> list[str] | None:
+    if not keys:
+        return None
+    from datasets.catalogue import load_catalogue
+
+    catalogue = load_catalogue(spec.local_catalogue, spec.article4_dir)
+    known = [c.key for c in catalogue.constraints] + [r.key for r in catalogue.article4_rules()]
+    unknown = [k for k in keys if k not in known]
+    if unknown:
+        raise BatchError(
+            f"unknown key{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}; the catalogue's keys are: {', '.join(known)}"
+        )
+    return list(dict.fromkeys(keys))
+
+
+def _run_tasks(client, todo: list[dict], parts: int, skipped: int, progress: bool, on_part) -> None:
+    """Submit the partitions, a few ahead of the workers, and follow them to the end.
+
+    A bounded window keeps the scheduler's memory to a few partitions of WKB however big the input;
+    Dask keeps each submitted task's arguments, so a task lost with a dead worker is simply rerun.
+    """
+    from dask.distributed import as_completed
+
+    workers = max(1, len(client.scheduler_info(n_workers=-1)["workers"]))
+    window = 2 * workers + 2
+    pending = iter(todo)
+    futures = as_completed()
+    submitted = 0
+    for task in pending:
+        futures.add(
+            client.submit(
+                run_partition,
+                task,
+                key=f"redline-batch-{task['run']}-{task['part']:05d}",
+                pure=False,
+                retries=0,
+            )
+        )
+        submitted += 1
+        if submitted >= window:
+            break
+    done = skipped
+    total_sites = sum(len(t["rows"]) for t in todo)
+    with _progress(total_sites, parts, progress) as bar:
+        bar.set_postfix_str(f"tasks {done}/{parts}")
+        try:
+            for future in futures:
+                result = future.result()
+                done += 1
+                bar.update(result["sites"])
+                bar.set_postfix_str(f"tasks {done}/{parts}")
+                if on_part is not None:
+                    on_part(result)
+                task = next(pending, None)
+                if task is not None:
+                    futures.add(
+                        client.submit(
+                            run_partition,
+                            task,
+                            key=f"redline-batch-{task['run']}-{task['part']:05d}",
+                            pure=False,
+                            retries=0,
+                        )
+                    )
+        except Exception as err:
+            for future in list(futures.futures):
+                future.cancel()
+            if isinstance(err, BatchRunError):
+                raise
+            raise BatchRunError(
+                f"a batch task failed: {type(err).__name__}: {err}; finished parts are kept, rerun with --resume"
+            ) from err
+
+
+def _write_errors(path: Path, id_field: str, errors: list[tuple[int, object, str]]) -> None:
+    from datasets.cache import atomic_write_bytes
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["row", id_field, "reason"])
+    writer.writerows(errors)
+    atomic_write_bytes(path, buffer.getvalue().encode())
+
+
+def _geo_metadata() -> dict:
+    from pyproj import CRS
+
+    return {
+        "version": "1.0.0",
+        "primary_column": "geometry",
+        "columns": {
+            "geometry": {
+                "encoding": "WKB",
+                "geometry_types": ["Polygon", "MultiPolygon", "Point"],
+                "crs": CRS.from_epsg(4326).to_json_dict(),
+            }
+        },
+    }
+
+
+def _finalise_parquet(part_files: list[Path], schema: pa.Schema, out: Path) -> int:
+    """Stream the parts into one GeoParquet file under a temporary name, then rename it into place."""
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    rows = 0
+    try:
+        # dictionary columns are written as such (one copy of each site's WKB per row group) but
+        # read back as plain values: readers see ordinary GeoParquet
+        with pq.ParquetWriter(tmp, schema, compression="zstd", store_schema=False) as writer:
+            for part in part_files:
+                table = pq.read_table(part).replace_schema_metadata(None)
+                writer.write_table(table.cast(schema))
+                rows += table.num_rows
+            writer.add_key_value_metadata({"geo": json.dumps(_geo_metadata())})
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, out)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return rows
+
+
+def _finalise_csv(part_files: list[Path], schema: pa.Schema, out: Path) -> int:
+    """Stream the parts into one CSV: lists as JSON arrays, no geometry (the input file has it)."""
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    rows = 0
+    id_field = schema.field(0).name
+    try:
+        with open(tmp, "wb") as handle:
+            first = True
+            for part in part_files:
+                table = pq.read_table(part)
+                flat = pa.table(
+                    {
+                        id_field: table.column(id_field),
+                        "key": table.column("key").cast(pa.string()),
+                        "status": table.column("status").cast(pa.string()),
+                        **{
+                            name: pa.array(
+                                [orjson.dumps(v).decode() for v in table.column(name).to_pylist()],
+                                type=pa.string(),
+                            )
+                            for name in ("entities", "names", "overlap_m2")
+                        },
+                        "site_area_m2": table.column("site_area_m2"),
+                    }
+                )
+                pacsv.write_csv(flat, handle, write_options=pacsv.WriteOptions(include_header=first))
+                first = False
+                rows += table.num_rows
+            if first:  # no parts at all: still a CSV with its header
+                handle.write(
+                    (
+                        ",".join(
+                            [id_field, "key", "status", "entities", "names", "overlap_m2", "site_area_m2"]
+                        )
+                        + "\n"
+                    ).encode()
+                )
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, out)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return rows
+
+
+__all__ = [
+    "BatchError",
+    "BatchReport",
+    "BatchRunError",
+    "IndexSpec",
+    "SiteTable",
+    "check_sites",
+    "hilbert_distance",
+    "partition",
+    "read_sites",
+    "run_batch",
+    "run_partition",
+    "worker_index",
+]
