@@ -517,6 +517,10 @@ async def gis(
     def work():
         answer = index.check(site, tolerance=tolerance, council=council, keys=keys)
         body = to_planx(answer, catalogue, source)
+        caz = body["constraints"].get("articleFour.caz")
+        if caz is not None and catalogue.article4_rules(council):
+            # PlanX repeats the Central Activities Zone under the team's granular keys (articleFour.lambeth.caz)
+            body["constraints"][f"articleFour.{council}.caz"] = {**caz, "fn": f"articleFour.{council}.caz"}
         for key in unknown:
             body["constraints"][key] = {
                 "fn": key,
@@ -595,6 +599,9 @@ def v1_datasets(
 
 
 def install(app) -> list[type[Exception]]:
+    from ..examples import attach
+
     app.include_router(router)
     app.include_router(own)
+    attach(app)  # examples captured from real answers over the samples, into /openapi.json
     return []
