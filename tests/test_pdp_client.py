@@ -7,6 +7,7 @@ import random
 import time
 
 import pytest
+from fake_platform import FakePlatform, make_fraction
 
 from datasets.flatten import read_platform_file
 from datasets.live import LiveLookup, LiveLookupError
@@ -20,7 +21,6 @@ from datasets.pdp import (
     entity_count,
     parse_retry_after,
 )
-from tests.fake_platform import FakePlatform, make_fraction
 
 # A box over south London holding 951 of the 952 real listed-building outlines, the Rosendale Road
 # conservation area and three trees: more than one page of 500.

@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from fake_platform import FakePlatform, make_fraction
 
 from constraints.index import ConstraintIndex
 from datasets.cache import LayerCache
@@ -35,7 +36,6 @@ from datasets.sync import (
     Syncer,
     is_stale,
 )
-from tests.fake_platform import FakePlatform, make_fraction
 
 REPO = Path(__file__).resolve().parent.parent
 ALL = [
