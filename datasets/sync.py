@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from .cache import LayerCache, now_iso
+from .cache import CacheError, LayerCache, now_iso
 from .flatten import PlatformFileError, read_platform_file
 from .pdp import Download, NotModified, PlatformClient, PlatformError, ProgressFactory
 
@@ -194,6 +194,8 @@ class Syncer:
                     got.url,
                 )
             return self._swap_in(name, got, metadata, prev_features, force, started)
+        except (OSError, CacheError) as exc:  # disk full, permissions: this dataset fails, the others go on
+            return self._fail(name, FAILED, f"could not write the new copy: {exc}", prev_features, started)
         finally:
             shutil.rmtree(tmpdir, ignore_errors=True)
 
@@ -247,7 +249,10 @@ class Syncer:
 
     def _fail(self, name: str, status: str, message: str, prev: int | None, started: float) -> SyncResult:
         log.warning("%s: %s", name, message)
-        self.cache.record_failure(name, message)
+        try:
+            self.cache.record_failure(name, message)
+        except OSError as exc:  # the disk that refused the copy may refuse the manifest too
+            log.error("%s: could not record the failure in the manifest: %s", name, exc)
         kept = (
             f"; serving the last good copy ({prev} features)"
             if prev
