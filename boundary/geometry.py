@@ -269,7 +269,14 @@ def parse_upload(
     try:
         geometry = _reproject_to_wgs84(polygonal)
     except crs.OutsideGridError as exc:
-        raise InvalidBoundary(f"{filename}: {exc}", code="outside-gb") from exc
+        raise InvalidBoundary(f"{filename}: {exc}", code="outside-great-britain") from exc
+    except InvalidBoundary:
+        raise
+    except Exception as exc:  # pyproj's CRS and transform errors for exotic or broken .prj files
+        raise InvalidBoundary(
+            f"{filename}: its coordinate reference system cannot be converted to longitude/latitude ({exc})",
+            code="bad-crs",
+        ) from exc
     geometry = shapely.force_2d(geometry)
     if not all(math.isfinite(v) for v in geometry.bounds):
         raise InvalidBoundary(f"{filename}: coordinates could not be reprojected", code="bad-crs")

@@ -66,6 +66,15 @@ class WorkflowSettings:
     limits: BoundaryLimits = BoundaryLimits()
 
 
+def _is_id(value: str) -> bool:
+    """Ids are UUIDs; anything else cannot name a record (and never reaches the database)."""
+    try:
+        uuid.UUID(str(value))
+    except ValueError:
+        return False
+    return True
+
+
 def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
@@ -183,13 +192,13 @@ class Boundaries:
         tx.append_audit(boundary_id, at, actor, event, details)
 
     def _require_boundary(self, tx: Tx, boundary_id: str, *, for_update=False) -> dict:
-        record = tx.get_boundary(boundary_id, for_update=for_update)
+        record = tx.get_boundary(boundary_id, for_update=for_update) if _is_id(boundary_id) else None
         if record is None:
             raise NotFound(f"no boundary {boundary_id!r}")
         return record
 
     def _require_request(self, tx: Tx, request_id: str, *, for_update=False) -> dict:
-        record = tx.get_change_request(request_id, for_update=for_update)
+        record = tx.get_change_request(request_id, for_update=for_update) if _is_id(request_id) else None
         if record is None:
             raise NotFound(f"no change request {request_id!r}")
         return record
@@ -537,8 +546,10 @@ class Boundaries:
 
         A wrong token and an unknown request look the same (403), so a token cannot probe for others.
         """
-        with self.store.transaction(write=False) as tx:
-            cr = tx.get_change_request(request_id)
+        cr = None
+        if _is_id(request_id):
+            with self.store.transaction(write=False) as tx:
+                cr = tx.get_change_request(request_id)
         if cr is None or not hmac.compare_digest(cr["token_hash"], hash_token(token or "")):
             raise Forbidden("this token does not open change request " + repr(request_id))
         if parse_iso(cr["token_expires_at"]) <= self.clock():
@@ -779,7 +790,7 @@ class Boundaries:
         at = self._now()
         with self.store.transaction() as tx:
             self._require_boundary(tx, boundary_id, for_update=True)
-            o = tx.get_override(override_id)
+            o = tx.get_override(override_id) if _is_id(override_id) else None
             if o is None or o["boundary_id"] != boundary_id:
                 raise NotFound(f"boundary {boundary_id} has no override {override_id!r}")
             if o["removed_at"] is not None:
@@ -804,7 +815,7 @@ class Boundaries:
         at = self._now()
         with self.store.transaction() as tx:
             self._require_boundary(tx, boundary_id, for_update=True)
-            o = tx.get_override(override_id)
+            o = tx.get_override(override_id) if _is_id(override_id) else None
             if o is None or o["boundary_id"] != boundary_id or o["removed_at"] is not None:
                 raise NotFound(f"boundary {boundary_id} has no live override {override_id!r}")
             tx.update_override(override_id, needs_review=False, review_note=note)

@@ -14,10 +14,12 @@ Who may do what:
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import threading
 
 import orjson
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, FastAPI, Path, Request
 from fastapi.responses import PlainTextResponse, Response
 from starlette.concurrency import run_in_threadpool
 
@@ -31,9 +33,12 @@ from ..deps import authenticate, bearer_token
 from ..errors import Problem
 
 router = APIRouter(tags=["boundaries"])
+log = logging.getLogger("redline.boundaries")
 
 READ_SCOPES = ("boundary:write", "officer")
 _build_lock = threading.Lock()
+VERSION_NUMBER = Path(..., ge=1, le=2_147_483_647, description="Version number, from 1")
+AUTO_APPROVAL_SWEEP_S = 60.0
 
 SITE_EXAMPLE = {
     "type": "Polygon",
@@ -91,8 +96,11 @@ def _json_object_body(required: list[str], properties: dict, example: dict | Non
 
 # --- wiring ----------------------------------------------------------------------------------------------
 def workflow(request: Request) -> Boundaries:
+    return build_workflow(request.app)
+
+
+def build_workflow(app: FastAPI) -> Boundaries:
     """The app's workflow, built on first use from the settings (store URL, auto-approval days)."""
-    app = request.app
     wf = getattr(app.state, "boundaries", None)
     if wf is not None:
         return wf
@@ -228,6 +236,20 @@ def _text(data: dict, name: str, *, required: bool = True) -> str | None:
             f"'{name}' must be a string",
             errors=[{"pointer": f"/{name}", "detail": "must be a string"}],
         )
+    return _clean(value, name)
+
+
+def _clean(value: str | None, name: str) -> str | None:
+    """Free text as stored: no NUL characters (PostgreSQL text cannot hold them), at most 10,000 characters."""
+    if value is None:
+        return None
+    if "\x00" in value or len(value) > 10_000:
+        raise Problem(
+            422,
+            "The request is not valid",
+            f"'{name}' must be text of at most 10,000 characters without NUL characters",
+            errors=[{"pointer": f"/{name}", "detail": "invalid text"}],
+        )
     return value.strip()
 
 
@@ -316,7 +338,7 @@ async def list_versions(request: Request, boundary_id: str):
     "/v1/boundaries/{boundary_id}/versions/{n}",
     summary="One version with its geometry and constraints answer",
 )
-async def get_version(request: Request, boundary_id: str, n: int):
+async def get_version(request: Request, boundary_id: str, n: int = VERSION_NUMBER):
     _principal(request, READ_SCOPES)
     wf = workflow(request)
     return _json(await run_in_threadpool(wf.version, boundary_id, n))
@@ -326,7 +348,7 @@ async def get_version(request: Request, boundary_id: str, n: int):
     "/v1/boundaries/{boundary_id}/versions/{n}/odp",
     summary="A version as an ODP proposal.boundary (GeoBoundary) and its designations, overrides applied",
 )
-async def get_version_odp(request: Request, boundary_id: str, n: int):
+async def get_version_odp(request: Request, boundary_id: str, n: int = VERSION_NUMBER):
     _principal(request, READ_SCOPES)
     wf = workflow(request)
     version = await run_in_threadpool(wf.version, boundary_id, n)
@@ -491,7 +513,9 @@ async def remove_override(request: Request, boundary_id: str, override_id: str, 
     principal = _principal(request, ("officer",))
     wf = workflow(request)
     return _json(
-        await run_in_threadpool(wf.remove_override, boundary_id, override_id, _actor(principal), reason)
+        await run_in_threadpool(
+            wf.remove_override, boundary_id, override_id, _actor(principal), _clean(reason, "reason")
+        )
     )
 
 
@@ -503,7 +527,9 @@ async def review_override(request: Request, boundary_id: str, override_id: str, 
     principal = _principal(request, ("officer",))
     wf = workflow(request)
     return _json(
-        await run_in_threadpool(wf.review_override, boundary_id, override_id, _actor(principal), note)
+        await run_in_threadpool(
+            wf.review_override, boundary_id, override_id, _actor(principal), _clean(note, "note")
+        )
     )
 
 
@@ -555,10 +581,27 @@ def install(app: FastAPI) -> list[type[Exception]]:
     """Add the boundary routes to the app; returns the domain errors for the problem+json handler."""
     app.include_router(router)
 
-    async def close_store(app: FastAPI) -> None:
+    async def sweep(app: FastAPI) -> None:
+        # Requests are also auto-approved when read; this catches the ones nobody reads.
+        while True:
+            await asyncio.sleep(AUTO_APPROVAL_SWEEP_S)
+            try:
+                await run_in_threadpool(build_workflow(app).run_auto_approvals)
+            except Exception:  # a store outage must not end the loop; it is logged and retried
+                log.exception("the auto-approval sweep failed; retrying in %s s", AUTO_APPROVAL_SWEEP_S)
+
+    async def start_sweep(app: FastAPI) -> None:
+        if app.state.settings.auto_approve_working_days:
+            app.state.boundary_sweep = asyncio.create_task(sweep(app))
+
+    async def stop(app: FastAPI) -> None:
+        task = getattr(app.state, "boundary_sweep", None)
+        if task is not None:
+            task.cancel()
         wf = getattr(app.state, "boundaries", None)
         if wf is not None:
             wf.store.close()
 
-    app.state.on_shutdown.append(close_store)
+    app.state.on_startup.append(start_sweep)
+    app.state.on_shutdown.append(stop)
     return [BoundaryError, InvalidBoundary]
