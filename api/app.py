@@ -15,7 +15,10 @@ from constraints.index import ConstraintIndex
 from constraints.site import SiteLimits
 from datasets.cache import LayerCache
 from datasets.catalogue import load_catalogue
+from datasets.live import LiveLookup
+from datasets.pdp import PlatformClient
 from datasets.samples import load_samples
+from datasets.sync import BackgroundSync, Syncer
 
 from . import errors
 from .deps import TokenBucket
@@ -59,6 +62,32 @@ async def _watch_cache(app: FastAPI) -> None:
                 log.exception("reloading the index failed; still serving the previous data")
 
 
+def platform_datasets(catalogue) -> list[str]:
+    """The datasets behind the national keys; a council's own keys name layers the platform does not publish."""
+    return list(dict.fromkeys(name for c in catalogue.constraints if not c.local for name in c.datasets))
+
+
+def _start_background_sync(app: FastAPI):
+    """The service's own sync scheduler (off by default: most deployments run one scheduled job)."""
+    settings = app.state.settings
+    if not settings.sync_interval_s:
+        return None
+    client = PlatformClient(
+        settings.pdp_files_url,
+        settings.pdp_api_url,
+        connect_timeout=settings.pdp_connect_timeout_s,
+        read_timeout=settings.pdp_read_timeout_s,
+        retries=settings.pdp_retries,
+    )
+
+    def reload(_names):
+        if app.state.index is not None:
+            app.state.index.reload()
+
+    syncer = Syncer(app.state.cache, client, min_fraction=settings.sync_min_fraction, stale_after_hours=settings.stale_after_hours, on_updated=reload)
+    return BackgroundSync(syncer, platform_datasets(app.state.catalogue), settings.sync_interval_s).start()
+
+
 def create_app(settings: Settings | None = None, *, load_in_background: bool = True) -> FastAPI:
     settings = settings or get_settings()
 
@@ -69,12 +98,17 @@ def create_app(settings: Settings | None = None, *, load_in_background: bool = T
         if not load_in_background:
             await asyncio.to_thread(loader.join)
         watcher = asyncio.create_task(_watch_cache(app))
+        background_sync = _start_background_sync(app)
         for start in app.state.on_startup:
             await start(app)
         try:
             yield
         finally:
             watcher.cancel()
+            if background_sync is not None:
+                await asyncio.to_thread(background_sync.stop)
+            if app.state.live is not None:
+                app.state.live.close()
             for stop in app.state.on_shutdown:
                 await stop(app)
 
@@ -93,7 +127,7 @@ def create_app(settings: Settings | None = None, *, load_in_background: bool = T
     state.rate_limiter = TokenBucket(settings.rate_limit_per_s, settings.rate_limit_burst)
     state.index = None
     state.load_error = None
-    state.live = None
+    state.live = LiveLookup(settings.pdp_api_url, ttl_seconds=settings.live_cache_ttl_s) if settings.live_fallback else None
     state.on_startup = []
     state.on_shutdown = []
 

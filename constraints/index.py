@@ -21,14 +21,13 @@ Examples
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 import os
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import date
 
 import numpy as np
 import pyarrow as pa
@@ -39,6 +38,7 @@ from shapely.geometry.base import BaseGeometry
 from datasets.cache import BASE_COLUMNS, CacheError, LayerCache, now_iso
 from datasets.catalogue import Catalogue
 from datasets.crs import OutsideGridError, to_bng
+from datasets.sync import is_stale
 
 from .site import Site, SiteLimits, parse_site
 
@@ -514,7 +514,6 @@ class ConstraintIndex:
         cached = getattr(snap, "_provenance", None)
         if cached is not None and cached[0] == minute:
             return cached[1]
-        stale_cutoff = datetime.now(UTC) - timedelta(hours=self.stale_after_hours)
         provenance = {}
         for name in sorted({d for c in self.catalogue.constraints for d in c.datasets}):
             layer = snap.layers.get(name)
@@ -528,7 +527,8 @@ class ConstraintIndex:
                 "features": entry.get("features"),
                 "etag": entry.get("etag"),
                 "version": entry.get("version"),
-                "stale": _older_than(entry.get("loaded_at"), stale_cutoff),
+                "stale": is_stale(entry, stale_after_hours=self.stale_after_hours),
+                "checked_at": entry.get("checked_at"),
                 "metadata": entry.get("metadata"),
             }
         snap._provenance = (minute, provenance)
@@ -615,14 +615,6 @@ class ConstraintIndex:
                 ["article-4-direction-area"], None if loaded else "the article-4-direction-area dataset is not loaded",
             )
         return out
-
-
-def _older_than(stamp: str | None, cutoff: datetime) -> bool:
-    if not stamp:
-        return True
-    with contextlib.suppress(ValueError):
-        return datetime.fromisoformat(stamp.replace("Z", "+00:00")) < cutoff
-    return True
 
 
 def geometry_of(answer_entity: dict, snapshot: Snapshot) -> BaseGeometry | None:
