@@ -503,8 +503,6 @@ def _connect(scheduler: str | None, workers: int):
     from dask.distributed import Client, LocalCluster
 
     if scheduler:
-        if "://" not in scheduler:
-            raise BatchError(f"--scheduler {scheduler!r}: give an address such as tcp://HOST:8786")
         try:
             return Client(scheduler, timeout="20s"), None
         except OSError as err:
@@ -514,7 +512,7 @@ def _connect(scheduler: str | None, workers: int):
         threads_per_worker=1,
         host="127.0.0.1",
         processes=True,
-        dashboard_address=None,
+        dashboard_address=":0",
         silence_logs=logging.ERROR,
     )
     return Client(cluster), cluster
@@ -573,6 +571,8 @@ def run_batch(
         raise BatchError(f"--out {out}: the folder {out.parent} does not exist")
     if workers < 1:
         raise BatchError("--workers must be at least 1")
+    if scheduler is not None and "://" not in scheduler:
+        raise BatchError(f"--scheduler {scheduler!r}: give an address such as tcp://HOST:8786")
     if partition_size is not None and partition_size < 1:
         raise BatchError("--partition-size must be at least 1")
     spec = IndexSpec(str(Path(cache_root).resolve()), _str(local_catalogue), _str(article4_dir))
