@@ -82,6 +82,7 @@ def cmd_check(args) -> int:
 
 
 def cmd_load(args) -> int:
+    from datasets.cache import CacheError
     from datasets.loaders import LoadError, read_layer_file
 
     cache = _cache()
@@ -113,7 +114,10 @@ def cmd_load(args) -> int:
         frame = gpd.GeoDataFrame(pd.concat([previous, frame], ignore_index=True), crs=4326)
     elif cache.entry(args.dataset) and not args.replace:
         return _fail(f"{args.dataset} is already cached; say --replace to replace it or --append to add to it")
-    cache.write(args.dataset, frame, source=report.source)
+    try:
+        cache.write(args.dataset, frame, source=report.source)
+    except CacheError as err:
+        return _fail(str(err))
     print(report.summary())
     return 0
 

@@ -24,6 +24,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import tempfile
 import time
 import uuid
@@ -49,6 +50,10 @@ BASE_COLUMNS = [
 
 class CacheError(RuntimeError):
     """The cache cannot be read or written (missing dataset, corrupt file)."""
+
+
+# A dataset name becomes part of file names: no slashes, dots or leading dashes (platform names are kebab-case).
+DATASET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,99}")
 
 
 def now_iso() -> str:
@@ -199,6 +204,8 @@ class LayerCache:
         metadata: dict | None = None,
     ) -> dict:
         """Make ``frame`` the current copy of ``dataset``, atomically. Returns the manifest entry."""
+        if not DATASET_NAME.fullmatch(dataset):
+            raise CacheError(f"{dataset!r} is not a usable dataset name: use letters, digits and dashes, e.g. conservation-area")
         self._ensure()
         frame = normalise_frame(frame, dataset)
         version = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"

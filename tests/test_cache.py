@@ -101,6 +101,16 @@ def test_a_failed_write_leaves_the_previous_copy_current(tmp_path, real_data):
     assert sorted(p.name for p in (tmp_path / "layers").iterdir()) == files_before  # no temporary left
 
 
+def test_a_dataset_name_cannot_reach_outside_the_cache_folder(tmp_path, real_data):
+    cache = LayerCache(tmp_path / "cache")
+    for name in ("../escaped", "layers/../../x", ".hidden", "a.b", "", "-rf"):
+        with pytest.raises(CacheError, match="not a usable dataset name"):
+            cache.write(name, outlines(real_data, rows=2), source={"type": "test"})
+    assert [p.name for p in tmp_path.iterdir()] == ["cache"] or not any(tmp_path.iterdir())
+    assert cache.manifest() == {}
+    cache.write("area_of_special_character-2", outlines(real_data, rows=2), source={"type": "test"})
+
+
 def test_a_recorded_failure_keeps_the_last_good_copy_serving(tmp_path, real_data):
     frame = outlines(real_data)
     cache = LayerCache(tmp_path)

@@ -244,6 +244,12 @@ def test_load_refuses_bad_files_with_exit_code_2(tmp_path, cli, real_data):
     code, _, err = cli("datasets", "load", str(tmp_path / "absent.gpkg"), "--dataset", "x", data_dir=data_dir)
     assert code == 2 and "does not exist" in err
 
+    code, _, err = cli(
+        "datasets", "load", str(real_data / BANES_CA), "--dataset", "../../escaped", data_dir=data_dir
+    )
+    assert code == 2 and "'../../escaped' is not a usable dataset name" in err
+    assert not (tmp_path / "escaped").exists() and not list(tmp_path.glob(".escaped*"))
+
 
 # -- check -----------------------------------------------------------------------------------------
 
