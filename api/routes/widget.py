@@ -299,15 +299,14 @@ def coordinates_to_feature(text: str, system: str = "auto") -> dict:
         elif not big.any():
             system = "lonlat"
         else:
-            row = (
-                int(np.flatnonzero(big.any(axis=1) != big.all(axis=1))[0])
-                if (big.any(axis=1) != big.all(axis=1)).any()
-                else int(np.flatnonzero(big.any(axis=1))[0])
-            )
+            # Name the first point that is itself mixed, or that differs in kind from the first point.
+            kind = big.all(axis=1)
+            row = int(np.flatnonzero((big.any(axis=1) != kind) | (kind != kind[0]))[0])
             raise Problem(
                 422,
                 "Mixed coordinate systems",
-                f"point {row + 1} ({pairs[row, 0]:g}, {pairs[row, 1]:g}) mixes degrees and metres: enter every point as longitude, latitude or every point as easting, northing",
+                f"point {row + 1} ({pairs[row, 0]:g}, {pairs[row, 1]:g}) is in {'metres' if kind[row] else 'degrees'} but point 1 is in "
+                f"{'metres' if kind[0] else 'degrees'}: enter every point as longitude, latitude or every point as easting, northing",
                 type="/problems/mixed-coordinates",
             )
     if system == "bng":

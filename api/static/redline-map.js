@@ -371,6 +371,10 @@ export class RedlineMap extends HTMLElement {
     this._amend.hidden = mode !== "amend";
     this._buttons.draw.hidden = mode === "amend";
     this._buttons.clear.hidden = mode === "amend";
+    this._drawHelp.textContent =
+      mode === "amend"
+        ? "Drag a corner of the dashed proposal to move it, right-click a corner to delete it, drag a midpoint to add one; it snaps to the current boundary and the constraint features shown."
+        : "Click the map to add corners; click the first corner (or Finish shape) to close it. Drag a corner to move it, right-click a corner to delete it, drag a midpoint to add one. The line snaps to the constraint features shown.";
     this._render({});
   }
 
@@ -644,7 +648,12 @@ export class RedlineMap extends HTMLElement {
         ? h("details", { class: "rl-clear" }, h("summary", {}, `Clear (${clear.length})`), h("ul", {}, clear.map((c) => h("li", { "data-key": c.key }, c.text || c.key))))
         : null,
     );
-    const names = applies.filter((c) => c.key !== "designated").map((c) => c.text || c.key);
+    const named = (c) => {
+      const names = (c.entities || []).map((e) => e.name || e.reference).filter(Boolean);
+      const shown = names.slice(0, 3).join(", ") + (names.length > 3 ? ` and ${names.length - 3} more` : "");
+      return `${c.text || c.key}${shown ? `: ${shown}` : ""}`;
+    };
+    const names = applies.filter((c) => c.key !== "designated").map(named);
     this._announce(
       applies.length
         ? `Constraints checked: ${applies.length} apply (${names.join("; ")}).${nearby.length ? ` ${nearby.length} nearby only.` : ""}`
@@ -655,7 +664,10 @@ export class RedlineMap extends HTMLElement {
       h(
         "ul",
         {},
-        h("li", {}, h("span", { class: "rl-line", style: `border-color:${this.mode === "amend" ? AMEND.proposed : AMEND.current}`, "aria-hidden": "true" }), this.mode === "amend" ? "Dashed blue line: the proposed boundary" : "Red line: the site boundary"),
+        this.mode === "amend"
+          ? h("li", {}, h("span", { class: "rl-line", style: `border-color:${AMEND.current}`, "aria-hidden": "true" }), "Solid red line: the current boundary")
+          : null,
+        h("li", {}, h("span", { class: `rl-line${this.mode === "amend" ? " rl-dashed" : ""}`, style: `border-color:${this.mode === "amend" ? AMEND.proposed : AMEND.current}`, "aria-hidden": "true" }), this.mode === "amend" ? "Dashed blue line: the proposed boundary" : "Red line: the site boundary"),
         ...[...new Set(applies.map((c) => c.category))].map((cat) =>
           h("li", {}, h("span", { class: "rl-swatch", style: `background:${COLOURS[cat] || "#505a5f"}`, "aria-hidden": "true" }), `Shaded and labelled: ${cat} constraints that apply`),
         ),
@@ -685,6 +697,9 @@ export class RedlineMap extends HTMLElement {
     const L = this.L;
     this._overlays.clearLayers();
     let labels = 0;
+    // Entities clipped to the same box (an AONB and a green belt around a small site) share a centre:
+    // stack their labels rather than print one over the other.
+    const slots = new Map();
     for (const f of data.features) {
       const isNear = f.properties.status === "nearby";
       const colour = isNear ? "#505a5f" : COLOURS[f.properties.category] || "#505a5f";
@@ -701,10 +716,14 @@ export class RedlineMap extends HTMLElement {
       const text = `${isNear ? "Nearby: " : ""}${name} (${f.properties.dataset})`;
       if (labels++ < MAX_LABELS) {
         const point = f.geometry?.type === "Point";
+        const anchor = layer.getBounds().getCenter();
+        const slot = `${anchor.lat.toFixed(5)},${anchor.lng.toFixed(5)}`;
+        const stacked = slots.get(slot) || 0;
+        slots.set(slot, stacked + 1);
         layer.bindTooltip(text, {
           permanent: true,
           direction: point ? "right" : "center",
-          offset: point ? [8, 0] : [0, 0],
+          offset: point ? [8, 22 * stacked] : [0, 22 * stacked],
           className: `rl-label${isNear ? " rl-label-nearby" : ""}`,
           opacity: 0.9,
         });
