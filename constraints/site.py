@@ -127,11 +127,11 @@ def _position_error(message: str, pointer: str, code: str = "invalid-coordinates
 
 
 def _check_positions(coords, pointer: str, warnings: list[str]) -> np.ndarray:
-    if not isinstance(coords, list) or not coords:
+    if not isinstance(coords, list | tuple) or not coords:
         raise _position_error("expected a list of [longitude, latitude] positions", pointer)
     dims = set()
     for i, position in enumerate(coords):
-        if not isinstance(position, list) or len(position) < 2 or len(position) > 3:
+        if not isinstance(position, list | tuple) or len(position) < 2 or len(position) > 3:
             raise _position_error(
                 f"position {i} must be [longitude, latitude] (optionally with a height), got {json.dumps(position)[:60]}",
                 f"{pointer}/{i}",
@@ -202,7 +202,7 @@ def _check_range(points: np.ndarray, pointer: str) -> None:
 
 
 def _polygon(coords, pointer: str, warnings: list[str]) -> shapely.Polygon:
-    if not isinstance(coords, list):
+    if not isinstance(coords, list | tuple):
         raise _position_error("a Polygon's coordinates are a list of rings", pointer)
     if not coords:
         raise SiteError("the polygon is empty: it has no rings", code="empty", pointer=pointer)
@@ -223,7 +223,7 @@ def geometry_from_geojson(obj, warnings: list[str], limits: SiteLimits = SiteLim
         return geometry_from_geojson(obj["geometry"], warnings, limits, f"{pointer}/geometry")
     if kind == "FeatureCollection":
         features = obj.get("features")
-        if not isinstance(features, list) or not features:
+        if not isinstance(features, list | tuple) or not features:
             raise SiteError("the FeatureCollection has no features", code="empty", pointer=f"{pointer}/features")
         if limits.max_features is not None and len(features) > limits.max_features:
             raise SiteError(
@@ -243,7 +243,7 @@ def geometry_from_geojson(obj, warnings: list[str], limits: SiteLimits = SiteLim
     if kind == "Polygon":
         return _polygon(coords, f"{pointer}/coordinates", warnings)
     if kind == "MultiPolygon":
-        if not isinstance(coords, list) or not coords:
+        if not isinstance(coords, list | tuple) or not coords:
             raise SiteError("the MultiPolygon is empty", code="empty", pointer=f"{pointer}/coordinates")
         polygons = [_polygon(p, f"{pointer}/coordinates/{i}", warnings) for i, p in enumerate(coords)]
         return shapely.MultiPolygon(polygons)
