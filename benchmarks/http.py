@@ -1,0 +1,238 @@
+"""HTTP throughput of ``POST /v1/check``: uvicorn on loopback driven by a bounded async httpx load generator.
+
+    python -m benchmarks.http --scale S --seconds T --concurrency C [--workers N]
+
+``--scale 0`` serves the bundled samples with sites on their real features; ``--scale S > 0`` fills a
+cache with ``benchmarks.synth`` layers at that scale (cached under ``.redline-bench/``) and uses its
+realistic query sites. The server runs in its own process(es) (``redline serve``-equivalent uvicorn,
+N workers); the load generator keeps exactly C requests in flight for T seconds after a warm-up.
+The same sites also go through the in-process check, so the HTTP cost can be told apart from the
+check's own. Prints ONE JSON line: ``{"rps", "p50_ms", "p99_ms", "errors", "workers", "concurrency",
+"in_process_p50_us", ...}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import orjson
+import shapely
+
+from benchmarks.common import emit, log, percentile
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def sample_sites(cache, n: int, seed: int) -> list:
+    """Realistic sites over the samples: small polygons on listed buildings, outlines and area edges."""
+    rng = np.random.default_rng(seed)
+    anchors = []
+    for name, share in (
+        ("listed-building", 0.4),
+        ("listed-building-outline", 0.2),
+        ("conservation-area", 0.2),
+        ("scheduled-monument", 0.2),
+    ):
+        frame = cache.read(name)
+        geoms = frame.geometry.to_numpy()
+        picks = geoms[rng.integers(0, len(geoms), max(1, int(n * share)))]
+        anchors += list(shapely.get_coordinates(shapely.point_on_surface(picks)))
+    sites = []
+    for lon, lat in anchors[:n]:
+        half = rng.uniform(0.0001, 0.0008)  # ~15 to 110 m across
+        sites.append(shapely.box(lon - half, lat - half * 0.62, lon + half, lat + half * 0.62))
+    return sites
+
+
+def prepare(scale: float, n: int, seed: int) -> tuple[Path, list]:
+    from datasets.cache import LayerCache
+
+    if scale <= 0:
+        from datasets.samples import load_samples
+
+        root = Path(tempfile.mkdtemp(prefix="redline-bench-http-"))
+        cache = LayerCache(root)
+        load_samples(cache)
+        return root, sample_sites(cache, n, seed)
+    from benchmarks.check import ensure_sites, read_sites
+    from benchmarks.synth import cached_layers
+
+    root = cached_layers(scale, seed)
+    return root, read_sites(ensure_sites(root, n, seed))
+
+
+def in_process_p50_us(root: Path, bodies: list[bytes]) -> float:
+    """The same sites through ``ConstraintIndex.check`` in this process (after a warm-up)."""
+    from constraints.index import ConstraintIndex
+    from datasets.cache import LayerCache
+    from datasets.catalogue import load_catalogue
+
+    index = ConstraintIndex.from_cache(LayerCache(root), load_catalogue())
+    for body in bodies[:20]:
+        index.check(body)
+    times = []
+    for body in bodies:
+        started = time.perf_counter_ns()
+        index.check(body)
+        times.append(time.perf_counter_ns() - started)
+    return round(percentile(np.asarray(times) / 1e3, 50), 1)
+
+
+def start_server(root: Path, port: int, workers: int) -> subprocess.Popen:
+    env = os.environ | {
+        "REDLINE_DATA_DIR": str(root),
+        "REDLINE_LOAD_SAMPLES": "false",
+        "REDLINE_RATE_LIMIT_PER_S": "1000000",
+        "REDLINE_RATE_LIMIT_BURST": "1000000",
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "api.app:create_app",
+        "--factory",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+        "--log-level",
+        "warning",
+        "--no-access-log",
+    ]
+    return subprocess.Popen(
+        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+    )
+
+
+async def wait_ready(url: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    async with httpx.AsyncClient() as client:
+        while time.monotonic() < deadline:
+            try:
+                if (await client.get(url + "/readyz", timeout=2)).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            await asyncio.sleep(0.2)
+    raise RuntimeError(f"the server at {url} was not ready within {timeout:.0f} s")
+
+
+async def drive(url: str, bodies: list[bytes], seconds: float, concurrency: int, warmup: float) -> dict:
+    """Keep ``concurrency`` requests in flight; record latencies after the warm-up."""
+    latencies: list[float] = []
+    errors = 0
+    counter = 0
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(
+        base_url=url, limits=limits, timeout=30, headers={"content-type": "application/json"}
+    ) as client:
+        start = time.perf_counter()
+        measure_from = start + warmup
+        stop = measure_from + seconds
+
+        async def worker(k: int) -> None:
+            nonlocal errors, counter
+            i = k
+            while True:
+                now = time.perf_counter()
+                if now >= stop:
+                    return
+                body = bodies[i % len(bodies)]
+                i += concurrency
+                t0 = time.perf_counter()
+                try:
+                    response = await client.post("/v1/check", content=body)
+                    ok = response.status_code == 200
+                except httpx.HTTPError:
+                    ok = False
+                t1 = time.perf_counter()
+                if t0 >= measure_from and t1 <= stop:
+                    counter += 1
+                    latencies.append(t1 - t0)
+                    if not ok:
+                        errors += 1
+
+        await asyncio.gather(*(worker(k) for k in range(concurrency)))
+    lat_ms = np.asarray(latencies) * 1e3
+    return {
+        "requests": counter,
+        "rps": round(counter / seconds, 1),
+        "p50_ms": round(percentile(lat_ms, 50), 2),
+        "p99_ms": round(percentile(lat_ms, 99), 2),
+        "errors": errors,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.http", description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--scale", type=float, default=0.0, help="0 = the bundled samples; 1 = national counts (synthetic)"
+    )
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--sites", type=int, default=500)
+    parser.add_argument("--warmup", type=float, default=2.0)
+    parser.add_argument("--seed", type=int, default=42)
+    args = parser.parse_args(argv)
+
+    root, sites = prepare(args.scale, args.sites, args.seed)
+    bodies = [orjson.dumps(shapely.geometry.mapping(s)) for s in sites]
+    log(f"{len(bodies)} sites over {root}; measuring the in-process check")
+    in_process = in_process_p50_us(root, bodies)
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    server = start_server(root, port, args.workers)
+    try:
+        asyncio.run(wait_ready(url, 600))
+        log(
+            f"server ready with {args.workers} worker(s); driving {args.concurrency} concurrent requests for {args.seconds:g} s"
+        )
+        result = asyncio.run(drive(url, bodies, args.seconds, args.concurrency, args.warmup))
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+        if args.scale <= 0:
+            shutil.rmtree(root, ignore_errors=True)
+    emit(
+        {
+            "rps": result["rps"],
+            "p50_ms": result["p50_ms"],
+            "p99_ms": result["p99_ms"],
+            "errors": result["errors"],
+            "workers": args.workers,
+            "concurrency": args.concurrency,
+            "in_process_p50_us": in_process,
+            "requests": result["requests"],
+            "seconds": args.seconds,
+            "scale": args.scale,
+            "sites": len(bodies),
+        }
+    )
+    return 0 if result["errors"] == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
