@@ -129,8 +129,22 @@ def _baseline(cache, sites, max_sites: int, budget_s: float) -> tuple[list[int],
     return durations, found
 
 
+def prepare(args) -> int:
+    """Runs in its own process, so the driver does not keep the generated layers' memory."""
+    from benchmarks.synth import cached_layers
+
+    t0 = time.perf_counter()
+    root = cached_layers(args.scale, args.seed)
+    log(f"layers in {root} ({time.perf_counter() - t0:.1f} s)")
+    sites_file = ensure_sites(root, args.sites + WARMUP, args.seed)
+    print(json.dumps({"cache": str(root), "sites_file": str(sites_file)}), flush=True)
+    return 0
+
+
 def child(args) -> int:
     """Runs in a fresh interpreter: cold start, checks, memory, baseline."""
+    if args.mode == "prepare":
+        return prepare(args)
     started = time.perf_counter()
     from constraints.index import ConstraintIndex
     from datasets.cache import LayerCache
@@ -215,7 +229,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baseline-sites", type=int, default=200, help="at most this many baseline checks")
     parser.add_argument("--baseline-seconds", type=float, default=90.0, help="time budget of the baseline")
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds allowed to each child process")
-    parser.add_argument("--child", choices=["prime", "measure"], dest="mode", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--child", choices=["prepare", "prime", "measure"], dest="mode", help=argparse.SUPPRESS
+    )
     parser.add_argument("--cache", help=argparse.SUPPRESS)
     parser.add_argument("--sites-file", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -225,18 +241,16 @@ def main(argv: list[str] | None = None) -> int:
         print("error: --sites must be at least 1 and --baseline-sites not negative", file=sys.stderr)
         return 2
 
-    from benchmarks.synth import _check_scale, cached_layers
+    from benchmarks.synth import _check_scale
 
     try:
         _check_scale(args.scale)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    t0 = time.perf_counter()
-    root = cached_layers(args.scale, args.seed)
-    log(f"layers in {root} ({time.perf_counter() - t0:.1f} s)")
-    sites_file = ensure_sites(root, args.sites + WARMUP, args.seed)
-    common = ["--scale", repr(args.scale), "--cache", str(root), "--sites-file", str(sites_file)]
+    where = ["--scale", repr(args.scale), "--seed", str(args.seed), "--sites", str(args.sites)]
+    ready = _run_child(["--child", "prepare", *where], args.timeout)
+    common = ["--scale", repr(args.scale), "--cache", ready["cache"], "--sites-file", ready["sites_file"]]
     common += ["--baseline-sites", str(args.baseline_sites), "--baseline-seconds", str(args.baseline_seconds)]
     first = _run_child(["--child", "prime", *common], args.timeout)
     log(f"first index build (persists derived files when absent): {first['load_s']:.1f} s")
