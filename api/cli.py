@@ -9,6 +9,7 @@ import argparse
 import ipaddress
 import json
 import logging
+import math
 import socket
 import sys
 from datetime import UTC, datetime
@@ -22,6 +23,17 @@ BAD_INPUT = 2
 def _fail(message: str, code: int = BAD_INPUT) -> int:
     print(f"redline: {message}", file=sys.stderr)
     return code
+
+
+def _tolerance(text: str) -> float:
+    """A tolerance option: a finite number, zero or more (NaN would make every comparison false)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a finite number, 0 or more")
+    return value
 
 
 def _cache():
@@ -67,7 +79,11 @@ def cmd_check(args) -> int:
 
         load_samples(cache)
         print("redline: the cache was empty; loaded the bundled sample layers", file=sys.stderr)
-    index = ConstraintIndex.from_cache(cache, _catalogue(), stale_after_hours=settings.stale_after_hours)
+    catalogue = _catalogue()
+    if args.council and not catalogue.article4_rules(args.council):
+        known = ", ".join(sorted(catalogue.article4)) or "none"
+        return _fail(f"no article 4 rules for the council {args.council!r} (councils with rules: {known})")
+    index = ConstraintIndex.from_cache(cache, catalogue, stale_after_hours=settings.stale_after_hours)
     tolerance = Tolerance(args.tolerance_m2, args.tolerance_pct)
     answer = index.check(site, tolerance=tolerance, council=args.council)
     if args.format == "planx":
@@ -218,8 +234,8 @@ def build_parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check", help="check a site (GeoJSON file, or - for stdin) against the cached layers")
     check.add_argument("site")
     check.add_argument("--format", choices=["native", "planx", "odp", "geojson"], default="native")
-    check.add_argument("--tolerance-m2", type=float, default=0.5, help="overlaps below this many m² count as nearby (default 0.5)")
-    check.add_argument("--tolerance-pct", type=float, default=0.1, help="overlaps below this %% of the site count as nearby (default 0.1)")
+    check.add_argument("--tolerance-m2", type=_tolerance, default=0.5, help="overlaps below this many m² count as nearby (default 0.5)")
+    check.add_argument("--tolerance-pct", type=_tolerance, default=0.1, help="overlaps below this %% of the site count as nearby (default 0.1)")
     check.add_argument("--council", help="add this council's granular article 4 keys (e.g. lambeth)")
     check.set_defaults(func=cmd_check)
 

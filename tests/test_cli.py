@@ -61,6 +61,8 @@ def cli(monkeypatch, capsys, tmp_path):
         get_settings.cache_clear()
         try:
             code = main(list(argv))
+        except SystemExit as exit:  # argparse refusing an option
+            code = exit.code
         finally:
             get_settings.cache_clear()
         captured = capsys.readouterr()
@@ -301,6 +303,34 @@ def test_check_speaks_planx_odp_and_geojson(tmp_path, cli, samples_dir, fmt):
     else:
         assert answer["type"] == "FeatureCollection"
         assert [f["id"] for f in answer["features"]] == [42102419]
+
+
+def test_tolerance_options_move_small_overlaps_to_nearby(tmp_path, cli, samples_dir):
+    site = write(tmp_path / "cobourg.geojson", COBOURG)
+
+    code, out, err = cli("check", str(site), "--tolerance-m2", "100000", data_dir=samples_dir)
+
+    assert code == 0, err
+    listed = next(c for c in json.loads(out)["constraints"] if c["key"] == "listed")
+    assert listed["status"] == "clear" and listed["entities"] == []
+    assert [e["entity"] for e in listed["nearby"]] == [42102419]
+    assert json.loads(out)["provenance"]["tolerance"] == {"m2": 100000.0, "pct": 0.1}
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "words"),
+    [
+        ("--tolerance-pct", "nan", "must be a finite number"),
+        ("--tolerance-m2", "-5", "must be a finite number, 0 or more"),
+        ("--tolerance-m2", "half", "'half' is not a number"),
+        ("--council", "lambth", "no article 4 rules for the council 'lambth' (councils with rules: lambeth)"),
+    ],
+)
+def test_bad_check_options_exit_2_naming_the_option(tmp_path, cli, samples_dir, option, value, words):
+    site = write(tmp_path / "cobourg.geojson", COBOURG)
+    code, out, err = cli("check", str(site), option, value, data_dir=samples_dir)
+    assert code == 2 and out == ""
+    assert words in err
 
 
 # -- bad sites: each its own message, exit code 2 ---------------------------------------------------
