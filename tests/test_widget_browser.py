@@ -197,7 +197,7 @@ def test_drawing_a_polygon_by_mouse_clicks_sets_value_and_checks_it(guarded_page
     save_readme_screenshot(shot)
 
 
-def test_dragging_a_vertex_changes_the_area(guarded_page):
+def test_dragging_a_vertex_changes_the_area_and_a_deleted_vertex_can_be_undone(guarded_page):
     page = open_page(guarded_page, "/")  # the demo's sample site, set through `value`
     wait_checked(page)
     before = page.evaluate(f"{WIDGET}.validation")
@@ -223,6 +223,20 @@ def test_dragging_a_vertex_changes_the_area(guarded_page):
     assert len(changed) == 1, "one corner moved, the others stayed"
     assert f"{round(after['area_m2']):,} m²" in text_of(page, ".rl-area")
     guarded_page.shoot("02-vertex-dragged")
+
+    # Right-click a corner to delete it; Undo brings it back.
+    south_west = min(boxes, key=lambda b: b["x"] - b["y"])
+    page.mouse.click(
+        south_west["x"] + south_west["width"] / 2, south_west["y"] + south_west["height"] / 2, button="right"
+    )
+    page.wait_for_function(f"{WIDGET}.value.geometry.coordinates[0].length === 4")
+    wait_checked(page)
+    assert page.evaluate(f"{WIDGET}.validation.area_m2") < after["area_m2"] * 0.75
+    page.get_by_role("button", name="Undo").click()
+    page.wait_for_function(f"{WIDGET}.value.geometry.coordinates[0].length === 5")
+    wait_checked(page)
+    assert page.evaluate(f"{WIDGET}.value") == moved
+    assert page.evaluate(f"{WIDGET}.validation.area_m2") == after["area_m2"]
 
 
 def _tab_to(page, predicate_js: str, limit: int = 40) -> list[dict]:

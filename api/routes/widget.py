@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 import orjson
 import shapely
+import shapely.geometry
+import shapely.ops
 from fastapi import APIRouter, Depends, FastAPI, File, Query, Request, UploadFile
 from fastapi.responses import FileResponse, HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -227,9 +229,20 @@ def overlay_features(index: ConstraintIndex, site) -> list[dict]:
     margin = max(east - west, north - south, 0.002) * 1.5
     around = box(west - margin, south - margin, east + margin, north + margin)
     features, _ = _features_in(index, site.geometry.buffer(1e-6), around, MAX_FEATURES, set(flags))
+    # Where to put each label: inside the part of the entity that meets the site, or for a nearby entity
+    # the point of it nearest the site, so labels sit by the site rather than off the map.
+    site_zone = site.geometry.envelope.buffer(max(east - west, north - south) * 0.1)
+    centre = site.geometry.centroid
     for f in features:
         dataset, _, entity = f["id"].rpartition(":")
         f["properties"].update(flags[(dataset, int(entity))])
+        geom = shapely.geometry.shape(f["geometry"])
+        if f["properties"]["status"] == "applies":
+            inside = geom.intersection(site_zone)
+            label = (inside if not inside.is_empty else geom).representative_point()
+        else:
+            label = shapely.ops.nearest_points(geom, centre)[0]
+        f["properties"]["label"] = [round(label.x, 7), round(label.y, 7)]
     # Applying constraints last, so they draw above the nearby ones.
     features.sort(key=lambda f: f["properties"]["status"] == "applies")
     return features

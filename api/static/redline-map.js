@@ -716,17 +716,20 @@ export class RedlineMap extends HTMLElement {
       const text = `${isNear ? "Nearby: " : ""}${name} (${f.properties.dataset})`;
       if (labels++ < MAX_LABELS) {
         const point = f.geometry?.type === "Point";
-        const anchor = layer.getBounds().getCenter();
-        const slot = `${anchor.lat.toFixed(5)},${anchor.lng.toFixed(5)}`;
+        const at = f.properties.label ? L.latLng(f.properties.label[1], f.properties.label[0]) : layer.getBounds().getCenter();
+        const slot = `${at.lat.toFixed(5)},${at.lng.toFixed(5)}`;
         const stacked = slots.get(slot) || 0;
         slots.set(slot, stacked + 1);
-        layer.bindTooltip(text, {
+        L.tooltip({
           permanent: true,
           direction: point ? "right" : "center",
           offset: point ? [8, 22 * stacked] : [0, 22 * stacked],
           className: `rl-label${isNear ? " rl-label-nearby" : ""}`,
           opacity: 0.9,
-        });
+        })
+          .setLatLng(at)
+          .setContent(h("span", {}, text)) // a node, not a string: Leaflet would read a string as HTML
+          .addTo(this._overlays);
       }
       layer.addTo(this._overlays);
     }
