@@ -86,6 +86,7 @@ class Layer:
     kind: np.ndarray  # POINT / LINE / POLYGON per row
     area: np.ndarray  # BNG area per row (0 for points and lines)
     end_date: np.ndarray  # datetime64[D], NaT when none
+    coverage: BaseGeometry | None = None  # EPSG:27700, prepared; None means all of England
 
     def __len__(self) -> int:
         return len(self.entity)
@@ -225,6 +226,10 @@ def _load_layer(cache: LayerCache, name: str, entry: dict) -> tuple[Layer, np.nd
         pq.write_table(table, tmp, compression="zstd")
         os.replace(tmp, derived)
     layer.area = area
+    coverage = cache.coverage(name, entry)
+    if coverage is not None:
+        layer.coverage = to_bng(coverage) if not coverage.is_empty else coverage
+        shapely.prepare(layer.coverage)
     return layer, pieces, rows
 
 
@@ -454,6 +459,7 @@ class ConstraintIndex:
         by_dataset: dict[str, list[Match]] = {}
         for m in matches:
             by_dataset.setdefault(m.layer.name, []).append(m)
+        uncovered = self._uncovered(site, snap)
 
         live_results: dict[str, list[dict]] = {}
         live_error: str | None = None
@@ -471,7 +477,7 @@ class ConstraintIndex:
         for constraint in self.catalogue.constraints:
             if constraint.any_of:
                 continue
-            answer = self._answer(constraint, snap, by_dataset, allowed, live_results, live_error, live_datasets)
+            answer = self._answer(constraint, snap, by_dataset, allowed, live_results, live_error, live_datasets, uncovered)
             answers[constraint.key] = answer
         for constraint in self.catalogue.constraints:
             if constraint.any_of:
@@ -547,8 +553,22 @@ class ConstraintIndex:
             "reason": reason,
         }
 
-    def _answer(self, constraint, snap, by_dataset, allowed, live_results, live_error, live_datasets) -> dict:
-        if allowed is None and not live_datasets and not any(name in by_dataset for name in constraint.datasets):
+    @staticmethod
+    def _uncovered(site: Site, snap: Snapshot) -> set[str]:
+        """Datasets whose copy is not complete over the whole site (a regional extract, a district's layer)."""
+        out, verdicts = set(), {}
+        for name, layer in snap.layers.items():
+            if layer.coverage is None:
+                continue
+            key = id(layer.coverage)
+            if key not in verdicts:
+                verdicts[key] = not layer.coverage.is_empty and layer.coverage.covers(site.bng)
+            if not verdicts[key]:
+                out.add(name)
+        return out
+
+    def _answer(self, constraint, snap, by_dataset, allowed, live_results, live_error, live_datasets, uncovered=frozenset()) -> dict:
+        if allowed is None and not live_datasets and not any(name in by_dataset or name in uncovered for name in constraint.datasets):
             # nothing met: the answer depends only on which datasets are loaded, so it is worked out once
             # per snapshot and copied
             templates = snap.__dict__.setdefault("_templates", {})
@@ -579,6 +599,8 @@ class ConstraintIndex:
                 if not self._selected(constraint, props):
                     continue
                 (entities if m.material else nearby).append(props)
+            if name in uncovered:
+                missing.append(f"the {name} layer held here does not cover the whole site, so its absence proves nothing")
         if entities:
             status, reason = "intersects", None
         elif missing:

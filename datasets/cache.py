@@ -34,6 +34,8 @@ from pathlib import Path
 
 import geopandas as gpd
 import pandas as pd
+import shapely
+from shapely.geometry.base import BaseGeometry
 
 MANIFEST = "manifest.json"
 BASE_COLUMNS = [
@@ -202,8 +204,14 @@ class LayerCache:
         etag: str | None = None,
         last_modified: str | None = None,
         metadata: dict | None = None,
+        coverage: BaseGeometry | None = None,
     ) -> dict:
-        """Make ``frame`` the current copy of ``dataset``, atomically. Returns the manifest entry."""
+        """Make ``frame`` the current copy of ``dataset``, atomically. Returns the manifest entry.
+
+        ``coverage`` (EPSG:4326) is the area the copy is complete for: a council's district, or the
+        region of an extract. Outside it a check cannot say "not", so it says "unknown". ``None``
+        means the whole of England, as for the platform's national datasets.
+        """
         if not DATASET_NAME.fullmatch(dataset):
             raise CacheError(f"{dataset!r} is not a usable dataset name: use letters, digits and dashes, e.g. conservation-area")
         self._ensure()
@@ -217,6 +225,8 @@ class LayerCache:
             with open(tmp, "rb") as handle:
                 os.fsync(handle.fileno())
             os.replace(tmp, final)
+            if coverage is not None:
+                atomic_write_bytes(self.layers_dir / f"{dataset}.{version}.coverage.wkb", shapely.to_wkb(coverage))
             fsync_dir(self.layers_dir)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
@@ -240,6 +250,7 @@ class LayerCache:
                 "entry_date": str(entry_dates.max()) if len(entry_dates) else None,
                 "metadata": metadata if metadata is not None else previous.get("metadata"),
                 "last_error": None,
+                "coverage": f"{dataset}.{version}.coverage.wkb" if coverage is not None else None,
             }
             manifest[dataset] = entry
             self._write_manifest(manifest)
@@ -262,9 +273,21 @@ class LayerCache:
             version = old.name[len(dataset) + 1 : -len(".parquet")]
             with contextlib.suppress(FileNotFoundError):
                 old.unlink()
+            with contextlib.suppress(FileNotFoundError):
+                (self.layers_dir / f"{dataset}.{version}.coverage.wkb").unlink()
             for derived in self.derived_dir.glob(f"{dataset}.{version}.*"):
                 with contextlib.suppress(FileNotFoundError):
                     derived.unlink()
+
+    def coverage(self, dataset: str, entry: dict | None = None) -> BaseGeometry | None:
+        """The area a dataset's copy is complete for (EPSG:4326), or ``None`` for all of England."""
+        entry = entry if entry is not None else self.entry(dataset)
+        if not entry or not entry.get("coverage"):
+            return None
+        try:
+            return shapely.from_wkb((self.layers_dir / entry["coverage"]).read_bytes())
+        except FileNotFoundError:
+            raise CacheError(f"the coverage file of {dataset} named by the manifest is missing") from None
 
     def derived_path(self, dataset: str, version: str, suffix: str) -> Path:
         """Where the index persists what it derived from one version of one dataset."""

@@ -14,17 +14,25 @@ from .cache import LayerCache
 
 def sample_files() -> dict[str, object]:
     folder = resources.files("datasets") / "data" / "samples"
-    return {p.name.removesuffix(".parquet"): p for p in folder.iterdir() if p.name.endswith(".parquet")}
+    return {p.name.removesuffix(".parquet"): p for p in folder.iterdir() if p.name.endswith(".parquet") and p.name != "coverage.parquet"}
+
+
+def sample_coverage() -> dict[str, object]:
+    """Where each sample layer is complete (EPSG:4326); outside it a check answers unknown, not "no"."""
+    path = resources.files("datasets") / "data" / "samples" / "coverage.parquet"
+    frame = gpd.read_parquet(str(path))
+    return dict(zip(frame["dataset"], frame.geometry, strict=True))
 
 
 def load_samples(cache: LayerCache, *, only_missing: bool = False) -> dict[str, int]:
     """Write every bundled sample layer into ``cache``; returns features loaded per dataset."""
     present = set(cache.datasets()) if only_missing else set()
+    coverage = sample_coverage()
     loaded = {}
     for dataset, path in sorted(sample_files().items()):
         if dataset in present:
             continue
         frame = gpd.read_parquet(str(path))
-        cache.write(dataset, frame, source={"type": "sample", "path": f"datasets/data/samples/{path.name}"})
+        cache.write(dataset, frame, source={"type": "sample", "path": f"datasets/data/samples/{path.name}"}, coverage=coverage[dataset])
         loaded[dataset] = len(frame)
     return loaded

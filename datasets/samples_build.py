@@ -48,7 +48,7 @@ NORTH_EAST = [
     "world-heritage-site",
 ]
 TITLES = {name: name.replace("-", " ").capitalize() for name in NORTH_EAST}
-BANES_ORG = "local-authority:BAS"
+BANES_ORG = None  # the extracts do not carry the platform's organisation entity number
 KEEP_FIELDS = {"listed-building-grade", "documentation-url", "notes", "description"}
 
 
@@ -136,7 +136,19 @@ def build(real: Path) -> dict[str, int]:
         frame["source"] = "unboxed/bops"
         add(str(frame["dataset"].iloc[0]), frame)
 
+    # Where each sample layer is complete: Bath and North East Somerset, the North East region, or
+    # nowhere (scattered real entities, which can answer "yes" but never "no").
+    banes = gpd.read_file(real / "banes-geographic-data__os_boundary.geojson").union_all()
+    north_east = gpd.read_file(real / "land-calculator__E12000001.geojson").union_all()
+    regions = {}
+    for dataset, *_ in BANES:
+        regions.setdefault(dataset, []).append(banes)
+    for dataset in NORTH_EAST:
+        regions.setdefault(dataset, []).append(north_east)
+    coverage = {dataset: shapely.union_all(regions.get(dataset, [])) if regions.get(dataset) else shapely.Polygon() for dataset in frames}
+
     OUT.mkdir(parents=True, exist_ok=True)
+    gpd.GeoDataFrame({"dataset": list(coverage)}, geometry=list(coverage.values()), crs=4326).to_parquet(OUT / "coverage.parquet", index=False, compression="zstd")
     counts = {}
     for dataset, parts in sorted(frames.items()):
         frame = pd.concat(parts, ignore_index=True)
