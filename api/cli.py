@@ -130,8 +130,16 @@ def cmd_load(args) -> int:
         frame = gpd.GeoDataFrame(pd.concat([previous, frame], ignore_index=True), crs=4326)
     elif cache.entry(args.dataset) and not args.replace:
         return _fail(f"{args.dataset} is already cached; say --replace to replace it or --append to add to it")
+    coverage = None
+    if args.coverage:
+        try:
+            coverage = read_layer_file(args.coverage, "coverage", crs=args.crs).frame.union_all()
+        except LoadError as err:
+            return _fail(f"--coverage: {err}")
+    elif args.append and cache.entry(args.dataset):
+        coverage = cache.coverage(args.dataset)
     try:
-        cache.write(args.dataset, frame, source=report.source)
+        cache.write(args.dataset, frame, source=report.source, coverage=coverage)
     except CacheError as err:
         return _fail(str(err))
     print(report.summary())
@@ -249,6 +257,11 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument("--reference-field")
     load.add_argument("--organisation", help="organisation entity to record, e.g. 192")
     load.add_argument("--crs", help="the file's EPSG code when it does not say (27700 for British National Grid)")
+    load.add_argument(
+        "--coverage",
+        help="a boundary file of the area this layer is complete for (e.g. the council's district); "
+        "outside it checks answer unknown rather than 'not'. Without it the layer is taken as covering England",
+    )
     mode = load.add_mutually_exclusive_group()
     mode.add_argument("--replace", action="store_true")
     mode.add_argument("--append", action="store_true")
