@@ -49,7 +49,12 @@ def add_batch_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
         "--workers", type=int, default=2, metavar="N", help="worker processes of a local cluster (default 2)"
     )
     parser.add_argument("--resume", action="store_true", help="reuse the parts a failed run finished")
-    parser.add_argument("--partition-size", type=int, metavar="N", help="sites per task (default 2000)")
+    parser.add_argument(
+        "--partition-size",
+        type=int,
+        metavar="N",
+        help="sites per task (default: about 4 tasks a worker, 100 to 2000)",
+    )
     parser.add_argument("--layer", help="the layer to read, when SITES holds several (GeoPackage)")
     parser.add_argument(
         "--crs", help="the EPSG code of SITES when it does not say (27700 for British National Grid)"

@@ -476,6 +476,17 @@ def _out_kind(out: Path) -> str:
     raise BatchError(f"--out {out}: give a .parquet (GeoParquet) or .csv file name")
 
 
+def auto_partition_size(sites: int, workers: int | None) -> int:
+    """Sites per task when not given: about four tasks a worker (eight for a cluster of unknown
+    size, taken as four workers), so work spreads evenly, between 100 and ``DEFAULT_PARTITION_SIZE``.
+
+    It depends only on the input and options, so a resumed run cuts the same partitions (it also
+    reuses the size recorded by the run it resumes).
+    """
+    tasks = 4 * (workers or 4)
+    return int(min(DEFAULT_PARTITION_SIZE, max(100, -(-sites // tasks))))
+
+
 def parts_dir(out: Path) -> Path:
     return out.with_name(out.name + ".parts")
 
@@ -584,22 +595,20 @@ def run_batch(
     if resume and run_file.exists():
         with contextlib.suppress(ValueError, OSError):
             previous = json.loads(run_file.read_text())
-    if partition_size is None:
-        partition_size = (previous or {}).get("partition_size") or DEFAULT_PARTITION_SIZE
-    fingerprint = (
-        _fingerprint(
-            sites,
-            id_field=id_field,
-            keys=keys,
-            tolerance=(tolerance.m2, tolerance.pct),
-            partition_size=partition_size,
-            layer=layer,
-            crs=crs,
-        )
-        if sites.exists()
-        else None
-    )
     table = read_sites(sites, id_field=id_field, layer=layer, crs=crs)
+    if partition_size is None:
+        partition_size = (previous or {}).get("partition_size") or auto_partition_size(
+            len(table), None if scheduler else workers
+        )
+    fingerprint = _fingerprint(
+        sites,
+        id_field=id_field,
+        keys=keys,
+        tolerance=(tolerance.m2, tolerance.pct),
+        partition_size=partition_size,
+        layer=layer,
+        crs=crs,
+    )
     if resume and previous is not None and previous != fingerprint:
         changed = sorted(k for k in fingerprint if previous.get(k) != fingerprint[k])
         raise BatchError(
