@@ -161,7 +161,7 @@ def test_coordinates_in_british_national_grid_are_converted_through_ostn15(live_
 
 
 # --- the widget in the browser ------------------------------------------------------------------------
-CLICKS = [(-160, -90), (140, -110), (170, 100), (-130, 120)]
+CLICKS = [(-150, -60), (110, -80), (130, 70), (-120, 90)]
 
 
 def test_drawing_a_polygon_by_mouse_clicks_sets_value_and_checks_it(guarded_page):

@@ -19,7 +19,7 @@ const VENDOR = new URL("vendor/", import.meta.url);
 const DEFAULT_API = new URL("../", import.meta.url).href;
 const CHECK_DELAY_MS = 400;
 const VIEW_DELAY_MS = 250;
-const MAX_LABELS = 40;
+const MAX_LABELS = 15;
 const DECIMALS = 1e7; // 7 decimal places of a degree: about a centimetre
 
 const COLOURS = {
@@ -696,10 +696,12 @@ export class RedlineMap extends HTMLElement {
     if (seq !== this._seq) return;
     const L = this.L;
     this._overlays.clearLayers();
-    let labels = 0;
     // Entities clipped to the same box (an AONB and a green belt around a small site) share a centre:
     // stack their labels rather than print one over the other.
     const slots = new Map();
+    // Areas first, then points: a terrace of listed buildings would otherwise bury the conservation area.
+    const rank = (f) => (f.geometry?.type === "Point" ? 2 : 0) + (f.properties.status === "nearby" ? 1 : 0);
+    const labelled = new Set([...data.features].sort((a, b) => rank(a) - rank(b)).slice(0, MAX_LABELS));
     for (const f of data.features) {
       const isNear = f.properties.status === "nearby";
       const colour = isNear ? "#505a5f" : COLOURS[f.properties.category] || "#505a5f";
@@ -714,7 +716,7 @@ export class RedlineMap extends HTMLElement {
       });
       const name = f.properties.name || f.properties.reference || `entity ${f.properties.entity}`;
       const text = `${isNear ? "Nearby: " : ""}${name} (${f.properties.dataset})`;
-      if (labels++ < MAX_LABELS) {
+      if (labelled.has(f)) {
         const point = f.geometry?.type === "Point";
         const at = f.properties.label ? L.latLng(f.properties.label[1], f.properties.label[0]) : layer.getBounds().getCenter();
         const slot = `${at.lat.toFixed(5)},${at.lng.toFixed(5)}`;
@@ -734,6 +736,9 @@ export class RedlineMap extends HTMLElement {
       layer.addTo(this._overlays);
     }
     this._siteLayer?.bringToFront();
+    if (data.features.length > MAX_LABELS) {
+      this._viewNote.textContent = `${data.features.length} constraint features meet the site; the map labels ${MAX_LABELS} of them (areas first) and the list names them all.`;
+    }
     this.dataset.overlays = String(data.features.length);
   }
 
