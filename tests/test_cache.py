@@ -239,3 +239,30 @@ def test_a_load_killed_at_any_moment_leaves_a_whole_readable_copy(tmp_path):
 
     assert killed_mid_write >= 1, f"no kill landed during a write (generations seen: {seen})"
     assert seen[-1] > 0, "at least one load completed between kills"
+
+
+def test_the_bundled_samples_load_into_a_cache_with_their_counts(sample_cache):
+    from datasets.samples import sample_files
+
+    files = sample_files()
+    manifest = sample_cache.manifest()
+    assert set(manifest) == set(files) and "listed-building-outline" in files
+    for dataset, path in files.items():
+        entry = manifest[dataset]
+        assert entry["source"] == {"type": "sample", "path": f"datasets/data/samples/{path.name}"}
+        assert entry["features"] == len(gpd.read_parquet(str(path))) == len(sample_cache.read(dataset))
+    outline = sample_cache.read("listed-building-outline")
+    assert 42102419 in set(outline["entity"])
+
+
+def test_a_copy_remembers_the_area_it_is_complete_for_until_it_is_swept(tmp_path, real_data):
+    frame = outlines(real_data, rows=5)
+    cache = LayerCache(tmp_path)
+    district = shapely.box(-0.11, 51.43, -0.05, 51.51)
+    first = cache.write("listed-building-outline", frame, source={"type": "test"}, coverage=district)
+    assert cache.coverage("listed-building-outline").equals(district)
+
+    cache.write("listed-building-outline", frame, source={"type": "test"})  # a national copy: all of England
+    assert cache.coverage("listed-building-outline") is None
+    cache.write("listed-building-outline", frame, source={"type": "test"})
+    assert not (tmp_path / "layers" / first["coverage"]).exists(), "swept with its copy"

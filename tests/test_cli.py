@@ -269,7 +269,9 @@ def test_check_prints_the_native_answer(tmp_path, samples_dir):
     by_key = {c["key"]: c for c in answer["constraints"]}
     assert by_key["listed"]["status"] == "intersects"
     assert [e["entity"] for e in by_key["listed"]["entities"]] == [42102419]
-    assert by_key["designated.conservationArea"]["status"] == "clear"
+    # the sample conservation areas are Bath's and the North East's: in Southwark their absence proves nothing
+    assert by_key["designated.conservationArea"]["status"] == "unknown"
+    assert "does not cover" in by_key["designated.conservationArea"]["reason"]
     assert (
         by_key["tpo"]["status"] == "unknown" and by_key["tpo"]["reason"]
     )  # no tree layers among the samples
@@ -294,7 +296,7 @@ def test_check_speaks_planx_odp_and_geojson(tmp_path, cli, samples_dir, fmt):
     if fmt == "planx":
         assert answer["constraints"]["listed"]["value"] is True
         assert answer["constraints"]["listed"]["data"][0]["entity"] == 42102419
-        assert answer["constraints"]["designated.conservationArea"]["value"] is False
+        assert answer["constraints"]["designated.conservationArea"]["value"] is not True
         assert "metadata" in answer
     elif fmt == "odp":
         listed = next(d for d in answer["designations"] if d["value"] == "listed")
@@ -312,7 +314,7 @@ def test_tolerance_options_move_small_overlaps_to_nearby(tmp_path, cli, samples_
 
     assert code == 0, err
     listed = next(c for c in json.loads(out)["constraints"] if c["key"] == "listed")
-    assert listed["status"] == "clear" and listed["entities"] == []
+    assert listed["status"] != "intersects" and listed["entities"] == []
     assert [e["entity"] for e in listed["nearby"]] == [42102419]
     assert json.loads(out)["provenance"]["tolerance"] == {"m2": 100000.0, "pct": 0.1}
 
