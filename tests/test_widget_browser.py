@@ -160,6 +160,24 @@ def test_coordinates_in_british_national_grid_are_converted_through_ostn15(live_
         assert r.json()["title"] == title
 
 
+def test_features_in_view_for_display_and_snapping(live_service):
+    bath = httpx.get(
+        f"{live_service}/widget/features", params={"bbox": "-2.3625,51.3805,-2.3595,51.3825"}
+    ).json()
+    datasets = {f["properties"]["dataset"] for f in bath["features"]}
+    assert {"conservation-area", "listed-building"} <= datasets
+    assert all(isinstance(f["properties"]["entity"], str) for f in bath["features"]), (
+        "64-bit ids survive JavaScript"
+    )
+    wide = httpx.get(f"{live_service}/widget/features", params={"bbox": "-3,51,-2,52"}).json()
+    assert wide["features"] == [] and wide["properties"]["zoom_in"] is True
+    sea = httpx.get(f"{live_service}/widget/features", params={"bbox": "2.8,60.9,2.85,60.95"})
+    assert sea.status_code == 200 and sea.json()["features"] == []
+    for bad in ("1,2,3", "a,b,c,d", "-2.3,51.4,-2.4,51.3", "nan,51,-2,52"):
+        r = httpx.get(f"{live_service}/widget/features", params={"bbox": bad})
+        assert r.status_code == 422 and r.headers["content-type"] == "application/problem+json", bad
+
+
 # --- the widget in the browser ------------------------------------------------------------------------
 CLICKS = [(-150, -60), (110, -80), (130, 70), (-120, 90)]
 

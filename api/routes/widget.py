@@ -90,7 +90,12 @@ def _features_in(
     snap = index.snapshot
     if snap.tree is None:
         return [], False
-    hits = snap.tree.query(crs.to_bng(area_4326), predicate="intersects")
+    try:
+        query = crs.to_bng(area_4326)
+    except crs.OutsideGridError:
+        # Sea inside the lon/lat box around Great Britain: OSTN15 has no answer, and no layer has features.
+        return [], False
+    hits = snap.tree.query(query, predicate="intersects")
     layer_ids, rows = snap.piece_layer[hits], snap.piece_row[hits]
     features: list[dict] = []
     truncated = False
@@ -116,8 +121,13 @@ def _features_in(
                     "type": "Feature",
                     "id": f"{layer.name}:{props['entity']}",
                     "geometry": mapping(geom),
-                    "properties": {k: props.get(k) for k in ("entity", "dataset", "name", "reference")}
-                    | {"dataset": layer.name},
+                    # The id as a string: local-file entity ids are 64-bit, beyond a JavaScript number.
+                    "properties": {
+                        "entity": str(props["entity"]),
+                        "dataset": layer.name,
+                        "name": props.get("name"),
+                        "reference": props.get("reference"),
+                    },
                 }
             )
     return features, truncated
