@@ -12,6 +12,7 @@ import hashlib
 import io
 import json
 import math
+import os
 import shutil
 import zipfile
 from pathlib import Path
@@ -104,8 +105,10 @@ def text_of(page, selector: str) -> str:
 
 
 def save_readme_screenshot(path: Path) -> None:
-    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(path, SCREENSHOT)
+    """Refresh the README's picture on request only, so a test run leaves the work tree clean."""
+    if os.environ.get("REDLINE_UPDATE_SCREENSHOTS") == "1":
+        SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, SCREENSHOT)
 
 
 # --- files the service sends ---------------------------------------------------------------------------
