@@ -14,9 +14,9 @@ True
 from __future__ import annotations
 
 from datasets.catalogue import Catalogue
+from datasets.loaders import LOCAL_ID_BASE  # local features have no page on the platform
 
 PLATFORM_ENTITY_URL = "https://www.planning.data.gov.uk/entity/{entity}"
-LOCAL_ID_BASE = 1 << 62
 
 # The ODP schema (v0.7.7, definitions.PlanningDesignation) fixes each value's description.
 ODP_DESCRIPTIONS = {

@@ -33,7 +33,9 @@ from tqdm import tqdm
 from .cache import BASE_COLUMNS, sha256_file
 from .crs import GB_LAT, GB_LON, bng_to_lonlat
 
-LOCAL_ID_BASE = 1 << 62  # platform entity numbers are far below this; local ids live above it
+# Platform entity numbers are far below 2^52; local ids live in [2^52, 2^53), so they stay exact in
+# JavaScript numbers (PlanX, the widget) as well as in int64 columns.
+LOCAL_ID_BASE = 1 << 52
 MAX_ROWS_NAMED = 20
 
 

@@ -359,7 +359,7 @@ def _one_entity(index: ConstraintIndex, entity: int):
     return found
 
 
-ENTITY_ID = Path(..., ge=0, le=2**62 * 2 - 1, description="Entity number, e.g. 44000001")
+ENTITY_ID = Path(..., ge=0, le=2**63 - 1, description="Entity number, e.g. 44000001")
 
 
 @router.get(
