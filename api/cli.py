@@ -9,6 +9,7 @@ import argparse
 import ipaddress
 import json
 import logging
+import os
 import math
 import socket
 import sys
@@ -309,6 +310,9 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args) or 0
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `redline check site.geojson | head`: the reader has all it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

@@ -235,6 +235,8 @@ class LayerCache:
         bounds = [float(v) for v in frame.total_bounds] if len(frame) else None
         entry_dates = frame["entry-date"][frame["entry-date"] != ""]
         with self._locked():
+            if not final.exists():  # a concurrent write of the same dataset finished first and swept it
+                raise CacheError(f"a concurrent write of {dataset} replaced this one before it was recorded; run it again")
             manifest = self.manifest()
             previous = manifest.get(dataset, {})
             entry = {
@@ -254,7 +256,7 @@ class LayerCache:
             }
             manifest[dataset] = entry
             self._write_manifest(manifest)
-        self._sweep(dataset, keep=final.name)
+            self._sweep(dataset, current=final, previous=previous.get("file"))
         return entry
 
     def remove(self, dataset: str) -> None:
@@ -262,22 +264,37 @@ class LayerCache:
             manifest = self.manifest()
             if manifest.pop(dataset, None) is not None:
                 self._write_manifest(manifest)
-        self._sweep(dataset, keep=None)
+            self._sweep(dataset, current=None, previous=None)
 
-    def _sweep(self, dataset: str, keep: str | None) -> None:
-        """Delete superseded copies (and what was derived from them), keeping the one just written
-        and the one before it, so a reader that opened the previous manifest still finds its file."""
-        copies = sorted(self.layers_dir.glob(f"{dataset}.*.parquet"), key=lambda p: p.stat().st_mtime)
-        copies = [p for p in copies if p.name.rsplit(".", 2)[0] == dataset and p.name != keep]
-        for old in copies[:-1] if keep else copies:
-            version = old.name[len(dataset) + 1 : -len(".parquet")]
+    def _sweep(self, dataset: str, current: Path | None, previous: str | None) -> None:
+        """Delete superseded copies (and what was derived from them). Called under the manifest lock.
+
+        Kept: the current copy, the one the previous manifest named (a reader that opened it still finds
+        its file), and anything newer than the current copy (a concurrent write not yet recorded). So an
+        orphan left by a write killed between its rename and its manifest update goes at the next write,
+        and never the copy a reader may hold.
+        """
+        newest = current.stat().st_mtime_ns if current is not None else None
+        keep = {current.name if current is not None else None, previous}
+        for old in self.layers_dir.glob(f"{dataset}.*.parquet"):
+            if old.name.rsplit(".", 2)[0] != dataset or old.name in keep:
+                continue
             with contextlib.suppress(FileNotFoundError):
+                if newest is not None and old.stat().st_mtime_ns > newest:
+                    continue
+                version = old.name[len(dataset) + 1 : -len(".parquet")]
                 old.unlink()
-            with contextlib.suppress(FileNotFoundError):
-                (self.layers_dir / f"{dataset}.{version}.coverage.wkb").unlink()
-            for derived in self.derived_dir.glob(f"{dataset}.{version}.*"):
                 with contextlib.suppress(FileNotFoundError):
-                    derived.unlink()
+                    (self.layers_dir / f"{dataset}.{version}.coverage.wkb").unlink()
+                for derived in self.derived_dir.glob(f"{dataset}.{version}.*"):
+                    with contextlib.suppress(FileNotFoundError):
+                        derived.unlink()
+        # temporary files of writes killed part way: anything over an hour old is abandoned
+        cutoff = time.time() - 3600
+        for stray in self.layers_dir.glob(f".{dataset}.*.tmp"):
+            with contextlib.suppress(FileNotFoundError):
+                if stray.stat().st_mtime < cutoff:
+                    stray.unlink()
 
     def coverage(self, dataset: str, entry: dict | None = None) -> BaseGeometry | None:
         """The area a dataset's copy is complete for (EPSG:4326), or ``None`` for all of England."""
