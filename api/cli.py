@@ -9,8 +9,8 @@ import argparse
 import ipaddress
 import json
 import logging
-import os
 import math
+import os
 import socket
 import sys
 from datetime import UTC, datetime
