@@ -288,6 +288,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-level", default="info")
     serve.set_defaults(func=cmd_serve)
 
+    from .cli_batch import add_batch_parser
+
+    add_batch_parser(commands)
+
     keys = commands.add_parser("keys", help="API keys").add_subparsers(dest="keys_command", required=True)
     create = keys.add_parser("create")
     create.add_argument("--name", required=True)
