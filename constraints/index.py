@@ -50,6 +50,18 @@ POINT, LINE, POLYGON = 0, 1, 2
 RELATIVE_EPS = 1e-9
 
 
+_TODAY: tuple[int, np.datetime64] = (-1, np.datetime64("NaT"))
+
+
+def _today() -> np.datetime64:
+    """Today's date for end-date checks, worked out once a minute rather than on every check."""
+    global _TODAY
+    minute = int(time.time() // 60)
+    if _TODAY[0] != minute:
+        _TODAY = (minute, np.datetime64(date.today(), "D"))
+    return _TODAY[1]
+
+
 @dataclass(frozen=True)
 class Tolerance:
     """When an overlap is too small to count.
@@ -302,11 +314,16 @@ class Match:
     material: bool
 
     def as_dict(self) -> dict:
+        """The entity as answers show it (a fresh dict each time: callers may add to it)."""
+        cached = self.__dict__.get("_dict")
+        if cached is not None:
+            return dict(cached)
         props = self.layer.properties(self.row)
         props["relation"] = self.relation
         props["overlap_m2"] = round(self.overlap_m2, 3)
         props["overlap_pct"] = round(self.overlap_pct, 4)
-        return props
+        self.__dict__["_dict"] = props
+        return dict(props)
 
 
 @dataclass
@@ -343,6 +360,9 @@ class ConstraintIndex:
                 return False
             snapshot = build_snapshot(self.cache, previous=None if force else self.snapshot)
             self.snapshot = snapshot
+            # Millions of long-lived geometries would otherwise be walked by every full garbage
+            # collection (133 ms at national scale), a pause that lands on some unlucky check.
+            gc.freeze()
             log.info("index ready: %d datasets, %d features, %d pieces in %.1f s", len(snapshot.layers), snapshot.features, len(snapshot.piece_geometry), snapshot.build_seconds)
             return True
 
@@ -382,7 +402,15 @@ class ConstraintIndex:
             area[inside] = snap.piece_area[hits][inside]
             rest = poly_piece & ~inside
             if rest.any():
-                area[rest] = shapely.area(shapely.intersection(pieces[rest], geom))
+                # a piece that holds the whole site overlaps it by the site's area; the others are first
+                # cut to the site's bounding box (cheap, no topology) so the exact intersection has less to do
+                partial = pieces[rest]
+                whole = shapely.contains_properly(partial, geom)
+                overlap = np.full(len(partial), site_area)
+                if not whole.all():
+                    clipped = shapely.clip_by_rect(partial[~whole], *geom.bounds)
+                    overlap[~whole] = shapely.area(shapely.intersection(clipped, geom))
+                area[rest] = overlap
             interior = np.ones(len(hits), dtype=bool)
             points = ~poly_piece
             if points.any():
@@ -401,7 +429,7 @@ class ConstraintIndex:
             entity_keys, inverse = np.unique(key, return_inverse=True)
         overlap = np.bincount(inverse, weights=area, minlength=len(entity_keys))
         any_interior = np.bincount(inverse, weights=interior, minlength=len(entity_keys)) > 0
-        today = np.datetime64(date.today(), "D")
+        today = _today()
         threshold = 0.0 if tolerance.is_strict else max(tolerance.m2, tolerance.pct / 100 * site_area)
         matches = []
         for k, ekey in enumerate(entity_keys):
@@ -460,6 +488,7 @@ class ConstraintIndex:
         for m in matches:
             by_dataset.setdefault(m.layer.name, []).append(m)
         uncovered = self._uncovered(site, snap)
+        touched = set(by_dataset) | uncovered
 
         live_results: dict[str, list[dict]] = {}
         live_error: str | None = None
@@ -477,7 +506,7 @@ class ConstraintIndex:
         for constraint in self.catalogue.constraints:
             if constraint.any_of:
                 continue
-            answer = self._answer(constraint, snap, by_dataset, allowed, live_results, live_error, live_datasets, uncovered)
+            answer = self._answer(constraint, snap, by_dataset, allowed, live_results, live_error, live_datasets, uncovered, touched)
             answers[constraint.key] = answer
         for constraint in self.catalogue.constraints:
             if constraint.any_of:
@@ -567,8 +596,10 @@ class ConstraintIndex:
                 out.add(name)
         return out
 
-    def _answer(self, constraint, snap, by_dataset, allowed, live_results, live_error, live_datasets, uncovered=frozenset()) -> dict:
-        if allowed is None and not live_datasets and not any(name in by_dataset or name in uncovered for name in constraint.datasets):
+    def _answer(self, constraint, snap, by_dataset, allowed, live_results, live_error, live_datasets, uncovered=frozenset(), touched=None) -> dict:
+        if touched is None:
+            touched = set(by_dataset) | set(uncovered)
+        if allowed is None and not live_datasets and touched.isdisjoint(constraint.datasets):
             # nothing met: the answer depends only on which datasets are loaded, so it is worked out once
             # per snapshot and copied
             templates = snap.__dict__.setdefault("_templates", {})

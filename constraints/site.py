@@ -348,14 +348,16 @@ def _from_shapely(geom: BaseGeometry, warnings: list[str], limits: SiteLimits) -
     if shapely.has_z(geom):
         warnings.append("heights (Z) were ignored: the check is two-dimensional")
         geom = shapely.force_2d(geom)
-    coords = shapely.get_coordinates(geom)
-    if not np.isfinite(coords).all():
-        raise SiteError("the coordinates hold a value that is not a finite number", code="not-finite")
-    _check_range(coords, "/coordinates")
-    if kind != "Point":
+    xmin, ymin, xmax, ymax = shapely.bounds(geom)
+    if not (GB_LON[0] <= xmin and xmax <= GB_LON[1] and GB_LAT[0] <= ymin and ymax <= GB_LAT[1]):
+        coords = shapely.get_coordinates(geom)  # NaN, or out of range: find which, and say so
+        if not np.isfinite(coords).all():
+            raise SiteError("the coordinates hold a value that is not a finite number", code="not-finite")
+        _check_range(coords, "/coordinates")
+    if kind != "Point" and geom.area == 0:  # only a degenerate ring has no area: find it and say which
         for polygon in shapely.get_parts(geom):
             for ring in (polygon.exterior, *polygon.interiors):
-                if shapely.area(shapely.Polygon(ring)) == 0 and len(np.unique(np.asarray(ring.coords), axis=0)) < 3:
+                if len(np.unique(np.asarray(ring.coords), axis=0)) < 3:
                     raise SiteError("a ring needs at least 3 distinct points to enclose an area", code="too-few-points")
     return geom
 
