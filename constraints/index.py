@@ -21,6 +21,7 @@ Examples
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import logging
 import os
