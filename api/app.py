@@ -58,6 +58,10 @@ async def _watch_cache(app: FastAPI) -> None:
         if index is not None:
             try:
                 await asyncio.to_thread(index.reload_if_changed)
+            except RuntimeError as err:
+                if "shutdown" in str(err):  # the loop's executor is closing: the service is stopping
+                    return
+                log.exception("reloading the index failed; still serving the previous data")
             except Exception:
                 log.exception("reloading the index failed; still serving the previous data")
 
