@@ -19,7 +19,6 @@ import threading
 
 import numpy as np
 import shapely
-from cachetools import LRUCache
 from convertbng.cutil import convert_bng, convert_lonlat
 from pyproj import Geod, Transformer
 from shapely.geometry.base import BaseGeometry
@@ -39,62 +38,52 @@ class OutsideGridError(ValueError):
 
 # OSTN15 itself: project ETRS89 onto the National Grid's transverse Mercator (on GRS80, an exact
 # formula), then add east and north shifts interpolated bilinearly between the four corners of the
-# 1 km grid cell the point falls in. ``convertbng`` carries the grid but costs 20 to 70 µs a call
-# however few the points (its worker threads must wake), which is most of a check's budget; so for
-# small inputs (a site) the shifts at the corners of the cells in use are taken from convertbng once,
-# kept, and interpolated here. The result is OSTN15's to within convertbng's own 1 mm rounding.
+# 1 km grid cell the point falls in. ``convertbng`` carries that grid but costs 20 to 70 µs a call
+# however few the points (its worker threads must wake), which was most of a check's budget. So the
+# shifts at all 701 x 1251 grid nodes are read back from convertbng once per process (half a second,
+# 14 MB) and small inputs (a site) are interpolated here: OSTN15's answer to within convertbng's own
+# 1 mm rounding, which a test holds it to.
 _ETRS89_TM = Transformer.from_crs(
     "EPSG:4258",
     "+proj=tmerc +lat_0=49 +lon_0=-2 +k=0.9996012717 +x_0=400000 +y_0=-100000 +ellps=GRS80 +units=m +no_defs",
     always_xy=True,
 )
-_CELL = 1000.0
-_ROW = 4096  # cell key = column * _ROW + row; the grid has 1,250 rows
-_SMALL = 4096  # above this many points one convertbng call is cheaper than interpolating here
-_cell_shifts: LRUCache = LRUCache(maxsize=200_000)
-_cell_lock = threading.Lock()
+_COLUMNS, _ROWS = 700, 1250  # 1 km cells: eastings 0-700 km, northings 0-1250 km
+_SMALL = 4096  # above this many points one convertbng call is as cheap as interpolating here
+_grid_lock = threading.Lock()
+_shift_grid: np.ndarray | None = None
 
 
-def _shifts(keys: list[int]) -> list[np.ndarray]:
-    """The (4, 2) east/north shifts at the corners of each cell (NaN outside OSTN15 cover)."""
-    out, missing = [], []
-    for key in keys:
-        shifts = _cell_shifts.get(key)
-        out.append(shifts)
-        if shifts is None:
-            missing.append(key)
-    if missing:
-        column = np.array([k // _ROW for k in missing], dtype=np.float64)
-        row = np.array([k % _ROW for k in missing], dtype=np.float64)
-        east = np.concatenate([column, column + 1, column, column + 1]) * _CELL
-        north = np.concatenate([row, row, row + 1, row + 1]) * _CELL
-        lon, lat = _ETRS89_TM.transform(east, north, direction="INVERSE")
-        grid_east, grid_north = convert_bng(np.ascontiguousarray(lon), np.ascontiguousarray(lat))
-        corners = np.stack([grid_east - east, grid_north - north], axis=1).reshape(4, len(missing), 2)
-        with _cell_lock:
-            for i, key in enumerate(missing):
-                _cell_shifts[key] = corners[:, i, :].copy()
-        found = {key: corners[:, i, :] for i, key in enumerate(missing)}
-        out = [o if o is not None else found[k] for o, k in zip(out, keys, strict=True)]
-    return out
+def _ostn15_grid() -> np.ndarray:
+    """East and north shifts (metres) at every node, shape (rows + 1, columns + 1, 2); NaN off cover."""
+    global _shift_grid
+    if _shift_grid is None:
+        with _grid_lock:
+            if _shift_grid is None:
+                east, north = np.meshgrid(np.arange(_COLUMNS + 1) * 1000.0, np.arange(_ROWS + 1) * 1000.0)
+                lon, lat = _ETRS89_TM.transform(east.ravel(), north.ravel(), direction="INVERSE")
+                grid_east, grid_north = convert_bng(np.ascontiguousarray(lon), np.ascontiguousarray(lat))
+                shifts = np.stack([grid_east - east.ravel(), grid_north - north.ravel()], axis=1)
+                _shift_grid = shifts.reshape(_ROWS + 1, _COLUMNS + 1, 2)
+    return _shift_grid
 
 
 def _ostn15_small(lon: np.ndarray, lat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     east, north = _ETRS89_TM.transform(lon, lat)
-    fe, fn = east / _CELL, north / _CELL
-    column, row = np.floor(fe), np.floor(fn)
-    if not (np.isfinite(column).all() and (column >= 0).all() and (row >= 0).all() and (column < 700).all() and (row < 1250).all()):
-        return convert_bng(lon, lat)  # off the grid: let convertbng say NaN
-    fx, fy = fe - column, fn - row
-    weights = np.stack([(1 - fx) * (1 - fy), fx * (1 - fy), (1 - fx) * fy, fx * fy], axis=1)
-    key = (column * _ROW + row).astype(np.int64)
-    first = int(key[0])
-    if (key == first).all():  # the usual case: a site inside one 1 km cell
-        shift = weights @ _shifts([first])[0]
-    else:
-        keys, which = np.unique(key, return_inverse=True)
-        corners = np.stack(_shifts(keys.tolist()))[which]
-        shift = np.einsum("nk,nkc->nc", weights, corners)
+    fe, fn = east / 1000.0, north / 1000.0
+    if not (np.isfinite(fe).all() and fe.min() >= 0 and fn.min() >= 0 and fe.max() < _COLUMNS and fn.max() < _ROWS):
+        return convert_bng(lon, lat)  # off the grid: convertbng says NaN
+    column, row = fe.astype(np.intp), fn.astype(np.intp)
+    fx, fy = (fe - column)[:, None], (fn - row)[:, None]
+    grid = _ostn15_grid()
+    shift = (
+        grid[row, column] * ((1 - fx) * (1 - fy))
+        + grid[row, column + 1] * (fx * (1 - fy))
+        + grid[row + 1, column] * ((1 - fx) * fy)
+        + grid[row + 1, column + 1] * (fx * fy)
+    )
+    if np.isnan(shift).any():  # by the edge of OSTN15's cover, where convertbng knows the exact line
+        return convert_bng(lon, lat)
     return east + shift[:, 0], north + shift[:, 1]
 
 

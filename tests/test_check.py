@@ -336,3 +336,20 @@ def test_bad_sites_are_refused_with_a_reason(sample_index):
         sample_index.check({"type": "Point", "coordinates": [51.5, -0.1]})
     with pytest.raises(SiteError, match="line, not a site"):
         parse_site({"type": "LineString", "coordinates": [[-0.1, 51.5], [-0.2, 51.5]]})
+
+
+def test_the_small_input_ostn15_path_agrees_with_convertbng_to_the_millimetre():
+    from convertbng.cutil import convert_bng
+
+    from datasets.crs import lonlat_to_bng
+
+    rng = np.random.default_rng(7)
+    for _ in range(300):
+        lon0, lat0 = rng.uniform(-5.7, 1.76), rng.uniform(49.9, 55.8)
+        lon, lat = lon0 + rng.uniform(0, 0.05, 30), lat0 + rng.uniform(0, 0.03, 30)  # sites across cell edges too
+        ours, theirs = lonlat_to_bng(lon, lat), convert_bng(lon, lat)
+        assert np.array_equal(np.isfinite(ours[0]), np.isfinite(theirs[0]))
+        ok = np.isfinite(theirs[0])
+        assert np.abs(ours[0] - theirs[0])[ok].max(initial=0) < 0.001
+        assert np.abs(ours[1] - theirs[1])[ok].max(initial=0) < 0.001
+    assert np.isnan(lonlat_to_bng([10.0], [51.0])[0]).all()  # off the grid stays off the grid
