@@ -17,22 +17,22 @@ from .settings import Settings
 OPEN = Principal("anonymous (no API keys configured)", frozenset(SCOPES))
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_index(request: Request) -> ConstraintIndex:
+async def get_index(request: Request) -> ConstraintIndex:
     index = request.app.state.index
     if index is None or index.snapshot is None:
         raise Problem(503, "Not ready", "the constraint layers are still loading; try again in a few seconds", headers={"Retry-After": "5"})
     return index
 
 
-def get_catalogue(request: Request) -> Catalogue:
+async def get_catalogue(request: Request) -> Catalogue:
     return request.app.state.catalogue
 
 
-def get_keys(request: Request) -> KeyStore:
+async def get_keys(request: Request) -> KeyStore:
     return request.app.state.keys
 
 
@@ -82,7 +82,7 @@ def authenticate(request: Request) -> Principal | None:
 def require_scope(scope: str):
     """A dependency that admits only callers whose API key holds ``scope``."""
 
-    def dependency(request: Request) -> Principal:
+    async def dependency(request: Request) -> Principal:
         principal = authenticate(request)
         if principal is None:
             raise Problem(401, "Unauthorised", f"this endpoint needs an API key with scope '{scope}', sent as 'Authorization: Bearer KEY'", headers={"WWW-Authenticate": "Bearer"})

@@ -38,7 +38,7 @@ from shapely.geometry.base import BaseGeometry
 
 from datasets.cache import BASE_COLUMNS, CacheError, LayerCache, now_iso
 from datasets.catalogue import Catalogue
-from datasets.crs import OutsideGridError, to_bng
+from datasets.crs import OutsideGridError, ostn15_grid, to_bng
 from datasets.sync import is_stale
 
 from .site import Site, SiteLimits, parse_site
@@ -252,6 +252,7 @@ def build_snapshot(cache: LayerCache, datasets: list[str] | None = None, previou
     Layers whose cached version is unchanged since ``previous`` are reused rather than read again.
     """
     started = time.perf_counter()
+    ostn15_grid()  # built once per process, here rather than inside the first check
     generation = cache.generation()
     manifest = cache.manifest()
     names = [n for n in (datasets or sorted(manifest)) if manifest.get(n, {}).get("file")]

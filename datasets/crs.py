@@ -54,7 +54,7 @@ _grid_lock = threading.Lock()
 _shift_grid: np.ndarray | None = None
 
 
-def _ostn15_grid() -> np.ndarray:
+def ostn15_grid() -> np.ndarray:
     """East and north shifts (metres) at every node, shape (rows + 1, columns + 1, 2); NaN off cover."""
     global _shift_grid
     if _shift_grid is None:
@@ -75,7 +75,7 @@ def _ostn15_small(lon: np.ndarray, lat: np.ndarray) -> tuple[np.ndarray, np.ndar
         return convert_bng(lon, lat)  # off the grid: convertbng says NaN
     column, row = fe.astype(np.intp), fn.astype(np.intp)
     fx, fy = (fe - column)[:, None], (fn - row)[:, None]
-    grid = _ostn15_grid()
+    grid = ostn15_grid()
     shift = (
         grid[row, column] * ((1 - fx) * (1 - fy))
         + grid[row, column + 1] * (fx * (1 - fy))
