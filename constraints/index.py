@@ -46,7 +46,7 @@ from .site import Site, SiteLimits, parse_site
 log = logging.getLogger("redline.index")
 
 MAX_PIECE_VERTICES = 256
-DERIVED_FORMAT = "pieces-v1"
+DERIVED_FORMAT = "pieces-v2"  # v2: layers reprojected by the same OSTN15 interpolation as sites
 POINT, LINE, POLYGON = 0, 1, 2
 RELATIVE_EPS = 1e-9
 

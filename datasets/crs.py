@@ -41,17 +41,18 @@ class OutsideGridError(ValueError):
 # 1 km grid cell the point falls in. ``convertbng`` carries that grid but costs 20 to 70 µs a call
 # however few the points (its worker threads must wake), which was most of a check's budget. So the
 # shifts at all 701 x 1251 grid nodes are read back from convertbng once per process (half a second,
-# 14 MB) and small inputs (a site) are interpolated here: OSTN15's answer to within convertbng's own
-# 1 mm rounding, which a test holds it to.
+# 14 MB) and every input is interpolated here: OSTN15's answer to within convertbng's own 1 mm
+# rounding, which a test holds it to. Sites and layers must go through the very same function, or an
+# edge a site shares with a designation would come out a fraction of a millimetre apart.
 _ETRS89_TM = Transformer.from_crs(
     "EPSG:4258",
     "+proj=tmerc +lat_0=49 +lon_0=-2 +k=0.9996012717 +x_0=400000 +y_0=-100000 +ellps=GRS80 +units=m +no_defs",
     always_xy=True,
 )
 _COLUMNS, _ROWS = 700, 1250  # 1 km cells: eastings 0-700 km, northings 0-1250 km
-_SMALL = 4096  # above this many points one convertbng call is as cheap as interpolating here
 _grid_lock = threading.Lock()
 _shift_grid: np.ndarray | None = None
+_interior_cells: np.ndarray | None = None
 
 
 def ostn15_grid() -> np.ndarray:
@@ -64,27 +65,44 @@ def ostn15_grid() -> np.ndarray:
                 lon, lat = _ETRS89_TM.transform(east.ravel(), north.ravel(), direction="INVERSE")
                 grid_east, grid_north = convert_bng(np.ascontiguousarray(lon), np.ascontiguousarray(lat))
                 shifts = np.stack([grid_east - east.ravel(), grid_north - north.ravel()], axis=1)
-                _shift_grid = shifts.reshape(_ROWS + 1, _COLUMNS + 1, 2)
+                grid = shifts.reshape(_ROWS + 1, _COLUMNS + 1, 2)
+                nodes = np.isfinite(grid[..., 0])
+                cells = nodes[:-1, :-1] & nodes[1:, :-1] & nodes[:-1, 1:] & nodes[1:, 1:]
+                # cells at least one cell away from OSTN15's edge; nearer the edge convertbng decides
+                padded = np.pad(cells, 1, constant_values=False)
+                interior = np.ones_like(cells)
+                for dr in (0, 1, 2):
+                    for dc in (0, 1, 2):
+                        interior &= padded[dr : dr + _ROWS, dc : dc + _COLUMNS]
+                global _interior_cells
+                _interior_cells = interior
+                _shift_grid = grid
     return _shift_grid
 
 
-def _ostn15_small(lon: np.ndarray, lat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _ostn15(lon: np.ndarray, lat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     east, north = _ETRS89_TM.transform(lon, lat)
     fe, fn = east / 1000.0, north / 1000.0
-    if not (np.isfinite(fe).all() and fe.min() >= 0 and fn.min() >= 0 and fe.max() < _COLUMNS and fn.max() < _ROWS):
-        return convert_bng(lon, lat)  # off the grid: convertbng says NaN
+    inside = np.isfinite(fe) & np.isfinite(fn) & (fe >= 0) & (fn >= 0) & (fe < _COLUMNS) & (fn < _ROWS)
+    if not inside.all():
+        fe, fn = np.where(inside, fe, 0.0), np.where(inside, fn, 0.0)
     column, row = fe.astype(np.intp), fn.astype(np.intp)
     fx, fy = (fe - column)[:, None], (fn - row)[:, None]
     grid = ostn15_grid()
+    near_edge = inside & ~_interior_cells[row, column]
     shift = (
         grid[row, column] * ((1 - fx) * (1 - fy))
         + grid[row, column + 1] * (fx * (1 - fy))
         + grid[row + 1, column] * ((1 - fx) * fy)
         + grid[row + 1, column + 1] * (fx * fy)
     )
-    if np.isnan(shift).any():  # by the edge of OSTN15's cover, where convertbng knows the exact line
-        return convert_bng(lon, lat)
-    return east + shift[:, 0], north + shift[:, 1]
+    grid_east, grid_north = east + shift[:, 0], north + shift[:, 1]
+    grid_east[~inside] = np.nan
+    edge = near_edge | np.isnan(grid_east)  # off the grid, or by its edge: convertbng's word is final
+    if edge.any():  # by the edge of OSTN15's cover, where convertbng knows the exact line
+        grid_east[edge], grid_north[edge] = convert_bng(np.ascontiguousarray(lon[edge]), np.ascontiguousarray(lat[edge]))
+    grid_north[np.isnan(grid_east)] = np.nan
+    return grid_east, grid_north
 
 
 def lonlat_to_bng(lon, lat) -> tuple[np.ndarray, np.ndarray]:
@@ -93,9 +111,7 @@ def lonlat_to_bng(lon, lat) -> tuple[np.ndarray, np.ndarray]:
     lat = np.ascontiguousarray(lat, dtype=np.float64)
     if lon.size == 0:
         return lon.copy(), lat.copy()
-    if lon.size <= _SMALL:
-        return _ostn15_small(lon, lat)
-    return convert_bng(lon, lat)
+    return _ostn15(lon, lat)
 
 
 def bng_to_lonlat(easting, northing) -> tuple[np.ndarray, np.ndarray]:
