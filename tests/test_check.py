@@ -353,3 +353,18 @@ def test_the_small_input_ostn15_path_agrees_with_convertbng_to_the_millimetre():
         assert np.abs(ours[0] - theirs[0])[ok].max(initial=0) < 0.001
         assert np.abs(ours[1] - theirs[1])[ok].max(initial=0) < 0.001
     assert np.isnan(lonlat_to_bng([10.0], [51.0])[0]).all()  # off the grid stays off the grid
+
+
+def test_a_site_drawn_along_a_designations_edge_touches_it_whatever_the_layers_size(tmp_path):
+    # sites and layers must be reprojected by the very same OSTN15 function: a large layer (converted
+    # in one bulk call) and a small site that share vertices must still share an edge exactly
+    rng = np.random.default_rng(11)
+    corners = rng.uniform([-2.40, 51.35], [-2.30, 51.40], size=(2000, 2))
+    areas = [shapely.box(x, y, x + 0.001, y + 0.0007) for x, y in corners]
+    index = synthetic_index(tmp_path, {"conservation-area": frame("conservation-area", areas)})
+    x, y = corners[0]
+    beside = shapely.box(x + 0.001, y, x + 0.0015, y + 0.0007)  # shares the east edge of the first area
+    for tolerance in (Tolerance(), Tolerance.strict()):
+        conservation = answer_for(index.check(beside, tolerance=tolerance), "designated.conservationArea")
+        first = [e for e in conservation["entities"] + conservation["nearby"] if e["name"] == "conservation-area 0"]
+        assert first and first[0]["relation"] == "touches" and first[0]["overlap_m2"] == 0
