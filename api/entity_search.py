@@ -30,6 +30,7 @@ import shapely
 from shapely.geometry import mapping
 from shapely.geometry.base import BaseGeometry
 
+from constraints.formats import PLANX_DATA_FIELDS
 from constraints.index import POINT, Layer, Snapshot
 
 #: The platform's DE-9IM relations, as ``relation(entity, query)``.
@@ -59,20 +60,7 @@ _TREE_PREDICATE = {
 }
 
 #: Fields of the platform's entity model, in its order; dataset fields follow.
-ENTITY_FIELDS = (
-    "entry-date",
-    "start-date",
-    "end-date",
-    "entity",
-    "name",
-    "dataset",
-    "typology",
-    "reference",
-    "prefix",
-    "organisation-entity",
-    "geometry",
-    "point",
-)
+ENTITY_FIELDS = (*PLANX_DATA_FIELDS, "geometry", "point")
 # columns the cache keeps for its own bookkeeping, not platform fields
 _INTERNAL = {"source", "source-row"}
 

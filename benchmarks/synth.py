@@ -38,6 +38,7 @@ import pandas as pd
 import shapely
 
 from benchmarks.common import BENCH_DIR, emit, log, scale_tag
+from datasets.cache import BASE_COLUMNS
 from datasets.crs import lonlat_to_bng, to_wgs84  # OSTN15, vectorised: one call per layer
 
 # --------------------------------------------------------------------------------------------
@@ -149,16 +150,7 @@ GREEN_BELTS = (
     ("Coventry", 4, 10, 0.02),
 )  # fmt: skip
 
-PLATFORM_COLUMNS = [
-    "entity",
-    "name",
-    "reference",
-    "dataset",
-    "organisation-entity",
-    "entry-date",
-    "start-date",
-    "end-date",
-]
+PLATFORM_COLUMNS = BASE_COLUMNS  # the cache's platform columns, in its order
 
 
 def counts_for(scale: float) -> dict[str, int]:

@@ -5,10 +5,11 @@ from __future__ import annotations
 import functools
 from enum import StrEnum
 
+import anyio
+import anyio.to_thread
 import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
-from starlette.concurrency import run_in_threadpool
 
 from constraints.formats import to_geojson, to_odp, to_planx
 from constraints.index import ConstraintIndex, Tolerance
@@ -18,6 +19,14 @@ from ..deps import get_index, require_scope
 from ..errors import Problem
 
 router = APIRouter(tags=["check"])
+_limiter: anyio.CapacityLimiter | None = None
+
+
+def _check_limiter() -> anyio.CapacityLimiter:
+    global _limiter
+    if _limiter is None:  # created inside the running event loop, once per process
+        _limiter = anyio.CapacityLimiter(2)
+    return _limiter
 
 
 class Format(StrEnum):
@@ -136,6 +145,8 @@ async def check(request: Request, principal=require_scope("check")):
     work = functools.partial(
         run_check, index, state.catalogue, site, fmt, tolerance=tolerance, datasets=_listed(request, "datasets"), council=request.query_params.get("council") or None, keys=_listed(request, "keys")
     )
-    answer = await run_in_threadpool(work)  # off the event loop
+    # off the event loop, two at a time: more threads in one process only queue on the GIL, and
+    # first-come-first-served keeps the slowest answers from waiting behind later ones
+    answer = await anyio.to_thread.run_sync(work, limiter=_check_limiter())
     request.state.checked = True
     return json_response(answer, request, media_type="application/geo+json" if fmt is Format.geojson else "application/json")
