@@ -62,6 +62,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import shapely
 
+from datasets.cache import atomic_path
 from datasets.crs import GB_LAT, GB_LON
 
 from .index import ConstraintIndex, Tolerance
@@ -371,16 +372,8 @@ def check_sites(
 
 
 def _write_atomic_table(table: pa.Table, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    try:
+    with atomic_path(path) as tmp:
         pq.write_table(table, tmp, compression="zstd")
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 def run_partition(task: dict) -> dict:
@@ -824,9 +817,8 @@ def _geo_metadata() -> dict:
 
 def _finalise_parquet(part_files: list[Path], schema: pa.Schema, out: Path) -> int:
     """Stream the parts into one GeoParquet file under a temporary name, then rename it into place."""
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     rows = 0
-    try:
+    with atomic_path(out) as tmp:
         # dictionary columns are written as such (one copy of each site's WKB per row group) but
         # read back as plain values: readers see ordinary GeoParquet
         with pq.ParquetWriter(tmp, schema, compression="zstd", store_schema=False) as writer:
@@ -835,60 +827,44 @@ def _finalise_parquet(part_files: list[Path], schema: pa.Schema, out: Path) -> i
                 writer.write_table(table.cast(schema))
                 rows += table.num_rows
             writer.add_key_value_metadata({"geo": json.dumps(_geo_metadata())})
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, out)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
     return rows
 
 
 def _finalise_csv(part_files: list[Path], schema: pa.Schema, out: Path) -> int:
     """Stream the parts into one CSV: lists as JSON arrays, no geometry (the input file has it)."""
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     rows = 0
     id_field = schema.field(0).name
-    try:
-        with open(tmp, "wb") as handle:
-            first = True
-            for part in part_files:
-                table = pq.read_table(part)
-                flat = pa.table(
-                    {
-                        id_field: table.column(id_field),
-                        "key": table.column("key").cast(pa.string()),
-                        "status": table.column("status").cast(pa.string()),
-                        **{
-                            name: pa.array(
-                                [orjson.dumps(v).decode() for v in table.column(name).to_pylist()],
-                                type=pa.string(),
-                            )
-                            for name in ("entities", "names", "overlap_m2")
-                        },
-                        "site_area_m2": table.column("site_area_m2"),
-                    }
-                )
-                pacsv.write_csv(flat, handle, write_options=pacsv.WriteOptions(include_header=first))
-                first = False
-                rows += table.num_rows
-            if first:  # no parts at all: still a CSV with its header
-                handle.write(
-                    (
-                        ",".join(
-                            [id_field, "key", "status", "entities", "names", "overlap_m2", "site_area_m2"]
+    with atomic_path(out) as tmp, open(tmp, "wb") as handle:
+        first = True
+        for part in part_files:
+            table = pq.read_table(part)
+            flat = pa.table(
+                {
+                    id_field: table.column(id_field),
+                    "key": table.column("key").cast(pa.string()),
+                    "status": table.column("status").cast(pa.string()),
+                    **{
+                        name: pa.array(
+                            [orjson.dumps(v).decode() for v in table.column(name).to_pylist()],
+                            type=pa.string(),
                         )
-                        + "\n"
-                    ).encode()
-                )
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, out)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+                        for name in ("entities", "names", "overlap_m2")
+                    },
+                    "site_area_m2": table.column("site_area_m2"),
+                }
+            )
+            pacsv.write_csv(flat, handle, write_options=pacsv.WriteOptions(include_header=first))
+            first = False
+            rows += table.num_rows
+        if first:  # no parts at all: still a CSV with its header
+            handle.write(
+                (
+                    ",".join(
+                        [id_field, "key", "status", "entities", "names", "overlap_m2", "site_area_m2"]
+                    )
+                    + "\n"
+                ).encode()
+            )
     return rows
 
 

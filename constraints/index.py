@@ -24,7 +24,6 @@ from __future__ import annotations
 import gc
 import hashlib
 import logging
-import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -36,7 +35,7 @@ import pyarrow.parquet as pq
 import shapely
 from shapely.geometry.base import BaseGeometry
 
-from datasets.cache import BASE_COLUMNS, CacheError, LayerCache, now_iso
+from datasets.cache import BASE_COLUMNS, CacheError, LayerCache, atomic_path, now_iso
 from datasets.catalogue import Catalogue
 from datasets.crs import OutsideGridError, ostn15_grid, to_bng
 from datasets.sync import is_stale
@@ -235,9 +234,8 @@ def _load_layer(cache: LayerCache, name: str, entry: dict) -> tuple[Layer, np.nd
             rows = np.concatenate([rows, extra_rows])
         table = pa.table({"wkb": shapely.to_wkb(pieces), "row": rows.astype(np.int64)})
         table = table.replace_schema_metadata({b"entity_area": np.ascontiguousarray(area, dtype=np.float64).tobytes()})
-        tmp = derived.with_suffix(f".{os.getpid()}.tmp")
-        pq.write_table(table, tmp, compression="zstd")
-        os.replace(tmp, derived)
+        with atomic_path(derived) as tmp:
+            pq.write_table(table, tmp, compression="zstd")
     layer.area = area
     coverage = cache.coverage(name, entry)
     if coverage is not None:

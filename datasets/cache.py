@@ -70,21 +70,39 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so readers see the old content or the new, never a part."""
+@contextlib.contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """A temporary file beside ``path`` to write; on success it is fsynced and renamed over ``path``.
+
+    Readers see the old content or the new, never a part; on failure (or a kill) the temporary file
+    is removed (or left as ``.NAME.*.tmp`` for a sweep), and ``path`` is untouched.
+
+    Examples
+    --------
+    >>> with atomic_path(Path("/tmp/answer.parquet")) as tmp:  # doctest: +SKIP
+    ...     table.to_parquet(tmp)
+    """
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(name)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
+        yield tmp
+        with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
         fsync_dir(path.parent)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+            tmp.unlink()
         raise
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so readers see the old content or the new, never a part."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
 
 
 def sha256_file(path: Path | str) -> str:
@@ -218,20 +236,10 @@ class LayerCache:
         frame = normalise_frame(frame, dataset)
         version = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
         final = self.layers_dir / f"{dataset}.{version}.parquet"
-        fd, tmp = tempfile.mkstemp(dir=self.layers_dir, prefix=f".{dataset}.", suffix=".tmp")
-        os.close(fd)
-        try:
+        with atomic_path(final) as tmp:
             frame.to_parquet(tmp, index=False, compression="zstd", write_covering_bbox=True)
-            with open(tmp, "rb") as handle:
-                os.fsync(handle.fileno())
-            os.replace(tmp, final)
-            if coverage is not None:
-                atomic_write_bytes(self.layers_dir / f"{dataset}.{version}.coverage.wkb", shapely.to_wkb(coverage))
-            fsync_dir(self.layers_dir)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
+        if coverage is not None:
+            atomic_write_bytes(self.layers_dir / f"{dataset}.{version}.coverage.wkb", shapely.to_wkb(coverage))
         bounds = [float(v) for v in frame.total_bounds] if len(frame) else None
         entry_dates = frame["entry-date"][frame["entry-date"] != ""]
         with self._locked():
