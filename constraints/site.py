@@ -238,7 +238,14 @@ def geometry_from_geojson(obj, warnings: list[str], limits: SiteLimits = SiteLim
                 "a FeatureCollection site must hold polygons only", code="unsupported-geometry", pointer=f"{pointer}/features"
             )
         polygons = [g for p in parts for g in shapely.get_parts(p)]
-        return shapely.MultiPolygon(polygons) if len(polygons) > 1 else polygons[0]
+        if len(polygons) == 1:
+            return polygons[0]
+        site = shapely.MultiPolygon(polygons)
+        if not site.is_valid and all(shapely.is_valid(polygons)):
+            # several parcels that overlap or share edges make one site: merge them, and say so
+            site = shapely.union_all(polygons)
+            warnings.append(f"the {len(features)} features overlap or touch, so they were merged into one site")
+        return site
     coords = obj.get("coordinates")
     if kind == "Polygon":
         return _polygon(coords, f"{pointer}/coordinates", warnings)

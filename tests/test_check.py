@@ -368,3 +368,17 @@ def test_a_site_drawn_along_a_designations_edge_touches_it_whatever_the_layers_s
         conservation = answer_for(index.check(beside, tolerance=tolerance), "designated.conservationArea")
         first = [e for e in conservation["entities"] + conservation["nearby"] if e["name"] == "conservation-area 0"]
         assert first and first[0]["relation"] == "touches" and first[0]["overlap_m2"] == 0
+
+
+def test_a_site_of_several_overlapping_parcels_is_merged_not_refused(sample_index):
+    left = shapely.box(-2.4700, 51.3950, -2.4690, 51.3956)
+    right = shapely.box(-2.4695, 51.3950, -2.4685, 51.3956)  # overlaps the left half-way
+    collection = {
+        "type": "FeatureCollection",
+        "features": [{"type": "Feature", "properties": {}, "geometry": shapely.geometry.mapping(g)} for g in (left, right)],
+    }
+    site = parse_site(collection)
+    assert site.geometry.geom_type == "Polygon"
+    assert any("merged into one site" in w for w in site.warnings)
+    merged = parse_site(shapely.union_all([left, right]))
+    assert site.area_m2 == pytest.approx(merged.area_m2, rel=1e-9)
