@@ -730,11 +730,16 @@ def _check_keys(spec: IndexSpec, keys: list[str] | None) -> list[str] | None:
     return list(dict.fromkeys(keys))
 
 
+TASK_ATTEMPTS = 3
+
+
 def _run_tasks(client, todo: list[dict], parts: int, skipped: int, progress: bool, on_part) -> None:
     """Submit the partitions, a few ahead of the workers, and follow them to the end.
 
-    A bounded window keeps the scheduler's memory to a few partitions of WKB however big the input;
-    Dask keeps each submitted task's arguments, so a task lost with a dead worker is simply rerun.
+    A bounded window keeps the scheduler's memory to a few partitions of WKB however big the input.
+    Dask reruns a task lost with a dead worker; a result lost *after* its task finished (the worker
+    died before the client fetched it) can surface here as an error instead, so each partition is
+    resubmitted up to ``TASK_ATTEMPTS`` times. Parts are written atomically, so a rerun is harmless.
     """
     from dask.distributed import as_completed
 
@@ -742,18 +747,15 @@ def _run_tasks(client, todo: list[dict], parts: int, skipped: int, progress: boo
     window = 2 * workers + 2
     pending = iter(todo)
     futures = as_completed()
-    submitted = 0
-    for task in pending:
-        futures.add(
-            client.submit(
-                run_partition,
-                task,
-                key=f"redline-batch-{task['run']}-{task['part']:05d}",
-                pure=False,
-                retries=0,
-            )
-        )
-        submitted += 1
+    tasks: dict[str, tuple[dict, int]] = {}
+
+    def submit(task: dict, attempt: int = 1) -> None:
+        key = f"redline-batch-{task['run']}-{task['part']:05d}-{attempt}"
+        tasks[key] = (task, attempt)
+        futures.add(client.submit(run_partition, task, key=key, pure=False, retries=0))
+
+    for submitted, task in enumerate(pending, start=1):
+        submit(task)
         if submitted >= window:
             break
     done = skipped
@@ -762,7 +764,17 @@ def _run_tasks(client, todo: list[dict], parts: int, skipped: int, progress: boo
         bar.set_postfix_str(f"tasks {done}/{parts}")
         try:
             for future in futures:
-                result = future.result()
+                task, attempt = tasks.pop(future.key)
+                try:
+                    result = future.result()
+                except BatchRunError:
+                    raise
+                except Exception:
+                    if attempt >= TASK_ATTEMPTS:
+                        raise
+                    log.warning("partition %s failed on attempt %d; running it again", task["part"], attempt, exc_info=True)
+                    submit(task, attempt + 1)
+                    continue
                 done += 1
                 bar.update(result["sites"])
                 bar.set_postfix_str(f"tasks {done}/{parts}")
@@ -770,15 +782,7 @@ def _run_tasks(client, todo: list[dict], parts: int, skipped: int, progress: boo
                     on_part(result)
                 task = next(pending, None)
                 if task is not None:
-                    futures.add(
-                        client.submit(
-                            run_partition,
-                            task,
-                            key=f"redline-batch-{task['run']}-{task['part']:05d}",
-                            pure=False,
-                            retries=0,
-                        )
-                    )
+                    submit(task)
         except Exception as err:
             for future in list(futures.futures):
                 future.cancel()

@@ -503,11 +503,16 @@ class ConstraintIndex:
 
         constraints = []
         answers: dict[str, dict] = {}
+        templates = snap.__dict__.get("_templates", {})
+        simple = allowed is None and not live_datasets
         for constraint in self.catalogue.constraints:
             if constraint.any_of:
                 continue
-            answer = self._answer(constraint, snap, by_dataset, allowed, live_results, live_error, live_datasets, uncovered, touched)
-            answers[constraint.key] = answer
+            template = templates.get(constraint.key) if simple and touched.isdisjoint(constraint.datasets) else None
+            if template is not None:  # the common case, inlined: nothing met and every layer covers the site
+                answers[constraint.key] = {**template, "entities": [], "nearby": [], "datasets": list(constraint.datasets)}
+            else:
+                answers[constraint.key] = self._answer(constraint, snap, by_dataset, allowed, live_results, live_error, live_datasets, uncovered, touched)
         for constraint in self.catalogue.constraints:
             if constraint.any_of:
                 parts = [answers[k] for k in constraint.any_of if k in answers]
