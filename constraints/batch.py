@@ -104,7 +104,7 @@ class SiteTable:
 
 
 def _read_frame(path: Path, layer: str | None):
-    from datasets.loaders import LoadError, _read_file
+    from datasets.loaders import LoadError, read_frame
 
     if path.suffix.lower() in (".parquet", ".geoparquet"):
         import geopandas as gpd
@@ -116,7 +116,7 @@ def _read_frame(path: Path, layer: str | None):
         ) as err:  # pyarrow and geopandas raise several kinds for a file that is not GeoParquet
             raise BatchError(f"{path.name} could not be read as GeoParquet: {err}") from None
     try:
-        return _read_file(path, layer)
+        return read_frame(path, layer)
     except LoadError as err:
         raise BatchError(str(err)) from None
 
@@ -135,7 +135,7 @@ def read_sites(
     BatchError
         The file is missing or unreadable, has no CRS, or has no column ``id_field``.
     """
-    from datasets.loaders import LoadError, _to_wgs84, kebab
+    from datasets.loaders import LoadError, frame_to_wgs84, kebab
 
     path = Path(path)
     if not path.exists():
@@ -148,7 +148,7 @@ def read_sites(
         )
     frame = _read_frame(path, layer)
     try:
-        frame, off_grid = _to_wgs84(frame, crs, path)
+        frame, off_grid = frame_to_wgs84(frame, crs, path)
     except LoadError as err:
         raise BatchError(str(err)) from None
     except Exception as err:  # pyproj: an unknown --crs

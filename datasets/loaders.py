@@ -113,7 +113,7 @@ def _read_csv(path: Path) -> gpd.GeoDataFrame:
     return gpd.GeoDataFrame(table, geometry=geometry, crs=4326)
 
 
-def _read_file(path: Path, layer: str | None) -> gpd.GeoDataFrame:
+def read_frame(path: Path, layer: str | None) -> gpd.GeoDataFrame:
     if path.suffix.lower() == ".csv":
         return _read_csv(path)
     target = f"/vsizip/{path}" if path.suffix.lower() == ".zip" else str(path)
@@ -132,7 +132,7 @@ def _read_file(path: Path, layer: str | None) -> gpd.GeoDataFrame:
     return frame
 
 
-def _to_wgs84(frame: gpd.GeoDataFrame, crs: str | int | None, path: Path) -> tuple[gpd.GeoDataFrame, np.ndarray]:
+def frame_to_wgs84(frame: gpd.GeoDataFrame, crs: str | int | None, path: Path) -> tuple[gpd.GeoDataFrame, np.ndarray]:
     """The frame in EPSG:4326, and a mask of the rows whose coordinates fall off the OSTN15 grid."""
     off_grid = np.zeros(len(frame), dtype=bool)
     declared = CRS.from_user_input(crs) if crs is not None else frame.crs
@@ -190,8 +190,8 @@ def read_layer_file(
     path = Path(path)
     if not path.exists():
         raise LoadError(f"{path} does not exist")
-    frame = _read_file(path, layer)
-    frame, off_grid = _to_wgs84(frame, crs, path)
+    frame = read_frame(path, layer)
+    frame, off_grid = frame_to_wgs84(frame, crs, path)
     frame = frame.rename_geometry("geometry") if frame.geometry.name != "geometry" else frame
     frame = frame.reset_index(drop=True)
     rows = np.arange(1, len(frame) + 1)  # row numbers as a person counts them in the file
