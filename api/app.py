@@ -137,7 +137,9 @@ def create_app(settings: Settings | None = None, *, load_in_background: bool = T
 
     domain_errors: list[type[Exception]] = []
     app.include_router(health.router)
-    app.include_router(check.router)
+    app.router.add_route("/v1/check", check.CheckEndpoint(), methods=["POST"], include_in_schema=False)
+    fastapi_openapi = app.openapi
+    app.openapi = lambda: check.document(fastapi_openapi())
     for extend in _extensions():
         domain_errors.extend(extend(app) or ())
     errors.install(app, tuple(domain_errors))

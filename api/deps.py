@@ -79,21 +79,26 @@ def authenticate(request: Request) -> Principal | None:
     return principal
 
 
+def admit(request: Request, scope: str) -> Principal:
+    """The caller's principal if its API key holds ``scope`` and it is within its rate limit; else a Problem."""
+    principal = authenticate(request)
+    if principal is None:
+        raise Problem(401, "Unauthorised", f"this endpoint needs an API key with scope '{scope}', sent as 'Authorization: Bearer KEY'", headers={"WWW-Authenticate": "Bearer"})
+    if not principal.has(scope):
+        raise Problem(403, "Forbidden", f"the API key '{principal.name}' lacks the '{scope}' scope this endpoint needs")
+    limiter: TokenBucket = request.app.state.rate_limiter
+    wait = limiter.take(principal.key_id or "anonymous")
+    if wait > 0:
+        raise Problem(429, "Too many requests", f"rate limit reached for '{principal.name}'; retry in {wait:.1f} s", headers={"Retry-After": str(max(1, round(wait)))})
+    request.state.principal = principal
+    return principal
+
+
 def require_scope(scope: str):
     """A dependency that admits only callers whose API key holds ``scope``."""
 
     async def dependency(request: Request) -> Principal:
-        principal = authenticate(request)
-        if principal is None:
-            raise Problem(401, "Unauthorised", f"this endpoint needs an API key with scope '{scope}', sent as 'Authorization: Bearer KEY'", headers={"WWW-Authenticate": "Bearer"})
-        if not principal.has(scope):
-            raise Problem(403, "Forbidden", f"the API key '{principal.name}' lacks the '{scope}' scope this endpoint needs")
-        limiter: TokenBucket = request.app.state.rate_limiter
-        wait = limiter.take(principal.key_id or "anonymous")
-        if wait > 0:
-            raise Problem(429, "Too many requests", f"rate limit reached for '{principal.name}'; retry in {wait:.1f} s", headers={"Retry-After": str(max(1, round(wait)))})
-        request.state.principal = principal
-        return principal
+        return admit(request, scope)
 
     dependency.__name__ = f"require_{scope.replace(':', '_')}"
     return Depends(dependency)

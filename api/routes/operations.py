@@ -203,7 +203,8 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            route = scope.get("route")
+            # FastAPI's router sets the route; for a plain ASGI endpoint the endpoint names its own path
+            route = scope.get("route") or scope.get("endpoint")
             template = getattr(route, "path", None) or "unmatched"
             state = scope.get("state") or {}
             checked = bool(state.get("checked")) if isinstance(state, dict) else False
