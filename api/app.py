@@ -21,6 +21,7 @@ from datasets.samples import load_samples
 from datasets.sync import BackgroundSync, Syncer
 
 from . import errors
+from .check_thread import CheckThread
 from .deps import TokenBucket
 from .keys import KeyStore
 from .routes import check, health
@@ -115,6 +116,7 @@ def create_app(settings: Settings | None = None, *, load_in_background: bool = T
                 app.state.live.close()
             for stop in app.state.on_shutdown:
                 await stop(app)
+            await asyncio.to_thread(app.state.check_thread.stop)
 
     app = FastAPI(
         title="redline",
@@ -132,6 +134,7 @@ def create_app(settings: Settings | None = None, *, load_in_background: bool = T
     state.index = None
     state.load_error = None
     state.live = LiveLookup(settings.pdp_api_url, ttl_seconds=settings.live_cache_ttl_s) if settings.live_fallback else None
+    state.check_thread = CheckThread()
     state.on_startup = []
     state.on_shutdown = []
 

@@ -198,9 +198,8 @@ def _is_loopback(host: str) -> bool:
 
 
 def cmd_serve(args) -> int:
-    import uvicorn
-
     from .keys import KeyStore
+    from .serve import serve
 
     settings = get_settings()
     if not KeyStore(settings.data_dir).any_active():
@@ -210,8 +209,7 @@ def cmd_serve(args) -> int:
                 "Create keys with 'redline keys create --name N --scope check', or pass --insecure"
             )
         logging.getLogger("redline").warning("no API keys configured: the service is open to every caller (development mode)")
-    uvicorn.run("api.app:create_app", factory=True, host=args.host, port=args.port, workers=args.workers, log_level=args.log_level, proxy_headers=True)
-    return 0
+    return serve(args.host, args.port, args.workers, args.log_level)
 
 
 def cmd_keys(args) -> int:

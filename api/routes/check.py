@@ -6,8 +6,6 @@ import functools
 from enum import StrEnum
 from urllib.parse import parse_qsl
 
-import anyio
-import anyio.to_thread
 import orjson
 from fastapi import Request
 from fastapi.responses import Response
@@ -18,15 +16,6 @@ from constraints.site import SiteLimits, load_json
 
 from ..deps import admit, get_index
 from ..errors import Problem
-
-_limiter: anyio.CapacityLimiter | None = None
-
-
-def _check_limiter() -> anyio.CapacityLimiter:
-    global _limiter
-    if _limiter is None:  # created inside the running event loop, once per process
-        _limiter = anyio.CapacityLimiter(2)
-    return _limiter
 
 
 class Format(StrEnum):
@@ -187,9 +176,7 @@ class CheckEndpoint:
         work = functools.partial(
             run_check, index, state.catalogue, site, fmt, tolerance=tolerance, datasets=split_list(query.getlist("datasets")), council=query.get("council") or None, keys=split_list(query.getlist("keys"))
         )
-        # off the event loop, two at a time: more threads in one process only queue on the GIL, and
-        # first-come-first-served keeps the slowest answers from waiting behind later ones
-        answer = await anyio.to_thread.run_sync(work, limiter=_check_limiter())
+        answer = await state.check_thread.run(work)  # off the event loop, in arrival order
         request.state.checked = True
         payload = orjson.dumps(answer, option=orjson.OPT_SERIALIZE_NUMPY)
         await send(

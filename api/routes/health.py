@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
@@ -23,4 +25,5 @@ def readyz(request: Request):
         reasons = [state.load_error] if state.load_error else ["the constraint index is still loading"]
         return problem_response(503, "Not ready", "; ".join(reasons), headers={"Retry-After": "5"}, reasons=reasons)
     snap = index.snapshot
-    return JSONResponse({"status": "ready", "datasets": len(snap.layers), "features": snap.features, "data_version": snap.data_version, "built_at": snap.built_at})
+    # "process" tells a caller (a load balancer's log, the benchmark) which worker answered
+    return JSONResponse({"status": "ready", "datasets": len(snap.layers), "features": snap.features, "data_version": snap.data_version, "built_at": snap.built_at, "process": os.getpid()})

@@ -534,7 +534,7 @@ async def gis(
         body["site"] = answer["site"]
         return body
 
-    body = await run_in_threadpool(work)
+    body = await request.app.state.check_thread.run(work)
     request.state.checked = True
     return json_response(body, request)
 
