@@ -93,6 +93,37 @@ def _start_background_sync(app: FastAPI):
     return BackgroundSync(syncer, platform_datasets(app.state.catalogue), settings.sync_interval_s).start()
 
 
+class RedlineAPI(FastAPI):
+    """FastAPI with one shortcut: ``POST /v1/check``, the hot path, goes straight to its endpoint.
+
+    It still passes through the app's own middleware (metrics, CORS) and exception handlers, but not
+    FastAPI's outer layers (telemetry, body limit, server-error, exit-stack middleware) or the router's
+    walk over every route, which together cost about a fifth of a check. Every other request, and a
+    check with another method, takes the normal way.
+    """
+
+    fast_paths: dict[tuple[str, str], object]
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http":
+            endpoint = self.fast_paths.get((scope["method"], scope["path"]))
+            if endpoint is not None:
+                scope["app"] = self
+                scope["endpoint"] = endpoint
+                return await self._fast_stack(endpoint)(scope, receive, send)
+        return await super().__call__(scope, receive, send)
+
+    def _fast_stack(self, endpoint):
+        stacks = self.__dict__.setdefault("_fast_stacks", {})
+        stack = stacks.get(id(endpoint))
+        if stack is None:  # built on first use, when every middleware has been added
+            stack = errors.answering_errors(self, endpoint)
+            for cls, args, kwargs in reversed(self.user_middleware):
+                stack = cls(stack, *args, **kwargs)
+            stacks[id(endpoint)] = stack
+        return stack
+
+
 def create_app(settings: Settings | None = None, *, load_in_background: bool = True) -> FastAPI:
     settings = settings or get_settings()
 
@@ -118,7 +149,7 @@ def create_app(settings: Settings | None = None, *, load_in_background: bool = T
                 await stop(app)
             await asyncio.to_thread(app.state.check_thread.stop)
 
-    app = FastAPI(
+    app = RedlineAPI(
         title="redline",
         version="0.1.0",
         description="Planning constraints checks and red-line boundaries for English local planning authorities. "
@@ -140,7 +171,9 @@ def create_app(settings: Settings | None = None, *, load_in_background: bool = T
 
     domain_errors: list[type[Exception]] = []
     app.include_router(health.router)
-    app.router.add_route("/v1/check", check.CheckEndpoint(), methods=["POST"], include_in_schema=False)
+    check_endpoint = check.CheckEndpoint()
+    app.router.add_route("/v1/check", check_endpoint, methods=["POST"], include_in_schema=False)
+    app.fast_paths = {("POST", "/v1/check"): check_endpoint}
     fastapi_openapi = app.openapi
     app.openapi = lambda: check.document(fastapi_openapi())
     for extend in _extensions():

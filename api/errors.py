@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 
 from fastapi import FastAPI, Request
@@ -77,6 +78,43 @@ def _cache_error(request: Request, exc: CacheError) -> JSONResponse:
 def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unexpected error on %s %s", request.method, request.url.path)
     return problem_response(500, "Internal error", "redline failed to answer this request; the error is logged. Please report it.", instance=request.url.path)
+
+
+def handler_for(app: FastAPI, exc: Exception):
+    """The app's handler for ``exc``: the nearest of its classes that has one, else the catch-all."""
+    for cls in type(exc).__mro__:
+        handler = app.exception_handlers.get(cls)
+        if handler is not None:
+            return handler
+    return _unexpected
+
+
+def answering_errors(app: FastAPI, endpoint):
+    """A plain ASGI ``endpoint`` served outside the router, with the app's exception handlers around it.
+
+    What the router's ``ExceptionMiddleware`` and ``ServerErrorMiddleware`` do for routes: an exception
+    raised before the answer has started becomes the same problem+json answer.
+    """
+
+    async def guarded(scope, receive, send):
+        started = False
+
+        async def tracking_send(message):
+            nonlocal started
+            started = True
+            await send(message)
+
+        try:
+            await endpoint(scope, receive, tracking_send)
+        except Exception as exc:
+            if started:  # half an answer is on the wire; nothing sensible can follow it
+                raise
+            response = handler_for(app, exc)(Request(scope, receive), exc)
+            if inspect.isawaitable(response):
+                response = await response
+            await response(scope, receive, send)
+
+    return guarded
 
 
 def install(app: FastAPI, domain_errors: tuple[type[Exception], ...] = ()) -> None:

@@ -126,7 +126,31 @@ def _position_error(message: str, pointer: str, code: str = "invalid-coordinates
     return SiteError(message, code=code, pointer=pointer)
 
 
+def _positions_fast(coords) -> np.ndarray | None:
+    """The common case at numpy speed: a list of [lon, lat] numbers. None when it needs a closer look.
+
+    numpy turns ``true`` into 1.0 and ``false`` into 0.0 beside floats, so an array holding an exact 0
+    or 1 is sent the slow way, which names a boolean for what it is (neither is a longitude or latitude
+    in England, so real sites almost never take that way).
+    """
+    try:
+        points = np.array(coords)
+    except (ValueError, TypeError, OverflowError):
+        return None
+    if points.ndim != 2 or points.shape[1] != 2 or points.dtype.kind not in "fi":
+        return None
+    if points.dtype.kind == "i":
+        points = points.astype(np.float64)
+    if not np.isfinite(points).all() or ((points == 0) | (points == 1)).any():
+        return None
+    return points
+
+
 def _check_positions(coords, pointer: str, warnings: list[str]) -> np.ndarray:
+    if isinstance(coords, list) and coords:
+        points = _positions_fast(coords)
+        if points is not None:
+            return points
     if not isinstance(coords, list | tuple) or not coords:
         raise _position_error("expected a list of [longitude, latitude] positions", pointer)
     dims = set()
@@ -149,9 +173,17 @@ def _check_positions(coords, pointer: str, warnings: list[str]) -> np.ndarray:
     return np.array([p[:2] for p in coords], dtype=np.float64)
 
 
+def _three_distinct(ring: np.ndarray) -> bool:
+    """True when the first three points differ (cheap); False means: count them properly."""
+    if len(ring) < 3:
+        return False
+    a, b, c = ring[0].tolist(), ring[1].tolist(), ring[2].tolist()
+    return a != b and b != c and a != c
+
+
 def _check_ring(coords, pointer: str, warnings: list[str]) -> np.ndarray:
     ring = _check_positions(coords, pointer, warnings)
-    if len(np.unique(ring, axis=0)) < 3:
+    if not _three_distinct(ring) and len(np.unique(ring, axis=0)) < 3:
         raise SiteError(
             "a ring needs at least 3 distinct points to enclose an area", code="too-few-points", pointer=pointer
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import urllib.parse
 from pathlib import Path
 
@@ -336,6 +337,33 @@ def test_bad_sites_are_refused_with_a_reason(sample_index):
         sample_index.check({"type": "Point", "coordinates": [51.5, -0.1]})
     with pytest.raises(SiteError, match="line, not a site"):
         parse_site({"type": "LineString", "coordinates": [[-0.1, 51.5], [-0.2, 51.5]]})
+
+
+@pytest.mark.parametrize(
+    ("position", "reason"),
+    [
+        ("[true, 51.38]", "holds true, not a number"),  # numpy would read true beside floats as 1.0
+        ("[-2.36, false]", "holds false, not a number"),
+        ('[-2.36, "51.38"]', 'holds "51.38", not a number'),  # numpy would read the string as a float
+        ("[-2.36, null]", "holds null, not a number"),
+        ("[-2.36]", "must be [longitude, latitude]"),
+        ("[-2.36, 51.38, 1, 2]", "must be [longitude, latitude]"),
+    ],
+)
+def test_a_position_that_is_not_two_numbers_is_named_among_good_ones(position, reason):
+    ring = f"[[-2.37, 51.38], {position}, [-2.35, 51.39], [-2.37, 51.38]]"
+    with pytest.raises(SiteError, match=re.escape(reason)) as refused:
+        parse_site(f'{{"type": "Polygon", "coordinates": [{ring}]}}'.encode())
+    assert refused.value.pointer == "/coordinates/0/1"
+
+
+def test_integer_and_three_dimensional_positions_are_read_as_numbers():
+    whole_degrees = parse_site({"type": "Polygon", "coordinates": [[[-2, 51], [-1, 51], [-1, 52], [-2, 51]]]})
+    assert whole_degrees.area_m2 > 1e9
+    with_heights = parse_site({"type": "Polygon", "coordinates": [[[-2.37, 51.38, 10], [-2.36, 51.38], [-2.36, 51.39, 12.5], [-2.37, 51.38, 10]]]})
+    assert "heights (Z) were ignored: the check is two-dimensional" in with_heights.warnings
+    with pytest.raises(SiteError, match="not a finite number"):
+        parse_site({"type": "Polygon", "coordinates": [[[-2.37, 51.38], [float("nan"), 51.38], [-2.36, 51.39], [-2.37, 51.38]]]})
 
 
 def test_the_small_input_ostn15_path_agrees_with_convertbng_to_the_millimetre():
