@@ -30,6 +30,7 @@ from datasets.crs import (
     WGS84,
     OutsideGridError,
     grid_reference,
+    lonlat_to_bng,
     to_bng,
     to_wgs84,
 )
@@ -401,6 +402,94 @@ def _from_shapely(geom: BaseGeometry, warnings: list[str], limits: SiteLimits) -
     return geom
 
 
+def _check_area(area: float, limits: SiteLimits) -> None:
+    if area <= 0:
+        raise SiteError("the polygon has no area", code="empty")
+    if limits.min_area_m2 is not None and area < limits.min_area_m2:
+        raise SiteError(
+            f"the site is {area:.2f} m², smaller than the {limits.min_area_m2:g} m² minimum: is it drawn at the right scale?",
+            code="too-small",
+        )
+    if limits.max_area_m2 is not None and area > limits.max_area_m2:
+        raise SiteError(
+            f"the site is {area / 10_000:.2f} ha, more than the {limits.max_area_m2 / 10_000:g} ha maximum",
+            code="too-big",
+        )
+
+
+def _vertex_limit(vertices: int, limits: SiteLimits) -> None:
+    if limits.max_vertices is not None and vertices > limits.max_vertices:
+        raise SiteError(
+            f"the site has {vertices} vertices; at most {limits.max_vertices} are accepted: simplify the boundary",
+            code="too-many-vertices",
+            status=413,
+        )
+
+
+def _ring_turn(xy: np.ndarray) -> float:
+    """Twice the signed area of a closed ring (shoelace): positive anticlockwise."""
+    x, y = xy[:, 0], xy[:, 1]
+    return float(x[:-1] @ y[1:] - x[1:] @ y[:-1])
+
+
+def _simple_polygon(obj, limits: SiteLimits) -> Site | None:
+    """The commonest site, one ring with no holes, read with a handful of array operations.
+
+    It answers exactly as the general path does (same coordinates, orientation, area and warnings),
+    and hands anything else back (None): holes, several polygons, heights, repeated points, a ring
+    that crosses itself, a bad position, or a point outside Great Britain, so every refusal and
+    repair keeps its one, careful implementation.
+    """
+    properties: dict = {}
+    if obj.get("type") == "Feature":
+        properties = obj.get("properties") or {}
+        obj = obj.get("geometry")
+        if not isinstance(obj, dict):
+            return None
+    if obj.get("type") != "Polygon":
+        return None
+    rings = obj.get("coordinates")
+    if not isinstance(rings, list) or len(rings) != 1 or not isinstance(rings[0], list) or len(rings[0]) < 4:
+        return None
+    lonlat = _positions_fast(rings[0])
+    if lonlat is None or not _three_distinct(lonlat) or lonlat[0].tolist() != lonlat[-1].tolist():
+        return None
+    (xmin, ymin), (xmax, ymax) = lonlat.min(axis=0).tolist(), lonlat.max(axis=0).tolist()
+    if not (GB_LON[0] <= xmin and xmax <= GB_LON[1] and GB_LAT[0] <= ymin and ymax <= GB_LAT[1]):
+        return None
+    vertices = len(lonlat)
+    _vertex_limit(vertices, limits)
+    east, north = lonlat_to_bng(lonlat[:, 0], lonlat[:, 1])
+    grid = np.column_stack([east, north])
+    if not np.isfinite(grid).all() or (grid[1:] == grid[:-1]).all(axis=1).any():
+        return None  # off the grid, or repeated points: the general path says which
+    turn, turn_grid = _ring_turn(lonlat), _ring_turn(grid)
+    if turn == 0 or (turn > 0) != (turn_grid > 0):
+        return None
+    warnings: list[str] = []
+    if turn < 0:  # clockwise: RFC 7946 wants outer rings anticlockwise
+        lonlat, grid = lonlat[::-1].copy(), grid[::-1].copy()
+        warnings.append("rings were rewound: outer rings anticlockwise, holes clockwise (RFC 7946)")
+    geometry, bng = shapely.polygons([lonlat, grid])
+    if not shapely.is_valid(bng):
+        return None
+    area, perimeter = WGS84.polygon_area_perimeter(lonlat[:, 0], lonlat[:, 1])
+    area, perimeter = abs(area), abs(perimeter)
+    _check_area(area, limits)
+    (lon, lat), (x, y) = shapely.get_coordinates(shapely.centroid([geometry, bng])).tolist()
+    return Site(
+        geometry=geometry,
+        bng=bng,
+        area_m2=area,
+        perimeter_m=perimeter,
+        centroid=(lon, lat),
+        grid_reference=grid_reference(x, y),
+        vertices=vertices,
+        warnings=warnings,
+        properties=properties,
+    )
+
+
 def parse_site(obj, limits: SiteLimits = SiteLimits()) -> Site:
     """Read a site from GeoJSON (bytes, str or parsed) or a shapely geometry in EPSG:4326.
 
@@ -419,6 +508,10 @@ def parse_site(obj, limits: SiteLimits = SiteLimits()) -> Site:
     properties: dict = {}
     if isinstance(obj, bytes | bytearray | str):
         obj = load_json(obj, limits)
+    if isinstance(obj, dict):
+        simple = _simple_polygon(obj, limits)
+        if simple is not None:
+            return simple
     if isinstance(obj, BaseGeometry):
         geometry = _from_shapely(obj, warnings, limits)
     else:
@@ -426,12 +519,7 @@ def parse_site(obj, limits: SiteLimits = SiteLimits()) -> Site:
             properties = obj.get("properties") or {}
         geometry = geometry_from_geojson(obj, warnings, limits)
     vertices = int(shapely.get_num_coordinates(geometry))
-    if limits.max_vertices is not None and vertices > limits.max_vertices:
-        raise SiteError(
-            f"the site has {vertices} vertices; at most {limits.max_vertices} are accepted: simplify the boundary",
-            code="too-many-vertices",
-            status=413,
-        )
+    _vertex_limit(vertices, limits)
     try:
         bng = to_bng(geometry)
     except OutsideGridError as err:
@@ -452,18 +540,7 @@ def parse_site(obj, limits: SiteLimits = SiteLimits()) -> Site:
         geometry = to_wgs84(bng) if changed else shapely.orient_polygons(geometry, exterior_cw=False)
         area, perimeter = WGS84.geometry_area_perimeter(geometry)
         area, perimeter = abs(area), abs(perimeter)
-        if area <= 0:
-            raise SiteError("the polygon has no area", code="empty")
-        if limits.min_area_m2 is not None and area < limits.min_area_m2:
-            raise SiteError(
-                f"the site is {area:.2f} m², smaller than the {limits.min_area_m2:g} m² minimum: is it drawn at the right scale?",
-                code="too-small",
-            )
-        if limits.max_area_m2 is not None and area > limits.max_area_m2:
-            raise SiteError(
-                f"the site is {area / 10_000:.2f} ha, more than the {limits.max_area_m2 / 10_000:g} ha maximum",
-                code="too-big",
-            )
+        _check_area(area, limits)
         centre, centre_bng = geometry.centroid, bng.centroid
     else:
         area = perimeter = 0.0

@@ -410,3 +410,41 @@ def test_a_site_of_several_overlapping_parcels_is_merged_not_refused(sample_inde
     assert any("merged into one site" in w for w in site.warnings)
     merged = parse_site(shapely.union_all([left, right]))
     assert site.area_m2 == pytest.approx(merged.area_m2, rel=1e-9)
+
+
+def test_the_quick_read_of_a_one_ring_site_answers_exactly_as_the_careful_one(monkeypatch):
+    # parse_site reads the commonest site (one ring, no holes) with a few array operations and hands
+    # everything else to the general path; both must give the very same coordinates, area and warnings
+    from constraints import site as site_module
+
+    rng = np.random.default_rng(5)
+    bodies = []
+    for _ in range(150):
+        lon, lat = rng.uniform(-5.5, 1.5), rng.uniform(50.2, 55.5)
+        angles = np.sort(rng.uniform(0, 2 * np.pi, rng.integers(3, 40)))
+        radius = rng.uniform(0.0002, 0.003) * rng.uniform(0.6, 1.0, len(angles))
+        ring = np.column_stack([lon + radius * np.cos(angles), lat + 0.6 * radius * np.sin(angles)])
+        ring = np.vstack([ring, ring[:1]])
+        for variant in (ring, ring[::-1], ring.round(4)):  # anticlockwise, clockwise, rounded (repeats, crossings)
+            polygon = {"type": "Polygon", "coordinates": [variant.tolist()]}
+            bodies.append(polygon)
+            bodies.append({"type": "Feature", "properties": {"ref": "A1"}, "geometry": polygon})
+
+    def read(body):
+        try:
+            return parse_site(json.dumps(body))
+        except SiteError as err:
+            return err
+
+    quick = [read(body) for body in bodies]
+    assert sum(site_module._simple_polygon(body, site_module.SiteLimits()) is not None for body in bodies) > len(bodies) / 2
+    monkeypatch.setattr(site_module, "_simple_polygon", lambda obj, limits: None)
+    careful = [read(body) for body in bodies]
+    for a, b in zip(quick, careful, strict=True):
+        if isinstance(b, SiteError):
+            assert isinstance(a, SiteError) and a.message == b.message
+            continue
+        assert shapely.get_coordinates(a.geometry).tolist() == shapely.get_coordinates(b.geometry).tolist()
+        assert shapely.get_coordinates(a.bng).tolist() == shapely.get_coordinates(b.bng).tolist()
+        assert (a.area_m2, a.perimeter_m, a.centroid, a.grid_reference, a.vertices) == (b.area_m2, b.perimeter_m, b.centroid, b.grid_reference, b.vertices)
+        assert (a.warnings, a.properties) == (b.warnings, b.properties)
