@@ -209,7 +209,10 @@ def cmd_serve(args) -> int:
                 "Create keys with 'redline keys create --name N --scope check', or pass --insecure"
             )
         logging.getLogger("redline").warning("no API keys configured: the service is open to every caller (development mode)")
-    return serve(args.host, args.port, args.workers, args.log_level)
+    try:
+        return serve(args.host, args.port, args.workers, args.log_level)
+    except OSError as err:  # the port is taken, or the address is not this machine's
+        return _fail(f"cannot listen on {args.host}:{args.port}: {err.strerror or err}")
 
 
 def cmd_keys(args) -> int:

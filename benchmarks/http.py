@@ -224,11 +224,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--scale", type=float, default=0.0, help="0 = the bundled samples; 1 = national counts (synthetic)"
     )
-    parser.add_argument("--seconds", type=float, default=10.0)
-    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--concurrency", type=int, default=12)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--sites", type=int, default=500)
-    parser.add_argument("--warmup", type=float, default=2.0)
+    parser.add_argument("--warmup", type=float, default=5.0, help="seconds of load before measuring (first touches of a national index)")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument(
         "--driver",

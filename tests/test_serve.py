@@ -1,0 +1,123 @@
+"""`redline serve --workers N`: every worker takes connections, a dead worker is replaced, SIGTERM stops all.
+
+Real processes on loopback: the supervisor, its workers, and clients opening fresh connections.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.skipif(not hasattr(socket, "SO_REUSEPORT"), reason="SO_REUSEPORT is Linux's (other systems use uvicorn's own workers)")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def answering_processes(url: str, tries: int = 40) -> set[int]:
+    """The worker pids that answer /readyz, each probe on a new connection."""
+    pids = set()
+    for _ in range(tries):
+        response = httpx.get(f"{url}/readyz", timeout=5, headers={"Connection": "close"})
+        if response.status_code == 200:
+            pids.add(response.json()["process"])
+    return pids
+
+
+def workers_answering(url: str, count: int, without: int | None = None):
+    """A condition for ``wait_for``: exactly ``count`` workers answer (none of them ``without``)."""
+
+    def condition():
+        pids = answering_processes(url)
+        return pids if len(pids) == count and without not in pids else None
+
+    return condition
+
+
+def wait_for(condition, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            value = condition()
+            if value:
+                return value
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture
+def two_workers(sample_cache, tmp_path):
+    data_dir = tmp_path / "cache"
+    shutil.copytree(sample_cache.root, data_dir)
+    port = free_port()
+    log = open(tmp_path / "serve.log", "wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "api.cli", "serve", "--port", str(port), "--workers", "2", "--log-level", "warning"],
+        cwd=ROOT,
+        env=os.environ | {"REDLINE_DATA_DIR": str(data_dir), "REDLINE_LOAD_SAMPLES": "false"},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        yield process, url, port
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+        log.close()
+
+
+def test_both_workers_take_connections_and_a_dead_one_is_replaced(two_workers):
+    supervisor, url, _ = two_workers
+    first = wait_for(workers_answering(url, 2), 120, "two workers to answer")
+    victim = sorted(first)[0]
+    os.kill(victim, signal.SIGKILL)
+    after = wait_for(workers_answering(url, 2, without=victim), 120, "a replacement worker")
+    assert len(after - first) == 1  # one new worker beside the survivor
+    assert supervisor.poll() is None
+
+
+def test_sigterm_stops_every_worker_and_frees_the_port(two_workers):
+    supervisor, url, port = two_workers
+    workers = wait_for(workers_answering(url, 2), 120, "two workers to answer")
+    supervisor.send_signal(signal.SIGTERM)
+    assert supervisor.wait(60) == 0
+    for pid in workers:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    with socket.socket() as probe:  # nothing listens there any more
+        assert probe.connect_ex(("127.0.0.1", port)) != 0
+
+
+def test_a_port_held_by_another_program_is_refused_at_once(sample_cache, tmp_path):
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "api.cli", "serve", "--port", str(port), "--workers", "2"],
+            cwd=ROOT,
+            env=os.environ | {"REDLINE_DATA_DIR": str(tmp_path / "cache")},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode != 0
+    assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in result.stderr
+    assert "Traceback" not in result.stderr
