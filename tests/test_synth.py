@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -171,3 +172,20 @@ def test_check_benchmark_runs_end_to_end_and_prints_one_json_line(tmp_path):
     assert result["sites"] == 20 and result["baseline_sites"] == 20
     # the index and the naive baseline find exactly the same entities for every site
     assert result["baseline_agreement"] == 1.0
+
+
+@pytest.mark.parametrize("driver", ["httpx", "wrk"])
+def test_http_benchmark_serves_with_redline_serve_and_prints_one_json_line(tmp_path, driver):
+    if driver == "wrk" and shutil.which("wrk") is None:
+        if os.environ.get("CI") == "true":  # .ci/system-deps installs it: missing here is a broken setup
+            pytest.fail("wrk is not installed: run .ci/system-deps (apt-get install wrk)")
+        pytest.skip("wrk is not installed (the benchmark then uses its httpx client, tested beside this)")
+    done = _run(["benchmarks.http", "--scale", "0", "--seconds", "2", "--warmup", "1", "--sites", "40", "--driver", driver], tmp_path)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.strip().splitlines()
+    assert len(lines) == 1, done.stdout
+    result = json.loads(lines[0])
+    for key in ("rps", "p50_ms", "p99_ms", "errors", "workers", "concurrency", "in_process_p50_us", "share_of_in_process_2_core_rate"):
+        assert key in result, key
+    assert result["errors"] == 0 and result["workers"] == 2 and result["driver"] == driver
+    assert result["rps"] > 0 and 0 < result["p50_ms"] <= result["p99_ms"]
