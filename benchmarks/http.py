@@ -96,6 +96,40 @@ def in_process_times_us(root: Path, bodies: list[bytes]) -> np.ndarray:
     return np.asarray(times) / 1e3
 
 
+class StallWatch:
+    """How late a thread that sleeps 1 ms at a time wakes up, while the load runs.
+
+    The server saturates both cores, but a thread that has been sleeping is scheduled ahead of busy
+    ones, so it wakes within a few ms. Far later means the whole machine stalled (a virtual machine's
+    CPUs taken by its host, say), and a p99 from that run says more about the machine than the code.
+    """
+
+    def __init__(self) -> None:
+        import threading
+
+        self.late_ms: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def _watch(self) -> None:
+        while not self._stop.is_set():
+            started = time.perf_counter()
+            time.sleep(0.001)
+            self.late_ms.append((time.perf_counter() - started - 0.001) * 1e3)
+
+    def __enter__(self) -> StallWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def summary(self) -> dict:
+        late = np.asarray(self.late_ms or [0.0])
+        return {"stall_p99_ms": round(percentile(late, 99), 2), "stall_max_ms": round(float(late.max()), 1)}
+
+
 def start_server(root: Path, port: int, workers: int) -> subprocess.Popen:
     env = os.environ | {
         "REDLINE_DATA_DIR": str(root),
@@ -251,10 +285,11 @@ def main(argv: list[str] | None = None) -> int:
         log(
             f"server ready with {args.workers} worker(s); driving {args.concurrency} concurrent requests for {args.seconds:g} s"
         )
-        if driver == "wrk":
-            result = drive_wrk(url, bodies, args.seconds, args.concurrency, args.warmup)
-        else:
-            result = asyncio.run(drive(url, bodies, args.seconds, args.concurrency, args.warmup))
+        with StallWatch() as stalls:
+            if driver == "wrk":
+                result = drive_wrk(url, bodies, args.seconds, args.concurrency, args.warmup)
+            else:
+                result = asyncio.run(drive(url, bodies, args.seconds, args.concurrency, args.warmup))
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         try:
@@ -279,6 +314,7 @@ def main(argv: list[str] | None = None) -> int:
             "concurrency": args.concurrency,
             "in_process_p50_us": round(percentile(in_process, 50), 1),
             "share_of_in_process_2_core_rate": round(result["rps"] / ideal_rps, 3),
+            **stalls.summary(),
             "driver": driver,
             "requests": result["requests"],
             "seconds": args.seconds,
