@@ -144,8 +144,10 @@ def baseline(root: Path, sites_path: Path, n: int) -> tuple[int, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from benchmarks.synth import scale_argument
+
     parser = argparse.ArgumentParser(prog="python -m benchmarks.batch", description=__doc__.split("\n")[0])
-    parser.add_argument("--scale", type=float, default=0.05, help="1 = national counts (default 0.05)")
+    parser.add_argument("--scale", type=scale_argument, default=0.05, help="1 = national counts (default 0.05)")
     parser.add_argument("--sites", type=int, default=20000, help="sites to check (default 20000)")
     parser.add_argument("--workers", type=int, default=2, help="local worker processes (default 2)")
     parser.add_argument("--seed", type=int, default=42)
@@ -159,13 +161,8 @@ def main(argv: list[str] | None = None) -> int:
         print("error: --sites, --workers and --baseline-sites must be at least 1", file=sys.stderr)
         return 2
 
-    from benchmarks.synth import _check_scale, cached_layers
+    from benchmarks.synth import cached_layers
 
-    try:
-        _check_scale(args.scale)
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
     BENCH_DIR.mkdir(parents=True, exist_ok=True)
     root = cached_layers(args.scale, args.seed)
     sites = ensure_sites(root, args.scale, args.sites, args.seed)

@@ -222,8 +222,10 @@ def _run_child(argv: list[str], timeout: float) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from benchmarks.synth import scale_argument
+
     parser = argparse.ArgumentParser(prog="python -m benchmarks.check", description=__doc__.split("\n")[0])
-    parser.add_argument("--scale", type=float, default=0.01, help="1 = national counts (default 0.01)")
+    parser.add_argument("--scale", type=scale_argument, default=0.01, help="1 = national counts (default 0.01)")
     parser.add_argument("--sites", type=int, default=200, help="number of timed checks (default 200)")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--baseline-sites", type=int, default=200, help="at most this many baseline checks")
@@ -239,14 +241,6 @@ def main(argv: list[str] | None = None) -> int:
         return child(args)
     if args.sites < 1 or args.baseline_sites < 0:
         print("error: --sites must be at least 1 and --baseline-sites not negative", file=sys.stderr)
-        return 2
-
-    from benchmarks.synth import _check_scale
-
-    try:
-        _check_scale(args.scale)
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
         return 2
     where = ["--scale", repr(args.scale), "--seed", str(args.seed), "--sites", str(args.sites)]
     ready = _run_child(["--child", "prepare", *where], args.timeout)

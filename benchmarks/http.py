@@ -65,7 +65,7 @@ def sample_sites(cache, n: int, seed: int) -> list:
 def prepare(scale: float, n: int, seed: int) -> tuple[Path, list]:
     from datasets.cache import LayerCache
 
-    if scale <= 0:
+    if scale == 0:
         from datasets.samples import load_samples
 
         root = Path(tempfile.mkdtemp(prefix="redline-bench-http-"))
@@ -254,10 +254,17 @@ def drive_wrk(url: str, bodies: list[bytes], seconds: float, concurrency: int, w
     }
 
 
+def _scale(text: str) -> float:
+    """0 for the bundled samples, else a synthetic scale as the other benchmarks take it."""
+    from benchmarks.synth import scale_argument
+
+    return 0.0 if text.strip() in ("0", "0.0") else scale_argument(text)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.http", description=__doc__.split("\n")[0])
     parser.add_argument(
-        "--scale", type=float, default=0.0, help="0 = the bundled samples; 1 = national counts (synthetic)"
+        "--scale", type=_scale, default=0.0, help="0 = the bundled samples; 1 = national counts (synthetic)"
     )
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--concurrency", type=int, default=12)
@@ -303,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
     # (seen here: the same code's in-process p50 from 650 to 1,330 µs) affects on both sides alike;
     # at the median, because one stall of the machine would move a mean of 500 checks a long way
     ideal_rps = 2 * 1e6 / np.median(in_process)
-    if args.scale <= 0:
+    if args.scale == 0:
         shutil.rmtree(root, ignore_errors=True)
     emit(
         {

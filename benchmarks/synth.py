@@ -164,6 +164,16 @@ def _check_scale(scale: float) -> None:
         raise ValueError(f"scale must be in (0, {MAX_SCALE:g}], got {scale!r}")
 
 
+def scale_argument(text: str) -> float:
+    """``--scale`` for the benchmarks' command lines: a bad value is argparse's usage error (exit 2)."""
+    try:
+        scale = float(text)
+        _check_scale(scale)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc) if "scale" in str(exc) else f"scale must be a number, got {text!r}") from None
+    return scale
+
+
 # --------------------------------------------------------------------------------------------
 # Vectorised geometry
 # --------------------------------------------------------------------------------------------
@@ -843,15 +853,10 @@ def cached_layers(scale: float, seed: int = 42) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.synth", description=__doc__.split("\n")[0])
-    parser.add_argument("--scale", type=float, default=0.01, help="1 = national counts (default 0.01)")
+    parser.add_argument("--scale", type=scale_argument, default=0.01, help="1 = national counts (default 0.01)")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--out", type=Path, required=True, help="cache folder to fill (a LayerCache root)")
     args = parser.parse_args(argv)
-    try:
-        _check_scale(args.scale)
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
     from datasets.cache import LayerCache
 
     started = time.perf_counter()

@@ -189,3 +189,10 @@ def test_http_benchmark_serves_with_redline_serve_and_prints_one_json_line(tmp_p
         assert key in result, key
     assert result["errors"] == 0 and result["workers"] == 2 and result["driver"] == driver
     assert result["rps"] > 0 and 0 < result["p50_ms"] <= result["p99_ms"]
+
+
+@pytest.mark.parametrize("benchmark", ["benchmarks.check", "benchmarks.batch", "benchmarks.http"])
+def test_every_benchmark_refuses_a_scale_it_cannot_build_with_a_usage_error(tmp_path, benchmark):
+    bad = _run([benchmark, "--scale", "50"], tmp_path)
+    assert bad.returncode == 2 and "scale must be in (0, 25], got 50.0" in bad.stderr
+    assert "Traceback" not in bad.stderr
