@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import threading
 from pathlib import Path
@@ -21,6 +22,7 @@ from datasets.samples import load_samples
 from datasets.sync import BackgroundSync, Syncer
 
 from . import errors
+from .check_process import CheckProcessRunner, fork_available
 from .check_thread import CheckThread
 from .deps import TokenBucket
 from .keys import KeyStore
@@ -148,6 +150,9 @@ def create_app(settings: Settings | None = None, *, load_in_background: bool = T
             for stop in app.state.on_shutdown:
                 await stop(app)
             await asyncio.to_thread(app.state.check_thread.stop)
+            exited = app.state.check_process.close() if app.state.check_process is not None else None
+            if exited is not None:  # reaped here, so no check process outlives its worker
+                await asyncio.to_thread(exited.wait, 10)
 
     app = RedlineAPI(
         title="redline",
@@ -166,6 +171,9 @@ def create_app(settings: Settings | None = None, *, load_in_background: bool = T
     state.load_error = None
     state.live = LiveLookup(settings.pdp_api_url, ttl_seconds=settings.live_cache_ttl_s) if settings.live_fallback else None
     state.check_thread = CheckThread()
+    # the live fallback's HTTP client must not be shared with a forked child: those checks stay on the thread
+    use_process = settings.check_process and fork_available() and state.live is None
+    state.check_process = CheckProcessRunner(lambda _snapshot: functools.partial(check.answer_check, state.index, state.catalogue, check.site_limits(settings))) if use_process else None
     state.on_startup = []
     state.on_shutdown = []
 

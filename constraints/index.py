@@ -383,23 +383,33 @@ class ConstraintIndex:
         if snap is None or snap.tree is None:
             return []
         geom = site.bng
-        hits = snap.tree.query(geom, predicate="intersects")
-        if not len(hits):
-            return []
-        if datasets is not None:
+        hits = snap.tree.query(geom)  # pieces whose boxes meet the site's box
+        if datasets is not None and len(hits):
             wanted = np.array([i for i, layer in enumerate(snap.layer_list) if layer.name in datasets], dtype=np.int32)
             hits = hits[np.isin(snap.piece_layer[hits], wanted)]
-        layer_of = snap.piece_layer[hits]
-        row_of = snap.piece_row[hits]
+        if not len(hits):
+            return []
         pieces = snap.piece_geometry[hits]
+        piece_area = snap.piece_area[hits]
         site_area = geom.area
         polygon_site = site_area > 0
+        shapely.prepare(geom)
+        # Which boxes really meet the site. The pieces are prepared when the index is built, so asking
+        # each piece costs half of STRtree.query(predicate="intersects"), which prepares the site anew on
+        # every call; a piece the site holds properly needs no asking at all.
+        inside = (piece_area > 0) & shapely.contains_properly(geom, pieces) if polygon_site else np.zeros(len(hits), dtype=bool)
+        meets = inside.copy()
+        meets[~inside] = shapely.intersects(pieces[~inside], geom)
+        if not meets.all():
+            hits, pieces, piece_area, inside = hits[meets], pieces[meets], piece_area[meets], inside[meets]
+            if not len(hits):
+                return []
+        layer_of = snap.piece_layer[hits]
+        row_of = snap.piece_row[hits]
         if polygon_site:
-            shapely.prepare(geom)
             area = np.zeros(len(hits))
-            poly_piece = snap.piece_area[hits] > 0
-            inside = poly_piece & shapely.contains_properly(geom, pieces)
-            area[inside] = snap.piece_area[hits][inside]
+            poly_piece = piece_area > 0
+            area[inside] = piece_area[inside]
             rest = poly_piece & ~inside
             if rest.any():
                 # a piece that holds the whole site overlaps it by the site's area; the others are first
@@ -470,16 +480,18 @@ class ConstraintIndex:
         datasets: list[str] | None = None,
         council: str | None = None,
         keys: list[str] | None = None,
+        snapshot: Snapshot | None = None,
     ) -> dict:
         """The native answer for a site: every catalogue key with its status and evidence.
 
         ``site`` is GeoJSON (bytes, str or dict) or a shapely geometry in EPSG:4326, or a parsed ``Site``.
         ``datasets`` restricts the check to those datasets (other keys are ``unknown``); ``council``
         adds that council's granular article 4 keys; ``keys`` restricts the answer to those keys.
+        ``snapshot`` pins the data to check against (the current one by default).
         """
         if not isinstance(site, Site):
             site = parse_site(site, self.limits)
-        snap = self.snapshot
+        snap = snapshot or self.snapshot
         if snap is None:
             raise CacheError("the index is not loaded yet")
         allowed = set(datasets) if datasets is not None else None

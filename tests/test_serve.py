@@ -16,6 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from api_fixtures import BATH_SITE
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.skipif(not hasattr(socket, "SO_REUSEPORT"), reason="SO_REUSEPORT is Linux's (other systems use uvicorn's own workers)")
@@ -93,14 +94,36 @@ def test_both_workers_take_connections_and_a_dead_one_is_replaced(two_workers):
     assert supervisor.poll() is None
 
 
-def test_sigterm_stops_every_worker_and_frees_the_port(two_workers):
+def check_processes(url: str, tries: int = 40) -> set[int]:
+    """The check processes (see api/check_process.py) behind the workers, after a check on each connection."""
+    pids = set()
+    for _ in range(tries):
+        with httpx.Client(headers={"Connection": "close"}) as client:
+            client.post(f"{url}/v1/check", json=BATH_SITE, timeout=10).raise_for_status()
+            pids.add(client.get(f"{url}/readyz", timeout=5).json()["check_process"])
+    return pids
+
+
+def gone(pid: int) -> bool:
+    """Not running: no such process, or a zombie nobody has reaped yet."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+def test_sigterm_stops_every_worker_and_its_check_process_and_frees_the_port(two_workers):
     supervisor, url, port = two_workers
     workers = wait_for(workers_answering(url, 2), 120, "two workers to answer")
+    checkers = wait_for(lambda: found if len(found := check_processes(url)) == 2 else None, 60, "a check process in each worker")
+    assert not checkers & workers
     supervisor.send_signal(signal.SIGTERM)
     assert supervisor.wait(60) == 0
     for pid in workers:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+    for pid in checkers:
+        assert gone(pid)
     with socket.socket() as probe:  # nothing listens there any more
         assert probe.connect_ex(("127.0.0.1", port)) != 0
 

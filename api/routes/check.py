@@ -14,6 +14,7 @@ from constraints.formats import to_geojson, to_odp, to_planx
 from constraints.index import ConstraintIndex, Tolerance
 from constraints.site import SiteLimits, load_json
 
+from ..check_process import CheckProcessLost
 from ..deps import admit, get_index
 from ..errors import Problem
 
@@ -64,15 +65,23 @@ async def read_body(request: Request, limit: int) -> bytes:
     return bytes(body)
 
 
-def run_check(index: ConstraintIndex, catalogue, site, fmt: Format, *, tolerance: Tolerance, datasets=None, council=None, keys=None, source_request: str = ""):
-    answer = index.check(site, tolerance=tolerance, datasets=datasets, council=council, keys=keys)
+def run_check(index: ConstraintIndex, catalogue, site, fmt: Format, *, tolerance: Tolerance, datasets=None, council=None, keys=None, source_request: str = "", snapshot=None):
+    answer = index.check(site, tolerance=tolerance, datasets=datasets, council=council, keys=keys, snapshot=snapshot)
     if fmt is Format.planx:
         return to_planx(answer, catalogue, source_request)
     if fmt is Format.odp:
         return {"designations": to_odp(answer), "site": answer["site"], "provenance": answer["provenance"]}
     if fmt is Format.geojson:
-        return to_geojson(answer, index.snapshot)
+        return to_geojson(answer, snapshot or index.snapshot)
     return answer
+
+
+def answer_check(index: ConstraintIndex, catalogue, limits: SiteLimits, body: bytes, fmt: Format, tolerance: Tolerance, datasets, council, keys) -> tuple[bytes, str]:
+    """A check from the request body to the answer's bytes, and the data version it was answered from."""
+    snapshot = index.snapshot  # the data this check reads from start to finish
+    site = load_json(body, limits)
+    answer = run_check(index, catalogue, site, fmt, tolerance=tolerance, datasets=datasets, council=council, keys=keys, snapshot=snapshot)
+    return orjson.dumps(answer, option=orjson.OPT_SERIALIZE_NUMPY), snapshot.data_version
 
 
 def _number(query, name: str, low: float, high: float) -> float | None:
@@ -168,17 +177,22 @@ class CheckEndpoint:
         tolerance_m2 = _number(query, "tolerance_m2", 0, 1e6)
         tolerance_pct = _number(query, "tolerance_pct", 0, 100)
         body = await read_body(request, settings.max_body_bytes)
-        site = load_json(body, site_limits(settings))
         tolerance = Tolerance(
             settings.tolerance_m2 if tolerance_m2 is None else tolerance_m2,
             settings.tolerance_pct if tolerance_pct is None else tolerance_pct,
         )
-        work = functools.partial(
-            run_check, index, state.catalogue, site, fmt, tolerance=tolerance, datasets=split_list(query.getlist("datasets")), council=query.get("council") or None, keys=split_list(query.getlist("keys"))
-        )
-        answer = await state.check_thread.run(work)  # off the event loop, in arrival order
+        options = (fmt, tolerance, split_list(query.getlist("datasets")), query.get("council") or None, split_list(query.getlist("keys")))
+        runner = state.check_process
+        if runner is not None:  # in the worker's check process (see api/check_process.py), in arrival order
+            snapshot = index.snapshot
+            try:
+                payload, data_version = await runner.run(snapshot, body, *options)
+            except CheckProcessLost:
+                raise Problem(503, "Check interrupted", "the process answering checks stopped while it worked on this one; send it again", headers={"Retry-After": "1"}) from None
+        else:  # on the worker's check thread, off the event loop, in arrival order
+            work = functools.partial(answer_check, index, state.catalogue, site_limits(settings), body, *options)
+            payload, data_version = await state.check_thread.run(work)
         request.state.checked = True
-        payload = orjson.dumps(answer, option=orjson.OPT_SERIALIZE_NUMPY)
         await send(
             {
                 "type": "http.response.start",
@@ -186,7 +200,7 @@ class CheckEndpoint:
                 "headers": [
                     (b"content-type", b"application/geo+json" if fmt is Format.geojson else b"application/json"),
                     (b"content-length", str(len(payload)).encode()),
-                    (b"x-redline-data-version", index.data_version.encode()),
+                    (b"x-redline-data-version", data_version.encode()),
                 ],
             }
         )

@@ -26,4 +26,8 @@ def readyz(request: Request):
         return problem_response(503, "Not ready", "; ".join(reasons), headers={"Retry-After": "5"}, reasons=reasons)
     snap = index.snapshot
     # "process" tells a caller (a load balancer's log, the benchmark) which worker answered
-    return JSONResponse({"status": "ready", "datasets": len(snap.layers), "features": snap.features, "data_version": snap.data_version, "built_at": snap.built_at, "process": os.getpid()})
+    answer = {"status": "ready", "datasets": len(snap.layers), "features": snap.features, "data_version": snap.data_version, "built_at": snap.built_at, "process": os.getpid()}
+    runner = state.check_process
+    if runner is not None:  # the process answering checks, once forked (by the first check)
+        answer["check_process"] = runner.pid
+    return JSONResponse(answer)

@@ -1,0 +1,169 @@
+"""The check process: checks answered by a child forked from the worker, in order, and replaced when it dies.
+
+Real processes and a real socket pair; the app-level tests go through the HTTP API on the sample layers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+
+import pytest
+from api_fixtures import BATH_SITE, copy_cache, make_app
+from fastapi.testclient import TestClient
+
+from api.check_process import CheckProcess, CheckProcessLost, CheckProcessRunner, fork_available
+from constraints.site import SiteError
+
+pytestmark = pytest.mark.skipif(not fork_available(), reason="the check process needs fork (POSIX)")
+
+
+def whoami(delay: float = 0.0, value=None):
+    time.sleep(delay)
+    return os.getpid(), value
+
+
+def refuse(code: str):
+    raise SiteError("the ring is not closed", code=code, pointer="/coordinates/0", status=422)
+
+
+class Unpicklable(Exception):
+    def __init__(self, a, b):  # pickle rebuilds exceptions from args alone, which this cannot take
+        super().__init__(f"{a}/{b}")
+
+
+def unpicklable():
+    raise Unpicklable(1, 2)
+
+
+def run(coroutine):
+    return asyncio.run(coroutine)
+
+
+def test_work_runs_in_another_process_and_answers_come_back_in_order():
+    async def scenario():
+        process = CheckProcess(whoami)
+        try:
+            answers = await asyncio.gather(*(process.run(0.001 * (i % 3), i) for i in range(40)))
+        finally:
+            process.close()
+        return process, answers
+
+    process, answers = run(scenario())
+    assert {pid for pid, _ in answers} == {process.pid} != {os.getpid()}
+    assert [value for _, value in answers] == list(range(40))
+    assert process.exited.wait(10), "the child ends once its socket is closed"
+
+
+def test_an_error_in_the_child_reaches_the_caller_whole():
+    async def scenario(work, *args):
+        process = CheckProcess(work)
+        try:
+            return await process.run(*args)
+        finally:
+            process.close()
+
+    with pytest.raises(SiteError) as refused:
+        run(scenario(refuse, "ring-not-closed"))
+    assert (refused.value.code, refused.value.pointer, refused.value.status) == ("ring-not-closed", "/coordinates/0", 422)
+    with pytest.raises(RuntimeError, match=r"^Unpicklable: 1/2$"):  # described, since it cannot travel
+        run(scenario(unpicklable))
+
+
+def test_a_child_that_dies_fails_what_it_was_answering_and_the_runner_forks_another():
+    runner = CheckProcessRunner(lambda tag: whoami)
+
+    async def scenario():
+        first_pid, _ = await runner.run("data-1", 0, None)
+        in_flight = asyncio.ensure_future(runner.run("data-1", 5.0, None))
+        await asyncio.sleep(0.3)
+        os.kill(first_pid, signal.SIGKILL)
+        with pytest.raises(CheckProcessLost):
+            await in_flight
+        second_pid, _ = await runner.run("data-1", 0, None)
+        return first_pid, second_pid
+
+    try:
+        first_pid, second_pid = run(scenario())
+    finally:
+        runner.close()
+    assert second_pid != first_pid
+    assert runner.restarts == 1
+
+
+def test_new_data_gets_a_new_child_and_the_old_one_ends():
+    runner = CheckProcessRunner(lambda tag: whoami)
+
+    async def scenario():
+        old_pid, _ = await runner.run("data-1", 0, None)
+        old = runner._current
+        new_pid, _ = await runner.run("data-2", 0, None)
+        return old, old_pid, new_pid
+
+    try:
+        old, old_pid, new_pid = run(scenario())
+    finally:
+        runner.close()
+    assert new_pid != old_pid
+    assert old.exited.wait(10)
+    assert runner.restarts == 0  # replaced for new data, not because it died
+
+
+# -- through the API ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def app_client(sample_cache, tmp_path_factory):
+    app = make_app(copy_cache(sample_cache, tmp_path_factory.mktemp("check-process")))
+    with TestClient(app) as client:
+        yield client
+
+
+def test_the_api_answers_checks_from_the_check_process_as_the_thread_would(app_client, sample_cache, tmp_path):
+    answer = app_client.post("/v1/check", json=BATH_SITE)
+    assert answer.status_code == 200
+    ready = app_client.get("/readyz").json()
+    assert ready["check_process"] not in (None, ready["process"])
+
+    threaded = make_app(copy_cache(sample_cache, tmp_path / "threaded"), check_process=False)
+    with TestClient(threaded) as other:
+        assert other.app.state.check_process is None
+        reference = other.post("/v1/check", json=BATH_SITE)
+    mine, theirs = answer.json(), reference.json()
+    for body in (mine, theirs):
+        body["provenance"].pop("checked_at")
+        for dataset in body["provenance"]["datasets"].values():
+            dataset.pop("loaded_at", None), dataset.pop("checked_at", None)
+    assert mine == theirs
+
+
+def test_a_refused_site_is_the_same_problem_answer_from_the_check_process(app_client):
+    open_ring = {"type": "Polygon", "coordinates": [[[-2.36, 51.38], [-2.35, 51.38], [-2.35, 51.39]]]}
+    answer = app_client.post("/v1/check", json=open_ring)
+    assert answer.status_code == 422
+    assert answer.headers["content-type"] == "application/problem+json"
+    assert answer.json()["type"] == "/problems/ring-not-closed"
+
+
+def test_a_dead_check_process_is_replaced_and_checks_go_on(app_client):
+    assert app_client.post("/v1/check", json=BATH_SITE).status_code == 200
+    runner = app_client.app.state.check_process
+    victim = runner.pid
+    os.kill(victim, signal.SIGKILL)
+    assert runner._current.exited.wait(10)
+    answer = app_client.post("/v1/check", json=BATH_SITE)
+    assert answer.status_code == 200
+    assert runner.pid not in (None, victim)
+
+
+def test_a_rebuilt_index_is_answered_by_a_new_check_process(app_client):
+    assert app_client.post("/v1/check", json=BATH_SITE).status_code == 200
+    runner = app_client.app.state.check_process
+    before = runner.pid
+    app_client.app.state.index.reload(force=True)
+    answer = app_client.post("/v1/check", json=BATH_SITE)
+    assert answer.status_code == 200
+    assert runner.pid != before
+    assert answer.headers["x-redline-data-version"] == app_client.app.state.index.data_version
