@@ -23,6 +23,8 @@ import time
 import uvicorn
 from uvicorn.config import STARTUP_FAILURE
 
+from .http_protocol import http_protocol
+
 APP = "api.app:create_app"
 log = logging.getLogger("redline.serve")
 RESTART_PAUSE_S = 1.0  # a worker that dies at once is not restarted in a tight loop
@@ -40,7 +42,7 @@ def reuseport_socket(host: str, port: int) -> socket.socket:
 
 
 def _config(host: str, port: int, log_level: str) -> uvicorn.Config:
-    return uvicorn.Config(APP, factory=True, host=host, port=port, log_level=log_level, proxy_headers=True)
+    return uvicorn.Config(APP, factory=True, host=host, port=port, log_level=log_level, proxy_headers=True, http=http_protocol())
 
 
 def _worker(host: str, port: int, log_level: str) -> None:
@@ -54,10 +56,10 @@ def _worker(host: str, port: int, log_level: str) -> None:
 def serve(host: str, port: int, workers: int = 1, log_level: str = "info") -> int:
     """Serve the API on (host, port) with ``workers`` processes until SIGINT or SIGTERM; the exit status."""
     if workers <= 1:
-        uvicorn.run(APP, factory=True, host=host, port=port, log_level=log_level, proxy_headers=True)
+        uvicorn.run(APP, factory=True, host=host, port=port, log_level=log_level, proxy_headers=True, http=http_protocol())
         return 0
     if not hasattr(socket, "SO_REUSEPORT"):
-        uvicorn.run(APP, factory=True, host=host, port=port, workers=workers, log_level=log_level, proxy_headers=True)
+        uvicorn.run(APP, factory=True, host=host, port=port, workers=workers, log_level=log_level, proxy_headers=True, http=http_protocol())
         return 0
     # Bound but never listening: it claims the port for this group (a clear error now if another
     # program holds it) and receives no connections, which go only to listening sockets.
