@@ -150,9 +150,8 @@ def create_app(settings: Settings | None = None, *, load_in_background: bool = T
             for stop in app.state.on_shutdown:
                 await stop(app)
             await asyncio.to_thread(app.state.check_thread.stop)
-            exited = app.state.check_process.close() if app.state.check_process is not None else None
-            if exited is not None:  # reaped here, so no check process outlives its worker
-                await asyncio.to_thread(exited.wait, 10)
+            for exited in app.state.check_process.close() if app.state.check_process is not None else ():
+                await asyncio.to_thread(exited.wait, 10)  # reaped here, so no check process outlives its worker
 
     app = RedlineAPI(
         title="redline",
@@ -173,7 +172,7 @@ def create_app(settings: Settings | None = None, *, load_in_background: bool = T
     state.check_thread = CheckThread()
     # the live fallback's HTTP client must not be shared with a forked child: those checks stay on the thread
     use_process = settings.check_process and fork_available() and state.live is None
-    state.check_process = CheckProcessRunner(lambda _snapshot: functools.partial(check.answer_check, state.index, state.catalogue, check.site_limits(settings))) if use_process else None
+    state.check_process = CheckProcessRunner(lambda _snapshot: functools.partial(check.answer_check, state.index, state.catalogue, check.site_limits(settings)), size=settings.check_processes) if use_process else None
     state.on_startup = []
     state.on_shutdown = []
 

@@ -236,29 +236,41 @@ def _portable(err: Exception) -> Exception:
 
 
 class CheckProcessRunner:
-    """The worker's current check process: forked on first use, replaced when the index or the loop changes."""
+    """The worker's check processes: forked on first use, each replaced when the index or the loop changes.
 
-    def __init__(self, make_work: Callable[[object], Callable[..., Any]]) -> None:
+    With ``size`` > 1 each check goes to the process with the fewest checks waiting, so one worker's
+    event loop can keep several cores busy from one index in memory.
+    """
+
+    def __init__(self, make_work: Callable[[object], Callable[..., Any]], size: int = 1) -> None:
+        if size < 1:
+            raise ValueError("a check process pool needs at least one process")
         self._make_work = make_work
-        self._current: CheckProcess | None = None
+        self._slots: list[CheckProcess | None] = [None] * size
         self.restarts = 0
 
     @property
-    def pid(self) -> int | None:
-        current = self._current
-        return current.pid if current is not None and current.alive else None
+    def pids(self) -> list[int]:
+        """The processes answering checks now (none before the first check)."""
+        return [process.pid for process in self._slots if process is not None and process.alive]
+
+    def processes(self) -> list[CheckProcess]:
+        return [process for process in self._slots if process is not None]
 
     async def run(self, tag: object, *args: Any) -> Any:
         """``work(*args)`` in a check process forked with ``tag`` (the index snapshot it must answer from)."""
-        current = self._current
         loop = asyncio.get_running_loop()
-        if current is None or not current.alive or current.tag is not tag or (current.loop is not None and current.loop is not loop):
-            if current is not None:
-                if not current.alive:
-                    self.restarts += 1
-                self._retire(current, loop)
-            current = self._current = CheckProcess(self._make_work(tag), tag)
-        return await current.run(*args)
+        chosen: CheckProcess | None = None
+        for i, process in enumerate(self._slots):
+            if process is None or not process.alive or process.tag is not tag or (process.loop is not None and process.loop is not loop):
+                if process is not None:
+                    if not process.alive:
+                        self.restarts += 1
+                    self._retire(process, loop)
+                process = self._slots[i] = CheckProcess(self._make_work(tag), tag)
+            if chosen is None or process.backlog < chosen.backlog:
+                chosen = process
+        return await chosen.run(*args)
 
     @staticmethod
     def _retire(process: CheckProcess, loop: asyncio.AbstractEventLoop) -> None:
@@ -268,10 +280,10 @@ class CheckProcessRunner:
             process._closed = True
             process._sock.close()
 
-    def close(self) -> threading.Event | None:
-        """Close the current check process (it finishes what it was sent); the event is set once it has exited."""
-        current, self._current = self._current, None
-        if current is None:
-            return None
-        current.close()
-        return current.exited
+    def close(self) -> list[threading.Event]:
+        """Close every check process (each finishes what it was sent); the events are set once they have exited."""
+        closing = [process for process in self._slots if process is not None]
+        self._slots = [None] * len(self._slots)
+        for process in closing:
+            process.close()
+        return [process.exited for process in closing]

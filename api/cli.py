@@ -21,6 +21,17 @@ from .settings import get_settings
 BAD_INPUT = 2
 
 
+def _positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def _fail(message: str, code: int = BAD_INPUT) -> int:
     print(f"redline: {message}", file=sys.stderr)
     return code
@@ -201,6 +212,9 @@ def cmd_serve(args) -> int:
     from .keys import KeyStore
     from .serve import serve
 
+    if args.check_processes is not None:  # read by every worker's settings (they inherit the environment)
+        os.environ["REDLINE_CHECK_PROCESSES"] = str(args.check_processes)
+        get_settings.cache_clear()
     settings = get_settings()
     if not KeyStore(settings.data_dir).any_active():
         if not _is_loopback(args.host) and not args.insecure:
@@ -285,6 +299,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--workers", type=int, default=1)
+    serve.add_argument(
+        "--check-processes",
+        type=_positive_int,
+        default=None,
+        help="check processes per worker, forked from it and sharing its index in memory (default 1; REDLINE_CHECK_PROCESSES)",
+    )
     serve.add_argument("--insecure", action="store_true", help="allow serving beyond loopback with no API keys")
     serve.add_argument("--log-level", default="info")
     serve.set_defaults(func=cmd_serve)

@@ -37,7 +37,8 @@ class Settings(BaseSettings):
     tolerance_m2: float = 0.5
     tolerance_pct: float = 0.1
 
-    check_process: bool = Field(True, description="Answer POST /v1/check in a child process forked from each worker (sharing its memory), so checks and the event loop never trade the GIL; off runs them on a thread in the worker. Always a thread where fork is missing or with live_fallback.")
+    check_process: bool = Field(True, description="Answer POST /v1/check in child processes forked from each worker (sharing its memory), so checks and the event loop never trade the GIL; off runs them on a thread in the worker. Always a thread where fork is missing or with live_fallback.")
+    check_processes: int = Field(1, ge=1, le=64, description="Check processes per worker: each check goes to the one with the fewest waiting.")
 
     cors_origins: list[str] = Field(default_factory=list)
     rate_limit_per_s: float = Field(50.0, description="Token bucket refill rate per API key.")

@@ -98,7 +98,7 @@ def test_new_data_gets_a_new_child_and_the_old_one_ends():
 
     async def scenario():
         old_pid, _ = await runner.run("data-1", 0, None)
-        old = runner._current
+        [old] = runner.processes()
         new_pid, _ = await runner.run("data-2", 0, None)
         return old, old_pid, new_pid
 
@@ -109,6 +109,29 @@ def test_new_data_gets_a_new_child_and_the_old_one_ends():
     assert new_pid != old_pid
     assert old.exited.wait(10)
     assert runner.restarts == 0  # replaced for new data, not because it died
+
+
+def test_a_pool_sends_each_check_to_the_process_with_the_fewest_waiting():
+    runner = CheckProcessRunner(lambda tag: whoami, size=2)
+
+    async def scenario():
+        slow = asyncio.ensure_future(runner.run("data-1", 1.0, "slow"))
+        await asyncio.sleep(0.05)
+        quick = [await runner.run("data-1", 0, i) for i in range(5)]  # one at a time, while the slow one runs
+        return await slow, quick, runner.pids
+
+    try:
+        (slow_pid, _), quick, pids = run(scenario())
+    finally:
+        runner.close()
+    quick_pids = {pid for pid, _ in quick}
+    assert len(pids) == 2 and len(quick_pids) == 1
+    assert slow_pid not in quick_pids  # none of them waited behind the slow check
+
+
+def test_a_pool_needs_at_least_one_process():
+    with pytest.raises(ValueError):
+        CheckProcessRunner(lambda tag: whoami, size=0)
 
 
 # -- through the API ---------------------------------------------------------------------------
@@ -125,7 +148,7 @@ def test_the_api_answers_checks_from_the_check_process_as_the_thread_would(app_c
     answer = app_client.post("/v1/check", json=BATH_SITE)
     assert answer.status_code == 200
     ready = app_client.get("/readyz").json()
-    assert ready["check_process"] not in (None, ready["process"])
+    assert len(ready["check_processes"]) == 1 and ready["process"] not in ready["check_processes"]
 
     threaded = make_app(copy_cache(sample_cache, tmp_path / "threaded"), check_process=False)
     with TestClient(threaded) as other:
@@ -150,20 +173,20 @@ def test_a_refused_site_is_the_same_problem_answer_from_the_check_process(app_cl
 def test_a_dead_check_process_is_replaced_and_checks_go_on(app_client):
     assert app_client.post("/v1/check", json=BATH_SITE).status_code == 200
     runner = app_client.app.state.check_process
-    victim = runner.pid
-    os.kill(victim, signal.SIGKILL)
-    assert runner._current.exited.wait(10)
+    [victim] = runner.processes()
+    os.kill(victim.pid, signal.SIGKILL)
+    assert victim.exited.wait(10)
     answer = app_client.post("/v1/check", json=BATH_SITE)
     assert answer.status_code == 200
-    assert runner.pid not in (None, victim)
+    assert len(runner.pids) == 1 and victim.pid not in runner.pids
 
 
 def test_a_rebuilt_index_is_answered_by_a_new_check_process(app_client):
     assert app_client.post("/v1/check", json=BATH_SITE).status_code == 200
     runner = app_client.app.state.check_process
-    before = runner.pid
+    before = runner.pids
     app_client.app.state.index.reload(force=True)
     answer = app_client.post("/v1/check", json=BATH_SITE)
     assert answer.status_code == 200
-    assert runner.pid != before
+    assert runner.pids and not set(runner.pids) & set(before)
     assert answer.headers["x-redline-data-version"] == app_client.app.state.index.data_version

@@ -100,7 +100,7 @@ def check_processes(url: str, tries: int = 40) -> set[int]:
     for _ in range(tries):
         with httpx.Client(headers={"Connection": "close"}) as client:
             client.post(f"{url}/v1/check", json=BATH_SITE, timeout=10).raise_for_status()
-            pids.add(client.get(f"{url}/readyz", timeout=5).json()["check_process"])
+            pids.update(client.get(f"{url}/readyz", timeout=5).json()["check_processes"])
     return pids
 
 
@@ -144,3 +144,28 @@ def test_a_port_held_by_another_program_is_refused_at_once(sample_cache, tmp_pat
     assert result.returncode != 0
     assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_one_worker_can_answer_checks_from_several_check_processes(sample_cache, tmp_path):
+    data_dir = tmp_path / "cache"
+    shutil.copytree(sample_cache.root, data_dir)
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "api.cli", "serve", "--port", str(port), "--check-processes", "2", "--log-level", "warning"],
+        cwd=ROOT,
+        env=os.environ | {"REDLINE_DATA_DIR": str(data_dir), "REDLINE_LOAD_SAMPLES": "false"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        [worker] = wait_for(workers_answering(url, 1), 120, "the worker to answer")
+        with httpx.Client() as client:
+            assert client.post(f"{url}/v1/check", json=BATH_SITE, timeout=10).status_code == 200
+            checkers = client.get(f"{url}/readyz", timeout=5).json()["check_processes"]
+        assert len(checkers) == 2 and worker not in checkers
+    finally:
+        process.send_signal(signal.SIGTERM)  # uvicorn shuts down, then exits by the signal it caught
+        process.wait(60)
+    assert all(gone(pid) for pid in checkers)

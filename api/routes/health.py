@@ -28,6 +28,6 @@ def readyz(request: Request):
     # "process" tells a caller (a load balancer's log, the benchmark) which worker answered
     answer = {"status": "ready", "datasets": len(snap.layers), "features": snap.features, "data_version": snap.data_version, "built_at": snap.built_at, "process": os.getpid()}
     runner = state.check_process
-    if runner is not None:  # the process answering checks, once forked (by the first check)
-        answer["check_process"] = runner.pid
+    if runner is not None:  # the processes answering checks, once forked (by the first check)
+        answer["check_processes"] = runner.pids
     return JSONResponse(answer)
