@@ -1,5 +1,9 @@
 """One thread per process that runs checks in arrival order, off the event loop.
 
+It answers ``/gis/{team}``, and ``POST /v1/check`` where check processes are off or impossible
+(``REDLINE_CHECK_PROCESS=false``, no ``fork``, the live fallback): see ``check_process.py`` for why
+the hot path moved to forked processes (this thread trades the GIL with the event loop).
+
 Why not ``anyio.to_thread`` with a capacity limiter: its hand-off (a cancel scope, a limiter token,
 a worker pool) cost about 100 µs a check, and a second check thread in the same process only
 queues on the GIL while the two threads trade it at every GEOS call. A plain queue and one thread
