@@ -33,6 +33,7 @@ import os
 import pickle
 import signal
 import socket
+import stat
 import struct
 import threading
 from collections.abc import Callable
@@ -67,11 +68,17 @@ class CheckProcess:
         self._closed = False
         self.exited = threading.Event()
         ours, theirs = socket.socketpair()
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError as err:  # out of memory or processes: this check cannot be answered now
+            ours.close()
+            theirs.close()
+            raise CheckProcessLost(f"a check process could not be started: {err.strerror or err}") from None
         if pid == 0:  # the child: answer requests until the worker goes away, then leave at once
             status = 0
             try:
                 ours.close()
+                _close_inherited_sockets(keep=theirs.fileno())
                 _serve(theirs, work)
             except BaseException:  # noqa: BLE001 - nothing in the child may return into the worker's stack
                 status = 1
@@ -203,6 +210,27 @@ class CheckProcess:
 
 
 # -- the child ------------------------------------------------------------------------------------
+
+
+def _close_inherited_sockets(keep: int) -> None:
+    """Close the worker's sockets in the child: its listening socket and its clients' connections.
+
+    A connection stays open while any process holds it, so a client whose connection the worker
+    closed would otherwise wait for an end that never comes while this child lives; and a database
+    connection must never be used from two processes. Files (PROJ's database, say) stay open.
+    """
+    try:
+        descriptors = [int(name) for name in os.listdir("/proc/self/fd")]
+    except OSError:  # no /proc: look at the usual range
+        descriptors = list(range(3, 1024))
+    for fd in descriptors:
+        if fd <= 2 or fd == keep:
+            continue
+        try:
+            if stat.S_ISSOCK(os.fstat(fd).st_mode):
+                os.close(fd)
+        except OSError:  # already closed (the listing's own descriptor, say)
+            pass
 
 
 def _serve(sock: socket.socket, work: Callable[..., Any]) -> None:

@@ -5,6 +5,7 @@ Real processes on loopback: the supervisor, its workers, and clients opening fre
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -169,3 +170,34 @@ def test_one_worker_can_answer_checks_from_several_check_processes(sample_cache,
         process.send_signal(signal.SIGTERM)  # uvicorn shuts down, then exits by the signal it caught
         process.wait(60)
     assert all(gone(pid) for pid in checkers)
+
+
+def test_a_connection_the_worker_closes_ends_though_a_check_process_was_forked_while_it_was_open(sample_cache, tmp_path):
+    data_dir = tmp_path / "cache"
+    shutil.copytree(sample_cache.root, data_dir)
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "api.cli", "serve", "--port", str(port), "--log-level", "warning"],
+        cwd=ROOT,
+        env=os.environ | {"REDLINE_DATA_DIR": str(data_dir), "REDLINE_LOAD_SAMPLES": "false"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        wait_for(workers_answering(f"http://127.0.0.1:{port}", 1), 120, "the worker to answer")
+        body = json.dumps(BATH_SITE).encode()
+        with socket.create_connection(("127.0.0.1", port), timeout=15) as client:
+            # the first check forks the check process while this connection is open
+            client.sendall(
+                b"POST /v1/check HTTP/1.1\r\nHost: redline\r\nContent-Type: application/json\r\n"
+                + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+                + body
+            )
+            received = b""
+            while chunk := client.recv(65536):  # ends only when every process has let go of it
+                received += chunk
+        assert received.startswith(b"HTTP/1.1 200 OK")
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(60)
