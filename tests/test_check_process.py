@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import threading
 import time
 
 import pytest
@@ -30,12 +31,13 @@ def refuse(code: str):
 
 
 class Unpicklable(Exception):
-    def __init__(self, a, b):  # pickle rebuilds exceptions from args alone, which this cannot take
-        super().__init__(f"{a}/{b}")
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.lock = threading.Lock()  # a lock cannot be pickled, so this error cannot travel as itself
 
 
 def unpicklable():
-    raise Unpicklable(1, 2)
+    raise Unpicklable("1/2")
 
 
 def run(coroutine):
