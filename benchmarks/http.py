@@ -321,7 +321,8 @@ def main(argv: list[str] | None = None) -> int:
         # The warm-up is measured and reported too: on these virtual machines the host takes CPU time
         # (steal) for about the first 25 s of load after the index is built, as it backs the guest's
         # new memory, and a service that has run for a minute no longer pays that.
-        warm = load(args.warmup) if args.warmup > 0 else None
+        with StallWatch() as warm_stalls:
+            warm = load(args.warmup) if args.warmup > 0 else None
         with StallWatch() as stalls:
             result = load(args.seconds)
     finally:
@@ -356,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
             "seconds": args.seconds,
             "scale": args.scale,
             "sites": len(bodies),
-            "warmup": None if warm is None else {"seconds": args.warmup, **{k: warm[k] for k in ("rps", "p50_ms", "p99_ms", "errors")}},
+            "warmup": None if warm is None else {"seconds": args.warmup, **{k: warm[k] for k in ("rps", "p50_ms", "p99_ms", "errors")}, **warm_stalls.summary()},
         }
     )
     return 0 if result["errors"] == 0 and (warm is None or warm["errors"] == 0) else 1
