@@ -172,7 +172,7 @@ def create_app(settings: Settings | None = None, *, load_in_background: bool = T
     state.check_thread = CheckThread()
     # the live fallback's HTTP client must not be shared with a forked child: those checks stay on the thread
     use_process = settings.check_process and fork_available() and state.live is None
-    state.check_process = CheckProcessRunner(lambda _snapshot: functools.partial(check.answer_check, state.index, state.catalogue, check.site_limits(settings)), size=settings.check_processes) if use_process else None
+    state.check_process = CheckProcessRunner(lambda snapshot: functools.partial(check.answer_check, state.index, state.catalogue, check.site_limits(settings), snapshot=snapshot), size=settings.check_processes) if use_process else None
     state.on_startup = []
     state.on_shutdown = []
 

@@ -125,6 +125,12 @@ class CheckProcess:
         if not self._pending:
             self._release()
 
+    def abandon(self) -> None:
+        """Close the socket without touching the event loop it was used from (another, maybe closed,
+        loop: a test client's); the child sees the socket close and exits."""
+        self._closed = True
+        self._sock.close()
+
     # -- the worker's side of the socket ---------------------------------------------------------
 
     def _send(self, data: bytes) -> None:
@@ -304,9 +310,8 @@ class CheckProcessRunner:
     def _retire(process: CheckProcess, loop: asyncio.AbstractEventLoop) -> None:
         if process.loop is None or process.loop is loop:
             process.close()
-        else:  # made on another event loop (a test client's): just let the child see the socket close
-            process._closed = True
-            process._sock.close()
+        else:
+            process.abandon()
 
     def close(self) -> list[threading.Event]:
         """Close every check process (each finishes what it was sent); the events are set once they have exited."""

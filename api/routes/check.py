@@ -76,9 +76,12 @@ def run_check(index: ConstraintIndex, catalogue, site, fmt: Format, *, tolerance
     return answer
 
 
-def answer_check(index: ConstraintIndex, catalogue, limits: SiteLimits, body: bytes, fmt: Format, tolerance: Tolerance, datasets, council, keys) -> tuple[bytes, str]:
-    """A check from the request body to the answer's bytes, and the data version it was answered from."""
-    snapshot = index.snapshot  # the data this check reads from start to finish
+def answer_check(index: ConstraintIndex, catalogue, limits: SiteLimits, body: bytes, fmt: Format, tolerance: Tolerance, datasets, council, keys, *, snapshot=None) -> tuple[bytes, str]:
+    """A check from the request body to the answer's bytes, and the data version it was answered from.
+
+    ``snapshot`` is the data to read from start to finish (the index's current one by default).
+    """
+    snapshot = snapshot or index.snapshot
     site = load_json(body, limits)
     answer = run_check(index, catalogue, site, fmt, tolerance=tolerance, datasets=datasets, council=council, keys=keys, snapshot=snapshot)
     return orjson.dumps(answer, option=orjson.OPT_SERIALIZE_NUMPY), snapshot.data_version
