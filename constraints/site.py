@@ -432,7 +432,7 @@ def _ring_turn(xy: np.ndarray) -> float:
     return float(x[:-1] @ y[1:] - x[1:] @ y[:-1])
 
 
-def _simple_polygon(obj, limits: SiteLimits) -> Site | None:
+def _simple_polygon(obj: dict | shapely.Polygon, limits: SiteLimits) -> Site | None:
     """The commonest site, one ring with no holes, read with a handful of array operations.
 
     It answers exactly as the general path does (same coordinates, orientation, area and warnings),
@@ -441,17 +441,25 @@ def _simple_polygon(obj, limits: SiteLimits) -> Site | None:
     repair keeps its one, careful implementation.
     """
     properties: dict = {}
-    if obj.get("type") == "Feature":
-        properties = obj.get("properties") or {}
-        obj = obj.get("geometry")
-        if not isinstance(obj, dict):
+    if isinstance(obj, shapely.Polygon):
+        # a shapely polygon (the batch's and the benchmarks' input) takes the same way as its GeoJSON
+        if obj.is_empty or shapely.get_num_interior_rings(obj) or shapely.has_z(obj):
             return None
-    if obj.get("type") != "Polygon":
-        return None
-    rings = obj.get("coordinates")
-    if not isinstance(rings, list) or len(rings) != 1 or not isinstance(rings[0], list) or len(rings[0]) < 4:
-        return None
-    lonlat = _positions_fast(rings[0])
+        lonlat = shapely.get_coordinates(obj)
+        if len(lonlat) < 4:
+            return None
+    else:
+        if obj.get("type") == "Feature":
+            properties = obj.get("properties") or {}
+            obj = obj.get("geometry")
+            if not isinstance(obj, dict):
+                return None
+        if obj.get("type") != "Polygon":
+            return None
+        rings = obj.get("coordinates")
+        if not isinstance(rings, list) or len(rings) != 1 or not isinstance(rings[0], list) or len(rings[0]) < 4:
+            return None
+        lonlat = _positions_fast(rings[0])
     if lonlat is None or not _three_distinct(lonlat) or lonlat[0].tolist() != lonlat[-1].tolist():
         return None
     (xmin, ymin), (xmax, ymax) = lonlat.min(axis=0).tolist(), lonlat.max(axis=0).tolist()
@@ -508,7 +516,7 @@ def parse_site(obj, limits: SiteLimits = SiteLimits()) -> Site:
     properties: dict = {}
     if isinstance(obj, bytes | bytearray | str):
         obj = load_json(obj, limits)
-    if isinstance(obj, dict):
+    if isinstance(obj, dict | shapely.Polygon):
         simple = _simple_polygon(obj, limits)
         if simple is not None:
             return simple
