@@ -41,12 +41,13 @@ from datasets.crs import OutsideGridError, ostn15_grid, to_bng
 from datasets.sync import is_stale
 
 from .site import Site, SiteLimits, parse_site
+from .wkb_column import LINE, POINT, POLYGON, WkbColumn, map_wkb_file, write_wkb_file  # noqa: F401 (kinds re-exported)
 
 log = logging.getLogger("redline.index")
 
 MAX_PIECE_VERTICES = 256
 DERIVED_FORMAT = "pieces-v2"  # v2: layers reprojected by the same OSTN15 interpolation as sites
-POINT, LINE, POLYGON = 0, 1, 2
+WGS84_FORMAT = "wgs84-wkb-v1.arrow"  # the layer's own geometries, for mapping into memory
 RELATIVE_EPS = 1e-9
 
 
@@ -94,7 +95,7 @@ class Layer:
     entry: dict
     entity: np.ndarray  # int64
     columns: dict[str, np.ndarray]  # attribute name -> object array of str
-    geometry: np.ndarray  # EPSG:4326 shapely geometries, for output
+    geometry: WkbColumn  # EPSG:4326, indexed like an array of shapely geometries; for output
     kind: np.ndarray  # POINT / LINE / POLYGON per row
     area: np.ndarray  # BNG area per row (0 for points and lines)
     end_date: np.ndarray  # datetime64[D], NaT when none
@@ -129,14 +130,6 @@ class Snapshot:
     @property
     def features(self) -> int:
         return sum(len(layer) for layer in self.layer_list)
-
-
-def _kind(geometry: np.ndarray) -> np.ndarray:
-    type_id = shapely.get_type_id(geometry)
-    kind = np.full(len(geometry), POLYGON, dtype=np.int8)
-    kind[(type_id == 0) | (type_id == 4)] = POINT
-    kind[(type_id == 1) | (type_id == 2) | (type_id == 5)] = LINE
-    return kind
 
 
 def subdivide(geometry: np.ndarray, max_vertices: int = MAX_PIECE_VERTICES) -> tuple[np.ndarray, np.ndarray]:
@@ -193,24 +186,53 @@ def _end_dates(values: np.ndarray) -> np.ndarray:
     return out
 
 
+def _interned(column: pa.ChunkedArray) -> np.ndarray:
+    """A string column as an object array in which equal values share one Python object.
+
+    Most attribute columns repeat a few values (dataset, organisation, dates, grade) over hundreds of
+    thousands of rows: one object per distinct value rather than per row.
+    """
+    encoded = column.combine_chunks().dictionary_encode()
+    dictionary = encoded.dictionary
+    values = np.fromiter([*dictionary.to_pylist(), None], dtype=object, count=len(dictionary) + 1)
+    return values[encoded.indices.fill_null(len(dictionary)).to_numpy()]
+
+
 def _load_layer(cache: LayerCache, name: str, entry: dict) -> tuple[Layer, np.ndarray, np.ndarray]:
-    """Read one cached dataset and its pieces, deriving and persisting the pieces on first use."""
-    frame = cache.read(name)
-    geometry = frame.geometry.to_numpy()
+    """Read one cached dataset and its pieces, deriving and persisting them on first use.
+
+    The layer's EPSG:4326 geometries stay WKB in a derived Arrow file mapped into memory
+    (:mod:`constraints.wkb_column`): only the grid pieces the check works on are shapely objects.
+    """
+    table = cache.read_table(name)
+    wkb = table.column("geometry").combine_chunks()
     columns = {
-        c: frame[c].to_numpy(dtype=object)
-        for c in frame.columns
-        if c not in ("entity", "geometry", "source-row")
+        c: _interned(table.column(c))
+        for c in table.column_names
+        # a struct is GeoParquet's covering bounding box, which geopandas hides too
+        if c not in ("entity", "geometry", "source-row") and not pa.types.is_struct(table.schema.field(c).type)
     }
+    entity = table.column("entity").to_numpy().astype(np.int64, copy=False)
+    del table
+    mapped = cache.derived_path(name, entry["version"], WGS84_FORMAT)
+    geometry = None
+    if mapped.exists():
+        try:
+            geometry = map_wkb_file(mapped)
+        except (OSError, pa.ArrowException) as err:  # a damaged derived file is only a cache of work: redo it
+            log.warning("rewriting the mapped geometry of %s: %s", name, err)
+    if geometry is None or len(geometry) != len(entity):
+        write_wkb_file(wkb, mapped)
+        geometry = map_wkb_file(mapped)
     layer = Layer(
         name=name,
         entry=entry,
-        entity=frame["entity"].to_numpy(dtype=np.int64),
+        entity=entity,
         columns=columns,
         geometry=geometry,
-        kind=_kind(geometry),
-        area=np.zeros(len(frame)),
-        end_date=_end_dates(columns.get("end-date", np.full(len(frame), "", dtype=object))),
+        kind=geometry.kinds(),
+        area=np.zeros(len(entity)),
+        end_date=_end_dates(columns.get("end-date", np.full(len(entity), "", dtype=object))),
     )
     derived = cache.derived_path(name, entry["version"], f"{DERIVED_FORMAT}.parquet")
     pieces = rows = area = None
@@ -220,11 +242,12 @@ def _load_layer(cache: LayerCache, name: str, entry: dict) -> tuple[Layer, np.nd
             pieces = shapely.from_wkb(table.column("wkb").to_numpy(zero_copy_only=False))
             rows = table.column("row").to_numpy()
             area = np.frombuffer(table.schema.metadata[b"entity_area"], dtype=np.float64)
+            del table
         except Exception as err:  # a damaged derived file is only a cache of work: redo it
             log.warning("rebuilding derived index for %s: %s", name, err)
             pieces = None
     if pieces is None or area is None or len(area) != len(layer):
-        bng = to_bng(geometry)
+        bng = to_bng(shapely.from_wkb(wkb.to_numpy(zero_copy_only=False)))
         area = shapely.area(bng)
         pieces, rows = subdivide(bng)
         point_like = layer.kind != POLYGON
@@ -232,10 +255,12 @@ def _load_layer(cache: LayerCache, name: str, entry: dict) -> tuple[Layer, np.nd
             extra_rows = np.flatnonzero(point_like)
             pieces = np.concatenate([pieces, bng[extra_rows]])
             rows = np.concatenate([rows, extra_rows])
+        del bng
         table = pa.table({"wkb": shapely.to_wkb(pieces), "row": rows.astype(np.int64)})
         table = table.replace_schema_metadata({b"entity_area": np.ascontiguousarray(area, dtype=np.float64).tobytes()})
         with atomic_path(derived) as tmp:
             pq.write_table(table, tmp, compression="zstd")
+        del table
     layer.area = area
     coverage = cache.coverage(name, entry)
     if coverage is not None:
