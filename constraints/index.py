@@ -404,58 +404,86 @@ class ConstraintIndex:
 
     def match(self, site: Site, tolerance: Tolerance = Tolerance(), snapshot: Snapshot | None = None, datasets: set[str] | None = None) -> list[Match]:
         """Every current entity the site meets, with its relation and overlap (vectorised)."""
+        return self.match_many([site], tolerance, snapshot, datasets)[0]
+
+    def match_many(self, sites: list[Site], tolerance: Tolerance = Tolerance(), snapshot: Snapshot | None = None, datasets: set[str] | None = None) -> list[list[Match]]:
+        """:meth:`match` for many sites at once: one tree query and one call of each GEOS operation
+        for all of them, so a batch pays the fixed cost of each array operation once, not per site.
+        Each site's matches are exactly (and in the same order as) what it would get alone."""
         snap = snapshot or self.snapshot
-        if snap is None or snap.tree is None:
-            return []
-        geom = site.bng
-        hits = snap.tree.query(geom)  # pieces whose boxes meet the site's box
+        out: list[list[Match]] = [[] for _ in sites]
+        if snap is None or snap.tree is None or not sites:
+            return out
+        geoms = np.empty(len(sites), dtype=object)
+        geoms[:] = [site.bng for site in sites]
+        if len(sites) == 1:
+            hits = snap.tree.query(geoms[0])  # pieces whose boxes meet the site's box
+            site_of = np.zeros(len(hits), dtype=np.intp)
+        else:
+            site_of, hits = snap.tree.query(geoms)
+            order = np.argsort(site_of, kind="stable")  # by site, each site's pieces in the tree's order
+            site_of, hits = site_of[order], hits[order]
         if datasets is not None and len(hits):
             wanted = np.array([i for i, layer in enumerate(snap.layer_list) if layer.name in datasets], dtype=np.int32)
-            hits = hits[np.isin(snap.piece_layer[hits], wanted)]
+            keep = np.isin(snap.piece_layer[hits], wanted)
+            site_of, hits = site_of[keep], hits[keep]
         if not len(hits):
-            return []
+            return out
         pieces = snap.piece_geometry[hits]
         piece_area = snap.piece_area[hits]
-        site_area = geom.area
+        site_areas = shapely.area(geoms)
+        shapely.prepare(geoms)
+        site_geom, site_area = geoms[site_of], site_areas[site_of]
         polygon_site = site_area > 0
-        shapely.prepare(geom)
+        poly_piece = piece_area > 0
         # Which boxes really meet the site. The pieces are prepared when the index is built, so asking
         # each piece costs half of STRtree.query(predicate="intersects"), which prepares the site anew on
         # every call; a piece the site holds properly needs no asking at all.
-        inside = (piece_area > 0) & shapely.contains_properly(geom, pieces) if polygon_site else np.zeros(len(hits), dtype=bool)
+        inside = poly_piece & polygon_site
+        if inside.any():
+            inside[inside] = shapely.contains_properly(site_geom[inside], pieces[inside])
         meets = inside.copy()
-        meets[~inside] = shapely.intersects(pieces[~inside], geom)
+        meets[~inside] = shapely.intersects(pieces[~inside], site_geom[~inside])
         if not meets.all():
-            hits, pieces, piece_area, inside = hits[meets], pieces[meets], piece_area[meets], inside[meets]
+            site_of, hits, pieces, piece_area, inside = site_of[meets], hits[meets], pieces[meets], piece_area[meets], inside[meets]
+            site_geom, site_area, polygon_site, poly_piece = site_geom[meets], site_area[meets], polygon_site[meets], poly_piece[meets]
             if not len(hits):
-                return []
-        layer_of = snap.piece_layer[hits]
-        row_of = snap.piece_row[hits]
-        if polygon_site:
-            area = np.zeros(len(hits))
-            poly_piece = piece_area > 0
-            area[inside] = piece_area[inside]
-            rest = poly_piece & ~inside
-            if rest.any():
-                # a piece that holds the whole site overlaps it by the site's area; the others are first
-                # cut to the site's bounding box (cheap, no topology) so the exact intersection has less to do
-                partial = pieces[rest]
-                whole = shapely.contains_properly(partial, geom)
-                overlap = np.full(len(partial), site_area)
-                if not whole.all():
-                    clipped = shapely.clip_by_rect(partial[~whole], *geom.bounds)
-                    overlap[~whole] = shapely.area(shapely.intersection(clipped, geom))
-                area[rest] = overlap
-            interior = np.ones(len(hits), dtype=bool)
-            points = ~poly_piece
-            if points.any():
-                # a point or line entity counts when it reaches the site's interior, not only its edge
-                interior[points] = ~shapely.touches(pieces[points], geom)
-        else:
-            area = np.zeros(len(hits))
-            interior = ~shapely.touches(pieces, geom)
+                return out
+        area = np.zeros(len(hits))
+        area[inside] = piece_area[inside]
+        rest = poly_piece & polygon_site & ~inside
+        if rest.any():
+            # a piece that holds the whole site overlaps it by the site's area; the others are first
+            # cut to the site's bounding box (cheap, no topology) so the exact intersection has less to do
+            partial, partial_site = pieces[rest], site_geom[rest]
+            whole = shapely.contains_properly(partial, partial_site)
+            overlap = site_area[rest].copy()
+            if not whole.all():
+                cut, cut_site, cut_of = partial[~whole], partial_site[~whole], site_of[rest][~whole]
+                clipped = np.empty(len(cut), dtype=object)
+                starts = np.flatnonzero(np.r_[True, cut_of[1:] != cut_of[:-1]]).tolist() + [len(cut)]
+                for lo, hi in zip(starts[:-1], starts[1:], strict=True):  # clip_by_rect takes one rectangle
+                    clipped[lo:hi] = shapely.clip_by_rect(cut[lo:hi], *cut_site[lo].bounds)
+                overlap[~whole] = shapely.area(shapely.intersection(clipped, cut_site))
+            area[rest] = overlap
+        # a point or line entity counts when it reaches the site's interior, not only its edge
+        interior = np.ones(len(hits), dtype=bool)
+        edge_only = ~poly_piece | ~polygon_site
+        if edge_only.any():
+            interior[edge_only] = ~shapely.touches(pieces[edge_only], site_geom[edge_only])
         # one row per entity: pieces of one entity add up
-        key = layer_of.astype(np.int64) << 40 | row_of
+        key = snap.piece_layer[hits].astype(np.int64) << 40 | snap.piece_row[hits]
+        bounds = np.searchsorted(site_of, np.arange(len(sites) + 1))
+        today = _today()
+        for i in np.flatnonzero(bounds[1:] > bounds[:-1]).tolist():
+            lo, hi = bounds[i], bounds[i + 1]
+            out[i] = self._entities(snap, key[lo:hi], area[lo:hi], interior[lo:hi], float(site_areas[i]), tolerance, today)
+        return out
+
+    @staticmethod
+    def _entities(snap: Snapshot, key: np.ndarray, area: np.ndarray, interior: np.ndarray, site_area: float, tolerance: Tolerance, today) -> list[Match]:
+        """One site's pieces, added up by entity, with their relations."""
+        polygon_site = site_area > 0
         if len(key) <= 64:  # the usual case: np.unique's fixed cost outweighs a dict for a handful of hits
             slots: dict[int, int] = {}
             inverse = np.fromiter((slots.setdefault(k, len(slots)) for k in key.tolist()), dtype=np.int64, count=len(key))
@@ -464,7 +492,6 @@ class ConstraintIndex:
             entity_keys, inverse = np.unique(key, return_inverse=True)
         overlap = np.bincount(inverse, weights=area, minlength=len(entity_keys))
         any_interior = np.bincount(inverse, weights=interior, minlength=len(entity_keys)) > 0
-        today = _today()
         threshold = 0.0 if tolerance.is_strict else max(tolerance.m2, tolerance.pct / 100 * site_area)
         matches = []
         for k, ekey in enumerate(entity_keys):
@@ -506,13 +533,15 @@ class ConstraintIndex:
         council: str | None = None,
         keys: list[str] | None = None,
         snapshot: Snapshot | None = None,
+        matches: list[Match] | None = None,
     ) -> dict:
         """The native answer for a site: every catalogue key with its status and evidence.
 
         ``site`` is GeoJSON (bytes, str or dict) or a shapely geometry in EPSG:4326, or a parsed ``Site``.
         ``datasets`` restricts the check to those datasets (other keys are ``unknown``); ``council``
         adds that council's granular article 4 keys; ``keys`` restricts the answer to those keys.
-        ``snapshot`` pins the data to check against (the current one by default).
+        ``snapshot`` pins the data to check against (the current one by default). ``matches``: the
+        site's matches when :meth:`match_many` already found them (same tolerance, snapshot, datasets).
         """
         if not isinstance(site, Site):
             site = parse_site(site, self.limits)
@@ -520,7 +549,8 @@ class ConstraintIndex:
         if snap is None:
             raise CacheError("the index is not loaded yet")
         allowed = set(datasets) if datasets is not None else None
-        matches = self.match(site, tolerance, snap, allowed)
+        if matches is None:
+            matches = self.match(site, tolerance, snap, allowed)
         by_dataset: dict[str, list[Match]] = {}
         for m in matches:
             by_dataset.setdefault(m.layer.name, []).append(m)
