@@ -107,8 +107,10 @@ def _read_csv(path: Path) -> gpd.GeoDataFrame:
         wkt = wkt.where(wkt.str.strip() != "", table["point"])
     if "geometry" not in table.columns and "point" not in table.columns:
         raise LoadError(f"{path.name}: a CSV needs a 'geometry' or 'point' column of WKT")
-    values = wkt.fillna("").str.strip().replace("", None)
-    geometry = shapely.from_wkt(values.to_numpy(), on_invalid="ignore")
+    values = wkt.fillna("").astype(str).str.strip().to_numpy(dtype=object)
+    # a row without geometry stays None (skipped and reported by the caller); pandas would make it NaN
+    values[values == ""] = None
+    geometry = shapely.from_wkt(values, on_invalid="ignore")
     table = table.drop(columns=[c for c in ("geometry", "point") if c in table.columns])
     return gpd.GeoDataFrame(table, geometry=geometry, crs=4326)
 
