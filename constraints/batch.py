@@ -31,11 +31,11 @@ Output, one row per site and key: the site id (column named as ``id_field``, els
 (geodesic, as the service reports it) and, in GeoParquet, the checked site ``geometry`` (EPSG:4326).
 Rows are grouped by partition (spatially), in input order within a partition.
 
-Examples
---------
->>> report = run_batch("titles.gpkg", "results.parquet", cache_root=".redline", workers=2)  # doctest: +SKIP
->>> report.sites, report.errors  # doctest: +SKIP
-(120000, 14)
+Usage::
+
+    report = run_batch("titles.gpkg", "results.parquet", cache_root=".redline", workers=2)
+    report.sites, report.errors
+    # (120000, 14)
 """
 
 from __future__ import annotations
