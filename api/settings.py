@@ -8,11 +8,17 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from datasets.data_dir import default_data_dir
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="REDLINE_", env_file=".env", extra="ignore")
 
-    data_dir: Path = Field(Path(".redline"), description="Layer cache, manifest, derived index files and the SQLite store.")
+    data_dir: Path = Field(
+        default_factory=default_data_dir,
+        description="Layer cache, manifest, derived index files, keys and the SQLite store "
+        "(default: $XDG_DATA_HOME/redline or ~/.local/share/redline, the same from every folder).",
+    )
     database_url: str | None = Field(None, description="postgresql://... to keep boundaries in PostgreSQL; SQLite in data_dir when unset.")
     local_catalogue: Path | None = Field(None, description="A council's own constraint keys and datasets (JSON, same shape as the shipped catalogue).")
     article4_dir: Path | None = Field(None, description="Folder of per-council granular article 4 rule files.")
