@@ -16,6 +16,7 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
+from . import __version__
 from .settings import get_settings
 
 BAD_INPUT = 2
@@ -252,6 +253,7 @@ def cmd_keys(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="redline", description="Planning constraints checks and red-line boundaries.")
+    parser.add_argument("--version", action="version", version=f"redline {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true")
     commands = parser.add_subparsers(dest="command", required=True)
 

@@ -45,6 +45,7 @@ class Settings(BaseSettings):
 
     check_process: bool = Field(True, description="Answer POST /v1/check in child processes forked from each worker (sharing its memory), so checks and the event loop never trade the GIL; off runs them on a thread in the worker. Always a thread where fork is missing or with live_fallback.")
     check_processes: int = Field(1, ge=1, le=64, description="Check processes per worker: each check goes to the one with the fewest waiting.")
+    check_deadline_s: float = Field(5.0, gt=0, le=600, description="How long a check may take, queueing included, before it is abandoned with 503 and Retry-After; a check process that overruns it is killed and replaced.")
 
     cors_origins: list[str] = Field(default_factory=list)
     rate_limit_per_s: float = Field(50.0, description="Token bucket refill rate per API key.")

@@ -32,11 +32,11 @@ with ``entities``), ``nearby`` (ids of entities touched below the tolerance), ``
 (geodesic, as the service reports it) and, in GeoParquet, the checked site ``geometry`` (EPSG:4326).
 Rows are grouped by partition (spatially), in input order within a partition.
 
-Examples
---------
->>> report = run_batch("titles.gpkg", "results.parquet", cache_root=".redline", workers=2)  # doctest: +SKIP
->>> report.sites, report.errors  # doctest: +SKIP
-(120000, 14)
+Usage::
+
+    report = run_batch("titles.gpkg", "results.parquet", cache_root=".redline", workers=2)
+    report.sites, report.errors
+    # (120000, 14)
 """
 
 from __future__ import annotations

@@ -4,11 +4,11 @@ Reads GeoJSON, GeoPackage, Shapefile (plain or zipped), FlatGeobuf and the platf
 (WKT in ``geometry``, falling back to ``point``) through pyogrio. Any CRS is reprojected to EPSG:4326;
 British National Grid input goes through OSTN15, not pyproj's 3 m Helmert fallback.
 
-Examples
---------
->>> report = read_layer_file("ca.gpkg", "conservation-area")  # doctest: +SKIP
->>> report.loaded, report.repaired, report.skipped  # doctest: +SKIP
-(36, 10, [])
+Usage::
+
+    report = read_layer_file("ca.gpkg", "conservation-area")
+    report.loaded, report.repaired, report.skipped
+    # (36, 10, [])
 """
 
 from __future__ import annotations
