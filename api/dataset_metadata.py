@@ -88,3 +88,15 @@ def dataset_json(name: str, count: int, entry: dict | None = None, *, count_row:
     )
     out["entity-count"] = {"dataset": name, "count": int(count)} if count_row else int(count)
     return out
+
+
+def describer(snapshot):
+    """``describe(name)``: the ``/dataset/{name}.json`` of a dataset as ``snapshot`` holds it (count 0 if not)."""
+    layers = snapshot.layers
+
+    def describe(name: str) -> dict:
+        layer = layers.get(name)
+        # PlanX's metadata keeps the {dataset, count} row the platform served when PlanX recorded it
+        return dataset_json(name, len(layer) if layer is not None else 0, layer.entry if layer is not None else None, count_row=True)
+
+    return describe

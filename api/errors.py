@@ -16,6 +16,9 @@ from constraints.site import SiteError
 from datasets.cache import CacheError
 from datasets.catalogue import CatalogueError
 
+from .check_process import CheckProcessLost
+from .check_thread import CheckOverdue
+
 log = logging.getLogger("redline.api")
 PROBLEM = "application/problem+json"
 
@@ -100,6 +103,13 @@ def _problem(request: Request, exc: Problem) -> JSONResponse:
 
 def _cache_error(request: Request, exc: CacheError) -> JSONResponse:
     return problem_response(503, "Constraint data unavailable", str(exc), instance=request.url.path, headers={"Retry-After": "5"})
+
+
+def _check_interrupted(request: Request, exc: Exception) -> JSONResponse:
+    if isinstance(exc, CheckOverdue):
+        return problem_response(503, "Check took too long", str(exc), type="/problems/check-deadline", instance=request.url.path, headers={"Retry-After": "1"}, deadline_s=exc.deadline_s)
+    detail = f"{exc}; the process answering checks was replaced: send the check again"
+    return problem_response(503, "Check interrupted", detail, type="/problems/check-interrupted", instance=request.url.path, headers={"Retry-After": "1"})
 
 
 def _unexpected(request: Request, exc: Exception) -> JSONResponse:
@@ -213,6 +223,8 @@ def install(app: FastAPI, domain_errors: tuple[type[Exception], ...] = ()) -> No
     add(StarletteHTTPException, _http_error)
     add(Problem, _problem)
     add(CacheError, _cache_error)
+    add(CheckOverdue, _check_interrupted)
+    add(CheckProcessLost, _check_interrupted)
     add(CatalogueError, _domain_error)
     for error in domain_errors:
         add(error, _domain_error)
