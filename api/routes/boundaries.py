@@ -29,8 +29,17 @@ from boundary.odp import export_version
 from boundary.store import Store
 from boundary.workflow import Boundaries, WorkflowSettings
 
-from ..deps import admit, bearer_token, guard_failures, record_failure, throttle
+from ..deps import (
+    APPLICANT_TOKEN,
+    admit,
+    bearer_token,
+    guard_failures,
+    record_failure,
+    require_scope,
+    throttle,
+)
 from ..errors import Problem
+from ..keys import Principal
 
 router = APIRouter(tags=["boundaries"])
 log = logging.getLogger("redline.boundaries")
@@ -288,8 +297,7 @@ async def _site_and_fields(request: Request, wf: Boundaries, fields: tuple[str, 
         422: {"description": "Invalid boundary"},
     },
 )
-async def create_boundary(request: Request):
-    principal = admit(request, "boundary:write")
+async def create_boundary(request: Request, principal: Principal = require_scope("boundary:write")):
     wf = workflow(request)
     valid, values = await _site_and_fields(request, wf, ("reference", "local_authority"))
     view = await run_in_threadpool(
@@ -304,15 +312,13 @@ async def create_boundary(request: Request):
     "/v1/boundaries/{boundary_id}",
     summary="The current version with its constraints answer and the overrides",
 )
-async def get_boundary(request: Request, boundary_id: str):
-    admit(request, *READ_SCOPES)
+async def get_boundary(request: Request, boundary_id: str, principal: Principal = require_scope(*READ_SCOPES)):
     wf = workflow(request)
     return _json(await run_in_threadpool(wf.get, boundary_id))
 
 
 @router.get("/v1/boundaries/{boundary_id}/versions", summary="Every version, oldest first")
-async def list_versions(request: Request, boundary_id: str):
-    admit(request, *READ_SCOPES)
+async def list_versions(request: Request, boundary_id: str, principal: Principal = require_scope(*READ_SCOPES)):
     wf = workflow(request)
     return _json({"versions": await run_in_threadpool(wf.versions, boundary_id)})
 
@@ -321,8 +327,7 @@ async def list_versions(request: Request, boundary_id: str):
     "/v1/boundaries/{boundary_id}/versions/{n}",
     summary="One version with its geometry and constraints answer",
 )
-async def get_version(request: Request, boundary_id: str, n: int = VERSION_NUMBER):
-    admit(request, *READ_SCOPES)
+async def get_version(request: Request, boundary_id: str, n: int = VERSION_NUMBER, principal: Principal = require_scope(*READ_SCOPES)):
     wf = workflow(request)
     return _json(await run_in_threadpool(wf.version, boundary_id, n))
 
@@ -331,8 +336,7 @@ async def get_version(request: Request, boundary_id: str, n: int = VERSION_NUMBE
     "/v1/boundaries/{boundary_id}/versions/{n}/odp",
     summary="A version as an ODP proposal.boundary (GeoBoundary) and its designations, overrides applied",
 )
-async def get_version_odp(request: Request, boundary_id: str, n: int = VERSION_NUMBER):
-    admit(request, *READ_SCOPES)
+async def get_version_odp(request: Request, boundary_id: str, n: int = VERSION_NUMBER, principal: Principal = require_scope(*READ_SCOPES)):
     wf = workflow(request)
     version = await run_in_threadpool(wf.version, boundary_id, n)
     return _json(export_version(version))
@@ -341,8 +345,7 @@ async def get_version_odp(request: Request, boundary_id: str, n: int = VERSION_N
 @router.post(
     "/v1/boundaries/{boundary_id}/recheck", summary="Re-run the constraints check on the current version"
 )
-async def recheck(request: Request, boundary_id: str):
-    principal = admit(request, *READ_SCOPES)
+async def recheck(request: Request, boundary_id: str, principal: Principal = require_scope(*READ_SCOPES)):
     wf = workflow(request)
     return _json(await run_in_threadpool(wf.recheck, boundary_id, _actor(principal)))
 
@@ -352,8 +355,7 @@ async def recheck(request: Request, boundary_id: str):
     summary="The audit trail, oldest first (JSON, or a plain-text log with ?format=text)",
     responses={200: {"content": {"application/json": {}, "text/plain": {}}}},
 )
-async def audit(request: Request, boundary_id: str, format: str = "json"):
-    admit(request, *READ_SCOPES)
+async def audit(request: Request, boundary_id: str, format: str = "json", principal: Principal = require_scope(*READ_SCOPES)):
     wf = workflow(request)
     if format == "text":
         return PlainTextResponse(await run_in_threadpool(wf.audit_text, boundary_id))
@@ -375,8 +377,7 @@ async def audit(request: Request, boundary_id: str, format: str = "json"):
         )
     },
 )
-async def propose(request: Request, boundary_id: str):
-    principal = admit(request, "officer")
+async def propose(request: Request, boundary_id: str, principal: Principal = require_scope("officer")):
     wf = workflow(request)
     data = await _read_json(request)
     reason = _text(data, "reason")
@@ -396,7 +397,8 @@ async def propose(request: Request, boundary_id: str):
 
 
 @router.get(
-    "/v1/change-requests/{request_id}", summary="A change request (officer API key or the applicant's token)"
+    "/v1/change-requests/{request_id}", summary="A change request (officer API key or the applicant's token)",
+    dependencies=[APPLICANT_TOKEN],
 )
 async def get_change_request(request: Request, request_id: str):
     wf = workflow(request)
@@ -407,6 +409,7 @@ async def get_change_request(request: Request, request_id: str):
 @router.post(
     "/v1/change-requests/{request_id}/approve",
     summary="The applicant approves: the proposal becomes the next version",
+    dependencies=[APPLICANT_TOKEN],
 )
 async def approve(request: Request, request_id: str):
     wf = workflow(request)
@@ -422,6 +425,7 @@ async def approve(request: Request, request_id: str):
             ["reason"], {"reason": {"type": "string"}}, {"reason": "That strip is my neighbour's garden"}
         )
     },
+    dependencies=[APPLICANT_TOKEN],
 )
 async def reject(request: Request, request_id: str):
     wf = workflow(request)
@@ -434,8 +438,7 @@ async def reject(request: Request, request_id: str):
 @router.post(
     "/v1/change-requests/{request_id}/cancel", summary="The officer withdraws an open change request"
 )
-async def cancel(request: Request, request_id: str):
-    principal = admit(request, "officer")
+async def cancel(request: Request, request_id: str, principal: Principal = require_scope("officer")):
     wf = workflow(request)
     reason = None
     if await request.body():
@@ -463,8 +466,7 @@ async def cancel(request: Request, request_id: str):
         )
     },
 )
-async def add_override(request: Request, boundary_id: str):
-    principal = admit(request, "officer")
+async def add_override(request: Request, boundary_id: str, principal: Principal = require_scope("officer")):
     wf = workflow(request)
     data = await _read_json(request)
     entity = data.get("entity")
@@ -492,8 +494,7 @@ async def add_override(request: Request, boundary_id: str):
     "/v1/boundaries/{boundary_id}/overrides/{override_id}",
     summary="Withdraw an override (kept in the record)",
 )
-async def remove_override(request: Request, boundary_id: str, override_id: str, reason: str | None = None):
-    principal = admit(request, "officer")
+async def remove_override(request: Request, boundary_id: str, override_id: str, reason: str | None = None, principal: Principal = require_scope("officer")):
     wf = workflow(request)
     return _json(
         await run_in_threadpool(
@@ -506,8 +507,7 @@ async def remove_override(request: Request, boundary_id: str, override_id: str, 
     "/v1/boundaries/{boundary_id}/overrides/{override_id}/review",
     summary="Clear an override's review flag after checking it",
 )
-async def review_override(request: Request, boundary_id: str, override_id: str, note: str | None = None):
-    principal = admit(request, "officer")
+async def review_override(request: Request, boundary_id: str, override_id: str, note: str | None = None, principal: Principal = require_scope("officer")):
     wf = workflow(request)
     return _json(
         await run_in_threadpool(
@@ -535,8 +535,7 @@ async def review_override(request: Request, boundary_id: str, override_id: str, 
         }
     },
 )
-async def validate(request: Request):
-    admit(request, "check", "boundary:write", "officer")
+async def validate(request: Request, principal: Principal = require_scope("check", "boundary:write", "officer")):
     wf = workflow(request)
     content_type = request.headers.get("content-type", "")
     warnings: list[str] = []
