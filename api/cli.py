@@ -100,7 +100,9 @@ def cmd_check(args) -> int:
     tolerance = Tolerance(args.tolerance_m2, args.tolerance_pct)
     answer = index.check(site, tolerance=tolerance, council=args.council)
     if args.format == "planx":
-        answer = to_planx(answer, index.catalogue)
+        from .dataset_metadata import describer
+
+        answer = to_planx(answer, index.catalogue, describe=describer(index.snapshot))
     elif args.format == "odp":
         answer = {"designations": to_odp(answer)}
     elif args.format == "geojson":
