@@ -450,7 +450,12 @@ def gis_keys(
     wanted = split_list(vals)
     if not wanted:
         return None, []
+    team = catalogue.article4_council(council)
     known = catalogue.keys() + [r.key for r in catalogue.article4_rules(council)]
+    if team is not None:
+        known.append(team.caz_key)
+        if "articleFour.caz" in wanted:
+            wanted = [*wanted, team.caz_key]  # PlanX answers the zone under the team's own key
     keys = []
     for key in known:
         if key in wanted or any(key.startswith(v + ".") for v in wanted):
@@ -507,7 +512,7 @@ async def gis(
     catalogue: Catalogue = Depends(get_catalogue),
     settings=Depends(get_settings),
 ):
-    council = team.lower()
+    council = team  # PlanX looks team slugs up exactly: "Lambeth" is not "lambeth"
     geometry = parse_wkt(geom, "geom", settings)
     site = parse_site(geometry, site_limits(settings))
     keys, unknown = gis_keys(vals, catalogue, council)
@@ -517,10 +522,9 @@ async def gis(
     def work():
         answer = index.check(site, tolerance=tolerance, council=council, keys=keys)
         body = to_planx(answer, catalogue, source)
-        caz = body["constraints"].get("articleFour.caz")
-        if caz is not None and catalogue.article4_rules(council):
-            # PlanX repeats the Central Activities Zone under the team's granular keys (articleFour.lambeth.caz)
-            body["constraints"][f"articleFour.{council}.caz"] = {**caz, "fn": f"articleFour.{council}.caz"}
+        if catalogue.article4_council(council) is not None:
+            # PlanX renames the Central Activities Zone to the team's own key (articleFour.lambeth.caz)
+            body["constraints"].pop("articleFour.caz", None)
         for key in unknown:
             body["constraints"][key] = {
                 "fn": key,
