@@ -25,7 +25,6 @@ from importlib import resources
 import shapely
 from shapely.geometry.base import BaseGeometry
 
-
 BORDER_MARGIN_DEGREES = 0.02  # about 1.4 km north-south and 2.2 km east-west at 52° N
 OUTSIDE_ENGLAND = (
     "the site is outside England (in Wales, Scotland or at sea); redline's national layers, like the Planning "

@@ -10,9 +10,9 @@ from __future__ import annotations
 import geopandas as gpd
 import pytest
 import shapely
+from api_fixtures import make_app
 from fastapi.testclient import TestClient
 
-from api_fixtures import make_app
 from constraints.formats import to_planx
 from constraints.index import ConstraintIndex
 from datasets.cache import LayerCache

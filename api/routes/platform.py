@@ -10,8 +10,6 @@ in the entity search, and reported as not checked (``value: null``) in the GIS a
 
 from __future__ import annotations
 
-import contextlib
-from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from urllib.parse import parse_qsl, urlencode, urlunsplit
 
@@ -24,6 +22,8 @@ from constraints.formats import to_planx
 from constraints.index import ConstraintIndex, Tolerance
 from constraints.site import parse_site
 from datasets.catalogue import Catalogue
+from datasets.coverage import describe as describe_coverage
+from datasets.sync import is_stale
 
 from .. import entity_search as es
 from ..dataset_metadata import dataset_json
@@ -546,14 +546,6 @@ async def gis(
 # -- /v1/datasets -----------------------------------------------------------------------------------
 
 
-def _is_stale(stamp: str | None, cutoff: datetime) -> bool:
-    if not stamp:
-        return True
-    with contextlib.suppress(ValueError):
-        return datetime.fromisoformat(stamp.replace("Z", "+00:00")) < cutoff
-    return True
-
-
 @own.get(
     "/v1/datasets", summary="Every cached dataset: count, source, loaded-at, ETag, stale flag and attribution"
 )
@@ -565,7 +557,6 @@ def v1_datasets(
     settings=Depends(get_settings),
 ):
     snap = index.snapshot
-    cutoff = datetime.now(UTC) - timedelta(hours=settings.stale_after_hours)
     out = []
     for name, layer in sorted(snap.layers.items()):
         entry = layer.entry
@@ -581,7 +572,8 @@ def v1_datasets(
                 "last_modified": entry.get("last_modified"),
                 "entry_date": entry.get("entry_date"),
                 "version": entry.get("version"),
-                "stale": _is_stale(entry.get("loaded_at"), cutoff),
+                "stale": is_stale(entry, stale_after_hours=settings.stale_after_hours),
+                "covers": describe_coverage(entry),
                 "last_error": entry.get("last_error"),
                 "licence": meta["licence"],
                 "licence_text": meta["licence-text"],
