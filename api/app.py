@@ -21,7 +21,7 @@ from datasets.pdp import PlatformClient
 from datasets.samples import load_samples
 from datasets.sync import BackgroundSync, Syncer
 
-from . import errors
+from . import __version__, errors
 from .check_process import CheckProcessRunner, fork_available
 from .check_thread import CheckThread
 from .deps import TokenBucket
@@ -155,10 +155,12 @@ def create_app(settings: Settings | None = None, *, load_in_background: bool = T
 
     app = RedlineAPI(
         title="redline",
-        version="0.1.0",
+        version=__version__,
         description="Planning constraints checks and red-line boundaries for English local planning authorities. "
         "Every error is application/problem+json (RFC 9457).",
         lifespan=lifespan,
+        docs_url=None,  # api/routes/docs.py serves it with the vendored Swagger UI, so it works offline
+        redoc_url=None,
     )
     state = app.state
     state.settings = settings
@@ -194,7 +196,7 @@ def create_app(settings: Settings | None = None, *, load_in_background: bool = T
 def _extensions():
     """Optional parts of the service, each a function that adds its routers to the app."""
     found = []
-    for module_name in ("api.routes.platform", "api.routes.boundaries", "api.routes.operations", "api.routes.widget"):
+    for module_name in ("api.routes.platform", "api.routes.boundaries", "api.routes.operations", "api.routes.widget", "api.routes.docs"):
         try:
             module = __import__(module_name, fromlist=["install"])
         except ModuleNotFoundError as err:

@@ -16,6 +16,7 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
+from . import __version__
 from .settings import get_settings
 
 BAD_INPUT = 2
@@ -268,6 +269,7 @@ def cmd_keys(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="redline", description="Planning constraints checks and red-line boundaries.")
+    parser.add_argument("--version", action="version", version=f"redline {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true")
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -345,10 +347,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _quiet_dask(record: logging.LogRecord) -> bool:
+    """Dask's scheduler and nannies announce every start and stop at INFO (and set their loggers'
+    levels themselves): noise to the user of ``batch``, so only their warnings reach the terminal."""
+    return record.levelno >= logging.WARNING or not record.name.startswith(("distributed", "bokeh", "tornado"))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if not args.verbose:
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(_quiet_dask)
     try:
         return args.func(args) or 0
     except KeyboardInterrupt:

@@ -350,11 +350,11 @@ class Store:
     data_dir : path, optional
         Where the default SQLite file lives (``REDLINE_DATA_DIR``).
 
-    Examples
-    --------
-    >>> store = Store("sqlite:///tmp/b.sqlite3")       # doctest: +SKIP
-    >>> with store.transaction() as tx:                 # doctest: +SKIP
-    ...     tx.get_boundary("...")
+    Usage::
+
+        store = Store("sqlite:///tmp/b.sqlite3")
+        with store.transaction() as tx:
+            tx.get_boundary("...")
     """
 
     def __init__(self, url: str | None = None, *, data_dir: str | os.PathLike | None = None, migrate=True):

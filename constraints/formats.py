@@ -4,11 +4,11 @@ Each takes the native answer (``ConstraintIndex.check``) and reshapes it; none c
 A key whose status is ``unknown`` is never written as a "not": PlanX gets ``value: null`` with the
 reason, and ODP (which has no way to say "not checked") leaves the key out.
 
-Examples
---------
->>> planx = to_planx(answer, catalogue)  # doctest: +SKIP
->>> planx["constraints"]["listed"]["value"]  # doctest: +SKIP
-True
+Usage::
+
+    planx = to_planx(answer, catalogue)
+    planx["constraints"]["listed"]["value"]
+    # True
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Drop-in endpoints: PlanX's /gis/{team} and the Planning Data Platform's entity and dataset API.
 
-Shapes are checked against the real answers in ../shared/data/real (PlanX mocks, BOPS fixtures of the
+Shapes are checked against the real answers in tests/data/real (PlanX mocks, BOPS fixtures of the
 platform's /entity.json, digital-land.info's entity table); behaviour against brute force over the layers.
 """
 
