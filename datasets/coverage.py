@@ -38,9 +38,9 @@ def default_coverage(cache, organisation: str | None) -> tuple[BaseGeometry, str
 
 def describe(entry: dict) -> str:
     """The coverage of a manifest entry in words, for ``datasets list`` and load summaries."""
-    if not entry.get("coverage"):
-        return "England (a national layer)"
-    return entry.get("coverage_note") or "the area recorded with it"
+    if entry.get("coverage_note"):
+        return entry["coverage_note"]
+    return "the area recorded with it" if entry.get("coverage") else "England (a national layer)"
 
 
 HOW_TO_SET = (
