@@ -24,8 +24,8 @@ from datasets.sync import BackgroundSync, Syncer
 from . import __version__, errors
 from .check_process import CheckProcessRunner, fork_available
 from .check_thread import CheckThread
-from .deps import TokenBucket
 from .keys import KeyStore
+from .ratelimit import SharedBuckets
 from .routes import check, health
 from .settings import Settings, get_settings
 
@@ -150,8 +150,11 @@ def create_app(settings: Settings | None = None, *, load_in_background: bool = T
             for stop in app.state.on_shutdown:
                 await stop(app)
             await asyncio.to_thread(app.state.check_thread.stop)
-            for exited in app.state.check_process.close() if app.state.check_process is not None else ():
-                await asyncio.to_thread(exited.wait, 10)  # reaped here, so no check process outlives its worker
+            for process in app.state.check_process.close() if app.state.check_process is not None else ():
+                # reaped here, so no check process outlives its worker: one that is stuck is killed
+                if not await asyncio.to_thread(process.exited.wait, settings.check_deadline_s + 1):
+                    process.kill("the service is stopping")
+                    await asyncio.to_thread(process.exited.wait, 5)
 
     app = RedlineAPI(
         title="redline",
@@ -167,14 +170,14 @@ def create_app(settings: Settings | None = None, *, load_in_background: bool = T
     state.cache = LayerCache(settings.data_dir)
     state.catalogue = load_catalogue(settings.local_catalogue, settings.article4_dir)
     state.keys = KeyStore(settings.data_dir)
-    state.rate_limiter = TokenBucket(settings.rate_limit_per_s, settings.rate_limit_burst)
+    state.rate_limits = SharedBuckets(Path(settings.data_dir) / "ratelimit.bin")
     state.index = None
     state.load_error = None
     state.live = LiveLookup(settings.pdp_api_url, ttl_seconds=settings.live_cache_ttl_s) if settings.live_fallback else None
-    state.check_thread = CheckThread()
+    state.check_thread = CheckThread(deadline_s=settings.check_deadline_s)
     # the live fallback's HTTP client must not be shared with a forked child: those checks stay on the thread
     use_process = settings.check_process and fork_available() and state.live is None
-    state.check_process = CheckProcessRunner(lambda snapshot: functools.partial(check.answer_check, state.index, state.catalogue, check.site_limits(settings), snapshot=snapshot), size=settings.check_processes) if use_process else None
+    state.check_process = CheckProcessRunner(lambda snapshot: functools.partial(check.answer_check, state.index, state.catalogue, check.site_limits(settings), snapshot=snapshot), size=settings.check_processes, deadline_s=settings.check_deadline_s) if use_process else None
     state.on_startup = []
     state.on_shutdown = []
 
