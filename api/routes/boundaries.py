@@ -25,9 +25,10 @@ from starlette.concurrency import run_in_threadpool
 
 from boundary.errors import BoundaryError, Forbidden, InvalidBoundary, Unauthorized
 from boundary.geometry import BoundaryLimits, parse_upload, validate_boundary
-from boundary.odp import export_version
+from boundary.odp import effective_answer, export_version
 from boundary.store import Store
 from boundary.workflow import Boundaries, WorkflowSettings
+from constraints.formats import to_geojson, to_odp, to_planx
 
 from ..deps import (
     APPLICANT_TOKEN,
@@ -339,7 +340,30 @@ async def get_version(request: Request, boundary_id: str, n: int = VERSION_NUMBE
 async def get_version_odp(request: Request, boundary_id: str, n: int = VERSION_NUMBER, principal: Principal = require_scope(*READ_SCOPES)):
     wf = workflow(request)
     version = await run_in_threadpool(wf.version, boundary_id, n)
-    return _json(export_version(version))
+    return _json(export_version(version, request.app.state.catalogue))
+
+
+@router.get(
+    "/v1/boundaries/{boundary_id}/constraints",
+    summary="The current version's constraints with the officers' overrides applied, in any output format",
+    description="``format``: native (default), planx, odp or geojson. Keys derived from an overridden key follow "
+    "it (a dismissed conservation area clears ``designated`` when nothing else designates the site).",
+)
+async def get_constraints(request: Request, boundary_id: str, format: str = "native"):
+    admit(request, *READ_SCOPES)
+    if format not in ("native", "planx", "odp", "geojson"):
+        raise Problem(422, "The request is not valid", f"format must be native, planx, odp or geojson, not {format!r}")
+    wf = workflow(request)
+    view = await run_in_threadpool(wf.get, boundary_id)
+    catalogue = request.app.state.catalogue
+    answer = effective_answer(view, catalogue)
+    if format == "planx":
+        return _json(to_planx(answer, catalogue))
+    if format == "odp":
+        return _json({"designations": to_odp(answer)})
+    if format == "geojson":
+        return _json(to_geojson(answer, request.app.state.index.snapshot))
+    return _json(answer)
 
 
 @router.post(
