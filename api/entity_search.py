@@ -33,7 +33,7 @@ from shapely.geometry import mapping
 from shapely.geometry.base import BaseGeometry
 
 from constraints.formats import PLANX_DATA_FIELDS
-from constraints.index import POINT, Layer, Snapshot
+from constraints.index import POINT, Layer, Snapshot, is_current
 from constraints.index import _end_dates as parse_dates
 
 #: The platform's DE-9IM relations, as ``relation(entity, query)``.
@@ -210,7 +210,7 @@ def _attribute_mask(snapshot: Snapshot, layer: Layer, query: SearchQuery, today:
     for condition in query.dates:
         mask &= _date_mask(snapshot, layer, condition)
     if query.periods and "all" not in query.periods:
-        ended = ~np.isnat(layer.end_date) & (layer.end_date <= today)
+        ended = ~is_current(layer.end_date, today)
         period = np.zeros(len(layer), dtype=bool)
         if "current" in query.periods:
             period |= ~ended
