@@ -113,6 +113,30 @@ def cmd_check(args) -> int:
 
 
 def cmd_load(args) -> int:
+    import contextlib
+    import io
+
+    from datasets.progress import progress_bar
+
+    # what the load prints waits until the bar is gone, so the two never share a line
+    out, err = io.StringIO(), io.StringIO()
+    with progress_bar(len(LOAD_STEPS), desc=f"loading {args.dataset}", unit="step", leave=False) as bar:
+
+        def stage(name: str) -> None:
+            bar.set_postfix_str(name, refresh=False)
+            bar.update(LOAD_STEPS.index(name) - bar.n)
+
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = _load(args, stage)
+    sys.stdout.write(out.getvalue())
+    sys.stderr.write(err.getvalue())
+    return code
+
+
+LOAD_STEPS = ("reading", "checking", "repairing", "numbering", "writing", "done")
+
+
+def _load(args, stage) -> int:
     from datasets.cache import CacheError
     from datasets.loaders import LoadError, read_layer_file
 
@@ -127,6 +151,7 @@ def cmd_load(args) -> int:
             reference_field=args.reference_field,
             organisation=args.organisation,
             crs=args.crs,
+            stage=stage,
         )
     except LoadError as err:
         return _fail(str(err))
@@ -153,10 +178,12 @@ def cmd_load(args) -> int:
             return _fail(f"--coverage: {err}")
     elif args.append and cache.entry(args.dataset):
         coverage = cache.coverage(args.dataset)
+    stage("writing")
     try:
         cache.write(args.dataset, frame, source=report.source, coverage=coverage)
     except CacheError as err:
         return _fail(str(err))
+    stage("done")
     print(report.summary())
     return 0
 
