@@ -231,3 +231,20 @@ def test_stale_is_the_same_in_provenance_datasets_metrics_and_the_list(tmp_path,
     assert next(d for d in listed if d["dataset"] == "conservation-area")["stale"] is stale
     assert f'redline_dataset_stale{{dataset="conservation-area"}} {int(stale)}' in metrics
     assert code == 0 and json.loads(out)["conservation-area"]["stale"] is stale
+
+
+# -- keys that narrow another ---------------------------------------------------------------------
+
+
+def test_a_grade_is_unknown_when_the_listed_building_met_has_no_grade(tmp_path):
+    cache = LayerCache(tmp_path)
+    outline = gpd.GeoDataFrame(
+        {"entity": [31000001], "name": ["No 1"], "listed-building-grade": [""]}, geometry=[NORWICH.buffer(0.0005)], crs=4326
+    )
+    cache.write("listed-building-outline", outline, source={"type": "platform", "url": "test"})
+    cache.write("listed-building", outline.iloc[:0], source={"type": "platform", "url": "test"})
+    found = {c["key"]: c for c in ConstraintIndex.from_cache(cache, load_catalogue()).check(NORWICH)["constraints"]}
+    assert found["listed"]["status"] == "intersects"
+    for grade in ("listed.gradeOne", "listed.gradeTwoStar", "listed.gradeTwo"):
+        assert found[grade]["status"] == "unknown"
+        assert "1 listed-building-outline entity the site meets has no listed-building-grade" in found[grade]["reason"]
