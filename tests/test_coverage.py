@@ -17,8 +17,6 @@ import shapely
 from api_fixtures import BATH_SITE, make_app
 from fastapi.testclient import TestClient
 
-from api.cli import main
-from api.settings import get_settings
 from constraints.index import ConstraintIndex
 from constraints.site import SiteError, parse_site
 from datasets.cache import LayerCache
@@ -37,29 +35,6 @@ def geojson(path: Path, geometry, **properties) -> Path:
     feature = {"type": "Feature", "properties": properties, "geometry": shapely.geometry.mapping(geometry)}
     path.write_text(json.dumps({"type": "FeatureCollection", "features": [feature]}))
     return path
-
-
-@pytest.fixture
-def cli(monkeypatch, capsys, tmp_path):
-    """``redline ARGS`` in this process against a data folder: (exit code, stdout, stderr)."""
-    monkeypatch.chdir(tmp_path)
-
-    def call(*argv: str, data_dir: Path, **env: str) -> tuple[int, str, str]:
-        monkeypatch.setenv("REDLINE_DATA_DIR", str(data_dir))
-        for name, value in env.items():
-            monkeypatch.setenv(name, value)
-        get_settings.cache_clear()
-        try:
-            code = main(list(argv))
-        except SystemExit as exit:
-            code = exit.code
-        finally:
-            get_settings.cache_clear()
-        captured = capsys.readouterr()
-        return code, captured.out, captured.err
-
-    yield call
-    get_settings.cache_clear()
 
 
 def conservation(cli, tmp_path, site, data_dir) -> dict:
