@@ -417,3 +417,17 @@ def test_every_operation_of_the_check_platform_and_boundary_api_has_an_example_f
     assert unquote_plus(spec["paths"]["/entity.json"]["get"]["parameters"][1]["example"]).startswith(
         "POLYGON"
     )
+
+
+def test_the_openapi_declares_how_each_operation_is_authorised(client):
+    spec = client.get("/openapi.json").json()
+    schemes = spec["components"]["securitySchemes"]
+    assert schemes["apiKey"] == {"type": "http", "scheme": "bearer", "description": schemes["apiKey"]["description"]}
+    assert schemes["changeRequestToken"]["scheme"] == "bearer"
+    assert "Authorization: Bearer TOKEN" in schemes["changeRequestToken"]["description"]
+    paths = spec["paths"]
+    for path, method in [("/v1/check", "post"), ("/v1/boundaries", "post"), ("/entity.json", "get")]:
+        assert {"apiKey": []} in paths[path][method]["security"], path
+    for action in ("approve", "reject"):
+        assert paths[f"/v1/change-requests/{{request_id}}/{action}"]["post"]["security"] == [{"changeRequestToken": []}]
+    assert "security" not in paths["/healthz"]["get"]
