@@ -23,8 +23,8 @@ from datasets.sync import BackgroundSync, Syncer
 from . import __version__, errors
 from .check_process import CheckProcessRunner, fork_available
 from .check_thread import CheckThread
-from .deps import TokenBucket
 from .keys import KeyStore
+from .ratelimit import SharedBuckets
 from .routes import check, health
 from .settings import Settings, get_settings
 
@@ -169,7 +169,7 @@ def create_app(settings: Settings | None = None, *, load_in_background: bool = T
     state.cache = LayerCache(settings.data_dir)
     state.catalogue = load_catalogue(settings.local_catalogue, settings.article4_dir)
     state.keys = KeyStore(settings.data_dir)
-    state.rate_limiter = TokenBucket(settings.rate_limit_per_s, settings.rate_limit_burst)
+    state.rate_limits = SharedBuckets(Path(settings.data_dir) / "ratelimit.bin")
     state.index = None
     state.load_error = None
     state.live = LiveLookup(settings.pdp_api_url, ttl_seconds=settings.live_cache_ttl_s) if settings.live_fallback else None

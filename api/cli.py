@@ -100,7 +100,9 @@ def cmd_check(args) -> int:
     tolerance = Tolerance(args.tolerance_m2, args.tolerance_pct)
     answer = index.check(site, tolerance=tolerance, council=args.council)
     if args.format == "planx":
-        answer = to_planx(answer, index.catalogue)
+        from .dataset_metadata import describer
+
+        answer = to_planx(answer, index.catalogue, describe=describer(index.snapshot))
     elif args.format == "odp":
         answer = {"designations": to_odp(answer)}
     elif args.format == "geojson":
@@ -335,6 +337,22 @@ def _quiet_dask(record: logging.LogRecord) -> bool:
     return record.levelno >= logging.WARNING or not record.name.startswith(("distributed", "bokeh", "tornado"))
 
 
+def _say_data_folder() -> None:
+    """Every command names the data folder it answers from, on stderr (stdout stays the answer)."""
+    from datasets.data_dir import default_data_dir
+
+    folder = Path(get_settings().data_dir).expanduser().resolve()
+    how = "the default for this user" if folder == default_data_dir().resolve() else "from REDLINE_DATA_DIR"
+    print(f"redline: data folder {folder} ({how})", file=sys.stderr)
+    here = Path(".redline").resolve()
+    if here != folder and (here / "manifest.json").is_file():
+        print(
+            f"redline: the layers in {here} are not used by this command; "
+            f"to use them, set REDLINE_DATA_DIR={here}",
+            file=sys.stderr,
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -343,6 +361,7 @@ def main(argv: list[str] | None = None) -> int:
         for handler in logging.getLogger().handlers:
             handler.addFilter(_quiet_dask)
     try:
+        _say_data_folder()
         return args.func(args) or 0
     except KeyboardInterrupt:
         return 130

@@ -1,6 +1,6 @@
 """The on-disk layer cache: one GeoParquet file per dataset and a manifest that says which is current.
 
-Layout under the data folder (``REDLINE_DATA_DIR``, default ``./.redline/``)::
+Layout under the data folder (``REDLINE_DATA_DIR``, default ``datasets.data_dir.default_data_dir()``)::
 
     manifest.json                       which file is current for each dataset, and where it came from
     layers/{dataset}.{version}.parquet  GeoParquet, EPSG:4326, the platform's entity fields
@@ -37,6 +37,8 @@ import shapely
 from shapely.geometry.base import BaseGeometry
 
 MANIFEST = "manifest.json"
+
+
 BASE_COLUMNS = [
     "entity",
     "name",

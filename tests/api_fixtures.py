@@ -47,6 +47,9 @@ def make_app(data_dir: Path, **settings):
         "load_samples": True,
         "rate_limit_per_s": 1e6,
         "rate_limit_burst": 1_000_000,
+        "anonymous_rate_limit_per_s": 1e6,
+        "anonymous_rate_limit_burst": 1_000_000,
+        "failed_auth_burst": 1_000_000,
     } | settings
     return create_app(Settings(**options), load_in_background=False)
 

@@ -209,3 +209,36 @@ def test_batch_without_the_dask_extra_says_how_to_install_it(monkeypatch, capsys
     err = capsys.readouterr().err
     assert code == 2
     assert "pip install 'redline[batch]'" in err and "Traceback" not in err
+
+
+def test_batch_rows_carry_the_reason_for_unknown_and_the_nearby_entities(sample_cache):
+    from constraints.batch import check_sites
+    from constraints.index import ConstraintIndex
+    from constraints.site import parse_site
+    from datasets.catalogue import load_catalogue
+
+    index = ConstraintIndex.from_cache(sample_cache, load_catalogue())
+    # sites straddling the sample features' outlines, so some only touch (nearby) and some lie where
+    # a layer is missing or does not cover (unknown)
+    outlines = []
+    for name in sample_cache.datasets():
+        geometry = sample_cache.read(name).geometry.to_numpy()
+        outlines.append(shapely.get_coordinates(shapely.boundary(geometry[shapely.area(geometry) > 0]))[::50])
+    xy = [p for chunk in outlines for p in chunk][:300]
+    sites = [shapely.box(x - 0.0003, y - 0.0002, x + 0.0003, y + 0.0002) for x, y in xy]
+    ids = list(range(1, len(sites) + 1))
+
+    import numpy as np
+    import pyarrow as pa
+
+    table, _ = check_sites(index, np.array(ids), np.array(ids), sites, id_field="row", id_type=pa.int64())
+    rows = table.to_pylist()
+
+    expected = {}
+    for i, site in zip(ids, sites, strict=True):
+        for c in index.check(parse_site(site))["constraints"]:
+            expected[(i, c["key"])] = (c["reason"] if c["status"] == "unknown" else None, [int(e["entity"]) for e in c["nearby"]])
+    got = {(r["row"], r["key"]): (r["reason"], r["nearby"]) for r in rows}
+    assert got == expected
+    assert any(nearby for _, nearby in got.values()), "no site touched a feature: the test proves nothing"
+    assert any(reason for reason, _ in got.values())
