@@ -42,6 +42,7 @@ from ..deps import (
 )
 from ..errors import Problem
 from ..keys import Principal
+from .check import site_limits
 
 router = APIRouter(tags=["boundaries"])
 log = logging.getLogger("redline.boundaries")
@@ -121,7 +122,7 @@ def build_workflow(app: FastAPI) -> Boundaries:
             return wf
         settings = app.state.settings
         store = Store(settings.database_url, data_dir=settings.data_dir)
-        limits = BoundaryLimits(max_area_ha=settings.max_boundary_area_ha, max_vertices=settings.max_vertices)
+        limits = BoundaryLimits(max_area_ha=settings.max_boundary_area_ha, site=site_limits(settings))
         wf_settings = WorkflowSettings(
             auto_approve_working_days=settings.auto_approve_working_days or None, limits=limits
         )

@@ -28,7 +28,16 @@ SITE_EXAMPLE = {
 
 
 def site_limits(settings) -> SiteLimits:
-    return SiteLimits(max_bytes=settings.max_body_bytes, max_vertices=settings.max_vertices, max_features=settings.max_geometries)
+    """The site limits from the settings: every endpoint that reads a site uses these."""
+    return SiteLimits(
+        max_bytes=settings.max_body_bytes,
+        max_vertices=settings.max_vertices,
+        max_features=settings.max_geometries,
+        max_parts=settings.max_parts,
+        max_holes=settings.max_holes,
+        max_repair_vertices=settings.max_repair_vertices,
+        max_self_intersections=settings.max_self_intersections,
+    )
 
 
 def json_response(body, request: Request, status: int = 200, media_type: str = "application/json") -> Response:
