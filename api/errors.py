@@ -69,7 +69,7 @@ def problem_response(status: int, title: str, detail: str, *, type: str = "about
 def _site_error(request: Request, exc: SiteError) -> JSONResponse:
     errors = [{"pointer": exc.pointer or "/", "detail": exc.message}]
     title = "Payload too large" if exc.status == 413 else "The site cannot be checked"
-    return problem_response(exc.status, title, exc.message, type=f"/problems/{exc.code}", instance=request.url.path, errors=errors)
+    return problem_response(exc.status, title, exc.message, type=f"/problems/{exc.code}", instance=request.url.path, errors=errors, limit=exc.limit)
 
 
 def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
