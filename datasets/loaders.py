@@ -1,7 +1,9 @@
 """Loading a council's own GIS files into platform-shaped frames.
 
-Reads GeoJSON, GeoPackage, Shapefile (plain or zipped), FlatGeobuf and the platform's flattened CSV
-(WKT in ``geometry``, falling back to ``point``) through pyogrio. Any CRS is reprojected to EPSG:4326;
+Reads GeoJSON, GeoPackage, Shapefile (plain or zipped, with its .cpg encoding), FlatGeobuf through
+pyogrio, and CSV as councils export it: WKT under any of ``WKT_COLUMNS`` (the platform's ``geometry``
+falling back to ``point``), or coordinate pairs; UTF-8 with or without a BOM, UTF-16 or Windows-1252.
+A bad row (empty or broken cell, geometry GEOS refuses, off the grid) is skipped and named, never fatal. Any CRS is reprojected to EPSG:4326;
 British National Grid input goes through OSTN15, not pyproj's 3 m Helmert fallback.
 
 Usage::

@@ -10,6 +10,7 @@ in the entity search, and reported as not checked (``value: null``) in the GIS a
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Annotated
 from urllib.parse import parse_qs, urlencode, urlunsplit
 
@@ -18,6 +19,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import BaseModel, Field
 from shapely.geometry.base import BaseGeometry
 from starlette.concurrency import run_in_threadpool
+from starlette.responses import RedirectResponse
 
 from constraints.formats import to_planx
 from constraints.index import ConstraintIndex, Tolerance
@@ -280,6 +282,56 @@ def entity_geojson(
     return json_response(
         es.entity_feature(layer, row, es.entity_json(layer, row)), media_type="application/geo+json"
     )
+
+
+class Suffix(StrEnum):
+    json = "json"
+    geojson = "geojson"
+
+
+def _curie_redirect(request: Request, index: ConstraintIndex, prefix: str, reference: str, suffix: Suffix):
+    """The platform's CURIE links: 303 to the entity, or to a search when several entities share the CURIE."""
+    found = es.entities_with_curie(index.snapshot, prefix, reference)
+    if not found:
+        raise Problem(404, "Not found", f"entity not found: no entity held here has the CURIE {prefix}:{reference}", type="/problems/entity-not-found")
+    base = str(request.base_url).rstrip("/")
+    if len(found) > 1:
+        return RedirectResponse(f"{base}/entity.{suffix.value}?{urlencode({'curie': f'{prefix}:{reference}'})}", status_code=303)
+    return RedirectResponse(f"{base}/entity/{found[0]}.{suffix.value}", status_code=303)
+
+
+@router.get(
+    "/curie/{prefix}:{reference}.{suffix}",
+    summary="The entity with a CURIE (the platform's /curie/{prefix}:{reference}.json): a 303 to it",
+    status_code=303,
+    responses={303: {"description": "See /entity/{entity}.{suffix}"}, 404: {"description": "No entity held here has that CURIE"}},
+)
+def curie_redirect(
+    request: Request,
+    prefix: str = Path(..., max_length=200),
+    reference: str = Path(..., max_length=1000),
+    suffix: Suffix = Path(...),
+    principal=require_scope("check", public=True),
+    index: ConstraintIndex = Depends(get_index),
+):
+    return _curie_redirect(request, index, prefix, reference, suffix)
+
+
+@router.get(
+    "/prefix/{prefix}/reference/{reference}.{suffix}",
+    summary="The entity with a prefix and reference (the platform's CURIE link, long form): a 303 to it",
+    status_code=303,
+    responses={303: {"description": "See /entity/{entity}.{suffix}"}, 404: {"description": "No entity held here has that CURIE"}},
+)
+def prefix_reference_redirect(
+    request: Request,
+    prefix: str = Path(..., max_length=200),
+    reference: str = Path(..., max_length=1000),
+    suffix: Suffix = Path(...),
+    principal=require_scope("check", public=True),
+    index: ConstraintIndex = Depends(get_index),
+):
+    return _curie_redirect(request, index, prefix, reference, suffix)
 
 
 # -- /dataset.json ---------------------------------------------------------------------------------
