@@ -25,8 +25,10 @@ def add_batch_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
         help="check every site of a GIS file against every constraint key, on a Dask cluster",
         description=(
             "Check every site of SITES (GeoParquet, GeoPackage, GeoJSON, Shapefile or .zip, FlatGeobuf, or CSV with "
-            "WKT in a 'geometry' column; any coordinate system) with the same core and tolerance rules as the "
-            "service, and write one row per site and key to RESULTS (.parquet for GeoParquet, or .csv). Bad rows "
+            "a WKT column such as geometry, WKT, geom or the_geom, or longitude/latitude columns; any coordinate "
+            "system) with the same core and tolerance rules as the "
+            "service, and write one row per site and key to RESULTS (.parquet for GeoParquet, or .csv), with the reason for "
+            "each unknown and the entities nearby. Bad rows "
             "are listed in RESULTS.errors.csv and never stop the run. Layers come from REDLINE_DATA_DIR, which every "
             "Dask worker must be able to read at the same path (and RESULTS' folder, where parts are written)."
         ),
@@ -81,7 +83,23 @@ def _fail(message: str, code: int) -> int:
     return code
 
 
+def missing_extra() -> str | None:
+    """Why ``batch`` cannot run here, when its optional Dask extra is not installed."""
+    import importlib.util
+
+    missing = [name for name in ("dask", "distributed") if importlib.util.find_spec(name) is None]
+    if not missing:
+        return None
+    return (
+        f"redline batch needs the optional Dask extra ({' and '.join(missing)} not installed): "
+        "pip install 'redline[batch]' (from a clone: pip install -e '.[batch]')"
+    )
+
+
 def run_batch_command(args) -> int:
+    why = missing_extra()
+    if why:
+        return _fail(why, BAD_INPUT)
     from constraints.batch import BatchError, BatchRunError, run_batch
     from constraints.index import Tolerance
     from datasets.cache import CacheError, LayerCache
