@@ -215,6 +215,15 @@ def _interned(column: pa.ChunkedArray) -> np.ndarray:
     return values[encoded.indices.fill_null(len(dictionary)).to_numpy()]
 
 
+def _from_wkb(wkb: pa.ChunkedArray, batch: int = 65_536) -> np.ndarray:
+    """Geometries from an Arrow WKB column, a slice at a time: never a Python bytes object per row for
+    the whole column at once (a national layer's would be a gigabyte held only to be thrown away)."""
+    out = np.empty(len(wkb), dtype=object)
+    for start in range(0, len(wkb), batch):
+        out[start : start + batch] = shapely.from_wkb(wkb.slice(start, batch).to_numpy(zero_copy_only=False))
+    return out
+
+
 def _load_layer(cache: LayerCache, name: str, entry: dict) -> tuple[Layer, np.ndarray, np.ndarray]:
     """Read one cached dataset and its pieces, deriving and persisting them on first use.
 
@@ -241,6 +250,7 @@ def _load_layer(cache: LayerCache, name: str, entry: dict) -> tuple[Layer, np.nd
     if geometry is None or len(geometry) != len(entity):
         write_wkb_file(wkb, mapped)
         geometry = map_wkb_file(mapped)
+    del wkb  # from here on the mapped file is the geometry
     layer = Layer(
         name=name,
         entry=entry,
@@ -256,7 +266,7 @@ def _load_layer(cache: LayerCache, name: str, entry: dict) -> tuple[Layer, np.nd
     if derived.exists():
         try:
             table = pq.read_table(derived)
-            pieces = shapely.from_wkb(table.column("wkb").to_numpy(zero_copy_only=False))
+            pieces = _from_wkb(table.column("wkb"))
             rows = table.column("row").to_numpy()
             area = np.frombuffer(table.schema.metadata[b"entity_area"], dtype=np.float64)
             del table
@@ -264,7 +274,7 @@ def _load_layer(cache: LayerCache, name: str, entry: dict) -> tuple[Layer, np.nd
             log.warning("rebuilding derived index for %s: %s", name, err)
             pieces = None
     if pieces is None or area is None or len(area) != len(layer):
-        bng = to_bng(shapely.from_wkb(wkb.to_numpy(zero_copy_only=False)))
+        bng = to_bng(geometry[:])
         area = shapely.area(bng)
         pieces, rows = subdivide(bng)
         point_like = layer.kind != POLYGON
@@ -328,6 +338,7 @@ def build_snapshot(cache: LayerCache, datasets: list[str] | None = None, previou
     if len(piece_geometry):
         shapely.prepare(piece_geometry)
     piece_area = shapely.area(piece_geometry) if len(piece_geometry) else np.array([])
+    pa.default_memory_pool().release_unused()  # what Arrow kept of the files read, back to the system
     versions = "|".join(f"{layer.name}={layer.entry.get('version')}" for layer in layers)
     return Snapshot(
         layers={layer.name: layer for layer in layers},
