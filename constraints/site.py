@@ -60,6 +60,7 @@ class SiteLimits:
     min_area_m2: float | None = None
     max_area_m2: float | None = None
     allow_points: bool = True
+    max_part_gap_m: float | None = 5_000.0  # parts further apart than this are not one site
 
 
 @dataclass
@@ -528,6 +529,37 @@ def _vertex_limit(vertices: int, limits: SiteLimits) -> None:
         )
 
 
+def _parts_together(bng: BaseGeometry, limits: SiteLimits) -> None:
+    """Refuse a site whose parts fall into groups further apart than ``max_part_gap_m``.
+
+    Parts within the gap of one another (directly or through other parts) are one site, such as the
+    parcels of one farm; two groups further apart are two sites drawn as one, whose merged answer
+    would say one place has another's constraints. Refused rather than split, so each is checked,
+    and named, by the one who drew it.
+    """
+    gap = limits.max_part_gap_m
+    parts = shapely.get_parts(bng)
+    if gap is None or len(parts) < 2:
+        return
+    left, right = shapely.STRtree(parts).query(parts, predicate="dwithin", distance=gap)
+    group = np.arange(len(parts))
+    changed = True
+    while changed:  # label propagation: every part takes the smallest label of the parts it reaches
+        smallest = group.copy()
+        np.minimum.at(smallest, left, group[right])
+        changed = bool((smallest != group).any())
+        group = smallest
+    first = group == group[0]
+    if first.all():
+        return
+    apart = shapely.distance(shapely.union_all(parts[first]), shapely.union_all(parts[~first]))
+    raise SiteError(
+        f"the site's parts lie {apart / 1000:.1f} km apart, more than the {gap / 1000:g} km one site may span: "
+        "they look like separate sites, so check each on its own",
+        code="parts-too-far-apart",
+    )
+
+
 def _ring_turn(xy: np.ndarray) -> float:
     """Twice the signed area of a closed ring (shoelace): positive anticlockwise."""
     x, y = xy[:, 0], xy[:, 1]
@@ -630,6 +662,7 @@ def parse_site(obj, limits: SiteLimits = SiteLimits()) -> Site:
         raise SiteError(f"{err}; redline checks sites in England", code="outside-great-britain") from None
     polygonal = geometry.geom_type in POLYGONAL
     if polygonal:
+        _parts_together(bng, limits)
         changed = False
         deduplicated = shapely.remove_repeated_points(bng, 0.0)
         if shapely.get_num_coordinates(deduplicated) < vertices:
