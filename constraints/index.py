@@ -652,11 +652,17 @@ class ConstraintIndex:
                     continue
                 missing.append(f"the {name} dataset is not loaded")
                 continue
+            blank = 0
             for m in by_dataset.get(name, ()):
                 props = m.as_dict()
                 if not self._selected(constraint, props):
+                    if m.material and constraint.field and any(not str(props.get(f) or "").strip() for f in constraint.field):
+                        blank += 1  # it may be one of these: its record does not say
                     continue
                 (entities if m.material else nearby).append(props)
+            if blank:
+                fields = " or ".join(constraint.field)
+                missing.append(f"{blank} {name} entit{'y' if blank == 1 else 'ies'} the site meets ha{'s' if blank == 1 else 've'} no {fields}")
             if name in uncovered:
                 missing.append(uncovered[name])
         if entities:

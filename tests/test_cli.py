@@ -20,8 +20,6 @@ import numpy as np
 import pytest
 import shapely
 
-from api.cli import main
-from api.settings import get_settings
 from datasets.cache import LayerCache
 from datasets.crs import bng_to_lonlat
 
@@ -49,27 +47,6 @@ def redline(*args: str, data_dir: Path, stdin: bytes | None = None) -> subproces
     return subprocess.run(
         [str(REDLINE), *args], env=env, cwd=data_dir.parent, input=stdin, capture_output=True, timeout=120
     )
-
-
-@pytest.fixture
-def cli(monkeypatch, capsys, tmp_path):
-    """Run ``redline ARGS`` in this process against a data folder; returns (exit code, stdout, stderr)."""
-    monkeypatch.chdir(tmp_path)  # no stray .env
-
-    def call(*argv: str, data_dir: Path) -> tuple[int, str, str]:
-        monkeypatch.setenv("REDLINE_DATA_DIR", str(data_dir))
-        get_settings.cache_clear()
-        try:
-            code = main(list(argv))
-        except SystemExit as exit:  # argparse refusing an option
-            code = exit.code
-        finally:
-            get_settings.cache_clear()
-        captured = capsys.readouterr()
-        return code, captured.out, captured.err
-
-    yield call
-    get_settings.cache_clear()
 
 
 @pytest.fixture(scope="module")

@@ -17,8 +17,6 @@ import shapely
 from api_fixtures import BATH_SITE, make_app
 from fastapi.testclient import TestClient
 
-from api.cli import main
-from api.settings import get_settings
 from constraints.index import ConstraintIndex
 from constraints.site import SiteError, parse_site
 from datasets.cache import LayerCache
@@ -37,29 +35,6 @@ def geojson(path: Path, geometry, **properties) -> Path:
     feature = {"type": "Feature", "properties": properties, "geometry": shapely.geometry.mapping(geometry)}
     path.write_text(json.dumps({"type": "FeatureCollection", "features": [feature]}))
     return path
-
-
-@pytest.fixture
-def cli(monkeypatch, capsys, tmp_path):
-    """``redline ARGS`` in this process against a data folder: (exit code, stdout, stderr)."""
-    monkeypatch.chdir(tmp_path)
-
-    def call(*argv: str, data_dir: Path, **env: str) -> tuple[int, str, str]:
-        monkeypatch.setenv("REDLINE_DATA_DIR", str(data_dir))
-        for name, value in env.items():
-            monkeypatch.setenv(name, value)
-        get_settings.cache_clear()
-        try:
-            code = main(list(argv))
-        except SystemExit as exit:
-            code = exit.code
-        finally:
-            get_settings.cache_clear()
-        captured = capsys.readouterr()
-        return code, captured.out, captured.err
-
-    yield call
-    get_settings.cache_clear()
 
 
 def conservation(cli, tmp_path, site, data_dir) -> dict:
@@ -231,3 +206,20 @@ def test_stale_is_the_same_in_provenance_datasets_metrics_and_the_list(tmp_path,
     assert next(d for d in listed if d["dataset"] == "conservation-area")["stale"] is stale
     assert f'redline_dataset_stale{{dataset="conservation-area"}} {int(stale)}' in metrics
     assert code == 0 and json.loads(out)["conservation-area"]["stale"] is stale
+
+
+# -- keys that narrow another ---------------------------------------------------------------------
+
+
+def test_a_grade_is_unknown_when_the_listed_building_met_has_no_grade(tmp_path):
+    cache = LayerCache(tmp_path)
+    outline = gpd.GeoDataFrame(
+        {"entity": [31000001], "name": ["No 1"], "listed-building-grade": [""]}, geometry=[NORWICH.buffer(0.0005)], crs=4326
+    )
+    cache.write("listed-building-outline", outline, source={"type": "platform", "url": "test"})
+    cache.write("listed-building", outline.iloc[:0], source={"type": "platform", "url": "test"})
+    found = {c["key"]: c for c in ConstraintIndex.from_cache(cache, load_catalogue()).check(NORWICH)["constraints"]}
+    assert found["listed"]["status"] == "intersects"
+    for grade in ("listed.gradeOne", "listed.gradeTwoStar", "listed.gradeTwo"):
+        assert found[grade]["status"] == "unknown"
+        assert "1 listed-building-outline entity the site meets has no listed-building-grade" in found[grade]["reason"]
