@@ -234,11 +234,13 @@ def test_with_the_live_fallback_planx_gets_the_platforms_answer_for_every_key(re
         assert "tpo" in passport(ours)[0]  # found on the platform, not in the cache
 
 
-def test_a_missing_dataset_is_named_in_the_header_and_the_metrics(redline):
+def test_a_missing_dataset_is_named_in_the_header_the_log_and_the_metrics(redline, caplog):
+    caplog.set_level("WARNING", logger="redline.api")
     answer = httpx.get(f"{redline.url}/entity.json", params=[("dataset", "tree"), ("dataset", "conservation-area"), ("dataset", "flood-risk-zone")])
     assert answer.status_code == 200
     assert answer.headers["x-redline-datasets-not-loaded"] == "tree,flood-risk-zone"
     assert {e["dataset"] for e in answer.json()["entities"]} == {"conservation-area"}
+    assert any("not loaded here" in r.message and "flood-risk-zone" in r.message for r in caplog.records)
     metrics = httpx.get(f"{redline.url}/metrics").text
     assert 'redline_entity_search_unloaded_datasets_total{dataset="tree",answered="not-loaded"}' in metrics
     assert 'redline_entity_search_unloaded_datasets_total{dataset="flood-risk-zone",answered="not-loaded"}' in metrics
