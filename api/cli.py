@@ -308,7 +308,11 @@ def build_parser() -> argparse.ArgumentParser:
     check.set_defaults(func=cmd_check)
 
     datasets = commands.add_parser("datasets", help="the layer cache").add_subparsers(dest="datasets_command", required=True)
-    load = datasets.add_parser("load", help="load a GIS file (GeoJSON, GeoPackage, Shapefile or .zip, FlatGeobuf, CSV with WKT)")
+    load = datasets.add_parser(
+        "load",
+        help="load a GIS file (GeoJSON, GeoPackage, Shapefile or .zip, FlatGeobuf, GeoParquet, or CSV with a WKT column "
+        "such as geometry, WKT, geom or the_geom, or longitude/latitude or easting/northing columns)",
+    )
     load.add_argument("file")
     load.add_argument("--dataset", required=True, help="the dataset name, e.g. conservation-area or a local one")
     load.add_argument("--layer")

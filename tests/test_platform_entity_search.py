@@ -467,6 +467,44 @@ def test_dataset_json_has_licence_and_attribution(server):
     assert body["entity-count"] == 2
 
 
+def test_get_by_curie_redirects_to_entity(server):
+    for path in ("/curie/greenspace:Q1234567.json", "/prefix/greenspace/reference/Q1234567.json"):
+        response = httpx.get(server.url + path, follow_redirects=False)
+        assert response.status_code == 303 and response.headers["location"] == f"{server.url}/entity/1.json"
+
+
+def test_deliberately_a_curie_without_a_suffix_has_no_page(server):
+    """The platform's /curie/{prefix}:{reference} redirects to its HTML entity page; redline serves no
+    HTML pages, so only the .json and .geojson forms are answered."""
+    assert httpx.get(server.url + "/curie/greenspace:Q1234567").status_code == 404
+
+
+def test_get_by_curie_404s_for_unknown_reference(server):
+    response = httpx.get(server.url + "/curie/not:found.json", follow_redirects=False)
+    assert response.status_code == 404 and response.json()["detail"].startswith("entity not found")
+
+
+def test_entity_extension_json(server):
+    response = httpx.get(f"{server.url}/curie/greenspace:Q1234567.json", follow_redirects=True)
+    assert response.status_code == 200 and "application/json" in response.headers["content-type"]
+    assert response.json()["entity"] == 1
+
+
+def test_deliberately_geojson_is_served_as_geojson(server):
+    """The platform serves .geojson as application/json; redline as application/geo+json (RFC 7946),
+    which JSON parsers read alike."""
+    response = httpx.get(f"{server.url}/curie/greenspace:Q1234567.geojson", follow_redirects=True)
+    assert response.status_code == 200 and response.headers["content-type"] == "application/geo+json"
+    assert response.json()["properties"]["entity"] == 1
+
+
+def test_a_curie_several_entities_share_redirects_to_a_search(server):
+    response = httpx.get(server.url + "/curie/tree:1662.json", follow_redirects=False)
+    assert response.headers["location"].endswith("/entity/7002001662.json")
+    shared = httpx.get(server.url + "/curie/article-4-direction-area:A4D1.json", follow_redirects=True).json()
+    assert {e["entity"] for e in shared["entities"]} == {7010004280, 7010005998}
+
+
 # -- tests/integration/test_search_invalid_entities.py ------------------------------------------------
 
 
