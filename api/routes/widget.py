@@ -12,10 +12,10 @@ from __future__ import annotations
 import html
 import math
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import orjson
 import shapely
 import shapely.geometry
 import shapely.ops
@@ -29,11 +29,13 @@ from starlette.concurrency import run_in_threadpool
 from boundary.errors import BoundaryError
 from boundary.geometry import BoundaryLimits, parse_upload
 from constraints.index import ConstraintIndex, is_current
-from constraints.site import SiteLimits, parse_site
+from constraints.site import SiteLimits, limit_overlay, parse_site
 from datasets import crs
 
 from ..deps import get_index, require_scope
 from ..errors import Problem
+from ..responses import json_response
+from .check import site_limits
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
 VENDOR = STATIC / "vendor"
@@ -130,10 +132,6 @@ def _features_in(
     return features, truncated
 
 
-def _geojson(body: dict, request: Request) -> Response:
-    return Response(orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/geo+json")
-
-
 @router.get("/widget/features", summary="Constraint features in a map view (for display and snapping)")
 async def view_features(
     request: Request,
@@ -167,22 +165,22 @@ async def view_features(
         crs.GB_LON[0] <= west and east <= crs.GB_LON[1] and crs.GB_LAT[0] <= south and north <= crs.GB_LAT[1]
     ):
         # Outside Great Britain there is nothing to show, and OSTN15 has no answer.
-        return _geojson(
+        return json_response(
             {
                 "type": "FeatureCollection",
                 "features": [],
                 "properties": {"truncated": False, "zoom_in": False},
             },
-            request,
+            media_type="application/geo+json",
         )
     if east - west > MAX_VIEW_DEGREES or north - south > MAX_VIEW_DEGREES:
-        return _geojson(
+        return json_response(
             {
                 "type": "FeatureCollection",
                 "features": [],
                 "properties": {"truncated": False, "zoom_in": True},
             },
-            request,
+            media_type="application/geo+json",
         )
     view = box(west, south, east, north)
     # Clip a little outside the view so panning does not show cut edges at once.
@@ -190,13 +188,13 @@ async def view_features(
     features, truncated = await run_in_threadpool(
         _features_in, index, view, view.buffer(margin, join_style="mitre"), limit
     )
-    return _geojson(
+    return json_response(
         {
             "type": "FeatureCollection",
             "features": features,
             "properties": {"truncated": truncated, "zoom_in": False},
         },
-        request,
+        media_type="application/geo+json",
     )
 
 
@@ -264,9 +262,9 @@ async def overlays(
     principal=require_scope("check"),
     index: ConstraintIndex = Depends(get_index),
 ) -> Response:
-    site = parse_site(body.site, SiteLimits(max_vertices=request.app.state.settings.max_vertices))
+    site = parse_site(body.site, site_limits(request.app.state.settings))
     features = await run_in_threadpool(overlay_features, index, site)
-    return _geojson({"type": "FeatureCollection", "features": features}, request)
+    return json_response({"type": "FeatureCollection", "features": features}, media_type="application/geo+json")
 
 
 class CoordinatesRequest(BaseModel):
@@ -366,7 +364,7 @@ def coordinates_to_feature(text: str, system: str = "auto") -> dict:
 async def coordinates(
     body: CoordinatesRequest, request: Request, principal=require_scope("check")
 ) -> Response:
-    return _geojson(coordinates_to_feature(body.text, body.crs), request)
+    return json_response(coordinates_to_feature(body.text, body.crs), media_type="application/geo+json")
 
 
 @router.post(
@@ -378,18 +376,18 @@ async def upload(
     file: UploadFile = File(..., description="One site per file, any CRS"),
     principal=require_scope("check"),
 ) -> Response:
-    limits = BoundaryLimits(max_area_ha=request.app.state.settings.max_boundary_area_ha)
+    limits = BoundaryLimits(max_area_ha=request.app.state.settings.max_boundary_area_ha, site=site_limits(request.app.state.settings))
     content = await file.read(limits.max_upload_bytes + 1)
     geometry, warnings = await run_in_threadpool(parse_upload, file.filename or "", content, limits)
     if isinstance(geometry, dict) and geometry.get("type") == "Feature":
         geometry = geometry.get("geometry")
-    return _geojson(
+    return json_response(
         {
             "type": "Feature",
             "properties": {"filename": file.filename, "warnings": warnings},
             "geometry": geometry,
         },
-        request,
+        media_type="application/geo+json",
     )
 
 
@@ -402,6 +400,10 @@ def boundary_difference(current: dict, proposed: dict, limits: SiteLimits) -> di
     """Areas added to and removed from ``current`` by ``proposed``, as geometry and geodesic m²."""
     before = parse_site(current, limits).geometry
     after = parse_site(proposed, limits).geometry
+    both = shapely.MultiPolygon([*shapely.get_parts(before), *shapely.get_parts(after)])
+    # each is a valid site within the limits; what the difference costs is where the two cross
+    together = replace(limits, max_vertices=None, max_parts=None, max_holes=None, max_repair_vertices=None)
+    limit_overlay(both, together, "the two boundaries cross each other", "compare boundaries that differ in fewer places")
     added = shapely.difference(after, before)
     removed = shapely.difference(before, after)
 
@@ -425,10 +427,9 @@ def boundary_difference(current: dict, proposed: dict, limits: SiteLimits) -> di
 
 @router.post("/widget/diff", summary="Areas an amendment adds and removes (geodesic m²)")
 async def diff(body: DiffRequest, request: Request, principal=require_scope("check")) -> Response:
-    limits = SiteLimits(max_vertices=request.app.state.settings.max_vertices)
-    return _geojson(
-        await run_in_threadpool(boundary_difference, body.current, body.proposed, limits), request
-    )
+    limits = site_limits(request.app.state.settings)
+    return json_response(
+        await run_in_threadpool(boundary_difference, body.current, body.proposed, limits), media_type="application/geo+json")
 
 
 def install(app: FastAPI) -> list[type[Exception]]:
