@@ -157,7 +157,7 @@ def test_a_two_part_site_200_km_apart_is_refused_naming_the_distance():
     with pytest.raises(SiteError) as refused:
         parse_site(two_parts_apart(200))
     assert refused.value.code == "parts-too-far-apart"
-    assert "the site's parts lie 200.0 km apart, more than the 5 km one site may span" in refused.value.message
+    assert "the site's parts lie 200.0 km apart, more than the 5 km one site may span (limit max_part_gap_m)" in refused.value.message
 
 
 def test_parts_close_together_are_one_site():
