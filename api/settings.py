@@ -5,8 +5,21 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+NOTIFY_API = "https://api.notifications.service.gov.uk"
+
+
+class LocalAuthorityNotifications(BaseModel):
+    """Where one council's change-request events go (an entry of ``REDLINE_NOTIFICATIONS``)."""
+
+    webhook_url: str | None = Field(None, description="The back-office system's endpoint; every change-request event is POSTed to it.")
+    webhook_secret: str | None = Field(None, description="The Standard Webhooks signing secret (whsec_...), shared with the receiver.")
+    notify_api_key: str | None = Field(None, description="The council's GOV.UK Notify API key.")
+    notify_base_url: str = Field(NOTIFY_API, description="GOV.UK Notify's API (a stub or a proxy in tests and staging).")
+    notify_templates: dict[str, str] = Field(default_factory=dict, description="Notify email template id per event type (change_request.opened, ...); events without one are not emailed.")
+    notify_reply_to_id: str | None = Field(None, description="A Notify email reply-to id, if the council has one.")
 
 
 class Settings(BaseSettings):
@@ -44,6 +57,13 @@ class Settings(BaseSettings):
     rate_limit_per_s: float = Field(50.0, description="Token bucket refill rate per API key.")
     rate_limit_burst: int = 100
     auto_approve_working_days: int = 5
+
+    public_url: str | None = Field(None, description="This service's public base URL (https://redline.council.gov.uk): emails link to its applicant page.")
+    notifications: dict[str, LocalAuthorityNotifications] = Field(default_factory=dict, description='Per local authority (as given when a boundary is created; "*" for every other one): webhook and GOV.UK Notify settings, as JSON.')
+    delivery_poll_s: float = Field(2.0, description="How often each replica looks for notifications due (it also looks at once after each change).")
+    delivery_lease_s: float = Field(60.0, description="How long a replica holds a notification it is sending before another may take it over.")
+    delivery_backoff_s: float = Field(5.0, description="Wait before the first retry of a failed notification; doubled each time (at most an hour).")
+    delivery_max_attempts: int = Field(12, ge=1, description="Attempts before a notification is marked failed (it can be replayed).")
 
 
 @lru_cache
