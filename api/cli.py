@@ -16,6 +16,7 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
+from . import __version__
 from .settings import get_settings
 
 BAD_INPUT = 2
@@ -99,7 +100,9 @@ def cmd_check(args) -> int:
     tolerance = Tolerance(args.tolerance_m2, args.tolerance_pct)
     answer = index.check(site, tolerance=tolerance, council=args.council)
     if args.format == "planx":
-        answer = to_planx(answer, index.catalogue)
+        from .dataset_metadata import describer
+
+        answer = to_planx(answer, index.catalogue, describe=describer(index.snapshot))
     elif args.format == "odp":
         answer = {"designations": to_odp(answer)}
     elif args.format == "geojson":
@@ -252,6 +255,7 @@ def cmd_keys(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="redline", description="Planning constraints checks and red-line boundaries.")
+    parser.add_argument("--version", action="version", version=f"redline {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true")
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -329,11 +333,37 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _quiet_dask(record: logging.LogRecord) -> bool:
+    """Dask's scheduler and nannies announce every start and stop at INFO (and set their loggers'
+    levels themselves): noise to the user of ``batch``, so only their warnings reach the terminal."""
+    return record.levelno >= logging.WARNING or not record.name.startswith(("distributed", "bokeh", "tornado"))
+
+
+def _say_data_folder() -> None:
+    """Every command names the data folder it answers from, on stderr (stdout stays the answer)."""
+    from datasets.data_dir import default_data_dir
+
+    folder = Path(get_settings().data_dir).expanduser().resolve()
+    how = "the default for this user" if folder == default_data_dir().resolve() else "from REDLINE_DATA_DIR"
+    print(f"redline: data folder {folder} ({how})", file=sys.stderr)
+    here = Path(".redline").resolve()
+    if here != folder and (here / "manifest.json").is_file():
+        print(
+            f"redline: the layers in {here} are not used by this command; "
+            f"to use them, set REDLINE_DATA_DIR={here}",
+            file=sys.stderr,
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if not args.verbose:
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(_quiet_dask)
     try:
+        _say_data_folder()
         return args.func(args) or 0
     except KeyboardInterrupt:
         return 130

@@ -69,3 +69,14 @@ def dataset_json(name: str, count: int, entry: dict | None = None) -> dict:
     )
     out["entity-count"] = {"dataset": name, "count": int(count)}
     return out
+
+
+def describer(snapshot):
+    """``describe(name)``: the ``/dataset/{name}.json`` of a dataset as ``snapshot`` holds it (count 0 if not)."""
+    layers = snapshot.layers
+
+    def describe(name: str) -> dict:
+        layer = layers.get(name)
+        return dataset_json(name, len(layer) if layer is not None else 0, layer.entry if layer is not None else None)
+
+    return describe

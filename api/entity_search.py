@@ -13,10 +13,10 @@ Semantics copied from the platform:
 - ``period``: ``current`` (no end date, or one in the future), ``historical`` (ended), ``all``.
 - Results are ordered by entity number; ``count`` is the number of matches before paging.
 
-Examples
---------
->>> result = search(snapshot, SearchQuery(datasets=["conservation-area"], limit=5))  # doctest: +SKIP
->>> result.count, [e["entity"] for e in result.page(snapshot)]  # doctest: +SKIP
+Usage::
+
+    result = search(snapshot, SearchQuery(datasets=["conservation-area"], limit=5))
+    result.count, [e["entity"] for e in result.page(snapshot)]
 """
 
 from __future__ import annotations

@@ -14,6 +14,9 @@ from constraints.site import SiteError
 from datasets.cache import CacheError
 from datasets.catalogue import CatalogueError
 
+from .check_process import CheckProcessLost
+from .check_thread import CheckOverdue
+
 log = logging.getLogger("redline.api")
 PROBLEM = "application/problem+json"
 
@@ -75,6 +78,13 @@ def _cache_error(request: Request, exc: CacheError) -> JSONResponse:
     return problem_response(503, "Constraint data unavailable", str(exc), instance=request.url.path, headers={"Retry-After": "5"})
 
 
+def _check_interrupted(request: Request, exc: Exception) -> JSONResponse:
+    if isinstance(exc, CheckOverdue):
+        return problem_response(503, "Check took too long", str(exc), type="/problems/check-deadline", instance=request.url.path, headers={"Retry-After": "1"}, deadline_s=exc.deadline_s)
+    detail = f"{exc}; the process answering checks was replaced: send the check again"
+    return problem_response(503, "Check interrupted", detail, type="/problems/check-interrupted", instance=request.url.path, headers={"Retry-After": "1"})
+
+
 def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unexpected error on %s %s", request.method, request.url.path)
     return problem_response(500, "Internal error", "redline failed to answer this request; the error is logged. Please report it.", instance=request.url.path)
@@ -123,6 +133,8 @@ def install(app: FastAPI, domain_errors: tuple[type[Exception], ...] = ()) -> No
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Problem, _problem)
     app.add_exception_handler(CacheError, _cache_error)
+    app.add_exception_handler(CheckOverdue, _check_interrupted)
+    app.add_exception_handler(CheckProcessLost, _check_interrupted)
     app.add_exception_handler(CatalogueError, _domain_error)
     for error in domain_errors:
         app.add_exception_handler(error, _domain_error)

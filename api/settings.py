@@ -8,6 +8,8 @@ from pathlib import Path
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from datasets.data_dir import default_data_dir
+
 NOTIFY_API = "https://api.notifications.service.gov.uk"
 
 
@@ -25,7 +27,11 @@ class LocalAuthorityNotifications(BaseModel):
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="REDLINE_", env_file=".env", extra="ignore")
 
-    data_dir: Path = Field(Path(".redline"), description="Layer cache, manifest, derived index files and the SQLite store.")
+    data_dir: Path = Field(
+        default_factory=default_data_dir,
+        description="Layer cache, manifest, derived index files, keys and the SQLite store "
+        "(default: $XDG_DATA_HOME/redline or ~/.local/share/redline, the same from every folder).",
+    )
     database_url: str | None = Field(None, description="postgresql://... to keep boundaries in PostgreSQL; SQLite in data_dir when unset.")
     local_catalogue: Path | None = Field(None, description="A council's own constraint keys and datasets (JSON, same shape as the shipped catalogue).")
     article4_dir: Path | None = Field(None, description="Folder of per-council granular article 4 rule files.")
@@ -52,10 +58,16 @@ class Settings(BaseSettings):
 
     check_process: bool = Field(True, description="Answer POST /v1/check in child processes forked from each worker (sharing its memory), so checks and the event loop never trade the GIL; off runs them on a thread in the worker. Always a thread where fork is missing or with live_fallback.")
     check_processes: int = Field(1, ge=1, le=64, description="Check processes per worker: each check goes to the one with the fewest waiting.")
+    check_deadline_s: float = Field(5.0, gt=0, le=600, description="How long a check may take, queueing included, before it is abandoned with 503 and Retry-After; a check process that overruns it is killed and replaced.")
 
     cors_origins: list[str] = Field(default_factory=list)
     rate_limit_per_s: float = Field(50.0, description="Token bucket refill rate per API key.")
     rate_limit_burst: int = 100
+    public_read: bool = Field(True, description="Answer the platform-compatible reads (/entity*, /dataset*, /gis/{team}) without an API key, as the platform and PlanX do; keys stay mandatory for everything else.")
+    anonymous_rate_limit_per_s: float = Field(10.0, description="Token bucket refill rate per client address for requests without an API key.")
+    anonymous_rate_limit_burst: int = Field(1000, description="Burst per client address without a key: 20 back-to-back PlanX checks of about 30 requests each fit.")
+    failed_auth_per_s: float = Field(0.1, description="Refill rate of each client address's allowance of failed authentications.")
+    failed_auth_burst: int = Field(10, description="Failed authentications a client address may make before its keyed requests get 429.")
     auto_approve_working_days: int = 5
 
     public_url: str | None = Field(None, description="This service's public base URL (https://redline.council.gov.uk): emails link to its applicant page.")

@@ -11,12 +11,12 @@ gives only bounding-box candidates and leaves the exact test to a Python loop. M
 national layers the STRtree query is the cheaper of the two by a wide margin, and the index is
 rebuilt wholesale on a data refresh anyway, which suits STRtree's bulk loading.
 
-Examples
---------
->>> index = ConstraintIndex.from_cache(LayerCache(".redline"), load_catalogue())  # doctest: +SKIP
->>> answer = index.check({"type": "Point", "coordinates": [-0.1151, 51.4745]})  # doctest: +SKIP
->>> answer["constraints"][0]["status"]  # doctest: +SKIP
-'clear'
+Usage::
+
+    index = ConstraintIndex.from_cache(LayerCache(".redline"), load_catalogue())
+    answer = index.check({"type": "Point", "coordinates": [-0.1151, 51.4745]})
+    answer["constraints"][0]["status"]
+    # 'clear'
 """
 
 from __future__ import annotations

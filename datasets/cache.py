@@ -1,6 +1,6 @@
 """The on-disk layer cache: one GeoParquet file per dataset and a manifest that says which is current.
 
-Layout under the data folder (``REDLINE_DATA_DIR``, default ``./.redline/``)::
+Layout under the data folder (``REDLINE_DATA_DIR``, default ``datasets.data_dir.default_data_dir()``)::
 
     manifest.json                       which file is current for each dataset, and where it came from
     layers/{dataset}.{version}.parquet  GeoParquet, EPSG:4326, the platform's entity fields
@@ -11,10 +11,10 @@ fsynced, and only then named in the manifest (itself replaced by an atomic renam
 at any moment leaves the manifest pointing at a complete file, and readers holding the old version
 keep a readable file until the next write sweeps it away.
 
-Examples
---------
->>> cache = LayerCache("/tmp/redline-doctest")  # doctest: +SKIP
->>> cache.write("conservation-area", frame, source={"type": "local", "path": "ca.gpkg"})  # doctest: +SKIP
+Usage::
+
+    cache = LayerCache("/tmp/redline-doctest")
+    cache.write("conservation-area", frame, source={"type": "local", "path": "ca.gpkg"})
 """
 
 from __future__ import annotations
@@ -37,6 +37,8 @@ import shapely
 from shapely.geometry.base import BaseGeometry
 
 MANIFEST = "manifest.json"
+
+
 BASE_COLUMNS = [
     "entity",
     "name",
@@ -77,10 +79,10 @@ def atomic_path(path: Path) -> Iterator[Path]:
     Readers see the old content or the new, never a part; on failure (or a kill) the temporary file
     is removed (or left as ``.NAME.*.tmp`` for a sweep), and ``path`` is untouched.
 
-    Examples
-    --------
-    >>> with atomic_path(Path("/tmp/answer.parquet")) as tmp:  # doctest: +SKIP
-    ...     table.to_parquet(tmp)
+    Usage::
+
+        with atomic_path(Path("/tmp/answer.parquet")) as tmp:
+            table.to_parquet(tmp)
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

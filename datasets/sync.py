@@ -336,10 +336,10 @@ class Syncer:
 class BackgroundSync:
     """The service's own sync scheduler (off by default): :meth:`Syncer.watch` in a daemon thread.
 
-    Examples
-    --------
-    >>> bg = BackgroundSync(syncer, ["conservation-area"], interval=3600)  # doctest: +SKIP
-    >>> bg.start(); ...; bg.stop()  # doctest: +SKIP
+    Usage::
+
+        bg = BackgroundSync(syncer, ["conservation-area"], interval=3600)
+        bg.start(); ...; bg.stop()
     """
 
     def __init__(self, syncer: Syncer, datasets: Iterable[str], interval: float, *, force: bool = False):

@@ -1,4 +1,4 @@
-"""Fixtures every test module may use: the real public extracts, and a cache holding the bundled samples.
+"""Fixtures every test module may use: the real public extracts (``tests/data/real``), and a cache holding the bundled samples.
 
 Kept small and generic on purpose; feature-specific fixtures live in their own modules
 (e.g. ``boundary_fixtures.py``).
@@ -11,14 +11,13 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-# In CI the shared folder sits beside the clone, as it does beside /work/main here.
-REAL_DATA = REPO.parent / "shared" / "data" / "real"
+# Real public extracts, copied into the repository with their sources (tests/data/real/SOURCES.md).
+REAL_DATA = REPO / "tests" / "data" / "real"
 
 
 @pytest.fixture(scope="session")
 def real_data() -> Path:
-    """The folder of real public extracts (see its SOURCES.md). Missing data fails, never skips."""
-    assert REAL_DATA.is_dir(), f"the real extracts are expected in {REAL_DATA} (shared/ beside the clone)"
+    """The folder of real public extracts (see its SOURCES.md)."""
     return REAL_DATA
 
 

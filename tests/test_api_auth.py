@@ -18,10 +18,9 @@ from api.keys import KeyStore
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@pytest.fixture(scope="module")
-def keyed(sample_cache, tmp_path_factory):
-    """A server with API keys: one per scope, one revoked."""
-    data = copy_cache(sample_cache, tmp_path_factory.mktemp("auth"))
+def _keyed_data(sample_cache, folder):
+    """A data folder with API keys: one per scope, one revoked."""
+    data = copy_cache(sample_cache, folder)
     store = KeyStore(data)
     keys = {}
     for name, scopes in {
@@ -32,6 +31,21 @@ def keyed(sample_cache, tmp_path_factory):
     }.items():
         keys[name] = store.create(name, scopes)[1]
     store.revoke("old")
+    return data, keys
+
+
+@pytest.fixture(scope="module")
+def keyed(sample_cache, tmp_path_factory):
+    """A server with API keys whose operator turned anonymous platform reads off."""
+    data, keys = _keyed_data(sample_cache, tmp_path_factory.mktemp("auth"))
+    with LiveServer(make_app(data, public_read=False)) as server:
+        yield server, keys
+
+
+@pytest.fixture(scope="module")
+def keyed_public(sample_cache, tmp_path_factory):
+    """A server with API keys and the default settings: platform-compatible reads need no key."""
+    data, keys = _keyed_data(sample_cache, tmp_path_factory.mktemp("auth-public"))
     with LiveServer(make_app(data)) as server:
         yield server, keys
 
@@ -68,6 +82,46 @@ def test_data_endpoints_need_a_valid_key_with_the_check_scope(keyed, method, pat
     for who in ("planx", "ops"):  # the scope itself, or admin which holds every scope
         response = httpx.request(method, url, params=params, json=body, headers=_auth(keys[who]))
         assert response.status_code == 200, response.text[:300]
+
+
+PUBLIC_READS = [
+    ("/gis/lambeth", {"geom": BATH_WKT}),
+    ("/entity.json", {"dataset": "conservation-area"}),
+    ("/entity.geojson", {"dataset": "conservation-area"}),
+    ("/entity/3030404.json", {}),
+    ("/entity/3030404.geojson", {}),
+    ("/dataset.json", {}),
+    ("/dataset/conservation-area.json", {}),
+]
+
+
+@pytest.mark.parametrize(("path", "params"), PUBLIC_READS)
+def test_platform_compatible_reads_need_no_key_by_default(keyed_public, path, params):
+    server, keys = keyed_public
+    url = server.url + path
+    assert httpx.get(url, params=params).status_code == 200  # as the platform and PlanX answer
+    for who in ("planx", "bops", "ops"):  # any valid key will do
+        assert httpx.get(url, params=params, headers=_auth(keys[who])).status_code == 200
+    # a key that is sent must still be good: a mistake is worth telling
+    assert_problem(httpx.get(url, params=params, headers=_auth("rl_not-a-key")), 401)
+    assert "revoked" in assert_problem(httpx.get(url, params=params, headers=_auth(keys["old"])), 401)["detail"]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "params", "body"),
+    [
+        ("POST", "/v1/check", {}, BATH_SITE),
+        ("GET", "/v1/datasets", {}, None),
+        ("POST", "/v1/validate", {}, BATH_SITE),
+        ("POST", "/v1/boundaries", {}, {"reference": "R", "local_authority": "LA", "site": BATH_SITE}),
+        ("GET", "/v1/boundaries/no-such-id", {}, None),
+        ("POST", "/widget/coordinates", {}, {"text": "-2.3614 51.3812"}),
+    ],
+)
+def test_everything_else_still_needs_a_key_when_public_reads_are_on(keyed_public, method, path, params, body):
+    server, _ = keyed_public
+    answer = httpx.request(method, server.url + path, params=params, json=body)
+    assert "Bearer" in assert_problem(answer, 401)["detail"]
 
 
 def test_health_and_metrics_answer_without_a_key(keyed):

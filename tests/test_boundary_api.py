@@ -25,6 +25,7 @@ import shapely
 import uvicorn
 from boundary_fixtures import *  # noqa: F403 - pytest fixtures: backend_url, saltford
 from boundary_fixtures import status
+from conftest import REAL_DATA
 from shapely.geometry import shape
 
 from api.app import create_app
@@ -32,7 +33,6 @@ from api.keys import KeyStore
 from api.settings import Settings
 from datasets import crs
 
-REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
 CA = "designated.conservationArea"
 
 
@@ -249,7 +249,7 @@ def test_odp_export_validates_against_the_real_schema(shared_service, saltford):
         },
     )
     export = officer.get(f"/v1/boundaries/{bid}/versions/1/odp").json()
-    schema = json.loads((REAL / "digital-planning-data-schemas__schema-application.json").read_text())
+    schema = json.loads((REAL_DATA / "digital-planning-data-schemas__schema-application.json").read_text())
     definitions = {"$schema": schema["$schema"], "definitions": schema["definitions"]}
     jsonschema.validate(export["proposal"]["boundary"], {"$ref": "#/definitions/GeoBoundary", **definitions})
     for designation in export["designations"]:

@@ -210,7 +210,7 @@ def test_load_exits_non_zero_only_when_nothing_could_be_loaded(tmp_path, cli):
         "datasets", "load", str(partly), "--dataset", "tree-preservation-zone", data_dir=data_dir
     )
     assert code == 0
-    assert "loaded 1, repaired 0, skipped 1" in out and "skipped row 2: empty or unreadable geometry" in out
+    assert "loaded 1, repaired 0, skipped 1" in out and "skipped row 2: the geometry is empty or missing" in out
 
     nothing = write(tmp_path / "nothing.geojson", {"type": "FeatureCollection", "features": features[1:]})
     code, _, err = cli("datasets", "load", str(nothing), "--dataset", "tree", data_dir=data_dir)
@@ -296,8 +296,11 @@ def test_check_speaks_planx_odp_and_geojson(tmp_path, cli, samples_dir, fmt):
     if fmt == "planx":
         assert answer["constraints"]["listed"]["value"] is True
         assert answer["constraints"]["listed"]["data"][0]["entity"] == 42102419
-        assert answer["constraints"]["designated.conservationArea"]["value"] is not True
-        assert "metadata" in answer
+        # Cobourg Road is in Southwark, where the samples' conservation areas (Bath's) prove nothing:
+        # left out of constraints, which PlanX would read as "not", and listed apart with the reason
+        assert "designated.conservationArea" not in answer["constraints"]
+        assert "does not cover" in answer["unknown"]["designated.conservationArea"]["reason"]
+        assert answer["metadata"]["listed"]["dataset"] in ("listed-building", "listed-building-outline")
     elif fmt == "odp":
         listed = next(d for d in answer["designations"] if d["value"] == "listed")
         assert listed["intersects"] is True
@@ -396,7 +399,9 @@ def test_a_bad_site_exits_2_with_a_message_naming_the_problem(tmp_path, cli, cas
 
     assert code == 2, (case, err)
     assert out == ""
-    assert err.startswith(f"redline: {site}: ")
+    said, message = err.split("\n", 1)
+    assert said == f"redline: data folder {tmp_path / 'data'} (from REDLINE_DATA_DIR)"
+    assert message.startswith(f"redline: {site}: ")
     for word in words:
         assert word in err, (case, err)
     assert not (tmp_path / "data").exists(), "refused before any layer is loaded"

@@ -32,7 +32,7 @@ from boundary.workflow import Boundaries, WorkflowSettings
 
 from ..delivery import Dispatcher
 from ..delivery import router as notification_router
-from ..deps import authenticate, bearer_token
+from ..deps import admit, bearer_token, guard_failures, record_failure, throttle
 from ..errors import Problem
 
 router = APIRouter(tags=["boundaries"])
@@ -145,43 +145,26 @@ def build_workflow(app: FastAPI) -> Boundaries:
         return wf
 
 
-def _principal(request: Request, scopes: tuple[str, ...]):
-    """The API key's principal if it holds any of ``scopes`` (401/403 problem otherwise)."""
-    principal = authenticate(request)
-    wanted = " or ".join(f"'{s}'" for s in scopes)
-    if principal is None:
-        raise Problem(
-            401,
-            "Unauthorised",
-            f"this endpoint needs an API key with scope {wanted}, sent as 'Authorization: Bearer KEY'",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
-    if not any(principal.has(s) for s in scopes):
-        raise Problem(
-            403, "Forbidden", f"the API key '{principal.name}' lacks the scope {wanted} this endpoint needs"
-        )
-    limiter = request.app.state.rate_limiter
-    wait = limiter.take(principal.key_id or "anonymous")
-    if wait > 0:
-        raise Problem(
-            429,
-            "Too many requests",
-            f"rate limit reached; retry in {wait:.1f} s",
-            headers={"Retry-After": str(max(1, round(wait)))},
-        )
-    return principal
-
-
 def _actor(principal) -> str:
     return principal.name
 
 
-async def _applicant(request: Request, wf: Boundaries, request_id: str) -> str:
-    """Admit the holder of this request's token; raise 401 without a token, 403 with a wrong one."""
+async def _applicant(request: Request, wf: Boundaries, request_id: str, *, count_failure: bool = True) -> str:
+    """Admit the holder of this request's token; raise 401 without a token, 403 with a wrong one.
+
+    A wrong token counts as a failed authentication, as a wrong API key does (see ``api.deps``).
+    """
     token = bearer_token(request)
     if token is None:
         raise Unauthorized("send the token from the change request link as 'Authorization: Bearer TOKEN'")
-    await run_in_threadpool(wf.authorize_applicant, request_id, token)
+    guard_failures(request)
+    throttle(request)
+    try:
+        await run_in_threadpool(wf.authorize_applicant, request_id, token)
+    except (Forbidden, Unauthorized):
+        if count_failure:
+            record_failure(request)
+        raise
     return "applicant"
 
 
@@ -189,10 +172,10 @@ async def _applicant_or_officer(request: Request, wf: Boundaries, request_id: st
     token = bearer_token(request)
     if token is not None:
         try:
-            return await _applicant(request, wf, request_id)
+            return await _applicant(request, wf, request_id, count_failure=False)
         except Forbidden:
-            pass  # not this request's token: perhaps an officer's API key
-    return _actor(_principal(request, ("officer",)))
+            pass  # not this request's token: perhaps an officer's API key, which admit() checks
+    return _actor(admit(request, "officer"))
 
 
 def _json(body, status: int = 200, headers: dict | None = None) -> Response:
@@ -321,7 +304,7 @@ async def _site_and_fields(request: Request, wf: Boundaries, fields: tuple[str, 
     },
 )
 async def create_boundary(request: Request):
-    principal = _principal(request, ("boundary:write",))
+    principal = admit(request, "boundary:write")
     wf = workflow(request)
     valid, values = await _site_and_fields(
         request, wf, ("reference", "local_authority"), optional=("applicant_email",)
@@ -352,14 +335,14 @@ async def create_boundary(request: Request):
     summary="The current version with its constraints answer and the overrides",
 )
 async def get_boundary(request: Request, boundary_id: str):
-    _principal(request, READ_SCOPES)
+    admit(request, *READ_SCOPES)
     wf = workflow(request)
     return _json(await run_in_threadpool(wf.get, boundary_id))
 
 
 @router.get("/v1/boundaries/{boundary_id}/versions", summary="Every version, oldest first")
 async def list_versions(request: Request, boundary_id: str):
-    _principal(request, READ_SCOPES)
+    admit(request, *READ_SCOPES)
     wf = workflow(request)
     return _json({"versions": await run_in_threadpool(wf.versions, boundary_id)})
 
@@ -369,7 +352,7 @@ async def list_versions(request: Request, boundary_id: str):
     summary="One version with its geometry and constraints answer",
 )
 async def get_version(request: Request, boundary_id: str, n: int = VERSION_NUMBER):
-    _principal(request, READ_SCOPES)
+    admit(request, *READ_SCOPES)
     wf = workflow(request)
     return _json(await run_in_threadpool(wf.version, boundary_id, n))
 
@@ -379,7 +362,7 @@ async def get_version(request: Request, boundary_id: str, n: int = VERSION_NUMBE
     summary="A version as an ODP proposal.boundary (GeoBoundary) and its designations, overrides applied",
 )
 async def get_version_odp(request: Request, boundary_id: str, n: int = VERSION_NUMBER):
-    _principal(request, READ_SCOPES)
+    admit(request, *READ_SCOPES)
     wf = workflow(request)
     version = await run_in_threadpool(wf.version, boundary_id, n)
     return _json(export_version(version))
@@ -389,7 +372,7 @@ async def get_version_odp(request: Request, boundary_id: str, n: int = VERSION_N
     "/v1/boundaries/{boundary_id}/recheck", summary="Re-run the constraints check on the current version"
 )
 async def recheck(request: Request, boundary_id: str):
-    principal = _principal(request, READ_SCOPES)
+    principal = admit(request, *READ_SCOPES)
     wf = workflow(request)
     return _json(await run_in_threadpool(wf.recheck, boundary_id, _actor(principal)))
 
@@ -400,7 +383,7 @@ async def recheck(request: Request, boundary_id: str):
     responses={200: {"content": {"application/json": {}, "text/plain": {}}}},
 )
 async def audit(request: Request, boundary_id: str, format: str = "json"):
-    _principal(request, READ_SCOPES)
+    admit(request, *READ_SCOPES)
     wf = workflow(request)
     if format == "text":
         return PlainTextResponse(await run_in_threadpool(wf.audit_text, boundary_id))
@@ -423,7 +406,7 @@ async def audit(request: Request, boundary_id: str, format: str = "json"):
     },
 )
 async def propose(request: Request, boundary_id: str):
-    principal = _principal(request, ("officer",))
+    principal = admit(request, "officer")
     wf = workflow(request)
     data = await _read_json(request)
     reason = _text(data, "reason")
@@ -482,7 +465,7 @@ async def reject(request: Request, request_id: str):
     "/v1/change-requests/{request_id}/cancel", summary="The officer withdraws an open change request"
 )
 async def cancel(request: Request, request_id: str):
-    principal = _principal(request, ("officer",))
+    principal = admit(request, "officer")
     wf = workflow(request)
     reason = None
     if await request.body():
@@ -511,7 +494,7 @@ async def cancel(request: Request, request_id: str):
     },
 )
 async def add_override(request: Request, boundary_id: str):
-    principal = _principal(request, ("officer",))
+    principal = admit(request, "officer")
     wf = workflow(request)
     data = await _read_json(request)
     entity = data.get("entity")
@@ -540,7 +523,7 @@ async def add_override(request: Request, boundary_id: str):
     summary="Withdraw an override (kept in the record)",
 )
 async def remove_override(request: Request, boundary_id: str, override_id: str, reason: str | None = None):
-    principal = _principal(request, ("officer",))
+    principal = admit(request, "officer")
     wf = workflow(request)
     return _json(
         await run_in_threadpool(
@@ -554,7 +537,7 @@ async def remove_override(request: Request, boundary_id: str, override_id: str, 
     summary="Clear an override's review flag after checking it",
 )
 async def review_override(request: Request, boundary_id: str, override_id: str, note: str | None = None):
-    principal = _principal(request, ("officer",))
+    principal = admit(request, "officer")
     wf = workflow(request)
     return _json(
         await run_in_threadpool(
@@ -583,7 +566,7 @@ async def review_override(request: Request, boundary_id: str, override_id: str, 
     },
 )
 async def validate(request: Request):
-    _principal(request, ("check", "boundary:write", "officer"))
+    admit(request, "check", "boundary:write", "officer")
     wf = workflow(request)
     content_type = request.headers.get("content-type", "")
     warnings: list[str] = []

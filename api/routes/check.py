@@ -14,7 +14,6 @@ from constraints.formats import to_geojson, to_odp, to_planx
 from constraints.index import ConstraintIndex, Tolerance
 from constraints.site import SiteLimits, load_json
 
-from ..check_process import CheckProcessLost
 from ..deps import admit, get_index
 from ..errors import Problem
 
@@ -125,7 +124,7 @@ CHECK_OPERATION = {
         "413": {"description": "Body or site too large"},
         "422": {"description": "The site cannot be checked"},
         "429": {"description": "Rate limit reached"},
-        "503": {"description": "The constraint layers are still loading"},
+        "503": {"description": "The constraint layers are still loading, or the check overran its deadline (Retry-After says when to send it again)"},
     },
 }
 
@@ -187,11 +186,7 @@ class CheckEndpoint:
         options = (fmt, tolerance, split_list(query.getlist("datasets")), query.get("council") or None, split_list(query.getlist("keys")))
         runner = state.check_process
         if runner is not None:  # in the worker's check process (see api/check_process.py), in arrival order
-            snapshot = index.snapshot
-            try:
-                payload, data_version = await runner.run(snapshot, body, *options)
-            except CheckProcessLost:
-                raise Problem(503, "Check interrupted", "the process answering checks stopped while it worked on this one; send it again", headers={"Retry-After": "1"}) from None
+            payload, data_version = await runner.run(index.snapshot, body, *options)
         else:  # on the worker's check thread, off the event loop, in arrival order
             work = functools.partial(answer_check, index, state.catalogue, site_limits(settings), body, *options)
             payload, data_version = await state.check_thread.run(work)

@@ -26,7 +26,7 @@ from constraints.site import parse_site
 from datasets.catalogue import Catalogue
 
 from .. import entity_search as es
-from ..dataset_metadata import dataset_json
+from ..dataset_metadata import dataset_json, describer
 from ..deps import get_catalogue, get_index, get_settings, require_scope
 from ..errors import Problem
 from .check import json_response, site_limits, split_list
@@ -321,7 +321,7 @@ def _search_parameters():
 async def entity_search_json(
     request: Request,
     params: dict = _search_parameters(),
-    principal=require_scope("check"),
+    principal=require_scope("check", public=True),
     index: ConstraintIndex = Depends(get_index),
     settings=Depends(get_settings),
 ):
@@ -338,7 +338,7 @@ async def entity_search_json(
 async def entity_search_geojson(
     request: Request,
     params: dict = _search_parameters(),
-    principal=require_scope("check"),
+    principal=require_scope("check", public=True),
     index: ConstraintIndex = Depends(get_index),
     settings=Depends(get_settings),
 ):
@@ -370,7 +370,7 @@ ENTITY_ID = Path(..., ge=0, le=2**63 - 1, description="Entity number, e.g. 44000
 def entity_json(
     request: Request,
     entity: int = ENTITY_ID,
-    principal=require_scope("check"),
+    principal=require_scope("check", public=True),
     index: ConstraintIndex = Depends(get_index),
 ):
     layer, row = _one_entity(index, entity)
@@ -385,7 +385,7 @@ def entity_json(
 def entity_geojson(
     request: Request,
     entity: int = ENTITY_ID,
-    principal=require_scope("check"),
+    principal=require_scope("check", public=True),
     index: ConstraintIndex = Depends(get_index),
 ):
     layer, row = _one_entity(index, entity)
@@ -401,7 +401,7 @@ def entity_geojson(
     "/dataset.json", summary="The datasets loaded here, as the platform describes them, with entity-count"
 )
 def datasets_json(
-    request: Request, principal=require_scope("check"), index: ConstraintIndex = Depends(get_index)
+    request: Request, principal=require_scope("check", public=True), index: ConstraintIndex = Depends(get_index)
 ):
     snap = index.snapshot
     return json_response(
@@ -422,7 +422,7 @@ def datasets_json(
 def dataset_one(
     request: Request,
     name: str = Path(..., max_length=200),
-    principal=require_scope("check"),
+    principal=require_scope("check", public=True),
     index: ConstraintIndex = Depends(get_index),
 ):
     layer = index.snapshot.layers.get(name)
@@ -439,17 +439,16 @@ def dataset_one(
 # -- /gis/{team} ------------------------------------------------------------------------------------
 
 
-def gis_keys(
-    vals: list[str] | None, catalogue: Catalogue, council: str
-) -> tuple[list[str] | None, list[str]]:
-    """The keys to answer for PlanX's ``vals``, with what PlanX derives from them, and the unknown ones.
+def gis_keys(vals: list[str] | None, catalogue: Catalogue, council: str) -> list[str] | None:
+    """The keys to answer for PlanX's ``vals``, with what PlanX derives from them.
 
     PlanX asks for base keys and answers their derived keys too: ``flood`` brings ``flood.zoneTwo``,
     ``listed`` the grades, ``articleFour`` the team's granular keys, ``designated.*`` brings ``designated``.
+    A value that is not a key of the catalogue is dropped, as PlanX drops values it has no dataset for.
     """
     wanted = split_list(vals)
     if not wanted:
-        return None, []
+        return None
     known = catalogue.keys() + [r.key for r in catalogue.article4_rules(council)]
     keys = []
     for key in known:
@@ -457,40 +456,24 @@ def gis_keys(
             keys.append(key)
         elif key in catalogue and set(catalogue.get(key).any_of) & set(wanted):
             keys.append(key)
-    unknown = [v for v in wanted if v not in known]
-    return keys, unknown
+    return keys
 
 
-def _planx_metadata(answer: dict, catalogue: Catalogue, index: ConstraintIndex) -> dict:
-    """PlanX's ``metadata``: for each base key answered, the ``/dataset/{name}.json`` of its first dataset."""
-    layers = index.snapshot.layers
-    out = {}
-    for item in answer["constraints"]:
-        key = item["key"]
-        if key not in catalogue or catalogue.get(key).any_of or not item["datasets"]:
-            continue
-        parent = key.rsplit(".", 1)[0]
-        if (
-            parent != key
-            and parent in catalogue
-            and set(catalogue.get(parent).datasets) == set(item["datasets"])
-        ):
-            continue  # flood.zoneTwo, listed.gradeOne: PlanX describes the parent key only
-        loaded = [d for d in item["datasets"] if d in layers]
-        name = loaded[0] if loaded else item["datasets"][0]
-        layer = layers.get(name)
-        out[key] = dataset_json(
-            name, len(layer) if layer is not None else 0, layer.entry if layer is not None else None
-        )
-    return out
+def _no_geom(team: str) -> Problem:
+    # PlanX answers a request without ``geom`` 400 {"error": "<team> is not a supported local authority"},
+    # and its editor shows ``error``; the problem carries the same member beside its own.
+    detail = f"{team} is not a supported local authority without a site: send geom, the site as WKT in EPSG:4326, e.g. POINT(-0.1151 51.4745)"
+    return Problem(400, "Bad request", detail, type="/problems/geom-missing", error=detail, errors=[{"pointer": "/geom", "in": "query", "detail": "geom is required"}])
 
 
 @router.get(
     "/gis/{team}",
     summary="PlanX's GIS answer for a site (drop-in for api.editor.planx.uk/gis/{team})",
     description="``geom`` is the site as WKT (EPSG:4326); ``vals`` the keys wanted (comma-separated; all when absent). "
-    "The team's granular article 4 keys are included. A key whose data is not loaded answers ``value: null`` with the reason, never false.",
-    responses={413: {"description": "Site too large"}, 422: {"description": "The site cannot be checked"}},
+    "The team's granular article 4 keys are included. A key that could not be checked (its data is not loaded, "
+    "or does not cover the site) is left out of ``constraints``, so that PlanX asks the applicant rather than "
+    "recording \"does not apply\", and is listed with its reason under ``unknown``.",
+    responses={400: {"description": "No geom, as PlanX answers"}, 413: {"description": "Site too large"}, 422: {"description": "The site cannot be checked"}},
 )
 async def gis(
     request: Request,
@@ -500,36 +483,32 @@ async def gis(
         pattern=r"^[A-Za-z0-9_-]+$",
         description="PlanX team slug, the council, e.g. lambeth",
     ),
-    geom: str = Query(..., max_length=2_000_000, description="The site as WKT in EPSG:4326 lon/lat"),
+    geom: str | None = Query(None, max_length=2_000_000, description="The site as WKT in EPSG:4326 lon/lat (required)"),
     vals: list[str] | None = Query(None, description="Constraint keys, comma-separated"),
-    principal=require_scope("check"),
+    principal=require_scope("check", public=True),
     index: ConstraintIndex = Depends(get_index),
     catalogue: Catalogue = Depends(get_catalogue),
     settings=Depends(get_settings),
 ):
+    if geom is None or not geom.strip():
+        raise _no_geom(team)
     council = team.lower()
     geometry = parse_wkt(geom, "geom", settings)
     site = parse_site(geometry, site_limits(settings))
-    keys, unknown = gis_keys(vals, catalogue, council)
+    keys = gis_keys(vals, catalogue, council)
     tolerance = Tolerance(settings.tolerance_m2, settings.tolerance_pct)
     source = str(request.url)
+    describe = describer(index.snapshot)
 
     def work():
         answer = index.check(site, tolerance=tolerance, council=council, keys=keys)
-        body = to_planx(answer, catalogue, source)
-        caz = body["constraints"].get("articleFour.caz")
-        if caz is not None and catalogue.article4_rules(council):
+        body = to_planx(answer, catalogue, source, describe)
+        if catalogue.article4_rules(council):
             # PlanX repeats the Central Activities Zone under the team's granular keys (articleFour.lambeth.caz)
-            body["constraints"][f"articleFour.{council}.caz"] = {**caz, "fn": f"articleFour.{council}.caz"}
-        for key in unknown:
-            body["constraints"][key] = {
-                "fn": key,
-                "value": None,
-                "text": f"not checked: redline has no data behind '{key}'",
-                "category": "",
-                "reason": f"'{key}' is not a key redline knows",
-            }
-        body["metadata"] = _planx_metadata(answer, catalogue, index)
+            if (caz := body["constraints"].get("articleFour.caz")) is not None:
+                body["constraints"][f"articleFour.{council}.caz"] = {**caz, "fn": f"articleFour.{council}.caz"}
+            if (caz := body["unknown"].get("articleFour.caz")) is not None:
+                body["unknown"][f"articleFour.{council}.caz"] = caz
         body["provenance"] = answer["provenance"]
         body["site"] = answer["site"]
         return body
