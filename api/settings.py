@@ -70,6 +70,13 @@ class Settings(BaseSettings):
     failed_auth_burst: int = Field(10, description="Failed authentications a client address may make before its keyed requests get 429.")
     auto_approve_working_days: int = 5
 
+    basemap_archive: Path | None = Field(None, description="A raster tile archive served as the background map: .mbtiles (e.g. from QGIS 'Generate XYZ tiles') or .pmtiles.")
+    basemap_url: str | None = Field(None, description="An XYZ tile URL with {z}/{x}/{y} (e.g. Ordnance Survey's Maps API, key included) fetched through redline, so the key never reaches a browser.")
+    basemap_attribution: str | None = Field(None, description="The attribution the map shows (required by most providers, e.g. 'Contains OS data © Crown copyright and database rights 2026').")
+    basemap_min_zoom: int = Field(0, ge=0, le=22, description="Lowest zoom of basemap_url (an archive says its own).")
+    basemap_max_zoom: int = Field(19, ge=0, le=22, description="Highest zoom of basemap_url; the map enlarges those tiles beyond it.")
+    basemap_cache_tiles: int = Field(2000, ge=0, description="Tiles of basemap_url kept in memory by each worker.")
+
     public_url: str | None = Field(None, description="This service's public base URL (https://redline.council.gov.uk): emails link to its applicant page.")
     notifications: dict[str, LocalAuthorityNotifications] = Field(default_factory=dict, description='Per local authority (as given when a boundary is created; "*" for every other one): webhook and GOV.UK Notify settings, as JSON.')
     delivery_poll_s: float = Field(2.0, description="How often each replica looks for notifications due (it also looks at once after each change).")

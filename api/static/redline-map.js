@@ -4,10 +4,12 @@
 //   <redline-map mode="draw" centre="-2.36,51.38" zoom="16"></redline-map>
 //
 // Attributes: api (service base URL; default: where this script came from), mode (draw | amend | view),
-// boundary (a boundary id to load), tiles (XYZ URL template; none by default), tiles-attribution,
+// boundary (a boundary id to load), tiles (XYZ URL template; default: the service's own background map,
+// from widget/basemap.json, when one is configured), tiles-attribution,
 // centre ("lon,lat"), zoom, api-key (a key of scope "check": it is visible in the page).
 // Property `value`: the boundary as a GeoJSON Feature (EPSG:4326); setting it loads, validates and checks it.
 // Events: boundarychange {feature, area_m2, area_ha, validation}; constraintschange {native answer};
+// basemap {configured, attribution | help} once the service says whether it has a background map;
 // changerequest {the service's answer} after an officer sends an amendment.
 //
 // No framework and no build step. Leaflet and leaflet-geoman are vendored next to this file, so no request
@@ -328,6 +330,7 @@ export class RedlineMap extends HTMLElement {
     L.control.scale({ imperial: false }).addTo(map);
     const tiles = this.getAttribute("tiles");
     if (tiles) L.tileLayer(tiles, { maxZoom: 22, maxNativeZoom: 19, attribution: this.getAttribute("tiles-attribution") || "" }).addTo(map);
+    else this._loadBasemap(L, map);
     this._background = L.layerGroup().addTo(map);
     this._overlays = L.layerGroup().addTo(map);
     this._amendLayers = L.layerGroup().addTo(map);
@@ -360,6 +363,25 @@ export class RedlineMap extends HTMLElement {
     if (this._feature) this._render({ fit: true });
     const boundary = this.getAttribute("boundary");
     if (boundary) this._loadBoundary(boundary);
+  }
+
+  /** The service's own background map (GET widget/basemap.json): an archive or a key-holding proxy. */
+  async _loadBasemap(L, map) {
+    let config;
+    try {
+      const res = await fetch(new URL("widget/basemap.json", this.api));
+      config = res.ok ? await res.json() : { configured: false, help: `the service answered HTTP ${res.status}` };
+    } catch (err) {
+      config = { configured: false, help: err.message };
+    }
+    this.basemap = config;
+    if (config.configured && config.tiles?.length) {
+      // Not new URL(): it would percent-encode the {z}/{x}/{y} placeholders.
+      const template = config.tiles[0].startsWith("/") ? this.api + config.tiles[0].slice(1) : config.tiles[0];
+      L.tileLayer(template, { minZoom: config.minzoom ?? 0, maxNativeZoom: config.maxzoom ?? 19, maxZoom: 22, attribution: config.attribution || "", className: "rl-basemap" }).addTo(map);
+    }
+    this.dataset.basemap = config.configured ? "on" : "off";
+    this._dispatch("basemap", config);
   }
 
   _applyMode() {
