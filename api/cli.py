@@ -114,6 +114,7 @@ def cmd_check(args) -> int:
 
 def cmd_load(args) -> int:
     from datasets.cache import CacheError
+    from datasets.coverage import ENGLAND, HOW_TO_SET, default_coverage, describe
     from datasets.loaders import LoadError, read_layer_file
 
     cache = _cache()
@@ -145,19 +146,25 @@ def cmd_load(args) -> int:
         frame = gpd.GeoDataFrame(pd.concat([previous, frame], ignore_index=True), crs=4326)
     elif cache.entry(args.dataset) and not args.replace:
         return _fail(f"{args.dataset} is already cached; say --replace to replace it or --append to add to it")
-    coverage = None
-    if args.coverage:
+    coverage, note = None, None
+    if args.coverage and args.coverage.lower() == ENGLAND:
+        note = "England (said by --coverage england)"
+    elif args.coverage:
         try:
             coverage = read_layer_file(args.coverage, "coverage", crs=args.crs).frame.union_all()
         except LoadError as err:
             return _fail(f"--coverage: {err}")
+        note = f"the area in {Path(args.coverage).name} (--coverage)"
     elif args.append and cache.entry(args.dataset):
-        coverage = cache.coverage(args.dataset)
+        coverage, note = cache.coverage(args.dataset), cache.entry(args.dataset).get("coverage_note")
+    else:
+        coverage, note = default_coverage(cache, args.organisation)
     try:
-        cache.write(args.dataset, frame, source=report.source, coverage=coverage)
+        entry = cache.write(args.dataset, frame, source=report.source, coverage=coverage, coverage_note=note)
     except CacheError as err:
         return _fail(str(err))
     print(report.summary())
+    print(f"{args.dataset} covers {describe(entry)}: {HOW_TO_SET}")
     return 0
 
 
@@ -172,7 +179,14 @@ def _age(stamp: str | None) -> str:
 
 
 def cmd_list(args) -> int:
+    from datasets.coverage import describe
+    from datasets.sync import is_stale
+
     manifest = _cache().manifest()
+    hours = get_settings().stale_after_hours
+    for entry in manifest.values():  # worked out now, by the one rule, not the flag the last sync wrote
+        entry["stale"] = is_stale(entry, stale_after_hours=hours)
+        entry["covers"] = describe(entry)
     if args.json:
         json.dump(manifest, sys.stdout, indent=1)
         print()
@@ -180,12 +194,14 @@ def cmd_list(args) -> int:
     if not manifest:
         print("the cache is empty: run 'redline datasets load-samples', 'redline datasets load FILE' or 'redline datasets sync'")
         return 0
-    print(f"{'dataset':40} {'features':>9} {'age':>6}  source")
+    print(f"{'dataset':40} {'features':>9} {'age':>6} {'stale':>5}  source")
     for name, entry in sorted(manifest.items()):
         source = entry.get("source") or {}
         origin = source.get("url") or source.get("path") or source.get("type", "")
         error = f"  (last refresh failed: {entry['last_error']['message']})" if entry.get("last_error") else ""
-        print(f"{name:40} {entry.get('features', 0):>9} {_age(entry.get('loaded_at')):>6}  {origin}{error}")
+        stale = "yes" if entry["stale"] else "no"
+        print(f"{name:40} {entry.get('features', 0):>9} {_age(entry.get('loaded_at')):>6} {stale:>5}  {origin}{error}")
+        print(f"{'':40} covers {entry['covers']}")
     return 0
 
 
@@ -279,8 +295,10 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument("--crs", help="the file's EPSG code when it does not say (27700 for British National Grid)")
     load.add_argument(
         "--coverage",
-        help="a boundary file of the area this layer is complete for (e.g. the council's district); "
-        "outside it checks answer unknown rather than 'not'. Without it the layer is taken as covering England",
+        help="the area this layer is complete for: a boundary file (e.g. the council's district), or 'england'. "
+        "Outside it checks answer unknown rather than 'not'. Without it: the --organisation's planning-authority "
+        "boundary when the local-planning-authority dataset is loaded, else nowhere (the layer answers only "
+        "where its features meet a site)",
     )
     mode = load.add_mutually_exclusive_group()
     mode.add_argument("--replace", action="store_true")

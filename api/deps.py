@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import Depends, Request
+from fastapi import Request, Security
+from fastapi.openapi.models import HTTPBearer as HTTPBearerModel
+from fastapi.security.base import SecurityBase
 
 from constraints.index import ConstraintIndex
 from datasets.catalogue import Catalogue
@@ -131,11 +133,50 @@ def throttle(request: Request, principal: Principal | None = None) -> None:
         raise _too_many(wait, f"rate limit reached for {who}")
 
 
-def require_scope(scope: str, *, public: bool = False):
-    """A dependency that admits only callers whose API key holds ``scope`` (see :func:`admit`)."""
+class ApiKey(SecurityBase):
+    """An API key holding one of ``scopes``, as a dependency that runs :func:`admit`.
 
-    async def dependency(request: Request) -> Principal:
-        return admit(request, scope, public=public)
+    Being a ``SecurityBase``, it also declares the ``apiKey`` bearer scheme on every operation that
+    uses it, so the OpenAPI (and ``/docs``) says which routes need a key from the same declaration
+    that enforces it.
+    """
 
-    dependency.__name__ = f"require_{scope.replace(':', '_')}{'_or_public' if public else ''}"
-    return Depends(dependency)
+    def __init__(self, *scopes: str, public: bool = False):
+        self.model = HTTPBearerModel(
+            description="An API key (`redline keys create --name N --scope S`) sent as `Authorization: Bearer KEY`; "
+            "scopes: check, boundary:write, officer, admin. The platform-compatible reads need none while the "
+            "public_read setting is on (the default)."
+        )
+        self.scheme_name = "apiKey"
+        self.scopes, self.public = scopes, public
+
+    async def __call__(self, request: Request) -> Principal:
+        return admit(request, *self.scopes, public=self.public)
+
+
+class ChangeRequestToken(SecurityBase):
+    """The applicant's token for one change request (from the link the officer's system sends).
+
+    Checked by the change-request routes themselves against the request it opens; as a dependency it
+    only declares the ``changeRequestToken`` bearer scheme in the OpenAPI.
+    """
+
+    def __init__(self) -> None:
+        self.model = HTTPBearerModel(
+            description="The applicant's token for one change request, returned once when the officer opens it and "
+            "carried by the link sent to the applicant; sent as `Authorization: Bearer TOKEN`. It opens that "
+            "request and nothing else, and expires."
+        )
+        self.scheme_name = "changeRequestToken"
+
+    async def __call__(self, request: Request) -> str | None:
+        return bearer_token(request)
+
+
+def require_scope(*scopes: str, public: bool = False):
+    """A dependency that admits only callers whose API key holds one of ``scopes`` (see :func:`admit`)."""
+    return Security(ApiKey(*scopes, public=public))
+
+
+#: Declares the applicant's token on the change-request routes an applicant may call.
+APPLICANT_TOKEN = Security(ChangeRequestToken())

@@ -31,7 +31,7 @@ from shapely.geometry import mapping
 from shapely.geometry.base import BaseGeometry
 
 from constraints.formats import PLANX_DATA_FIELDS
-from constraints.index import POINT, Layer, Snapshot
+from constraints.index import POINT, Layer, Snapshot, is_current
 
 #: The platform's DE-9IM relations, as ``relation(entity, query)``.
 RELATIONS = (
@@ -141,7 +141,7 @@ def _attribute_mask(layer: Layer, query: SearchQuery, today: np.datetime64) -> n
     if query.organisation_entities is not None:
         mask &= np.isin(layer.columns["organisation-entity"].astype(str), query.organisation_entities)
     if query.periods and "all" not in query.periods:
-        ended = ~np.isnat(layer.end_date) & (layer.end_date <= today)
+        ended = ~is_current(layer.end_date, today)
         period = np.zeros(len(layer), dtype=bool)
         if "current" in query.periods:
             period |= ~ended

@@ -208,14 +208,8 @@ def parse_upload(
             data = json.loads(content)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise InvalidBoundary(f"{filename} is not valid GeoJSON: {exc}", code="not-json") from exc
-        # A pre-RFC 7946 "crs" member naming British National Grid is honoured (QGIS still writes it).
-        named = (
-            str(((data.get("crs") or {}).get("properties") or {}).get("name", ""))
-            if isinstance(data, dict)
-            else ""
-        )
-        if "27700" not in named:
-            return data, []
+        # as posted to /v1/boundaries: a "crs" member (EPSG:27700) is read by parse_site, for both alike
+        return data, []
     with tempfile.TemporaryDirectory(prefix="redline-upload-") as tmp:
         path = os.path.join(tmp, "upload" + suffix)
         with open(path, "wb") as fh:

@@ -60,6 +60,7 @@ class SiteLimits:
     min_area_m2: float | None = None
     max_area_m2: float | None = None
     allow_points: bool = True
+    max_part_gap_m: float | None = 5_000.0  # parts further apart than this are not one site
 
 
 @dataclass
@@ -121,6 +122,108 @@ def load_json(data: bytes | str, limits: SiteLimits = SiteLimits()) -> object:
         raise
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise SiteError(f"the site is not valid JSON: {err}", code="not-json") from None
+
+
+def declared_crs(obj: dict) -> int | None:
+    """The EPSG code a GeoJSON object's pre-RFC 7946 ``crs`` member names: 27700, 4326, or None.
+
+    QGIS, FME and many council systems still write one (``{"type": "name", "properties": {"name":
+    "urn:ogc:def:crs:EPSG::27700"}}``, or the 2008 ``{"type": "EPSG", "properties": {"code": 27700}}``).
+
+    Raises
+    ------
+    SiteError
+        When the member names another coordinate system, or cannot be read.
+    """
+    member = obj.get("crs")
+    if member is None:
+        return None
+    properties = member.get("properties") if isinstance(member, dict) else None
+    if not isinstance(properties, dict):
+        raise SiteError('the "crs" member must be {"type": "name", "properties": {"name": "EPSG:27700"}}', code="unsupported-crs", pointer="/crs")
+    name = properties.get("name") or (f"EPSG:{properties['code']}" if "code" in properties else None)
+    code = None
+    if isinstance(name, str | int) and not isinstance(name, bool):
+        from pyproj import CRS
+
+        try:
+            named = CRS.from_user_input(str(name))
+        except Exception:  # CRSError, and whatever PROJ makes of a NUL or a name a megabyte long
+            named = None
+        if named is not None and named.equals(CRS.from_epsg(27700)):
+            code = 27700
+        elif named is not None and named.equals(CRS.from_epsg(4326), ignore_axis_order=True):
+            code = 4326
+    if code is None:
+        raise SiteError(
+            f'the "crs" member names {json.dumps(name)[:80]}; redline reads longitude and latitude (EPSG:4326, '
+            "as RFC 7946 GeoJSON) or British National Grid (EPSG:27700): convert the site to one of them",
+            code="unsupported-crs",
+            pointer="/crs",
+        )
+    return code
+
+
+def _is_position(value) -> bool:
+    return (
+        isinstance(value, list | tuple)
+        and 2 <= len(value) <= 3
+        and all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in value)
+    )
+
+
+def _without_declared_crs(obj: dict) -> dict:
+    """``obj`` in longitude and latitude, its ``crs`` member read and dropped.
+
+    The one place redline honours the member: checks (CLI, ``POST /v1/check``), boundaries, their
+    validation and uploaded GeoJSON all come through ``parse_site``, so a site drawn on the National
+    Grid is read the same way by each (through OSTN15, as every layer is). Positions that are not
+    pairs of finite numbers are left as they are, for the usual checks to name.
+    """
+    code = declared_crs(obj)
+    obj = {k: v for k, v in obj.items() if k != "crs"}
+    if code != 27700:
+        return obj
+    positions: list = []
+
+    def walk(node, rebuild):
+        if isinstance(node, dict):
+            out = dict(node) if rebuild is not None else None
+            for key in ("coordinates", "geometry", "geometries", "features"):
+                if key in node:
+                    value = walk(node[key], rebuild)
+                    if out is not None:
+                        out[key] = value
+            return out
+        if _is_position(node):
+            if rebuild is None:
+                positions.append(node)
+                return None
+            return next(rebuild)
+        if isinstance(node, list | tuple):
+            values = [walk(item, rebuild) for item in node]
+            return values if rebuild is not None else None
+        return node
+
+    walk(obj, None)
+    if not positions:
+        return obj
+    from datasets.crs import bng_to_lonlat
+
+    east = np.array([p[0] for p in positions], dtype=np.float64)
+    north = np.array([p[1] for p in positions], dtype=np.float64)
+    lon, lat = bng_to_lonlat(east, north)
+    off = ~(np.isfinite(lon) & np.isfinite(lat))
+    if off.any():
+        first = positions[int(np.flatnonzero(off)[0])]
+        raise SiteError(
+            f"the point [{first[0]}, {first[1]}] lies outside the British National Grid (OSTN15), which the "
+            '"crs" member (EPSG:27700) says the coordinates are on: is the crs member right?',
+            code="outside-great-britain",
+            pointer="/crs",
+        )
+    converted = iter([[x, y, *p[2:]] for x, y, p in zip(lon.tolist(), lat.tolist(), positions, strict=True)])
+    return walk(obj, converted)
 
 
 def _position_error(message: str, pointer: str, code: str = "invalid-coordinates") -> SiteError:
@@ -426,6 +529,37 @@ def _vertex_limit(vertices: int, limits: SiteLimits) -> None:
         )
 
 
+def _parts_together(bng: BaseGeometry, limits: SiteLimits) -> None:
+    """Refuse a site whose parts fall into groups further apart than ``max_part_gap_m``.
+
+    Parts within the gap of one another (directly or through other parts) are one site, such as the
+    parcels of one farm; two groups further apart are two sites drawn as one, whose merged answer
+    would say one place has another's constraints. Refused rather than split, so each is checked,
+    and named, by the one who drew it.
+    """
+    gap = limits.max_part_gap_m
+    parts = shapely.get_parts(bng)
+    if gap is None or len(parts) < 2:
+        return
+    left, right = shapely.STRtree(parts).query(parts, predicate="dwithin", distance=gap)
+    group = np.arange(len(parts))
+    changed = True
+    while changed:  # label propagation: every part takes the smallest label of the parts it reaches
+        smallest = group.copy()
+        np.minimum.at(smallest, left, group[right])
+        changed = bool((smallest != group).any())
+        group = smallest
+    first = group == group[0]
+    if first.all():
+        return
+    apart = shapely.distance(shapely.union_all(parts[first]), shapely.union_all(parts[~first]))
+    raise SiteError(
+        f"the site's parts lie {apart / 1000:.1f} km apart, more than the {gap / 1000:g} km one site may span: "
+        "they look like separate sites, so check each on its own",
+        code="parts-too-far-apart",
+    )
+
+
 def _ring_turn(xy: np.ndarray) -> float:
     """Twice the signed area of a closed ring (shoelace): positive anticlockwise."""
     x, y = xy[:, 0], xy[:, 1]
@@ -508,6 +642,8 @@ def parse_site(obj, limits: SiteLimits = SiteLimits()) -> Site:
     properties: dict = {}
     if isinstance(obj, bytes | bytearray | str):
         obj = load_json(obj, limits)
+    if isinstance(obj, dict) and obj.get("crs") is not None:
+        obj = _without_declared_crs(obj)
     if isinstance(obj, dict):
         simple = _simple_polygon(obj, limits)
         if simple is not None:
@@ -526,6 +662,7 @@ def parse_site(obj, limits: SiteLimits = SiteLimits()) -> Site:
         raise SiteError(f"{err}; redline checks sites in England", code="outside-great-britain") from None
     polygonal = geometry.geom_type in POLYGONAL
     if polygonal:
+        _parts_together(bng, limits)
         changed = False
         deduplicated = shapely.remove_repeated_points(bng, 0.0)
         if shapely.get_num_coordinates(deduplicated) < vertices:

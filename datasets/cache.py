@@ -225,12 +225,14 @@ class LayerCache:
         last_modified: str | None = None,
         metadata: dict | None = None,
         coverage: BaseGeometry | None = None,
+        coverage_note: str | None = None,
     ) -> dict:
         """Make ``frame`` the current copy of ``dataset``, atomically. Returns the manifest entry.
 
         ``coverage`` (EPSG:4326) is the area the copy is complete for: a council's district, or the
         region of an extract. Outside it a check cannot say "not", so it says "unknown". ``None``
-        means the whole of England, as for the platform's national datasets.
+        means the whole of England, as for the platform's national datasets. ``coverage_note`` says in
+        words what the coverage is and where it came from (shown by ``datasets list`` and in answers).
         """
         if not DATASET_NAME.fullmatch(dataset):
             raise CacheError(f"{dataset!r} is not a usable dataset name: use letters, digits and dashes, e.g. conservation-area")
@@ -263,6 +265,7 @@ class LayerCache:
                 "metadata": metadata if metadata is not None else previous.get("metadata"),
                 "last_error": None,
                 "coverage": f"{dataset}.{version}.coverage.wkb" if coverage is not None else None,
+                "coverage_note": coverage_note,
             }
             manifest[dataset] = entry
             self._write_manifest(manifest)

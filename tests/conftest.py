@@ -33,3 +33,33 @@ def sample_cache(tmp_path_factory):
     cache = LayerCache(tmp_path_factory.mktemp("sample-cache"))
     load_samples(cache)
     return cache
+
+
+@pytest.fixture
+def cli(monkeypatch, capsys, tmp_path):
+    """Run ``redline ARGS`` in this process against a data folder; returns (exit code, stdout, stderr).
+
+    Extra keyword arguments are environment variables for the run (``REDLINE_STALE_AFTER_HOURS="1"``).
+    """
+    from api.cli import main
+    from api.settings import get_settings
+
+    monkeypatch.chdir(tmp_path)  # no stray .env
+
+    def call(*argv: str, data_dir: Path, **env: str) -> tuple[int, str, str]:
+        monkeypatch.setenv("REDLINE_DATA_DIR", str(data_dir))
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        get_settings.cache_clear()
+        try:
+            code = main(list(argv))
+        except SystemExit as exit:  # argparse refusing an option
+            code = exit.code
+        finally:
+            get_settings.cache_clear()
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    yield call
+
+    get_settings.cache_clear()

@@ -201,16 +201,6 @@ def test_a_point_site_is_an_address_check(sample_index):
     assert answer["site"]["area_m2"] == 0
 
 
-def test_granular_article_4_keys_match_by_council_rule(tmp_path):
-    area = frame("article-4-direction-area", [square(-0.12, 51.46, 0.01)], **{"organisation-entity": ["192"], "name": ["Stockwell Park"]})
-    index = synthetic_index(tmp_path, {"article-4-direction-area": area})
-    answer = index.check(square(-0.115, 51.465, 0.0005), council="lambeth")
-    assert answer_for(answer, "articleFour.lambeth.stockwell")["status"] == "intersects"
-    assert answer_for(answer, "articleFour.lambeth.hydeFarm")["status"] == "clear"
-    planx = to_planx(answer)
-    assert planx["constraints"]["articleFour.lambeth.stockwell"]["value"] is True
-
-
 def test_a_council_adds_its_own_keys_without_code(tmp_path):
     local = tmp_path / "local.json"
     local.write_text(json.dumps({"constraints": [{"key": "local.areaOfSpecialCharacter", "datasets": ["area-of-special-character"], "category": "Heritage and conservation", "positive": "is in an Area of Special Character", "negative": "is not in an Area of Special Character"}]}))

@@ -156,6 +156,7 @@ def capture_boundary_flow(client) -> dict:
     )
     step("GET /v1/boundaries/{boundary_id}/versions", f"/v1/boundaries/{bid}/versions")
     step("GET /v1/boundaries/{boundary_id}/versions/{n}/odp", f"/v1/boundaries/{bid}/versions/2/odp")
+    step("GET /v1/boundaries/{boundary_id}/constraints", f"/v1/boundaries/{bid}/constraints", params={"format": "odp"})
     step("GET /v1/boundaries/{boundary_id}/audit", f"/v1/boundaries/{bid}/audit")
     return out
 

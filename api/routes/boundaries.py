@@ -26,14 +26,24 @@ from starlette.concurrency import run_in_threadpool
 
 from boundary.errors import BoundaryError, Forbidden, InvalidBoundary, Unauthorized
 from boundary.geometry import BoundaryLimits, parse_upload, validate_boundary
-from boundary.odp import export_version
+from boundary.odp import effective_answer, export_version
 from boundary.store import Store
 from boundary.workflow import Boundaries, WorkflowSettings
+from constraints.formats import to_geojson, to_odp, to_planx
 
 from ..delivery import Dispatcher
 from ..delivery import router as notification_router
-from ..deps import admit, bearer_token, guard_failures, record_failure, throttle
+from ..deps import (
+    APPLICANT_TOKEN,
+    admit,
+    bearer_token,
+    guard_failures,
+    record_failure,
+    require_scope,
+    throttle,
+)
 from ..errors import Problem
+from ..keys import Principal
 
 router = APIRouter(tags=["boundaries"])
 log = logging.getLogger("redline.boundaries")
@@ -303,8 +313,7 @@ async def _site_and_fields(request: Request, wf: Boundaries, fields: tuple[str, 
         422: {"description": "Invalid boundary"},
     },
 )
-async def create_boundary(request: Request):
-    principal = admit(request, "boundary:write")
+async def create_boundary(request: Request, principal: Principal = require_scope("boundary:write")):
     wf = workflow(request)
     valid, values = await _site_and_fields(
         request, wf, ("reference", "local_authority"), optional=("applicant_email",)
@@ -334,15 +343,13 @@ async def create_boundary(request: Request):
     "/v1/boundaries/{boundary_id}",
     summary="The current version with its constraints answer and the overrides",
 )
-async def get_boundary(request: Request, boundary_id: str):
-    admit(request, *READ_SCOPES)
+async def get_boundary(request: Request, boundary_id: str, principal: Principal = require_scope(*READ_SCOPES)):
     wf = workflow(request)
     return _json(await run_in_threadpool(wf.get, boundary_id))
 
 
 @router.get("/v1/boundaries/{boundary_id}/versions", summary="Every version, oldest first")
-async def list_versions(request: Request, boundary_id: str):
-    admit(request, *READ_SCOPES)
+async def list_versions(request: Request, boundary_id: str, principal: Principal = require_scope(*READ_SCOPES)):
     wf = workflow(request)
     return _json({"versions": await run_in_threadpool(wf.versions, boundary_id)})
 
@@ -351,8 +358,7 @@ async def list_versions(request: Request, boundary_id: str):
     "/v1/boundaries/{boundary_id}/versions/{n}",
     summary="One version with its geometry and constraints answer",
 )
-async def get_version(request: Request, boundary_id: str, n: int = VERSION_NUMBER):
-    admit(request, *READ_SCOPES)
+async def get_version(request: Request, boundary_id: str, n: int = VERSION_NUMBER, principal: Principal = require_scope(*READ_SCOPES)):
     wf = workflow(request)
     return _json(await run_in_threadpool(wf.version, boundary_id, n))
 
@@ -361,18 +367,39 @@ async def get_version(request: Request, boundary_id: str, n: int = VERSION_NUMBE
     "/v1/boundaries/{boundary_id}/versions/{n}/odp",
     summary="A version as an ODP proposal.boundary (GeoBoundary) and its designations, overrides applied",
 )
-async def get_version_odp(request: Request, boundary_id: str, n: int = VERSION_NUMBER):
-    admit(request, *READ_SCOPES)
+async def get_version_odp(request: Request, boundary_id: str, n: int = VERSION_NUMBER, principal: Principal = require_scope(*READ_SCOPES)):
     wf = workflow(request)
     version = await run_in_threadpool(wf.version, boundary_id, n)
-    return _json(export_version(version))
+    return _json(export_version(version, request.app.state.catalogue))
+
+
+@router.get(
+    "/v1/boundaries/{boundary_id}/constraints",
+    summary="The current version's constraints with the officers' overrides applied, in any output format",
+    description="``format``: native (default), planx, odp or geojson. Keys derived from an overridden key follow "
+    "it (a dismissed conservation area clears ``designated`` when nothing else designates the site).",
+)
+async def get_constraints(request: Request, boundary_id: str, format: str = "native"):
+    admit(request, *READ_SCOPES)
+    if format not in ("native", "planx", "odp", "geojson"):
+        raise Problem(422, "The request is not valid", f"format must be native, planx, odp or geojson, not {format!r}")
+    wf = workflow(request)
+    view = await run_in_threadpool(wf.get, boundary_id)
+    catalogue = request.app.state.catalogue
+    answer = effective_answer(view, catalogue)
+    if format == "planx":
+        return _json(to_planx(answer, catalogue))
+    if format == "odp":
+        return _json({"designations": to_odp(answer)})
+    if format == "geojson":
+        return _json(to_geojson(answer, request.app.state.index.snapshot))
+    return _json(answer)
 
 
 @router.post(
     "/v1/boundaries/{boundary_id}/recheck", summary="Re-run the constraints check on the current version"
 )
-async def recheck(request: Request, boundary_id: str):
-    principal = admit(request, *READ_SCOPES)
+async def recheck(request: Request, boundary_id: str, principal: Principal = require_scope(*READ_SCOPES)):
     wf = workflow(request)
     return _json(await run_in_threadpool(wf.recheck, boundary_id, _actor(principal)))
 
@@ -382,8 +409,7 @@ async def recheck(request: Request, boundary_id: str):
     summary="The audit trail, oldest first (JSON, or a plain-text log with ?format=text)",
     responses={200: {"content": {"application/json": {}, "text/plain": {}}}},
 )
-async def audit(request: Request, boundary_id: str, format: str = "json"):
-    admit(request, *READ_SCOPES)
+async def audit(request: Request, boundary_id: str, format: str = "json", principal: Principal = require_scope(*READ_SCOPES)):
     wf = workflow(request)
     if format == "text":
         return PlainTextResponse(await run_in_threadpool(wf.audit_text, boundary_id))
@@ -405,8 +431,7 @@ async def audit(request: Request, boundary_id: str, format: str = "json"):
         )
     },
 )
-async def propose(request: Request, boundary_id: str):
-    principal = admit(request, "officer")
+async def propose(request: Request, boundary_id: str, principal: Principal = require_scope("officer")):
     wf = workflow(request)
     data = await _read_json(request)
     reason = _text(data, "reason")
@@ -426,7 +451,8 @@ async def propose(request: Request, boundary_id: str):
 
 
 @router.get(
-    "/v1/change-requests/{request_id}", summary="A change request (officer API key or the applicant's token)"
+    "/v1/change-requests/{request_id}", summary="A change request (officer API key or the applicant's token)",
+    dependencies=[APPLICANT_TOKEN],
 )
 async def get_change_request(request: Request, request_id: str):
     wf = workflow(request)
@@ -437,6 +463,7 @@ async def get_change_request(request: Request, request_id: str):
 @router.post(
     "/v1/change-requests/{request_id}/approve",
     summary="The applicant approves: the proposal becomes the next version",
+    dependencies=[APPLICANT_TOKEN],
 )
 async def approve(request: Request, request_id: str):
     wf = workflow(request)
@@ -452,6 +479,7 @@ async def approve(request: Request, request_id: str):
             ["reason"], {"reason": {"type": "string"}}, {"reason": "That strip is my neighbour's garden"}
         )
     },
+    dependencies=[APPLICANT_TOKEN],
 )
 async def reject(request: Request, request_id: str):
     wf = workflow(request)
@@ -464,8 +492,7 @@ async def reject(request: Request, request_id: str):
 @router.post(
     "/v1/change-requests/{request_id}/cancel", summary="The officer withdraws an open change request"
 )
-async def cancel(request: Request, request_id: str):
-    principal = admit(request, "officer")
+async def cancel(request: Request, request_id: str, principal: Principal = require_scope("officer")):
     wf = workflow(request)
     reason = None
     if await request.body():
@@ -493,8 +520,7 @@ async def cancel(request: Request, request_id: str):
         )
     },
 )
-async def add_override(request: Request, boundary_id: str):
-    principal = admit(request, "officer")
+async def add_override(request: Request, boundary_id: str, principal: Principal = require_scope("officer")):
     wf = workflow(request)
     data = await _read_json(request)
     entity = data.get("entity")
@@ -522,8 +548,7 @@ async def add_override(request: Request, boundary_id: str):
     "/v1/boundaries/{boundary_id}/overrides/{override_id}",
     summary="Withdraw an override (kept in the record)",
 )
-async def remove_override(request: Request, boundary_id: str, override_id: str, reason: str | None = None):
-    principal = admit(request, "officer")
+async def remove_override(request: Request, boundary_id: str, override_id: str, reason: str | None = None, principal: Principal = require_scope("officer")):
     wf = workflow(request)
     return _json(
         await run_in_threadpool(
@@ -536,8 +561,7 @@ async def remove_override(request: Request, boundary_id: str, override_id: str, 
     "/v1/boundaries/{boundary_id}/overrides/{override_id}/review",
     summary="Clear an override's review flag after checking it",
 )
-async def review_override(request: Request, boundary_id: str, override_id: str, note: str | None = None):
-    principal = admit(request, "officer")
+async def review_override(request: Request, boundary_id: str, override_id: str, note: str | None = None, principal: Principal = require_scope("officer")):
     wf = workflow(request)
     return _json(
         await run_in_threadpool(
@@ -565,8 +589,7 @@ async def review_override(request: Request, boundary_id: str, override_id: str, 
         }
     },
 )
-async def validate(request: Request):
-    admit(request, "check", "boundary:write", "officer")
+async def validate(request: Request, principal: Principal = require_scope("check", "boundary:write", "officer")):
     wf = workflow(request)
     content_type = request.headers.get("content-type", "")
     warnings: list[str] = []

@@ -116,6 +116,7 @@ CHECK_OPERATION = {
     "description": "Send the site as GeoJSON (EPSG:4326 lon/lat): a Polygon, MultiPolygon, Feature or FeatureCollection of polygons, or a Point for an address-only check.",
     "operationId": "check_v1_check_post",
     "parameters": CHECK_PARAMETERS,
+    "security": [{"apiKey": []}],  # the scheme is declared by api.deps.ApiKey on the other routes
     "requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object"}, "example": SITE_EXAMPLE}}},
     "responses": {
         "200": {"description": "The answer for every catalogue key", "content": {"application/json": {"schema": {"type": "object"}}}},

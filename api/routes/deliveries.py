@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, FastAPI, Query, Request
+from fastapi import APIRouter, FastAPI, Path, Query, Request
 from starlette.concurrency import run_in_threadpool
 
 from ..delivery import delivery_view, replay
@@ -12,6 +12,7 @@ from .boundaries import _json, build_workflow
 
 router = APIRouter(tags=["notifications"])
 STATES = "^(pending|delivered|failed)$"
+DELIVERY_ID = Path(..., ge=1, le=2**63 - 1, description="The delivery's number, as listed")
 
 
 def _store(request: Request):
@@ -22,8 +23,8 @@ def _store(request: Request):
 async def list_deliveries(
     request: Request,
     state: str | None = Query(None, pattern=STATES, description="pending, delivered or failed"),
-    boundary_id: str | None = Query(None, max_length=64),
-    event_id: str | None = Query(None, max_length=64),
+    boundary_id: str | None = Query(None, pattern="^[0-9A-Za-z-]{1,64}$"),
+    event_id: str | None = Query(None, pattern="^msg_[0-9a-f]{1,60}$", description="A webhook-id"),
     limit: int = Query(100, ge=1, le=1000),
     principal=require_scope("admin"),
 ):
@@ -42,7 +43,7 @@ def _missing(delivery_id: int) -> Problem:
 
 
 @router.get("/v1/deliveries/{delivery_id}", summary="One delivery with every attempt")
-async def get_delivery(request: Request, delivery_id: int, principal=require_scope("admin")):
+async def get_delivery(request: Request, delivery_id: int = DELIVERY_ID, principal=require_scope("admin")):
     store = _store(request)
 
     def read():
@@ -61,7 +62,7 @@ async def get_delivery(request: Request, delivery_id: int, principal=require_sco
     status_code=202,
     summary="Send a delivery again (same event and webhook-id), e.g. after the receiver was fixed",
 )
-async def replay_delivery(request: Request, delivery_id: int, principal=require_scope("admin")):
+async def replay_delivery(request: Request, delivery_id: int = DELIVERY_ID, principal=require_scope("admin")):
     store = _store(request)
     try:
         new_id = await run_in_threadpool(replay, store, delivery_id)

@@ -10,8 +10,6 @@ in the entity search, and reported as not checked (``value: null``) in the GIS a
 
 from __future__ import annotations
 
-import contextlib
-from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from urllib.parse import parse_qsl, urlencode, urlunsplit
 
@@ -24,6 +22,8 @@ from constraints.formats import to_planx
 from constraints.index import ConstraintIndex, Tolerance
 from constraints.site import parse_site
 from datasets.catalogue import Catalogue
+from datasets.coverage import describe as describe_coverage
+from datasets.sync import is_stale
 
 from .. import entity_search as es
 from ..dataset_metadata import dataset_json, describer
@@ -449,7 +449,12 @@ def gis_keys(vals: list[str] | None, catalogue: Catalogue, council: str) -> list
     wanted = split_list(vals)
     if not wanted:
         return None
+    team = catalogue.article4_council(council)
     known = catalogue.keys() + [r.key for r in catalogue.article4_rules(council)]
+    if team is not None:
+        known.append(team.caz_key)
+        if "articleFour.caz" in wanted:
+            wanted = [*wanted, team.caz_key]  # PlanX answers the zone under the team's own key
     keys = []
     for key in known:
         if key in wanted or any(key.startswith(v + ".") for v in wanted):
@@ -492,7 +497,7 @@ async def gis(
 ):
     if geom is None or not geom.strip():
         raise _no_geom(team)
-    council = team.lower()
+    council = team  # PlanX looks team slugs up exactly: "Lambeth" is not "lambeth"
     geometry = parse_wkt(geom, "geom", settings)
     site = parse_site(geometry, site_limits(settings))
     keys = gis_keys(vals, catalogue, council)
@@ -503,12 +508,11 @@ async def gis(
     def work():
         answer = index.check(site, tolerance=tolerance, council=council, keys=keys)
         body = to_planx(answer, catalogue, source, describe)
-        if catalogue.article4_rules(council):
-            # PlanX repeats the Central Activities Zone under the team's granular keys (articleFour.lambeth.caz)
-            if (caz := body["constraints"].get("articleFour.caz")) is not None:
-                body["constraints"][f"articleFour.{council}.caz"] = {**caz, "fn": f"articleFour.{council}.caz"}
-            if (caz := body["unknown"].get("articleFour.caz")) is not None:
-                body["unknown"][f"articleFour.{council}.caz"] = caz
+        if catalogue.article4_council(council) is not None:
+            # PlanX renames the Central Activities Zone to the team's own key (articleFour.lambeth.caz),
+            # which the check answers with the team's granular keys
+            body["constraints"].pop("articleFour.caz", None)
+            body["unknown"].pop("articleFour.caz", None)
         body["provenance"] = answer["provenance"]
         body["site"] = answer["site"]
         return body
@@ -519,14 +523,6 @@ async def gis(
 
 
 # -- /v1/datasets -----------------------------------------------------------------------------------
-
-
-def _is_stale(stamp: str | None, cutoff: datetime) -> bool:
-    if not stamp:
-        return True
-    with contextlib.suppress(ValueError):
-        return datetime.fromisoformat(stamp.replace("Z", "+00:00")) < cutoff
-    return True
 
 
 @own.get(
@@ -540,7 +536,6 @@ def v1_datasets(
     settings=Depends(get_settings),
 ):
     snap = index.snapshot
-    cutoff = datetime.now(UTC) - timedelta(hours=settings.stale_after_hours)
     out = []
     for name, layer in sorted(snap.layers.items()):
         entry = layer.entry
@@ -556,7 +551,8 @@ def v1_datasets(
                 "last_modified": entry.get("last_modified"),
                 "entry_date": entry.get("entry_date"),
                 "version": entry.get("version"),
-                "stale": _is_stale(entry.get("loaded_at"), cutoff),
+                "stale": is_stale(entry, stale_after_hours=settings.stale_after_hours),
+                "covers": describe_coverage(entry),
                 "last_error": entry.get("last_error"),
                 "licence": meta["licence"],
                 "licence_text": meta["licence-text"],

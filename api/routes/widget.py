@@ -12,7 +12,6 @@ from __future__ import annotations
 import html
 import math
 import re
-from datetime import date
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +28,7 @@ from starlette.concurrency import run_in_threadpool
 
 from boundary.errors import BoundaryError
 from boundary.geometry import BoundaryLimits, amendment, parse_upload
-from constraints.index import ConstraintIndex
+from constraints.index import ConstraintIndex, is_current
 from constraints.site import SiteLimits, parse_site
 from datasets import crs
 
@@ -98,10 +97,8 @@ def widget_script() -> FileResponse:
 
 # --- helpers for the widget ---------------------------------------------------------------------------
 def _current_rows(layer, rows: np.ndarray) -> np.ndarray:
-    """Rows whose end-date has not passed (the platform's ``period=current``)."""
-    today = np.datetime64(date.today(), "D")
-    ends = layer.end_date[rows]
-    return rows[np.isnat(ends) | (ends > today)]
+    """Rows whose entities are current (the platform's ``period=current``)."""
+    return rows[is_current(layer.end_date[rows])]
 
 
 def _features_in(
