@@ -278,3 +278,100 @@ def test_several_dispatchers_on_one_store_deliver_each_event_once(backend_url, c
     assert len(hooks.events()) == 12 and len(set(hooks.ids())) == 12
     assert len(notify.sent) == 6  # the opened emails
     assert all(d["state"] == "delivered" and d["attempts"] == 1 for d in deliveries(wf.store))
+
+
+# --- what an operator sees: the log over HTTP and on the command line ------------------------------------
+def test_the_delivery_log_over_http_needs_an_admin_key_and_replays(saltford, receivers, sample_cache, tmp_path):
+    import httpx
+    from api_fixtures import LiveServer, assert_problem, copy_cache, make_app
+
+    from api.keys import KeyStore
+
+    hooks, notify = receivers
+    data_dir = copy_cache(sample_cache, tmp_path / "data")
+    keys = KeyStore(data_dir)
+    _, admin = keys.create("operator", ["admin"])
+    _, officer = keys.create("officer", ["officer", "boundary:write"])
+    settings = service_settings(hooks, notify, data_dir)
+    app = make_app(data_dir, **{k: getattr(settings, k) for k in ("public_url", "notifications", "delivery_poll_s")})
+    with LiveServer(app) as server:
+        as_officer = {"Authorization": f"Bearer {officer}"}
+        created = httpx.post(
+            f"{server.url}/v1/boundaries",
+            json={"reference": "PLX-9", "local_authority": COUNCIL, "site": saltford.outside},
+            headers=as_officer,
+        )
+        assert created.status_code == 201, created.text
+        bad = httpx.post(
+            f"{server.url}/v1/boundaries",
+            json={"reference": "PLX-9", "local_authority": COUNCIL, "site": saltford.outside, "applicant_email": "nobody"},
+            headers=as_officer,
+        )
+        assert "applicant_email" in assert_problem(bad, 422)["detail"]
+        opened = httpx.post(
+            f"{server.url}/v1/boundaries/{created.json()['id']}/change-requests",
+            json={"site": saltford.over, "reason": "r"},
+            headers=as_officer,
+        )
+        assert opened.status_code == 201
+        hooks.wait_for(lambda h: len(h.events()) == 1)
+
+        assert_problem(httpx.get(f"{server.url}/v1/deliveries"), 401)
+        assert_problem(httpx.get(f"{server.url}/v1/deliveries", headers=as_officer), 403)
+        as_admin = {"Authorization": f"Bearer {admin}"}
+        (row,) = httpx.get(f"{server.url}/v1/deliveries", headers=as_admin).json()["deliveries"]
+        assert (row["channel"], row["state"], row["attempts"]) == ("webhook", "delivered", 1)
+        detail = httpx.get(f"{server.url}/v1/deliveries/{row['id']}", headers=as_admin).json()
+        assert [a["outcome"] for a in detail["attempt_log"]] == ["delivered"]
+        assert_problem(httpx.get(f"{server.url}/v1/deliveries/999999", headers=as_admin), 404)
+        assert_problem(httpx.get(f"{server.url}/v1/deliveries/{2**70}", headers=as_admin), 422)
+
+        again = httpx.post(f"{server.url}/v1/deliveries/{row['id']}/replay", headers=as_admin)
+        assert again.status_code == 202 and again.json()["replay_of"] == row["id"]
+        hooks.wait_for(lambda h: len(h.events()) == 2)
+        assert hooks.ids()[0] == hooks.ids()[1]  # the same webhook-id: receivers see a duplicate, by design
+
+
+def test_the_cli_lists_shows_and_replays_deliveries(backend_url, checker, saltford, receivers, tmp_path, monkeypatch, capsys):
+    from api import cli
+    from api.settings import get_settings
+
+    hooks, notify = receivers
+    settings = service_settings(hooks, notify, tmp_path)
+    wf = workflow(backend_url, checker, settings)
+    b = wf.create("PLX-10", COUNCIL, saltford.outside, "planx", applicant_email="applicant@example.com")
+    wf.propose(b["id"], saltford.over, "r", "officer")
+    hooks.fail_next = 1
+    Dispatcher(Store(backend_url), settings).run_once()
+
+    monkeypatch.setenv("REDLINE_DATABASE_URL", backend_url)
+    monkeypatch.setenv("REDLINE_DATA_DIR", str(tmp_path))
+    get_settings.cache_clear()
+    try:
+        assert cli.main(["deliveries", "list"]) == 0
+        listing = capsys.readouterr().out
+        assert "pending" in listing and "delivered" in listing and "webhook" in listing and "email" in listing
+        assert "HTTP 503" in listing  # the failed webhook says why
+        webhook = next(d for d in deliveries(wf.store) if d["channel"] == "webhook")
+        assert cli.main(["deliveries", "show", str(webhook["id"])]) == 0
+        assert '"outcome": "failed"' in capsys.readouterr().out
+        assert cli.main(["deliveries", "replay", str(webhook["id"])]) == 0
+        assert "queued again" in capsys.readouterr().out
+        assert cli.main(["deliveries", "replay", "987654"]) == 2
+    finally:
+        get_settings.cache_clear()
+    assert len(deliveries(wf.store, state="pending")) == 2  # the retry and the replay
+
+
+def test_an_expired_link_is_refused_as_expired_not_as_a_wrong_token(backend_url, checker, saltford, tmp_path):
+    from boundary.errors import Unauthorized
+
+    clock = Clock()
+    wf = Boundaries(Store(backend_url), checker, clock=clock)
+    b = wf.create("PLX-11", COUNCIL, saltford.outside, "planx")
+    cr = wf.propose(b["id"], saltford.over, "r", "officer")
+    clock.now += timedelta(days=31)
+    with pytest.raises(Unauthorized) as refused:
+        wf.authorize_applicant(cr["id"], cr["token"])
+    # The applicant page tells this apart from a wrong link by the problem type.
+    assert refused.value.to_problem()["type"].endswith("/link-expired")
