@@ -13,7 +13,6 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from constraints.index import ConstraintIndex
-from constraints.site import SiteLimits
 from datasets.cache import LayerCache
 from datasets.catalogue import load_catalogue
 from datasets.live import LiveLookup
@@ -46,7 +45,7 @@ def _load_index(app: FastAPI) -> None:
             state.catalogue,
             live=state.live,
             stale_after_hours=state.settings.stale_after_hours,
-            limits=SiteLimits(max_bytes=state.settings.max_body_bytes, max_vertices=state.settings.max_vertices, max_features=state.settings.max_geometries),
+            limits=check.site_limits(state.settings),
         )
     except Exception as err:  # reported by /readyz; the process stays up to say so
         log.exception("the constraint index failed to load")

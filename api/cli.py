@@ -16,6 +16,8 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
+from constraints.formats import Format
+
 from . import __version__
 from .settings import get_settings
 
@@ -63,7 +65,7 @@ def _catalogue():
 
 
 def cmd_check(args) -> int:
-    from constraints.formats import to_geojson, to_odp, to_planx
+    from constraints.formats import render
     from constraints.index import ConstraintIndex, Tolerance
     from constraints.site import SiteError, SiteLimits, parse_site
 
@@ -99,20 +101,39 @@ def cmd_check(args) -> int:
     index = ConstraintIndex.from_cache(cache, catalogue, stale_after_hours=settings.stale_after_hours)
     tolerance = Tolerance(args.tolerance_m2, args.tolerance_pct)
     answer = index.check(site, tolerance=tolerance, council=args.council)
-    if args.format == "planx":
-        from .dataset_metadata import describer
+    from .dataset_metadata import describer
 
-        answer = to_planx(answer, index.catalogue, describe=describer(index.snapshot))
-    elif args.format == "odp":
-        answer = {"designations": to_odp(answer)}
-    elif args.format == "geojson":
-        answer = to_geojson(answer, index.snapshot)
+    answer = render(answer, args.format, index.catalogue, index.snapshot, describe=describer(index.snapshot))
     json.dump(answer, sys.stdout, indent=1, default=str)
     sys.stdout.write("\n")
     return 0
 
 
 def cmd_load(args) -> int:
+    import contextlib
+    import io
+
+    from datasets.progress import progress_bar
+
+    # what the load prints waits until the bar is gone, so the two never share a line
+    out, err = io.StringIO(), io.StringIO()
+    with progress_bar(len(LOAD_STEPS), desc=f"loading {args.dataset}", unit="step", leave=False) as bar:
+
+        def stage(name: str) -> None:
+            bar.set_postfix_str(name, refresh=False)
+            bar.update(LOAD_STEPS.index(name) - bar.n)
+
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = _load(args, stage)
+    sys.stdout.write(out.getvalue())
+    sys.stderr.write(err.getvalue())
+    return code
+
+
+LOAD_STEPS = ("reading", "checking", "repairing", "numbering", "writing", "done")
+
+
+def _load(args, stage) -> int:
     from datasets.cache import CacheError
     from datasets.coverage import ENGLAND, HOW_TO_SET, default_coverage, describe
     from datasets.loaders import LoadError, read_layer_file
@@ -128,6 +149,7 @@ def cmd_load(args) -> int:
             reference_field=args.reference_field,
             organisation=args.organisation,
             crs=args.crs,
+            stage=stage,
         )
     except LoadError as err:
         return _fail(str(err))
@@ -159,10 +181,12 @@ def cmd_load(args) -> int:
         coverage, note = cache.coverage(args.dataset), cache.entry(args.dataset).get("coverage_note")
     else:
         coverage, note = default_coverage(cache, args.organisation)
+    stage("writing")
     try:
         entry = cache.write(args.dataset, frame, source=report.source, coverage=coverage, coverage_note=note)
     except CacheError as err:
         return _fail(str(err))
+    stage("done")
     print(report.summary())
     print(f"{args.dataset} covers {describe(entry)}: {HOW_TO_SET}")
     return 0
@@ -277,14 +301,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = commands.add_parser("check", help="check a site (GeoJSON file, or - for stdin) against the cached layers")
     check.add_argument("site")
-    check.add_argument("--format", choices=["native", "planx", "odp", "geojson"], default="native")
+    check.add_argument("--format", choices=[f.value for f in Format], default="native")
     check.add_argument("--tolerance-m2", type=_tolerance, default=0.5, help="overlaps below this many m² count as nearby (default 0.5)")
     check.add_argument("--tolerance-pct", type=_tolerance, default=0.1, help="overlaps below this %% of the site count as nearby (default 0.1)")
     check.add_argument("--council", help="add this council's granular article 4 keys (e.g. lambeth)")
     check.set_defaults(func=cmd_check)
 
     datasets = commands.add_parser("datasets", help="the layer cache").add_subparsers(dest="datasets_command", required=True)
-    load = datasets.add_parser("load", help="load a GIS file (GeoJSON, GeoPackage, Shapefile or .zip, FlatGeobuf, CSV with WKT)")
+    load = datasets.add_parser(
+        "load",
+        help="load a GIS file (GeoJSON, GeoPackage, Shapefile or .zip, FlatGeobuf, or CSV with a WKT column "
+        "such as geometry, WKT, geom or the_geom, or longitude/latitude or easting/northing columns)",
+    )
     load.add_argument("file")
     load.add_argument("--dataset", required=True, help="the dataset name, e.g. conservation-area or a local one")
     load.add_argument("--layer")

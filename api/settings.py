@@ -52,6 +52,10 @@ class Settings(BaseSettings):
     max_body_bytes: int = 2_000_000
     max_vertices: int = 10_000
     max_geometries: int = 100
+    max_parts: int = Field(100, ge=1, description="Separate polygons in one site.")
+    max_holes: int = Field(100, ge=0, description="Holes in one site, all its polygons together.")
+    max_repair_vertices: int = Field(5_000, ge=4, description="A site that crosses itself is repaired only up to this many vertices.")
+    max_self_intersections: int = Field(50, ge=0, description="A site is repaired (or overlapping parts merged) only up to this many points where edges cross.")
     max_boundary_area_ha: float = 100.0
     tolerance_m2: float = 0.5
     tolerance_pct: float = 0.1

@@ -23,7 +23,7 @@ import math
 import os
 import tempfile
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -32,19 +32,20 @@ from shapely.geometry import mapping
 from shapely.geometry.base import BaseGeometry
 
 from boundary.errors import BoundaryTooLarge, InvalidBoundary
-from constraints.site import SiteError, SiteLimits, parse_site
+from constraints.site import SiteError, SiteLimits, limit_overlay, parse_site
 from datasets import crs
 
 
 @dataclass(frozen=True)
 class BoundaryLimits:
-    """Limits a boundary must respect; every one is configurable through settings."""
+    """Limits a boundary must respect on top of a site's (``site``: vertices, parts, holes, repair work);
+    every one is configurable through settings."""
 
     min_area_m2: float = 1.0
     max_area_ha: float = 100.0
-    max_vertices: int = 10_000
     max_repair_change: float = 0.01  # fraction of the area a repair may change
     max_upload_bytes: int = 10 * 1024 * 1024
+    site: SiteLimits = field(default_factory=SiteLimits)
 
 
 @dataclass
@@ -105,9 +106,9 @@ def validate_boundary(obj, limits: BoundaryLimits | None = None) -> ValidBoundar
         (:class:`BoundaryTooLarge` for size limits).
     """
     limits = limits or BoundaryLimits()
-    site_limits = SiteLimits(
+    site_limits = replace(
+        limits.site,
         max_bytes=limits.max_upload_bytes,
-        max_vertices=limits.max_vertices,
         min_area_m2=limits.min_area_m2,
         max_area_m2=limits.max_area_ha * 10_000,
         allow_points=False,  # an address point is a check, not a red line
@@ -118,8 +119,7 @@ def validate_boundary(obj, limits: BoundaryLimits | None = None) -> ValidBoundar
     try:
         site = parse_site(obj, site_limits)
     except SiteError as exc:
-        cls = BoundaryTooLarge if getattr(exc, "status", 422) == 413 else InvalidBoundary
-        raise cls(exc.message, code=exc.code, pointer=exc.pointer) from exc
+        raise _boundary_error(exc) from exc
     return ValidBoundary(
         geometry=site.geometry,
         area_m2=float(site.area_m2),
@@ -138,6 +138,11 @@ UPLOAD_KINDS = {
     ".gpkg": "GeoPackage",
     ".zip": "zipped Shapefile",
 }
+
+
+def _boundary_error(exc: SiteError) -> InvalidBoundary:
+    cls = BoundaryTooLarge if getattr(exc, "status", 422) == 413 else InvalidBoundary
+    return cls(exc.message, code=exc.code, pointer=exc.pointer)
 
 
 def _reproject_to_wgs84(frame) -> BaseGeometry:
@@ -260,6 +265,10 @@ def parse_upload(
         )
     if len(polygonal) > 1:
         warnings.append(f"{len(polygonal)} polygon features were joined into one site")
+        try:  # joining them is overlay work: bounded like any repair, before it starts
+            limit_overlay(shapely.MultiPolygon([p for g in polygonal.geometry.values for p in shapely.get_parts(g)]), limits.site, f"{filename}: its features overlap", "join them into one outline")
+        except SiteError as exc:
+            raise _boundary_error(exc) from exc
     try:
         geometry = _reproject_to_wgs84(polygonal)
     except crs.OutsideGridError as exc:

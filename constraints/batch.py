@@ -49,7 +49,6 @@ import json
 import logging
 import os
 import shutil
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -526,20 +525,16 @@ def _connect(scheduler: str | None, workers: int):
 
 
 def _progress(total: int, parts: int, enabled: bool):
-    from tqdm import tqdm
+    from datasets.progress import progress_bar
 
-    return tqdm(
-        total=total,
+    return progress_bar(
+        total,
+        desc="checking",
         unit="site",
         unit_scale=True,
-        desc="checking",
-        # a terminal only: a log file or pipe would collect every redraw; shown once a run passes 2 s
-        disable=not enabled or not sys.stderr.isatty(),
-        delay=2.0,
-        file=sys.stderr,
         smoothing=0.1,
-        dynamic_ncols=True,
         postfix=f"tasks 0/{parts}",
+        enabled=enabled,
     )
 
 

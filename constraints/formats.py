@@ -13,6 +13,8 @@ Usage::
 
 from __future__ import annotations
 
+from enum import StrEnum
+
 from datasets.catalogue import Catalogue
 from datasets.loaders import LOCAL_ID_BASE  # local features have no page on the platform
 
@@ -209,3 +211,28 @@ def to_geojson(answer: dict, snapshot) -> dict:
             props["keys"] = sorted({i["key"] for i in answer["constraints"] if any(int(x["entity"]) == ident[1] and x["dataset"] == ident[0] for x in i["entities"])})
             features.append({"type": "Feature", "id": ident[1], "geometry": mapping(geom) if geom is not None else None, "properties": props})
     return {"type": "FeatureCollection", "features": features, "properties": {"site": answer["site"], "provenance": answer["provenance"]}}
+
+
+class Format(StrEnum):
+    """The output formats every entry point offers (``format=`` over HTTP, ``redline check --format``)."""
+
+    native = "native"
+    planx = "planx"
+    odp = "odp"
+    geojson = "geojson"
+
+
+def render(answer: dict, fmt: Format, catalogue: Catalogue | None, snapshot, *, source_request: str = "", describe=None) -> dict:
+    """``answer`` (the native check answer) in ``fmt``: the one place every entry point renders through.
+
+    ``describe(dataset)`` gives a dataset's ``/dataset/{name}.json`` for PlanX's ``metadata``; ODP
+    designations travel with the site and the provenance they were computed from.
+    """
+    fmt = Format(fmt)
+    if fmt is Format.planx:
+        return to_planx(answer, catalogue, source_request, describe)
+    if fmt is Format.odp:
+        return {"designations": to_odp(answer), "site": answer.get("site"), "provenance": answer.get("provenance")}
+    if fmt is Format.geojson:
+        return to_geojson(answer, snapshot)
+    return answer

@@ -35,28 +35,46 @@ from datasets.crs import (
     to_wgs84,
 )
 
+from .crossings import count_crossings
+
 POLYGONAL = ("Polygon", "MultiPolygon")
 MAX_REPAIR_AREA_CHANGE = 0.01  # a repair that moves the area by more than 1 % changes what was drawn
+# Counting crossings compares edges whose boxes overlap: a few per edge for any drawn shape, one per
+# pair of edges only for long strokes side by side. Past this many the count itself would be slow.
+MAX_REPAIR_EDGE_PAIRS = 250_000
 
 
 class SiteError(ValueError):
     """A site cannot be checked; ``message`` says why, ``pointer`` where (JSON pointer into the input)."""
 
-    def __init__(self, message: str, *, code: str = "invalid-site", pointer: str | None = None, status: int = 422):
+    def __init__(self, message: str, *, code: str = "invalid-site", pointer: str | None = None, status: int = 422, limit: dict | None = None):
         super().__init__(message)
         self.message = message
         self.code = code
         self.pointer = pointer
         self.status = status
+        self.limit = limit  # {"name": ..., "value": ...}: the SiteLimits field that refused the site
 
 
 @dataclass(frozen=True)
 class SiteLimits:
-    """What a caller accepts. ``None`` turns a limit off."""
+    """What a caller accepts, and how much geometry work a site may cost. ``None`` turns a limit off.
+
+    Every path that reads a site (the check, boundaries, validate, the widget, uploads, batch) goes
+    through :func:`parse_site` with one of these, and the work limits are enforced there before any
+    work that could grow with them starts: repairing a polygon that crosses itself (GEOS's
+    ``make_valid``) or merging overlapping features takes time that grows far faster than the
+    crossings, so the crossings are counted first (``constraints.crossings``) and a site past a
+    limit is refused with a 422 that names it.
+    """
 
     max_bytes: int | None = 20_000_000
     max_vertices: int | None = 10_000
     max_features: int | None = 100
+    max_parts: int | None = 100  # separate polygons in one site
+    max_holes: int | None = 100  # holes in all its polygons together
+    max_repair_vertices: int | None = 5_000  # vertices of a site that crosses itself, for a repair to be tried
+    max_self_intersections: int | None = 50  # points where its edges cross, for a repair to be tried
     min_area_m2: float | None = None
     max_area_m2: float | None = None
     allow_points: bool = True
@@ -377,8 +395,10 @@ def geometry_from_geojson(obj, warnings: list[str], limits: SiteLimits = SiteLim
         if len(polygons) == 1:
             return polygons[0]
         site = shapely.MultiPolygon(polygons)
+        _size_limits(site, limits)
         if not site.is_valid and all(shapely.is_valid(polygons)):
             # several parcels that overlap or share edges make one site: merge them, and say so
+            limit_overlay(site, limits, "the features overlap", "draw them as one outline", f"{pointer}/features")
             site = shapely.union_all(polygons)
             warnings.append(f"the {len(features)} features overlap or touch, so they were merged into one site")
         return site
@@ -439,8 +459,9 @@ def _shoelace_area(geom: BaseGeometry) -> float:
     return total
 
 
-def repair(geometry_bng: BaseGeometry, warnings: list[str], pointer: str = "") -> BaseGeometry:
-    """Repair an invalid polygon on the grid, refusing a repair that changes the area by more than 1 %."""
+def repair(geometry_bng: BaseGeometry, warnings: list[str], pointer: str = "", limits: SiteLimits = SiteLimits()) -> BaseGeometry:
+    """Repair an invalid polygon on the grid, refusing a repair past the work limits or one that
+    changes the area by more than 1 %."""
     if geometry_bng.is_valid:
         return geometry_bng
     reason = shapely.is_valid_reason(geometry_bng)
@@ -461,6 +482,7 @@ def repair(geometry_bng: BaseGeometry, warnings: list[str], pointer: str = "") -
             code="hole-outside-shell",
             pointer=pointer or None,
         )
+    _repair_limits(geometry_bng, limits, f"the boundary crosses itself{where}", pointer or None)
     fixed = _polygonal(shapely.make_valid(geometry_bng))
     drawn = _shoelace_area(geometry_bng)
     if fixed is None or fixed.is_empty:
@@ -526,6 +548,73 @@ def _vertex_limit(vertices: int, limits: SiteLimits) -> None:
             f"the site has {vertices} vertices; at most {limits.max_vertices} are accepted: simplify the boundary",
             code="too-many-vertices",
             status=413,
+        )
+
+
+def _limit(name: str, value) -> dict:
+    return {"name": name, "value": value}
+
+
+def _size_limits(geometry: BaseGeometry, limits: SiteLimits) -> None:
+    """Refuse a site with more separate polygons or holes than any work on it should face."""
+    if geometry.geom_type not in POLYGONAL:
+        return
+    polygons = shapely.get_parts(geometry)
+    if limits.max_parts is not None and len(polygons) > limits.max_parts:
+        raise SiteError(
+            f"the site is {len(polygons)} separate polygons; at most {limits.max_parts} are accepted in one site "
+            "(limit max_parts): draw one outline around parcels that touch, or check the parts as separate sites",
+            code="too-many-parts",
+            limit=_limit("max_parts", limits.max_parts),
+        )
+    holes = int(shapely.get_num_interior_rings(polygons).sum())
+    if limits.max_holes is not None and holes > limits.max_holes:
+        raise SiteError(
+            f"the site has {holes} holes; at most {limits.max_holes} are accepted (limit max_holes): "
+            "leave out holes that are not part of the application (a courtyard need not be cut out), or simplify the boundary",
+            code="too-many-holes",
+            limit=_limit("max_holes", limits.max_holes),
+        )
+
+
+def limit_overlay(geometry: BaseGeometry, limits: SiteLimits, problem: str, advice: str = "redraw the boundary so no edges cross", pointer: str | None = None) -> None:
+    """Refuse overlay work (a repair, a union of overlapping parts, a difference of two boundaries)
+    on ``geometry``'s polygons when it could take unbounded time: too many vertices, parts or holes,
+    or too many points where their edges cross. ``problem`` and ``advice`` complete the message."""
+    _vertex_limit(int(shapely.get_num_coordinates(geometry)), limits)
+    _size_limits(geometry, limits)
+    _repair_limits(geometry, limits, problem, pointer, advice)
+
+
+def _repair_limits(geometry: BaseGeometry, limits: SiteLimits, problem: str, pointer: str | None, advice: str = "redraw the boundary so no edges cross") -> None:
+    """Refuse to repair (or merge) a site whose repair would take unbounded time; ``problem`` says what is wrong."""
+    vertices = int(shapely.get_num_coordinates(geometry))
+    if limits.max_repair_vertices is not None and vertices > limits.max_repair_vertices:
+        raise SiteError(
+            f"{problem}, and at {vertices} vertices it is too large to work through: redline repairs and compares sites of at most "
+            f"{limits.max_repair_vertices} vertices (limit max_repair_vertices): {advice}, or simplify it",
+            code="too-large-to-repair",
+            pointer=pointer,
+            limit=_limit("max_repair_vertices", limits.max_repair_vertices),
+        )
+    if limits.max_self_intersections is None:
+        return
+    crossings = count_crossings(geometry, stop_after=limits.max_self_intersections, max_pairs=MAX_REPAIR_EDGE_PAIRS)
+    if crossings is None:
+        raise SiteError(
+            f"{problem}, and so many of its edges run side by side that working through the crossings is refused "
+            f"(more than {MAX_REPAIR_EDGE_PAIRS:,} pairs of neighbouring edges, limit max_repair_edge_pairs): {advice}, or simplify it",
+            code="too-large-to-repair",
+            pointer=pointer,
+            limit=_limit("max_repair_edge_pairs", MAX_REPAIR_EDGE_PAIRS),
+        )
+    if crossings > limits.max_self_intersections:
+        raise SiteError(
+            f"{problem}: edges cross at least {crossings} times, and redline works through at most "
+            f"{limits.max_self_intersections} crossings (limit max_self_intersections): {advice}",
+            code="too-many-self-intersections",
+            pointer=pointer,
+            limit=_limit("max_self_intersections", limits.max_self_intersections),
         )
 
 
@@ -656,6 +745,7 @@ def parse_site(obj, limits: SiteLimits = SiteLimits()) -> Site:
         geometry = geometry_from_geojson(obj, warnings, limits)
     vertices = int(shapely.get_num_coordinates(geometry))
     _vertex_limit(vertices, limits)
+    _size_limits(geometry, limits)
     try:
         bng = to_bng(geometry)
     except OutsideGridError as err:
@@ -669,7 +759,7 @@ def parse_site(obj, limits: SiteLimits = SiteLimits()) -> Site:
             warnings.append("repeated points were removed")
             bng, changed = deduplicated, True
         if not bng.is_valid:
-            bng, changed = repair(bng, warnings), True
+            bng, changed = repair(bng, warnings, limits=limits), True
         oriented = shapely.orient_polygons(bng, exterior_cw=False)
         if not changed and not oriented.equals_exact(bng, 0.0):
             warnings.append("rings were rewound: outer rings anticlockwise, holes clockwise (RFC 7946)")

@@ -1,7 +1,9 @@
 """Loading a council's own GIS files into platform-shaped frames.
 
-Reads GeoJSON, GeoPackage, Shapefile (plain or zipped), FlatGeobuf and the platform's flattened CSV
-(WKT in ``geometry``, falling back to ``point``) through pyogrio. Any CRS is reprojected to EPSG:4326;
+Reads GeoJSON, GeoPackage, Shapefile (plain or zipped, with its .cpg encoding), FlatGeobuf through
+pyogrio, and CSV as councils export it: WKT under any of ``WKT_COLUMNS`` (the platform's ``geometry``
+falling back to ``point``), or coordinate pairs; UTF-8 with or without a BOM, UTF-16 or Windows-1252.
+A bad row (empty or broken cell, geometry GEOS refuses, off the grid) is skipped and named, never fatal. Any CRS is reprojected to EPSG:4326;
 British National Grid input goes through OSTN15, not pyproj's 3 m Helmert fallback.
 
 Usage::
@@ -21,6 +23,7 @@ import sys
 import time
 import warnings
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,7 +33,6 @@ import pandas as pd
 import pyogrio
 import shapely
 from pyproj import CRS
-from tqdm import tqdm
 
 from .cache import BASE_COLUMNS, sha256_file
 from .crs import GB_LAT, GB_LON, bng_to_lonlat
@@ -367,8 +369,12 @@ def read_layer_file(
     reference_field: str | None = None,
     organisation: str | None = None,
     crs: str | int | None = None,
+    stage: Callable[[str], None] | None = None,
 ) -> LoadReport:
     """Read one GIS file into a platform-shaped frame, repairing what can be repaired.
+
+    ``stage`` is told the name of each step as it starts ("reading", "checking", "repairing",
+    "numbering"), for a progress bar.
 
     Raises
     ------
@@ -377,8 +383,11 @@ def read_layer_file(
         are skipped and reported instead.
     """
     started = time.perf_counter()
+    stage = stage or (lambda name: None)
     path = Path(path)
+    stage("reading")
     read = read_rows(path, layer, crs)
+    stage("checking")
     frame = read.frame
     rows = np.arange(1, len(frame) + 1)  # row numbers as a person counts them in the file
 
@@ -395,7 +404,8 @@ def read_layer_file(
 
     geometry[keep] = shapely.force_2d(geometry[keep])
     finite = np.ones(len(frame), dtype=bool)
-    finite[keep] = [np.isfinite(shapely.get_coordinates(g)).all() for g in geometry[keep]]
+    coords, owner = shapely.get_coordinates(geometry[keep], return_index=True)
+    finite[np.flatnonzero(keep)[np.unique(owner[~np.isfinite(coords).all(axis=1)])]] = False
     for i in np.flatnonzero(keep & ~finite):
         skipped.append((int(rows[i]), "coordinates are not finite numbers"))
     keep &= finite
@@ -418,22 +428,22 @@ def read_layer_file(
     repaired = 0
     invalid = keep.copy()
     invalid[keep] = ~shapely.is_valid(geometry[keep])
-    with tqdm(total=int(invalid.sum()), desc="repairing", unit="feature", delay=1.0, disable=not sys.stderr.isatty()) as bar:
-        for i in np.flatnonzero(invalid):
-            fixed = _repair(geometry[i])
-            bar.update(1)
-            if fixed is None:
-                skipped.append((int(rows[i]), "invalid geometry that cannot be repaired"))
-                keep[i] = False
-            else:
-                geometry[i] = fixed
-                repaired += 1
+    stage("repairing")
+    for i in np.flatnonzero(invalid):
+        fixed = _repair(geometry[i])
+        if fixed is None:
+            skipped.append((int(rows[i]), "invalid geometry that cannot be repaired"))
+            keep[i] = False
+        else:
+            geometry[i] = fixed
+            repaired += 1
 
     out = frame.drop(columns="geometry")
     out = gpd.GeoDataFrame(out, geometry=geometry, crs=4326)
     out["source-row"] = rows.astype(str)
     out = out[keep].reset_index(drop=True)
 
+    stage("numbering")
     if id_field:
         ids = pd.to_numeric(out[kebab(id_field)], errors="coerce")
         if ids.isna().any() or ids.duplicated().any():

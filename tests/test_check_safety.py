@@ -9,6 +9,7 @@ is bounded before it starts, so the star sites that held a core for minutes are 
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import math
 import os
 import signal
@@ -94,3 +95,50 @@ def test_a_stopped_check_process_is_killed_at_the_deadline_its_checks_get_503_an
         pytest.fail(f"the stopped check process {stopped} is still there")
     after, took = timed_check(client, BATH_SITE)
     assert after.status_code == 200 and took < 1.0
+
+
+@pytest.mark.parametrize("points", [200, 300])
+def test_a_star_site_is_refused_at_once_with_a_422_naming_the_limit(served, points):
+    _, client = served
+    answer, took = timed_check(client, star(points))
+    problem = assert_problem(answer, 422)
+    assert took < 1.0
+    assert problem["type"] == "/problems/too-many-self-intersections"
+    assert problem["limit"] == {"name": "max_self_intersections", "value": 50}
+    assert "limit max_self_intersections" in problem["detail"] and "redraw the boundary so no edges cross" in problem["detail"]
+    following, took = timed_check(client, BATH_SITE)
+    assert following.status_code == 200 and took < 1.0
+
+
+def gear(teeth: int, lon: float = -2.3610, lat: float = 51.3815, radius: float = 0.002, depth: float = 0.0) -> dict:
+    """A valid polygon of 2 x ``teeth`` vertices whose radius alternates by ``depth`` (a circle when 0)."""
+    ring = []
+    for i in range(2 * teeth):
+        r = radius * (1 + (depth if i % 2 else -depth))
+        a = math.pi * i / teeth
+        ring.append([lon + r * math.cos(a), lat + r * 0.6 * math.sin(a)])
+    return {"type": "Polygon", "coordinates": [ring + [ring[0]]]}
+
+
+def test_every_endpoint_that_reads_a_site_refuses_the_star_at_once(served, tmp_path):
+    _, client = served
+    site = star(200)
+    feature_file = {"type": "FeatureCollection", "features": [{"type": "Feature", "properties": {}, "geometry": site}]}
+    overlapping_file = {"type": "FeatureCollection", "features": [{"type": "Feature", "properties": {}, "geometry": gear(100)}, {"type": "Feature", "properties": {}, "geometry": gear(100, depth=0.02)}]}
+    requests = {
+        "validate": lambda: client.post("/v1/validate", json={"site": site}),
+        "boundaries": lambda: client.post("/v1/boundaries", json={"reference": "24/00001/FUL", "local_authority": "bath", "site": site}),
+        "validate upload": lambda: client.post("/v1/validate", files={"file": ("site.geojson", json.dumps(feature_file), "application/geo+json")}),
+        "widget overlays": lambda: client.post("/widget/overlays", json={"site": site}),
+        # two valid boundaries whose edges cross 200 times: comparing them is bounded like a repair
+        "widget diff": lambda: client.post("/widget/diff", json={"current": gear(100), "proposed": gear(100, depth=0.02)}),
+        # an upload of features that overlap, joined into one site: bounded before the join
+        "overlapping upload": lambda: client.post("/v1/validate", files={"file": ("site.geojson", json.dumps(overlapping_file), "application/geo+json")}),
+    }
+    for name, send in requests.items():
+        started = time.monotonic()
+        answer = send()
+        took = time.monotonic() - started
+        problem = assert_problem(answer, 422)
+        assert took < 1.0, name
+        assert "limit max_self_intersections" in problem["detail"], (name, problem)

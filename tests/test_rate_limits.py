@@ -106,8 +106,9 @@ def test_anonymous_callers_are_limited_per_address(sample_cache, tmp_path):
     with LiveServer(make_app(data, anonymous_rate_limit_burst=5, anonymous_rate_limit_per_s=0.01)) as server:
         answers = [httpx.get(server.url + "/dataset.json") for _ in range(6)]
         assert [a.status_code for a in answers[:5]] == [200] * 5
-        body = assert_problem(answers[5], 429)
-        assert "without an API key from 127.0.0.1" in body["detail"]
+        assert answers[5].status_code == 429 and int(answers[5].headers["retry-after"]) >= 1
+        # /dataset.json answers errors in the platform's shape
+        assert "without an API key from 127.0.0.1" in answers[5].json()["detail"]
         # another address (a trusted proxy's X-Forwarded-For, as uvicorn reads it) has its own budget
         other = httpx.get(server.url + "/dataset.json", headers={"X-Forwarded-For": "192.0.2.7"})
         assert other.status_code == 200

@@ -29,8 +29,9 @@ from boundary.geometry import BoundaryLimits, parse_upload, validate_boundary
 from boundary.odp import effective_answer, export_version
 from boundary.store import Store
 from boundary.workflow import Boundaries, WorkflowSettings
-from constraints.formats import to_geojson, to_odp, to_planx
+from constraints.formats import Format, render
 
+from ..dataset_metadata import describer
 from ..delivery import Dispatcher
 from ..delivery import router as notification_router
 from ..deps import (
@@ -44,6 +45,7 @@ from ..deps import (
 )
 from ..errors import Problem
 from ..keys import Principal
+from .check import site_limits
 
 router = APIRouter(tags=["boundaries"])
 log = logging.getLogger("redline.boundaries")
@@ -130,7 +132,7 @@ def build_workflow(app: FastAPI) -> Boundaries:
             return wf
         settings = app.state.settings
         store = Store(settings.database_url, data_dir=settings.data_dir)
-        limits = BoundaryLimits(max_area_ha=settings.max_boundary_area_ha, max_vertices=settings.max_vertices)
+        limits = BoundaryLimits(max_area_ha=settings.max_boundary_area_ha, site=site_limits(settings))
         wf_settings = WorkflowSettings(
             auto_approve_working_days=settings.auto_approve_working_days or None, limits=limits
         )
@@ -379,21 +381,13 @@ async def get_version_odp(request: Request, boundary_id: str, n: int = VERSION_N
     description="``format``: native (default), planx, odp or geojson. Keys derived from an overridden key follow "
     "it (a dismissed conservation area clears ``designated`` when nothing else designates the site).",
 )
-async def get_constraints(request: Request, boundary_id: str, format: str = "native"):
-    admit(request, *READ_SCOPES)
-    if format not in ("native", "planx", "odp", "geojson"):
-        raise Problem(422, "The request is not valid", f"format must be native, planx, odp or geojson, not {format!r}")
+async def get_constraints(request: Request, boundary_id: str, format: Format = Format.native, principal: Principal = require_scope(*READ_SCOPES)):
     wf = workflow(request)
     view = await run_in_threadpool(wf.get, boundary_id)
     catalogue = request.app.state.catalogue
-    answer = effective_answer(view, catalogue)
-    if format == "planx":
-        return _json(to_planx(answer, catalogue))
-    if format == "odp":
-        return _json({"designations": to_odp(answer)})
-    if format == "geojson":
-        return _json(to_geojson(answer, request.app.state.index.snapshot))
-    return _json(answer)
+    snapshot = request.app.state.index.snapshot if request.app.state.index is not None else None
+    describe = describer(snapshot) if snapshot is not None else None
+    return _json(render(effective_answer(view, catalogue), format, catalogue, snapshot, describe=describe))
 
 
 @router.post(

@@ -3,27 +3,19 @@
 from __future__ import annotations
 
 import functools
-from enum import StrEnum
 from urllib.parse import parse_qsl
 
 import orjson
 from fastapi import Request
 from fastapi.responses import Response
 
-from constraints.formats import to_geojson, to_odp, to_planx
+from constraints.formats import Format, render
 from constraints.index import ConstraintIndex, Tolerance
 from constraints.site import SiteLimits, load_json
 
+from ..dataset_metadata import describer
 from ..deps import admit, get_index
 from ..errors import Problem
-
-
-class Format(StrEnum):
-    native = "native"
-    planx = "planx"
-    odp = "odp"
-    geojson = "geojson"
-
 
 SITE_EXAMPLE = {
     "type": "Feature",
@@ -36,7 +28,16 @@ SITE_EXAMPLE = {
 
 
 def site_limits(settings) -> SiteLimits:
-    return SiteLimits(max_bytes=settings.max_body_bytes, max_vertices=settings.max_vertices, max_features=settings.max_geometries)
+    """The site limits from the settings: every endpoint that reads a site uses these."""
+    return SiteLimits(
+        max_bytes=settings.max_body_bytes,
+        max_vertices=settings.max_vertices,
+        max_features=settings.max_geometries,
+        max_parts=settings.max_parts,
+        max_holes=settings.max_holes,
+        max_repair_vertices=settings.max_repair_vertices,
+        max_self_intersections=settings.max_self_intersections,
+    )
 
 
 def json_response(body, request: Request, status: int = 200, media_type: str = "application/json") -> Response:
@@ -65,14 +66,9 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 
 def run_check(index: ConstraintIndex, catalogue, site, fmt: Format, *, tolerance: Tolerance, datasets=None, council=None, keys=None, source_request: str = "", snapshot=None):
+    snapshot = snapshot or index.snapshot
     answer = index.check(site, tolerance=tolerance, datasets=datasets, council=council, keys=keys, snapshot=snapshot)
-    if fmt is Format.planx:
-        return to_planx(answer, catalogue, source_request)
-    if fmt is Format.odp:
-        return {"designations": to_odp(answer), "site": answer["site"], "provenance": answer["provenance"]}
-    if fmt is Format.geojson:
-        return to_geojson(answer, snapshot or index.snapshot)
-    return answer
+    return render(answer, fmt, catalogue, snapshot, source_request=source_request, describe=describer(snapshot))
 
 
 def answer_check(index: ConstraintIndex, catalogue, limits: SiteLimits, body: bytes, fmt: Format, tolerance: Tolerance, datasets, council, keys, *, snapshot=None) -> tuple[bytes, str]:

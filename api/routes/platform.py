@@ -11,12 +11,15 @@ in the entity search, and reported as not checked (``value: null``) in the GIS a
 from __future__ import annotations
 
 from enum import StrEnum
-from urllib.parse import parse_qsl, urlencode, urlunsplit
+from typing import Annotated
+from urllib.parse import parse_qs, urlencode, urlunsplit
 
 import shapely
 from fastapi import APIRouter, Depends, Path, Query, Request
+from pydantic import BaseModel, Field
 from shapely.geometry.base import BaseGeometry
 from starlette.concurrency import run_in_threadpool
+from starlette.responses import RedirectResponse
 
 from constraints.formats import to_planx
 from constraints.index import ConstraintIndex, Tolerance
@@ -26,8 +29,9 @@ from datasets.coverage import describe as describe_coverage
 from datasets.sync import is_stale
 
 from .. import entity_search as es
-from ..dataset_metadata import dataset_json, describer
+from ..dataset_metadata import TYPOLOGIES, dataset_json, describer, specification
 from ..deps import get_catalogue, get_index, get_settings, require_scope
+from ..entity_search_params import EntitySearchParams, build_query
 from ..errors import Problem
 from .check import json_response, site_limits, split_list
 
@@ -39,25 +43,6 @@ GEOJSON_BY_MISTAKE = (
     "POLYGON((-0.1 51.5, -0.099 51.5, -0.099 51.501, -0.1 51.5)); it looks like GeoJSON, which this "
     "endpoint does not read. Convert it to WKT, or POST the GeoJSON to /v1/check."
 )
-
-
-class Relation(StrEnum):
-    within = "within"
-    intersects = "intersects"
-    contains = "contains"
-    covers = "covers"
-    coveredby = "coveredby"
-    overlaps = "overlaps"
-    touches = "touches"
-    crosses = "crosses"
-    equals = "equals"
-    disjoint = "disjoint"
-
-
-class Period(StrEnum):
-    current = "current"
-    historical = "historical"
-    all = "all"
 
 
 # -- shared helpers --------------------------------------------------------------------------------
@@ -119,48 +104,31 @@ def parse_wkt(text: str, name: str, settings) -> BaseGeometry:
 
 
 def _links(request: Request, count: int, limit: int, offset: int) -> dict:
-    """The platform's ``first/prev/next/last`` links; ``{}`` when one page holds everything."""
+    """The platform's ``first/last/next/prev`` links, with its arithmetic at the page edges.
+
+    ``{}`` when one page holds everything; ``last`` is ``(count // limit) * limit`` (an empty page
+    when ``count`` is a multiple of ``limit``), ``next`` goes no further than ``last``, and ``prev``
+    is given only when a whole page fits before ``offset``.
+    """
     if count == 0 or count <= limit:
         return {}
     url = request.url
-    pairs = [(k, v) for k, v in parse_qsl(url.query, keep_blank_values=True) if k != "offset"]
-    if not any(k == "limit" for k, _ in pairs):
-        pairs.append(("limit", str(limit)))
+    asked = parse_qs(url.query)  # as the platform: blank values dropped, repeated keys grouped
 
     def link(off: int) -> str:
-        query = urlencode(pairs + ([("offset", str(off))] if off else []))
-        return urlunsplit((url.scheme, url.netloc, url.path, query, ""))
+        query = {k: v for k, v in asked.items() if k != "offset"} | ({"limit": asked["limit"]} if "limit" in asked else {"limit": [str(limit)]})
+        query = query | ({"offset": [str(off)]} if off else {})
+        return urlunsplit((url.scheme, url.netloc, url.path, urlencode(query, doseq=True), ""))
 
     last = (count // limit) * limit
-    if last == count:
-        last -= limit
     links = {"first": link(0)}
-    if 0 < last:
+    if 0 < last <= count:
         links["last"] = link(last)
-    if offset + limit < count:
+    if offset + limit < count and offset + limit <= last:
         links["next"] = link(offset + limit)
-    if offset > 0:
-        links["prev"] = link(max(0, offset - limit))
+    if offset != 0 and offset - limit >= 0:
+        links["prev"] = link(offset - limit)
     return links
-
-
-def _entity_number(values: list[str] | None) -> list[int] | None:
-    if not values:
-        return None
-    out = []
-    for raw in split_list(values) or []:
-        try:
-            out.append(int(raw))
-        except ValueError:
-            detail = f"entity must be an entity number, got {raw!r}"
-            raise Problem(
-                422,
-                "The request is not valid",
-                detail,
-                type="/problems/invalid-request",
-                errors=[{"pointer": "/entity", "in": "query", "detail": detail}],
-            ) from None
-    return out
 
 
 def _require_loaded(names: list[str] | None, index: ConstraintIndex) -> None:
@@ -186,79 +154,41 @@ def _require_loaded(names: list[str] | None, index: ConstraintIndex) -> None:
 # -- /entity.json and /entity.geojson ---------------------------------------------------------------
 
 
-def _search_query(
-    request: Request,
-    index: ConstraintIndex,
-    settings,
-    dataset,
-    geometry,
-    geometry_relation,
-    longitude,
-    latitude,
-    entity,
-    reference,
-    organisation_entity,
-    period,
-    entries,
-    limit,
-    offset,
-) -> es.SearchQuery:
-    datasets = split_list(dataset)
-    _require_loaded(datasets, index)
-    geoms = [parse_wkt(g, "geometry", settings) for g in (geometry or []) if g.strip()]
-    if len(geoms) > settings.max_geometries:
+def _search_query(params: EntitySearchParams, index: ConstraintIndex, settings) -> es.SearchQuery:
+    snapshot = index.snapshot
+    typologies = set(TYPOLOGIES) | {d.get("typology", "") for d in specification().values()}
+    for layer in snapshot.layer_list:
+        typologies |= set(es.shown(layer, "typology"))
+    query = build_query(
+        params,
+        parse_geometry=lambda text, name: parse_wkt(text, name, settings),
+        known_datasets=set(specification()) | set(snapshot.layers),
+        known_typologies=typologies - {""},
+        snapshot=snapshot,
+    )
+    _require_loaded(query.datasets, index)
+    if len(query.geometries) > settings.max_geometries:
         raise Problem(
             413,
             "Payload too large",
-            f"{len(geoms)} geometries were given; at most {settings.max_geometries} are accepted in one request",
+            f"{len(query.geometries)} geometries were given; at most {settings.max_geometries} are accepted in one request",
         )
-    if (longitude is None) != (latitude is None):
-        detail = "longitude and latitude go together: give both, or neither"
-        raise Problem(
-            422,
-            "The request is not valid",
-            detail,
-            type="/problems/invalid-request",
-            errors=[
-                {
-                    "pointer": "/longitude" if longitude is None else "/latitude",
-                    "in": "query",
-                    "detail": detail,
-                }
-            ],
-        )
-    point = shapely.Point(longitude, latitude) if longitude is not None else None
-    periods = [p.value for p in (period or [])] + [p.value for p in (entries or [])]
-    return es.SearchQuery(
-        datasets=datasets,
-        geometries=geoms,
-        relation=geometry_relation.value,
-        point=point,
-        entities=_entity_number(entity),
-        references=split_list(reference),
-        organisation_entities=split_list(organisation_entity),
-        periods=periods or None,
-        limit=limit,
-        offset=offset,
-    )
+    return query
 
 
-async def _entity_search(
-    request: Request, index: ConstraintIndex, query: es.SearchQuery, field, exclude_field, geojson: bool
-):
+async def _entity_search(request: Request, index: ConstraintIndex, params: EntitySearchParams, settings, geojson: bool):
+    query = _search_query(params, index, settings)
     snapshot = index.snapshot
-    fields, excluded = split_list(field), split_list(exclude_field)
+    # as on the platform, ``field`` shapes the JSON entities only; GeoJSON properties take exclude_field alone
+    fields = None if geojson else split_list(params.field)
+    excluded = split_list(params.exclude_field)
 
     def work():
         result = es.search(snapshot, query)
         rows = []
         for layer, row in result.hits:
-            entity = es.entity_json(layer, row)
-            rows.append(
-                es.entity_feature(layer, row, es.select_fields(entity, fields, excluded))
-                if geojson
-                else es.select_fields(entity, fields, excluded)
-            )
+            entity = es.select_fields(es.entity_json(layer, row), fields, excluded)
+            rows.append(es.entity_feature(layer, row, entity) if geojson else entity)
         return result.count, rows
 
     count, rows = await run_in_threadpool(work)
@@ -272,79 +202,39 @@ async def _entity_search(
     return json_response({"entities": rows, "links": links, "count": count}, request)
 
 
-def _search_parameters():
-    """The platform's search parameters, shared by /entity.json and /entity.geojson."""
-
-    def dependency(
-        dataset: list[str] | None = Query(
-            None, description="Dataset name (repeatable), e.g. conservation-area"
-        ),
-        geometry: list[str] | None = Query(
-            None, description="WKT geometry in EPSG:4326 lon/lat (repeatable; any matches)"
-        ),
-        geometry_relation: Relation = Query(
-            Relation.within,
-            description="DE-9IM relation of the entity to the geometry; the platform's default is 'within'",
-        ),
-        longitude: float | None = Query(
-            None, ge=-180, le=180, description="With latitude: entities whose geometry contains this point"
-        ),
-        latitude: float | None = Query(None, ge=-90, le=90),
-        entity: list[str] | None = Query(None, description="Entity number (repeatable)"),
-        reference: list[str] | None = Query(None, description="Entity reference (repeatable)"),
-        organisation_entity: list[str] | None = Query(
-            None, description="Organisation entity number (repeatable)"
-        ),
-        period: list[Period] | None = Query(
-            None, description="current (no end date or a future one), historical, or all (default)"
-        ),
-        entries: list[Period] | None = Query(None, description="Older name of period, as PlanX sends it"),
-        field: list[str] | None = Query(
-            None, description="Only these fields (repeatable or comma-separated); entity is always kept"
-        ),
-        exclude_field: list[str] | None = Query(
-            None, description="Leave out these fields, e.g. geometry,point"
-        ),
-        limit: int = Query(10, ge=1, le=500, description="Entities per page (at most 500)"),
-        offset: int = Query(0, ge=0, le=10_000_000, description="Skip this many entities"),
-    ) -> dict:
-        return locals()
-
-    return Depends(dependency)
+SEARCH_REFUSALS = {
+    422: {"description": "A parameter the platform refuses too, in the platform's shape: {\"detail\": [{\"loc\", \"msg\", \"type\"}]}"}
+}
 
 
 @router.get(
     "/entity.json",
     summary="Search entities (the Planning Data Platform's /entity.json)",
-    responses={422: {"description": "A parameter is not valid, or a dataset is not loaded"}},
+    responses=SEARCH_REFUSALS,
 )
 async def entity_search_json(
     request: Request,
-    params: dict = _search_parameters(),
+    params: Annotated[EntitySearchParams, Query()],
     principal=require_scope("check", public=True),
     index: ConstraintIndex = Depends(get_index),
     settings=Depends(get_settings),
 ):
-    field, exclude_field = params.pop("field"), params.pop("exclude_field")
-    query = _search_query(request, index, settings, **params)
-    return await _entity_search(request, index, query, field, exclude_field, geojson=False)
+    return await _entity_search(request, index, params, settings, geojson=False)
 
 
 @router.get(
     "/entity.geojson",
     summary="Search entities as GeoJSON (the Planning Data Platform's /entity.geojson)",
-    responses={422: {"description": "A parameter is not valid, or a dataset is not loaded"}},
+    responses=SEARCH_REFUSALS,
 )
 async def entity_search_geojson(
     request: Request,
-    params: dict = _search_parameters(),
+    params: Annotated[EntitySearchParams, Query()],
     principal=require_scope("check", public=True),
     index: ConstraintIndex = Depends(get_index),
     settings=Depends(get_settings),
 ):
-    field, exclude_field = params.pop("field"), params.pop("exclude_field")
-    query = _search_query(request, index, settings, **params)
-    return await _entity_search(request, index, query, field, exclude_field, geojson=True)
+    return await _entity_search(request, index, params, settings, geojson=True)
 
 
 def _one_entity(index: ConstraintIndex, entity: int):
@@ -353,7 +243,7 @@ def _one_entity(index: ConstraintIndex, entity: int):
         raise Problem(
             404,
             "Not found",
-            f"entity {entity} is not in any dataset loaded here; see /dataset.json for what is loaded",
+            f"entity not found: {entity} is not in any dataset loaded here; see /dataset.json for what is loaded",
             type="/problems/entity-not-found",
         )
     return found
@@ -394,30 +284,104 @@ def entity_geojson(
     )
 
 
-# -- /dataset.json ---------------------------------------------------------------------------------
+class Suffix(StrEnum):
+    json = "json"
+    geojson = "geojson"
+
+
+def _curie_redirect(request: Request, index: ConstraintIndex, prefix: str, reference: str, suffix: Suffix):
+    """The platform's CURIE links: 303 to the entity, or to a search when several entities share the CURIE."""
+    found = es.entities_with_curie(index.snapshot, prefix, reference)
+    if not found:
+        raise Problem(404, "Not found", f"entity not found: no entity held here has the CURIE {prefix}:{reference}", type="/problems/entity-not-found")
+    base = str(request.base_url).rstrip("/")
+    if len(found) > 1:
+        return RedirectResponse(f"{base}/entity.{suffix.value}?{urlencode({'curie': f'{prefix}:{reference}'})}", status_code=303)
+    return RedirectResponse(f"{base}/entity/{found[0]}.{suffix.value}", status_code=303)
 
 
 @router.get(
-    "/dataset.json", summary="The datasets loaded here, as the platform describes them, with entity-count"
+    "/curie/{prefix}:{reference}.{suffix}",
+    summary="The entity with a CURIE (the platform's /curie/{prefix}:{reference}.json): a 303 to it",
+    status_code=303,
+    responses={303: {"description": "See /entity/{entity}.{suffix}"}, 404: {"description": "No entity held here has that CURIE"}},
+)
+def curie_redirect(
+    request: Request,
+    prefix: str = Path(..., max_length=200),
+    reference: str = Path(..., max_length=1000),
+    suffix: Suffix = Path(...),
+    principal=require_scope("check", public=True),
+    index: ConstraintIndex = Depends(get_index),
+):
+    return _curie_redirect(request, index, prefix, reference, suffix)
+
+
+@router.get(
+    "/prefix/{prefix}/reference/{reference}.{suffix}",
+    summary="The entity with a prefix and reference (the platform's CURIE link, long form): a 303 to it",
+    status_code=303,
+    responses={303: {"description": "See /entity/{entity}.{suffix}"}, 404: {"description": "No entity held here has that CURIE"}},
+)
+def prefix_reference_redirect(
+    request: Request,
+    prefix: str = Path(..., max_length=200),
+    reference: str = Path(..., max_length=1000),
+    suffix: Suffix = Path(...),
+    principal=require_scope("check", public=True),
+    index: ConstraintIndex = Depends(get_index),
+):
+    return _curie_redirect(request, index, prefix, reference, suffix)
+
+
+# -- /dataset.json ---------------------------------------------------------------------------------
+
+
+class DatasetListParams(BaseModel):
+    """The platform's ``/dataset.json`` parameters."""
+
+    dataset: list[str] | None = Field(None, description="Only these datasets (repeatable)")
+    field: list[str] | None = Field(None, description="Only these fields of each dataset (repeatable or comma-separated)")
+    exclude_field: list[str] | None = Field(None, description="Leave out these fields of each dataset")
+    include_typologies: bool = Field(True, description="Also group the datasets holding entities by typology")
+
+
+@router.get(
+    "/dataset.json", summary="The datasets loaded here, as the platform lists them, with entity-count"
 )
 def datasets_json(
-    request: Request, principal=require_scope("check", public=True), index: ConstraintIndex = Depends(get_index)
+    request: Request,
+    params: Annotated[DatasetListParams, Query()],
+    principal=require_scope("check", public=True),
+    index: ConstraintIndex = Depends(get_index),
 ):
-    snap = index.snapshot
-    return json_response(
-        {
-            "datasets": [
-                dataset_json(name, len(layer), layer.entry) for name, layer in sorted(snap.layers.items())
-            ]
-        },
-        request,
-    )
+    wanted = set(split_list(params.dataset) or ())
+    datasets = [
+        dataset_json(name, len(layer), layer.entry)
+        for name, layer in sorted(index.snapshot.layers.items())
+        if not wanted or name in wanted
+    ]
+    body: dict = {"datasets": datasets}
+    if params.include_typologies:
+        typologies: dict[str, dict] = {}
+        for dataset in datasets:
+            if dataset["entity-count"] > 0:
+                typologies.setdefault(dataset["typology"], {"dataset": []})["dataset"].append(dataset)
+        body["typologies"] = typologies
+    # the platform applies field, then exclude_field, to the list (not to the typology groups)
+    fields = {f.replace("-", "_") for f in split_list(params.field) or ()}
+    excluded = {f.replace("-", "_") for f in split_list(params.exclude_field) or ()}
+    body["datasets"] = [
+        {k: v for k, v in d.items() if (not fields or k.replace("-", "_") in fields) and k.replace("-", "_") not in excluded}
+        for d in datasets
+    ]
+    return json_response(body, request)
 
 
 @router.get(
     "/dataset/{name}.json",
     summary="One dataset's metadata (the platform's /dataset/{name}.json)",
-    responses={404: {"description": "Not loaded here"}},
+    responses={404: {"description": "Not loaded here: {\"detail\": \"...\"} as on the platform"}},
 )
 def dataset_one(
     request: Request,
@@ -430,7 +394,7 @@ def dataset_one(
         raise Problem(
             404,
             "Not found",
-            f"dataset {name!r} is not loaded here; loaded: {', '.join(sorted(index.snapshot.layers))}",
+            f"dataset not found: {name!r} is not loaded here; loaded: {', '.join(sorted(index.snapshot.layers))}",
             type="/problems/dataset-not-loaded",
         )
     return json_response(dataset_json(name, len(layer), layer.entry), request)

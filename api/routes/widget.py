@@ -12,6 +12,7 @@ from __future__ import annotations
 import html
 import math
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -29,11 +30,12 @@ from starlette.concurrency import run_in_threadpool
 from boundary.errors import BoundaryError
 from boundary.geometry import BoundaryLimits, amendment, parse_upload
 from constraints.index import ConstraintIndex, is_current
-from constraints.site import SiteLimits, parse_site
+from constraints.site import SiteLimits, limit_overlay, parse_site
 from datasets import crs
 
 from ..deps import get_index, require_scope
 from ..errors import Problem
+from .check import site_limits
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
 VENDOR = STATIC / "vendor"
@@ -285,7 +287,7 @@ async def overlays(
     principal=require_scope("check"),
     index: ConstraintIndex = Depends(get_index),
 ) -> Response:
-    site = parse_site(body.site, SiteLimits(max_vertices=request.app.state.settings.max_vertices))
+    site = parse_site(body.site, site_limits(request.app.state.settings))
     features = await run_in_threadpool(overlay_features, index, site)
     return _geojson({"type": "FeatureCollection", "features": features}, request)
 
@@ -399,7 +401,7 @@ async def upload(
     file: UploadFile = File(..., description="One site per file, any CRS"),
     principal=require_scope("check"),
 ) -> Response:
-    limits = BoundaryLimits(max_area_ha=request.app.state.settings.max_boundary_area_ha)
+    limits = BoundaryLimits(max_area_ha=request.app.state.settings.max_boundary_area_ha, site=site_limits(request.app.state.settings))
     content = await file.read(limits.max_upload_bytes + 1)
     geometry, warnings = await run_in_threadpool(parse_upload, file.filename or "", content, limits)
     if isinstance(geometry, dict) and geometry.get("type") == "Feature":
@@ -421,12 +423,18 @@ class DiffRequest(BaseModel):
 
 def boundary_difference(current: dict, proposed: dict, limits: SiteLimits) -> dict:
     """Areas added to and removed from ``current`` by ``proposed``, as geometry and geodesic m²."""
-    return amendment(parse_site(current, limits).geometry, parse_site(proposed, limits).geometry)
+    before = parse_site(current, limits).geometry
+    after = parse_site(proposed, limits).geometry
+    both = shapely.MultiPolygon([*shapely.get_parts(before), *shapely.get_parts(after)])
+    # each is a valid site within the limits; what the difference costs is where the two cross
+    together = replace(limits, max_vertices=None, max_parts=None, max_holes=None, max_repair_vertices=None)
+    limit_overlay(both, together, "the two boundaries cross each other", "compare boundaries that differ in fewer places")
+    return amendment(before, after)
 
 
 @router.post("/widget/diff", summary="Areas an amendment adds and removes (geodesic m²)")
 async def diff(body: DiffRequest, request: Request, principal=require_scope("check")) -> Response:
-    limits = SiteLimits(max_vertices=request.app.state.settings.max_vertices)
+    limits = site_limits(request.app.state.settings)
     return _geojson(
         await run_in_threadpool(boundary_difference, body.current, body.proposed, limits), request
     )
