@@ -54,7 +54,7 @@ class Service:
             env=env,
             cwd=env["REDLINE_DATA_DIR"],
         )
-        deadline = time.monotonic() + 90
+        deadline = time.monotonic() + 180  # a loaded CI machine indexes the samples slowly
         while True:
             if self.proc.poll() is not None:
                 raise AssertionError(f"the service exited: {self.proc.stderr.read()[-3000:]}")
@@ -63,7 +63,7 @@ class Service:
                     return
             except httpx.HTTPError:
                 pass
-            assert time.monotonic() < deadline, "the service was not ready within 90 s"
+            assert time.monotonic() < deadline, "the service was not ready within 180 s"
             time.sleep(0.2)
 
     def wait_for_line(self, word: str, timeout: float = 30) -> str:
