@@ -310,7 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
     datasets = commands.add_parser("datasets", help="the layer cache").add_subparsers(dest="datasets_command", required=True)
     load = datasets.add_parser(
         "load",
-        help="load a GIS file (GeoJSON, GeoPackage, Shapefile or .zip, FlatGeobuf, or CSV with a WKT column "
+        help="load a GIS file (GeoJSON, GeoPackage, Shapefile or .zip, FlatGeobuf, GeoParquet, or CSV with a WKT column "
         "such as geometry, WKT, geom or the_geom, or longitude/latitude or easting/northing columns)",
     )
     load.add_argument("file")

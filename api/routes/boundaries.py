@@ -21,7 +21,7 @@ import threading
 
 import orjson
 from fastapi import APIRouter, FastAPI, Path, Request
-from fastapi.responses import PlainTextResponse, Response
+from fastapi.responses import PlainTextResponse
 from starlette.concurrency import run_in_threadpool
 
 from boundary.errors import BoundaryError, Forbidden, InvalidBoundary, Unauthorized
@@ -45,6 +45,7 @@ from ..deps import (
 )
 from ..errors import Problem
 from ..keys import Principal
+from ..responses import json_response
 from .check import site_limits
 
 router = APIRouter(tags=["boundaries"])
@@ -190,11 +191,7 @@ async def _applicant_or_officer(request: Request, wf: Boundaries, request_id: st
     return _actor(admit(request, "officer"))
 
 
-def _json(body, status: int = 200, headers: dict | None = None) -> Response:
-    return Response(orjson.dumps(body), status_code=status, media_type="application/json", headers=headers)
-
-
-async def _read_json(request: Request) -> dict:
+async def _readjson_response(request: Request) -> dict:
     limit = request.app.state.settings.max_body_bytes
     body = await request.body()
     if len(body) > limit:
@@ -294,7 +291,7 @@ async def _site_and_fields(request: Request, wf: Boundaries, fields: tuple[str, 
         )
         data = {k: v for k, v in form.items() if isinstance(v, str)}
     else:
-        data = await _read_json(request)
+        data = await _readjson_response(request)
         site = _site(data)
     values = {name: _text(data, name) for name in fields}
     values |= {name: _text(data, name, required=False) for name in optional}
@@ -338,7 +335,7 @@ async def create_boundary(request: Request, principal: Principal = require_scope
             applicant_email=email,
         )
     )
-    return _json(view, 201, headers={"Location": f"/v1/boundaries/{view['id']}"})
+    return json_response(view, 201, headers={"Location": f"/v1/boundaries/{view['id']}"})
 
 
 @router.get(
@@ -347,13 +344,13 @@ async def create_boundary(request: Request, principal: Principal = require_scope
 )
 async def get_boundary(request: Request, boundary_id: str, principal: Principal = require_scope(*READ_SCOPES)):
     wf = workflow(request)
-    return _json(await run_in_threadpool(wf.get, boundary_id))
+    return json_response(await run_in_threadpool(wf.get, boundary_id))
 
 
 @router.get("/v1/boundaries/{boundary_id}/versions", summary="Every version, oldest first")
 async def list_versions(request: Request, boundary_id: str, principal: Principal = require_scope(*READ_SCOPES)):
     wf = workflow(request)
-    return _json({"versions": await run_in_threadpool(wf.versions, boundary_id)})
+    return json_response({"versions": await run_in_threadpool(wf.versions, boundary_id)})
 
 
 @router.get(
@@ -362,7 +359,7 @@ async def list_versions(request: Request, boundary_id: str, principal: Principal
 )
 async def get_version(request: Request, boundary_id: str, n: int = VERSION_NUMBER, principal: Principal = require_scope(*READ_SCOPES)):
     wf = workflow(request)
-    return _json(await run_in_threadpool(wf.version, boundary_id, n))
+    return json_response(await run_in_threadpool(wf.version, boundary_id, n))
 
 
 @router.get(
@@ -372,7 +369,7 @@ async def get_version(request: Request, boundary_id: str, n: int = VERSION_NUMBE
 async def get_version_odp(request: Request, boundary_id: str, n: int = VERSION_NUMBER, principal: Principal = require_scope(*READ_SCOPES)):
     wf = workflow(request)
     version = await run_in_threadpool(wf.version, boundary_id, n)
-    return _json(export_version(version, request.app.state.catalogue))
+    return json_response(export_version(version, request.app.state.catalogue))
 
 
 @router.get(
@@ -387,7 +384,7 @@ async def get_constraints(request: Request, boundary_id: str, format: Format = F
     catalogue = request.app.state.catalogue
     snapshot = request.app.state.index.snapshot if request.app.state.index is not None else None
     describe = describer(snapshot) if snapshot is not None else None
-    return _json(render(effective_answer(view, catalogue), format, catalogue, snapshot, describe=describe))
+    return json_response(render(effective_answer(view, catalogue), format, catalogue, snapshot, describe=describe))
 
 
 @router.post(
@@ -395,7 +392,7 @@ async def get_constraints(request: Request, boundary_id: str, format: Format = F
 )
 async def recheck(request: Request, boundary_id: str, principal: Principal = require_scope(*READ_SCOPES)):
     wf = workflow(request)
-    return _json(await run_in_threadpool(wf.recheck, boundary_id, _actor(principal)))
+    return json_response(await run_in_threadpool(wf.recheck, boundary_id, _actor(principal)))
 
 
 @router.get(
@@ -409,7 +406,7 @@ async def audit(request: Request, boundary_id: str, format: str = "json", princi
         return PlainTextResponse(await run_in_threadpool(wf.audit_text, boundary_id))
     if format != "json":
         raise Problem(422, "The request is not valid", f"format must be 'json' or 'text', not {format!r}")
-    return _json({"events": await run_in_threadpool(wf.audit, boundary_id)})
+    return json_response({"events": await run_in_threadpool(wf.audit, boundary_id)})
 
 
 # --- change requests -----------------------------------------------------------------------------------
@@ -427,7 +424,7 @@ async def audit(request: Request, boundary_id: str, format: str = "json", princi
 )
 async def propose(request: Request, boundary_id: str, principal: Principal = require_scope("officer")):
     wf = workflow(request)
-    data = await _read_json(request)
+    data = await _readjson_response(request)
     reason = _text(data, "reason")
     base = data.get("base_version")
     if base is not None and (not isinstance(base, int) or isinstance(base, bool)):
@@ -441,7 +438,7 @@ async def propose(request: Request, boundary_id: str, principal: Principal = req
     view = await run_in_threadpool(
         lambda: wf.propose(boundary_id, None, reason, _actor(principal), base_version=base, valid=valid)
     )
-    return _json(view, 201, headers={"Location": f"/v1/change-requests/{view['id']}"})
+    return json_response(view, 201, headers={"Location": f"/v1/change-requests/{view['id']}"})
 
 
 @router.get(
@@ -451,7 +448,7 @@ async def propose(request: Request, boundary_id: str, principal: Principal = req
 async def get_change_request(request: Request, request_id: str):
     wf = workflow(request)
     await _applicant_or_officer(request, wf, request_id)
-    return _json(await run_in_threadpool(wf.get_change_request, request_id))
+    return json_response(await run_in_threadpool(wf.get_change_request, request_id))
 
 
 @router.post(
@@ -462,7 +459,7 @@ async def get_change_request(request: Request, request_id: str):
 async def approve(request: Request, request_id: str):
     wf = workflow(request)
     actor = await _applicant(request, wf, request_id)
-    return _json(await run_in_threadpool(wf.approve, request_id, actor))
+    return json_response(await run_in_threadpool(wf.approve, request_id, actor))
 
 
 @router.post(
@@ -478,9 +475,9 @@ async def approve(request: Request, request_id: str):
 async def reject(request: Request, request_id: str):
     wf = workflow(request)
     actor = await _applicant(request, wf, request_id)
-    data = await _read_json(request)
+    data = await _readjson_response(request)
     reason = _text(data, "reason")
-    return _json(await run_in_threadpool(wf.reject, request_id, reason, actor))
+    return json_response(await run_in_threadpool(wf.reject, request_id, reason, actor))
 
 
 @router.post(
@@ -490,8 +487,8 @@ async def cancel(request: Request, request_id: str, principal: Principal = requi
     wf = workflow(request)
     reason = None
     if await request.body():
-        reason = _text(await _read_json(request), "reason", required=False)
-    return _json(await run_in_threadpool(wf.cancel, request_id, _actor(principal), reason))
+        reason = _text(await _readjson_response(request), "reason", required=False)
+    return json_response(await run_in_threadpool(wf.cancel, request_id, _actor(principal), reason))
 
 
 # --- overrides -----------------------------------------------------------------------------------------
@@ -516,7 +513,7 @@ async def cancel(request: Request, request_id: str, principal: Principal = requi
 )
 async def add_override(request: Request, boundary_id: str, principal: Principal = require_scope("officer")):
     wf = workflow(request)
-    data = await _read_json(request)
+    data = await _readjson_response(request)
     entity = data.get("entity")
     if entity is not None and not isinstance(entity, str | int):
         raise Problem(422, "The request is not valid", "'entity' must be an entity number or string")
@@ -535,7 +532,7 @@ async def add_override(request: Request, boundary_id: str, principal: Principal 
             version=version,
         )
     )
-    return _json(out, 201)
+    return json_response(out, 201)
 
 
 @router.delete(
@@ -544,7 +541,7 @@ async def add_override(request: Request, boundary_id: str, principal: Principal 
 )
 async def remove_override(request: Request, boundary_id: str, override_id: str, reason: str | None = None, principal: Principal = require_scope("officer")):
     wf = workflow(request)
-    return _json(
+    return json_response(
         await run_in_threadpool(
             wf.remove_override, boundary_id, override_id, _actor(principal), _clean(reason, "reason")
         )
@@ -557,7 +554,7 @@ async def remove_override(request: Request, boundary_id: str, override_id: str, 
 )
 async def review_override(request: Request, boundary_id: str, override_id: str, note: str | None = None, principal: Principal = require_scope("officer")):
     wf = workflow(request)
-    return _json(
+    return json_response(
         await run_in_threadpool(
             wf.review_override, boundary_id, override_id, _actor(principal), _clean(note, "note")
         )
@@ -598,12 +595,12 @@ async def validate(request: Request, principal: Principal = require_scope("check
             parse_upload, upload.filename or "", await upload.read(), wf.settings.limits
         )
     else:
-        data = await _read_json(request)
+        data = await _readjson_response(request)
         site = data["site"] if "site" in data and "type" not in data else data
     valid = await run_in_threadpool(validate_boundary, site, wf.settings.limits)
     summary = valid.summary()
     summary["warnings"] = warnings + summary["warnings"]
-    return _json(summary)
+    return json_response(summary)
 
 
 # --- installation --------------------------------------------------------------------------------------

@@ -30,10 +30,11 @@ from datasets.sync import is_stale
 
 from .. import entity_search as es
 from ..dataset_metadata import TYPOLOGIES, dataset_json, describer, specification
-from ..deps import get_catalogue, get_index, get_settings, require_scope
+from ..deps import app_settings, get_catalogue, get_index, require_scope
 from ..entity_search_params import EntitySearchParams, build_query
 from ..errors import Problem
-from .check import json_response, site_limits, split_list
+from ..responses import json_response
+from .check import site_limits, split_list
 
 router = APIRouter(tags=["platform"])
 own = APIRouter(tags=["datasets"])
@@ -196,10 +197,9 @@ async def _entity_search(request: Request, index: ConstraintIndex, params: Entit
     if geojson:
         return json_response(
             {"type": "FeatureCollection", "features": rows, "links": links},
-            request,
             media_type="application/geo+json",
         )
-    return json_response({"entities": rows, "links": links, "count": count}, request)
+    return json_response({"entities": rows, "links": links, "count": count})
 
 
 SEARCH_REFUSALS = {
@@ -217,7 +217,7 @@ async def entity_search_json(
     params: Annotated[EntitySearchParams, Query()],
     principal=require_scope("check", public=True),
     index: ConstraintIndex = Depends(get_index),
-    settings=Depends(get_settings),
+    settings=Depends(app_settings),
 ):
     return await _entity_search(request, index, params, settings, geojson=False)
 
@@ -232,7 +232,7 @@ async def entity_search_geojson(
     params: Annotated[EntitySearchParams, Query()],
     principal=require_scope("check", public=True),
     index: ConstraintIndex = Depends(get_index),
-    settings=Depends(get_settings),
+    settings=Depends(app_settings),
 ):
     return await _entity_search(request, index, params, settings, geojson=True)
 
@@ -264,7 +264,7 @@ def entity_json(
     index: ConstraintIndex = Depends(get_index),
 ):
     layer, row = _one_entity(index, entity)
-    return json_response(es.entity_json(layer, row), request)
+    return json_response(es.entity_json(layer, row))
 
 
 @router.get(
@@ -280,7 +280,7 @@ def entity_geojson(
 ):
     layer, row = _one_entity(index, entity)
     return json_response(
-        es.entity_feature(layer, row, es.entity_json(layer, row)), request, media_type="application/geo+json"
+        es.entity_feature(layer, row, es.entity_json(layer, row)), media_type="application/geo+json"
     )
 
 
@@ -375,7 +375,7 @@ def datasets_json(
         {k: v for k, v in d.items() if (not fields or k.replace("-", "_") in fields) and k.replace("-", "_") not in excluded}
         for d in datasets
     ]
-    return json_response(body, request)
+    return json_response(body)
 
 
 @router.get(
@@ -397,7 +397,7 @@ def dataset_one(
             f"dataset not found: {name!r} is not loaded here; loaded: {', '.join(sorted(index.snapshot.layers))}",
             type="/problems/dataset-not-loaded",
         )
-    return json_response(dataset_json(name, len(layer), layer.entry), request)
+    return json_response(dataset_json(name, len(layer), layer.entry))
 
 
 # -- /gis/{team} ------------------------------------------------------------------------------------
@@ -457,7 +457,7 @@ async def gis(
     principal=require_scope("check", public=True),
     index: ConstraintIndex = Depends(get_index),
     catalogue: Catalogue = Depends(get_catalogue),
-    settings=Depends(get_settings),
+    settings=Depends(app_settings),
 ):
     if geom is None or not geom.strip():
         raise _no_geom(team)
@@ -483,7 +483,7 @@ async def gis(
 
     body = await request.app.state.check_thread.run(work)
     request.state.checked = True
-    return json_response(body, request)
+    return json_response(body)
 
 
 # -- /v1/datasets -----------------------------------------------------------------------------------
@@ -497,7 +497,7 @@ def v1_datasets(
     principal=require_scope("check"),
     index: ConstraintIndex = Depends(get_index),
     catalogue: Catalogue = Depends(get_catalogue),
-    settings=Depends(get_settings),
+    settings=Depends(app_settings),
 ):
     snap = index.snapshot
     out = []
@@ -533,7 +533,6 @@ def v1_datasets(
             "data_version": snap.data_version,
             "stale_after_hours": settings.stale_after_hours,
         },
-        request,
     )
 
 

@@ -16,7 +16,6 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import orjson
 import shapely
 import shapely.geometry
 import shapely.ops
@@ -35,6 +34,7 @@ from datasets import crs
 
 from ..deps import get_index, require_scope
 from ..errors import Problem
+from ..responses import json_response
 from .check import site_limits
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
@@ -153,10 +153,6 @@ def _features_in(
     return features, truncated
 
 
-def _geojson(body: dict, request: Request) -> Response:
-    return Response(orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/geo+json")
-
-
 @router.get("/widget/features", summary="Constraint features in a map view (for display and snapping)")
 async def view_features(
     request: Request,
@@ -190,22 +186,22 @@ async def view_features(
         crs.GB_LON[0] <= west and east <= crs.GB_LON[1] and crs.GB_LAT[0] <= south and north <= crs.GB_LAT[1]
     ):
         # Outside Great Britain there is nothing to show, and OSTN15 has no answer.
-        return _geojson(
+        return json_response(
             {
                 "type": "FeatureCollection",
                 "features": [],
                 "properties": {"truncated": False, "zoom_in": False},
             },
-            request,
+            media_type="application/geo+json",
         )
     if east - west > MAX_VIEW_DEGREES or north - south > MAX_VIEW_DEGREES:
-        return _geojson(
+        return json_response(
             {
                 "type": "FeatureCollection",
                 "features": [],
                 "properties": {"truncated": False, "zoom_in": True},
             },
-            request,
+            media_type="application/geo+json",
         )
     view = box(west, south, east, north)
     # Clip a little outside the view so panning does not show cut edges at once.
@@ -213,13 +209,13 @@ async def view_features(
     features, truncated = await run_in_threadpool(
         _features_in, index, view, view.buffer(margin, join_style="mitre"), limit
     )
-    return _geojson(
+    return json_response(
         {
             "type": "FeatureCollection",
             "features": features,
             "properties": {"truncated": truncated, "zoom_in": False},
         },
-        request,
+        media_type="application/geo+json",
     )
 
 
@@ -289,7 +285,7 @@ async def overlays(
 ) -> Response:
     site = parse_site(body.site, site_limits(request.app.state.settings))
     features = await run_in_threadpool(overlay_features, index, site)
-    return _geojson({"type": "FeatureCollection", "features": features}, request)
+    return json_response({"type": "FeatureCollection", "features": features}, media_type="application/geo+json")
 
 
 class CoordinatesRequest(BaseModel):
@@ -389,7 +385,7 @@ def coordinates_to_feature(text: str, system: str = "auto") -> dict:
 async def coordinates(
     body: CoordinatesRequest, request: Request, principal=require_scope("check")
 ) -> Response:
-    return _geojson(coordinates_to_feature(body.text, body.crs), request)
+    return json_response(coordinates_to_feature(body.text, body.crs), media_type="application/geo+json")
 
 
 @router.post(
@@ -406,13 +402,13 @@ async def upload(
     geometry, warnings = await run_in_threadpool(parse_upload, file.filename or "", content, limits)
     if isinstance(geometry, dict) and geometry.get("type") == "Feature":
         geometry = geometry.get("geometry")
-    return _geojson(
+    return json_response(
         {
             "type": "Feature",
             "properties": {"filename": file.filename, "warnings": warnings},
             "geometry": geometry,
         },
-        request,
+        media_type="application/geo+json",
     )
 
 
@@ -435,9 +431,8 @@ def boundary_difference(current: dict, proposed: dict, limits: SiteLimits) -> di
 @router.post("/widget/diff", summary="Areas an amendment adds and removes (geodesic m²)")
 async def diff(body: DiffRequest, request: Request, principal=require_scope("check")) -> Response:
     limits = site_limits(request.app.state.settings)
-    return _geojson(
-        await run_in_threadpool(boundary_difference, body.current, body.proposed, limits), request
-    )
+    return json_response(
+        await run_in_threadpool(boundary_difference, body.current, body.proposed, limits), media_type="application/geo+json")
 
 
 def install(app: FastAPI) -> list[type[Exception]]:
