@@ -160,6 +160,10 @@ class Dispatcher:
         """Lease and send up to ``limit`` due deliveries; returns how many were attempted."""
         now = self.clock()
         lease = now + timedelta(seconds=self.settings.delivery_lease_s)
+        # A read first: an idle replica must not take SQLite's write lock every poll.
+        with self.store.transaction(write=False) as tx:
+            if not tx.any_due_delivery(iso(now)):
+                return 0
         with self.store.transaction() as tx:
             claimed = tx.claim_deliveries(iso(now), iso(lease), self.worker, limit)
         for delivery in claimed:

@@ -403,6 +403,16 @@ class Tx:
         )
         return int(row["id"])
 
+    def any_due_delivery(self, now: str) -> bool:
+        return (
+            self.one(
+                "SELECT id FROM deliveries WHERE state = 'pending' AND next_attempt_at <= ? "
+                "AND (lease_until IS NULL OR lease_until <= ?) LIMIT 1",
+                (now, now),
+            )
+            is not None
+        )
+
     def claim_deliveries(self, now: str, lease_until: str, owner: str, limit: int) -> list[dict]:
         """Lease up to ``limit`` due deliveries to ``owner``: another replica skips them until the lease ends.
 
