@@ -310,7 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
     datasets = commands.add_parser("datasets", help="the layer cache").add_subparsers(dest="datasets_command", required=True)
     load = datasets.add_parser(
         "load",
-        help="load a GIS file (GeoJSON, GeoPackage, Shapefile or .zip, FlatGeobuf, or CSV with a WKT column "
+        help="load a GIS file (GeoJSON, GeoPackage, Shapefile or .zip, FlatGeobuf, GeoParquet, or CSV with a WKT column "
         "such as geometry, WKT, geom or the_geom, or longitude/latitude or easting/northing columns)",
     )
     load.add_argument("file")
@@ -360,8 +360,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=cmd_serve)
 
     from .cli_batch import add_batch_parser
+    from .cli_deliveries import add_deliveries_parser
 
     add_batch_parser(commands)
+    add_deliveries_parser(commands)
 
     keys = commands.add_parser("keys", help="API keys").add_subparsers(dest="keys_command", required=True)
     create = keys.add_parser("create")

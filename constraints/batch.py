@@ -105,32 +105,12 @@ class SiteTable:
 
 
 def _read_rows(path: Path, layer: str | None, crs: str | int | None):
-    from datasets.loaders import FileRows, LoadError, frame_to_wgs84, read_rows
+    from datasets.loaders import LoadError, read_rows
 
     try:
-        if path.suffix.lower() not in (".parquet", ".geoparquet"):
-            return read_rows(path, layer, crs)
-        import geopandas as gpd
-
-        try:
-            frame = gpd.read_parquet(path)
-        except Exception as err:  # pyarrow and geopandas raise several kinds for a file that is not GeoParquet
-            raise BatchError(f"{path.name} could not be read as GeoParquet: {err}") from None
-        frame, off_grid = frame_to_wgs84(frame, crs, path)
+        return read_rows(path, layer, crs)
     except LoadError as err:
         raise BatchError(str(err)) from None
-    except BatchError:
-        raise
-    except Exception as err:  # pyproj: an unknown --crs
-        raise BatchError(f"{path.name}: cannot convert to longitude/latitude: {err}") from None
-    from datasets.loaders import MISSING_GEOMETRY, OFF_GRID
-
-    frame = frame.reset_index(drop=True)
-    geometry = frame.geometry.to_numpy()
-    problems = np.full(len(frame), None, dtype=object)
-    problems[shapely.is_missing(geometry) | shapely.is_empty(geometry)] = MISSING_GEOMETRY
-    problems[off_grid] = OFF_GRID
-    return FileRows(frame, problems)
 
 
 def read_sites(

@@ -267,6 +267,12 @@ def read_frame(path: Path, layer: str | None) -> FileRows:
     """The rows of a GIS file or CSV as read (in the file's own coordinate system)."""
     if path.suffix.lower() == ".csv":
         return _read_csv(path)
+    if path.suffix.lower() in (".parquet", ".geoparquet"):
+        try:
+            frame = gpd.read_parquet(path)
+        except Exception as err:  # pyarrow and geopandas raise several kinds for a file that is not GeoParquet
+            raise LoadError(f"{path.name} could not be read as GeoParquet: {err}") from None
+        return FileRows(frame, np.full(len(frame), None, dtype=object))
     target = str(path)
     if path.suffix.lower() == ".zip":
         target, layer = _zip_target(path, layer)
