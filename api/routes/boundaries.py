@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import threading
 
 import orjson
@@ -31,6 +32,8 @@ from boundary.workflow import Boundaries, WorkflowSettings
 from constraints.formats import Format, render
 
 from ..dataset_metadata import describer
+from ..delivery import Dispatcher
+from ..delivery import router as notification_router
 from ..deps import (
     APPLICANT_TOKEN,
     admit,
@@ -52,6 +55,9 @@ READ_SCOPES = ("boundary:write", "officer")
 _build_lock = threading.Lock()
 VERSION_NUMBER = Path(..., ge=1, le=2_147_483_647, description="Version number, from 1")
 AUTO_APPROVAL_SWEEP_S = 60.0
+# One @, something either side, a dot in the domain: enough to catch a name typed in the wrong field;
+# GOV.UK Notify validates the address itself.
+EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]{2,}$")
 
 SITE_EXAMPLE = {
     "type": "Polygon",
@@ -73,6 +79,10 @@ CREATE_BODY = {
                     },
                     "local_authority": {"type": "string"},
                     "site": {"type": "object", "description": "GeoJSON Feature or geometry (EPSG:4326)"},
+                    "applicant_email": {
+                        "type": "string",
+                        "description": "Where change requests are emailed (GOV.UK Notify), when the council has it set up",
+                    },
                 },
             },
             "example": {
@@ -140,7 +150,11 @@ def build_workflow(app: FastAPI) -> Boundaries:
                 )
             return index.check(geometry)
 
-        wf = app.state.boundaries = Boundaries(store, check, wf_settings)
+        dispatcher = app.state.dispatcher = Dispatcher(store, settings)
+        wf = app.state.boundaries = Boundaries(
+            store, check, wf_settings, router=notification_router(settings), on_events=dispatcher.wake
+        )
+        dispatcher.start()
         return wf
 
 
@@ -257,7 +271,7 @@ def _site(data: dict):
     return site
 
 
-async def _site_and_fields(request: Request, wf: Boundaries, fields: tuple[str, ...]):
+async def _site_and_fields(request: Request, wf: Boundaries, fields: tuple[str, ...], optional=()):
     """A site from a JSON body (``site``) or a multipart upload (``file``), with the named text fields."""
     content_type = request.headers.get("content-type", "")
     upload_warnings: list[str] = []
@@ -280,6 +294,7 @@ async def _site_and_fields(request: Request, wf: Boundaries, fields: tuple[str, 
         data = await _readjson_response(request)
         site = _site(data)
     values = {name: _text(data, name) for name in fields}
+    values |= {name: _text(data, name, required=False) for name in optional}
     valid = await run_in_threadpool(validate_boundary, site, wf.settings.limits)
     valid.warnings = upload_warnings + valid.warnings
     return valid, values
@@ -299,10 +314,25 @@ async def _site_and_fields(request: Request, wf: Boundaries, fields: tuple[str, 
 )
 async def create_boundary(request: Request, principal: Principal = require_scope("boundary:write")):
     wf = workflow(request)
-    valid, values = await _site_and_fields(request, wf, ("reference", "local_authority"))
+    valid, values = await _site_and_fields(
+        request, wf, ("reference", "local_authority"), optional=("applicant_email",)
+    )
+    email = values["applicant_email"]
+    if email is not None and not EMAIL.match(email):
+        raise Problem(
+            422,
+            "The request is not valid",
+            f"'applicant_email' {email[:100]!r} is not an email address",
+            errors=[{"pointer": "/applicant_email", "detail": "not an email address"}],
+        )
     view = await run_in_threadpool(
         lambda: wf.create(
-            values["reference"], values["local_authority"], None, _actor(principal), valid=valid
+            values["reference"],
+            values["local_authority"],
+            None,
+            _actor(principal),
+            valid=valid,
+            applicant_email=email,
         )
     )
     return json_response(view, 201, headers={"Location": f"/v1/boundaries/{view['id']}"})
@@ -588,13 +618,29 @@ def install(app: FastAPI) -> list[type[Exception]]:
                 log.exception("the auto-approval sweep failed; retrying in %s s", AUTO_APPROVAL_SWEEP_S)
 
     async def start_sweep(app: FastAPI) -> None:
-        if app.state.settings.auto_approve_working_days:
-            app.state.boundary_sweep = asyncio.create_task(sweep(app))
+        # Runs whether or not auto-approval is on: it also closes requests whose link expired.
+        app.state.boundary_sweep = asyncio.create_task(sweep(app))
+        app.state.boundary_start = asyncio.create_task(start_dispatcher(app))
+
+    async def start_dispatcher(app: FastAPI) -> None:
+        # Built at start, not at the first request: notifications that an earlier run (or another
+        # replica) left undelivered are sent even if nobody calls this replica.
+        while True:
+            try:
+                await run_in_threadpool(build_workflow, app)
+                return
+            except Exception:
+                log.exception("the boundary store is not reachable yet; retrying in 5 s")
+                await asyncio.sleep(5)
 
     async def stop(app: FastAPI) -> None:
-        task = getattr(app.state, "boundary_sweep", None)
-        if task is not None:
-            task.cancel()
+        for name in ("boundary_sweep", "boundary_start"):
+            task = getattr(app.state, name, None)
+            if task is not None:
+                task.cancel()
+        dispatcher = getattr(app.state, "dispatcher", None)
+        if dispatcher is not None:
+            await run_in_threadpool(dispatcher.stop)
         wf = getattr(app.state, "boundaries", None)
         if wf is not None:
             wf.store.close()

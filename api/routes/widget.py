@@ -27,7 +27,7 @@ from shapely.geometry import box, mapping
 from starlette.concurrency import run_in_threadpool
 
 from boundary.errors import BoundaryError
-from boundary.geometry import BoundaryLimits, parse_upload
+from boundary.geometry import BoundaryLimits, amendment, parse_upload
 from constraints.index import ConstraintIndex, is_current
 from constraints.site import SiteLimits, limit_overlay, parse_site
 from datasets import crs
@@ -43,6 +43,7 @@ VENDOR = STATIC / "vendor"
 # A view wider than this (degrees) would send most of a layer; the widget asks the user to zoom in.
 MAX_VIEW_DEGREES = 0.25
 MAX_FEATURES = 5000
+REQUEST_ID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 BOUNDARY_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
 
@@ -64,6 +65,26 @@ def officer_page(boundary_id: str) -> HTMLResponse:
         )
     text = (STATIC / "officer.html").read_text(encoding="utf-8")
     return HTMLResponse(text.replace("{{boundary_id}}", html.escape(boundary_id, quote=True)))
+
+
+@pages.get("/respond/{request_id}")
+def respond_page(request_id: str) -> HTMLResponse:
+    """The applicant's page for a change request; its token arrives in the URL fragment, never here."""
+    if not REQUEST_ID.match(request_id):
+        raise Problem(404, "Not found", "a change request id is a UUID, as in the link from the email")
+    text = (STATIC / "respond.html").read_text(encoding="utf-8")
+    return HTMLResponse(
+        text.replace("{{request_id}}", request_id),
+        # The page is only a shell (the request is fetched with the token), but no cache keeps even that.
+        headers={"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"},
+    )
+
+
+@pages.get("/widget/respond.js")
+def respond_script() -> FileResponse:
+    return FileResponse(
+        STATIC / "respond.js", media_type="text/javascript; charset=utf-8", headers={"Cache-Control": "no-cache"}
+    )
 
 
 @pages.get("/widget/redline-map.js")
@@ -404,25 +425,7 @@ def boundary_difference(current: dict, proposed: dict, limits: SiteLimits) -> di
     # each is a valid site within the limits; what the difference costs is where the two cross
     together = replace(limits, max_vertices=None, max_parts=None, max_holes=None, max_repair_vertices=None)
     limit_overlay(both, together, "the two boundaries cross each other", "compare boundaries that differ in fewer places")
-    added = shapely.difference(after, before)
-    removed = shapely.difference(before, after)
-
-    def polygonal(geom):
-        # Keep only the areas; slivers of zero width from shared edges are lines and points.
-        parts = [
-            g
-            for g in shapely.get_parts(geom)
-            if g.geom_type in ("Polygon", "MultiPolygon") and not g.is_empty
-        ]
-        return shapely.union_all(parts) if parts else None
-
-    added, removed = polygonal(added), polygonal(removed)
-    return {
-        "added": mapping(added) if added is not None else None,
-        "removed": mapping(removed) if removed is not None else None,
-        "area_added_m2": round(crs.geodesic_area(added), 2) if added is not None else 0.0,
-        "area_removed_m2": round(crs.geodesic_area(removed), 2) if removed is not None else 0.0,
-    }
+    return amendment(before, after)
 
 
 @router.post("/widget/diff", summary="Areas an amendment adds and removes (geodesic m²)")
