@@ -8,7 +8,8 @@ from starlette.concurrency import run_in_threadpool
 from ..delivery import delivery_view, replay
 from ..deps import require_scope
 from ..errors import Problem
-from .boundaries import _json, build_workflow
+from ..responses import json_response as _json
+from .boundaries import build_workflow
 
 router = APIRouter(tags=["notifications"])
 STATES = "^(pending|delivered|failed)$"
