@@ -222,7 +222,11 @@ class Dispatcher:
             raise PermanentFailure("webhook_secret is not set: webhooks are only sent signed")
         body = webhook_body(delivery)
         sent_at = utcnow()
-        signature = Webhook(config.webhook_secret).sign(delivery["event_id"], sent_at, body.decode())
+        try:
+            signer = Webhook(config.webhook_secret)
+        except (ValueError, TypeError) as exc:  # not base64: fixing the setting, not retrying, helps
+            raise PermanentFailure(f"webhook_secret is not a Standard Webhooks secret (whsec_ + base64): {exc}") from None
+        signature = signer.sign(delivery["event_id"], sent_at, body.decode())
         response = self._http.post(
             delivery["target"],
             content=body,
