@@ -360,8 +360,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=cmd_serve)
 
     from .cli_batch import add_batch_parser
+    from .cli_deliveries import add_deliveries_parser
 
     add_batch_parser(commands)
+    add_deliveries_parser(commands)
 
     keys = commands.add_parser("keys", help="API keys").add_subparsers(dest="keys_command", required=True)
     create = keys.add_parser("create")

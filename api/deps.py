@@ -16,7 +16,8 @@ from .settings import Settings
 OPEN = Principal("anonymous (no API keys configured)", frozenset(SCOPES))
 
 
-async def get_settings(request: Request) -> Settings:
+async def app_settings(request: Request) -> Settings:
+    """The running app's settings (a dependency; ``api.settings.get_settings`` reads them from the environment)."""
     return request.app.state.settings
 
 

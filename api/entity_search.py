@@ -259,6 +259,15 @@ def find_entity(snapshot: Snapshot, entity: int) -> tuple[Layer, int] | None:
     return None
 
 
+def entities_with_curie(snapshot: Snapshot, prefix: str, reference: str) -> list[int]:
+    """The numbers of the held entities whose CURIE is ``prefix:reference``, in order."""
+    found = []
+    for layer in snapshot.layer_list:
+        mask = (shown(layer, "prefix") == prefix) & (shown(layer, "reference") == reference)
+        found.extend(int(n) for n in layer.entity[mask])
+    return sorted(found)
+
+
 def geometries_of(
     snapshot: Snapshot,
     *,

@@ -23,7 +23,7 @@ log = logging.getLogger("redline.api")
 PROBLEM = "application/problem+json"
 
 #: The endpoints copied from the Planning Data Platform: their errors take its shape, so its clients parse them.
-PLATFORM_PATHS = re.compile(r"/(entity(/[^/]+)?\.(json|geojson)|dataset(/[^/]+)?\.json)")
+PLATFORM_PATHS = re.compile(r"/(entity(/[^/]+)?\.(json|geojson)|dataset(/[^/]+)?\.json|(curie|prefix)/.+\.(json|geojson))")
 
 # pydantic 1's wording and types, which the platform's answers (and clients) carry: v2 type -> (msg, type, ctx key)
 _PYDANTIC1 = {

@@ -37,6 +37,7 @@ from shapely.geometry.base import BaseGeometry
 
 from datasets.cache import BASE_COLUMNS, CacheError, LayerCache, atomic_path, now_iso
 from datasets.catalogue import Catalogue
+from datasets.coverage import describe, unstated
 from datasets.crs import OutsideGridError, ostn15_grid, to_bng
 from datasets.england import OUTSIDE_ENGLAND, PARTLY_OUTSIDE_ENGLAND, england_part
 from datasets.sync import is_stale
@@ -255,6 +256,8 @@ def _load_layer(cache: LayerCache, name: str, entry: dict) -> tuple[Layer, np.nd
             pq.write_table(table, tmp, compression="zstd")
     layer.area = area
     coverage = cache.coverage(name, entry)
+    if coverage is None and unstated(entry):
+        coverage = shapely.Polygon()  # a council file is complete nowhere unless somebody said where
     if coverage is not None:
         layer.coverage = to_bng(coverage) if not coverage.is_empty else coverage
         shapely.prepare(layer.coverage)
@@ -754,8 +757,7 @@ def coverage_gaps(site: Site, snap: Snapshot) -> dict[str, str]:
         if key not in verdicts:
             verdicts[key] = not layer.coverage.is_empty and layer.coverage.covers(site.bng)
         if not verdicts[key]:
-            note = layer.entry.get("coverage_note")
-            held = f" (it covers {note})" if note else ""
+            held = f" (it covers {describe(layer.entry)})"
             out[name] = f"the {name} layer held here does not cover the whole site{held}, so its absence proves nothing"
     return out
 

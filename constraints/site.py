@@ -643,9 +643,10 @@ def _parts_together(bng: BaseGeometry, limits: SiteLimits) -> None:
         return
     apart = shapely.distance(shapely.union_all(parts[first]), shapely.union_all(parts[~first]))
     raise SiteError(
-        f"the site's parts lie {apart / 1000:.1f} km apart, more than the {gap / 1000:g} km one site may span: "
-        "they look like separate sites, so check each on its own",
+        f"the site's parts lie {apart / 1000:.1f} km apart, more than the {gap / 1000:g} km one site may span "
+        "(limit max_part_gap_m): they look like separate sites, so check each on its own",
         code="parts-too-far-apart",
+        limit=_limit("max_part_gap_m", gap),
     )
 
 

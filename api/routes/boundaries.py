@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import threading
 
 import orjson
 from fastapi import APIRouter, FastAPI, Path, Request
-from fastapi.responses import PlainTextResponse, Response
+from fastapi.responses import PlainTextResponse
 from starlette.concurrency import run_in_threadpool
 
 from boundary.errors import BoundaryError, Forbidden, InvalidBoundary, Unauthorized
@@ -31,6 +32,8 @@ from boundary.workflow import Boundaries, WorkflowSettings
 from constraints.formats import Format, render
 
 from ..dataset_metadata import describer
+from ..delivery import Dispatcher
+from ..delivery import router as notification_router
 from ..deps import (
     APPLICANT_TOKEN,
     admit,
@@ -42,6 +45,7 @@ from ..deps import (
 )
 from ..errors import Problem
 from ..keys import Principal
+from ..responses import json_response
 from .check import site_limits
 
 router = APIRouter(tags=["boundaries"])
@@ -51,6 +55,9 @@ READ_SCOPES = ("boundary:write", "officer")
 _build_lock = threading.Lock()
 VERSION_NUMBER = Path(..., ge=1, le=2_147_483_647, description="Version number, from 1")
 AUTO_APPROVAL_SWEEP_S = 60.0
+# One @, something either side, a dot in the domain: enough to catch a name typed in the wrong field;
+# GOV.UK Notify validates the address itself.
+EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]{2,}$")
 
 SITE_EXAMPLE = {
     "type": "Polygon",
@@ -72,6 +79,10 @@ CREATE_BODY = {
                     },
                     "local_authority": {"type": "string"},
                     "site": {"type": "object", "description": "GeoJSON Feature or geometry (EPSG:4326)"},
+                    "applicant_email": {
+                        "type": "string",
+                        "description": "Where change requests are emailed (GOV.UK Notify), when the council has it set up",
+                    },
                 },
             },
             "example": {
@@ -139,7 +150,11 @@ def build_workflow(app: FastAPI) -> Boundaries:
                 )
             return index.check(geometry)
 
-        wf = app.state.boundaries = Boundaries(store, check, wf_settings)
+        dispatcher = app.state.dispatcher = Dispatcher(store, settings)
+        wf = app.state.boundaries = Boundaries(
+            store, check, wf_settings, router=notification_router(settings), on_events=dispatcher.wake
+        )
+        dispatcher.start()
         return wf
 
 
@@ -176,11 +191,7 @@ async def _applicant_or_officer(request: Request, wf: Boundaries, request_id: st
     return _actor(admit(request, "officer"))
 
 
-def _json(body, status: int = 200, headers: dict | None = None) -> Response:
-    return Response(orjson.dumps(body), status_code=status, media_type="application/json", headers=headers)
-
-
-async def _read_json(request: Request) -> dict:
+async def _readjson_response(request: Request) -> dict:
     limit = request.app.state.settings.max_body_bytes
     body = await request.body()
     if len(body) > limit:
@@ -260,7 +271,7 @@ def _site(data: dict):
     return site
 
 
-async def _site_and_fields(request: Request, wf: Boundaries, fields: tuple[str, ...]):
+async def _site_and_fields(request: Request, wf: Boundaries, fields: tuple[str, ...], optional=()):
     """A site from a JSON body (``site``) or a multipart upload (``file``), with the named text fields."""
     content_type = request.headers.get("content-type", "")
     upload_warnings: list[str] = []
@@ -280,9 +291,10 @@ async def _site_and_fields(request: Request, wf: Boundaries, fields: tuple[str, 
         )
         data = {k: v for k, v in form.items() if isinstance(v, str)}
     else:
-        data = await _read_json(request)
+        data = await _readjson_response(request)
         site = _site(data)
     values = {name: _text(data, name) for name in fields}
+    values |= {name: _text(data, name, required=False) for name in optional}
     valid = await run_in_threadpool(validate_boundary, site, wf.settings.limits)
     valid.warnings = upload_warnings + valid.warnings
     return valid, values
@@ -302,13 +314,28 @@ async def _site_and_fields(request: Request, wf: Boundaries, fields: tuple[str, 
 )
 async def create_boundary(request: Request, principal: Principal = require_scope("boundary:write")):
     wf = workflow(request)
-    valid, values = await _site_and_fields(request, wf, ("reference", "local_authority"))
+    valid, values = await _site_and_fields(
+        request, wf, ("reference", "local_authority"), optional=("applicant_email",)
+    )
+    email = values["applicant_email"]
+    if email is not None and not EMAIL.match(email):
+        raise Problem(
+            422,
+            "The request is not valid",
+            f"'applicant_email' {email[:100]!r} is not an email address",
+            errors=[{"pointer": "/applicant_email", "detail": "not an email address"}],
+        )
     view = await run_in_threadpool(
         lambda: wf.create(
-            values["reference"], values["local_authority"], None, _actor(principal), valid=valid
+            values["reference"],
+            values["local_authority"],
+            None,
+            _actor(principal),
+            valid=valid,
+            applicant_email=email,
         )
     )
-    return _json(view, 201, headers={"Location": f"/v1/boundaries/{view['id']}"})
+    return json_response(view, 201, headers={"Location": f"/v1/boundaries/{view['id']}"})
 
 
 @router.get(
@@ -317,13 +344,13 @@ async def create_boundary(request: Request, principal: Principal = require_scope
 )
 async def get_boundary(request: Request, boundary_id: str, principal: Principal = require_scope(*READ_SCOPES)):
     wf = workflow(request)
-    return _json(await run_in_threadpool(wf.get, boundary_id))
+    return json_response(await run_in_threadpool(wf.get, boundary_id))
 
 
 @router.get("/v1/boundaries/{boundary_id}/versions", summary="Every version, oldest first")
 async def list_versions(request: Request, boundary_id: str, principal: Principal = require_scope(*READ_SCOPES)):
     wf = workflow(request)
-    return _json({"versions": await run_in_threadpool(wf.versions, boundary_id)})
+    return json_response({"versions": await run_in_threadpool(wf.versions, boundary_id)})
 
 
 @router.get(
@@ -332,7 +359,7 @@ async def list_versions(request: Request, boundary_id: str, principal: Principal
 )
 async def get_version(request: Request, boundary_id: str, n: int = VERSION_NUMBER, principal: Principal = require_scope(*READ_SCOPES)):
     wf = workflow(request)
-    return _json(await run_in_threadpool(wf.version, boundary_id, n))
+    return json_response(await run_in_threadpool(wf.version, boundary_id, n))
 
 
 @router.get(
@@ -342,7 +369,7 @@ async def get_version(request: Request, boundary_id: str, n: int = VERSION_NUMBE
 async def get_version_odp(request: Request, boundary_id: str, n: int = VERSION_NUMBER, principal: Principal = require_scope(*READ_SCOPES)):
     wf = workflow(request)
     version = await run_in_threadpool(wf.version, boundary_id, n)
-    return _json(export_version(version, request.app.state.catalogue))
+    return json_response(export_version(version, request.app.state.catalogue))
 
 
 @router.get(
@@ -357,7 +384,7 @@ async def get_constraints(request: Request, boundary_id: str, format: Format = F
     catalogue = request.app.state.catalogue
     snapshot = request.app.state.index.snapshot if request.app.state.index is not None else None
     describe = describer(snapshot) if snapshot is not None else None
-    return _json(render(effective_answer(view, catalogue), format, catalogue, snapshot, describe=describe))
+    return json_response(render(effective_answer(view, catalogue), format, catalogue, snapshot, describe=describe))
 
 
 @router.post(
@@ -365,7 +392,7 @@ async def get_constraints(request: Request, boundary_id: str, format: Format = F
 )
 async def recheck(request: Request, boundary_id: str, principal: Principal = require_scope(*READ_SCOPES)):
     wf = workflow(request)
-    return _json(await run_in_threadpool(wf.recheck, boundary_id, _actor(principal)))
+    return json_response(await run_in_threadpool(wf.recheck, boundary_id, _actor(principal)))
 
 
 @router.get(
@@ -379,7 +406,7 @@ async def audit(request: Request, boundary_id: str, format: str = "json", princi
         return PlainTextResponse(await run_in_threadpool(wf.audit_text, boundary_id))
     if format != "json":
         raise Problem(422, "The request is not valid", f"format must be 'json' or 'text', not {format!r}")
-    return _json({"events": await run_in_threadpool(wf.audit, boundary_id)})
+    return json_response({"events": await run_in_threadpool(wf.audit, boundary_id)})
 
 
 # --- change requests -----------------------------------------------------------------------------------
@@ -397,7 +424,7 @@ async def audit(request: Request, boundary_id: str, format: str = "json", princi
 )
 async def propose(request: Request, boundary_id: str, principal: Principal = require_scope("officer")):
     wf = workflow(request)
-    data = await _read_json(request)
+    data = await _readjson_response(request)
     reason = _text(data, "reason")
     base = data.get("base_version")
     if base is not None and (not isinstance(base, int) or isinstance(base, bool)):
@@ -411,7 +438,7 @@ async def propose(request: Request, boundary_id: str, principal: Principal = req
     view = await run_in_threadpool(
         lambda: wf.propose(boundary_id, None, reason, _actor(principal), base_version=base, valid=valid)
     )
-    return _json(view, 201, headers={"Location": f"/v1/change-requests/{view['id']}"})
+    return json_response(view, 201, headers={"Location": f"/v1/change-requests/{view['id']}"})
 
 
 @router.get(
@@ -421,7 +448,7 @@ async def propose(request: Request, boundary_id: str, principal: Principal = req
 async def get_change_request(request: Request, request_id: str):
     wf = workflow(request)
     await _applicant_or_officer(request, wf, request_id)
-    return _json(await run_in_threadpool(wf.get_change_request, request_id))
+    return json_response(await run_in_threadpool(wf.get_change_request, request_id))
 
 
 @router.post(
@@ -432,7 +459,7 @@ async def get_change_request(request: Request, request_id: str):
 async def approve(request: Request, request_id: str):
     wf = workflow(request)
     actor = await _applicant(request, wf, request_id)
-    return _json(await run_in_threadpool(wf.approve, request_id, actor))
+    return json_response(await run_in_threadpool(wf.approve, request_id, actor))
 
 
 @router.post(
@@ -448,9 +475,9 @@ async def approve(request: Request, request_id: str):
 async def reject(request: Request, request_id: str):
     wf = workflow(request)
     actor = await _applicant(request, wf, request_id)
-    data = await _read_json(request)
+    data = await _readjson_response(request)
     reason = _text(data, "reason")
-    return _json(await run_in_threadpool(wf.reject, request_id, reason, actor))
+    return json_response(await run_in_threadpool(wf.reject, request_id, reason, actor))
 
 
 @router.post(
@@ -460,8 +487,8 @@ async def cancel(request: Request, request_id: str, principal: Principal = requi
     wf = workflow(request)
     reason = None
     if await request.body():
-        reason = _text(await _read_json(request), "reason", required=False)
-    return _json(await run_in_threadpool(wf.cancel, request_id, _actor(principal), reason))
+        reason = _text(await _readjson_response(request), "reason", required=False)
+    return json_response(await run_in_threadpool(wf.cancel, request_id, _actor(principal), reason))
 
 
 # --- overrides -----------------------------------------------------------------------------------------
@@ -486,7 +513,7 @@ async def cancel(request: Request, request_id: str, principal: Principal = requi
 )
 async def add_override(request: Request, boundary_id: str, principal: Principal = require_scope("officer")):
     wf = workflow(request)
-    data = await _read_json(request)
+    data = await _readjson_response(request)
     entity = data.get("entity")
     if entity is not None and not isinstance(entity, str | int):
         raise Problem(422, "The request is not valid", "'entity' must be an entity number or string")
@@ -505,7 +532,7 @@ async def add_override(request: Request, boundary_id: str, principal: Principal 
             version=version,
         )
     )
-    return _json(out, 201)
+    return json_response(out, 201)
 
 
 @router.delete(
@@ -514,7 +541,7 @@ async def add_override(request: Request, boundary_id: str, principal: Principal 
 )
 async def remove_override(request: Request, boundary_id: str, override_id: str, reason: str | None = None, principal: Principal = require_scope("officer")):
     wf = workflow(request)
-    return _json(
+    return json_response(
         await run_in_threadpool(
             wf.remove_override, boundary_id, override_id, _actor(principal), _clean(reason, "reason")
         )
@@ -527,7 +554,7 @@ async def remove_override(request: Request, boundary_id: str, override_id: str, 
 )
 async def review_override(request: Request, boundary_id: str, override_id: str, note: str | None = None, principal: Principal = require_scope("officer")):
     wf = workflow(request)
-    return _json(
+    return json_response(
         await run_in_threadpool(
             wf.review_override, boundary_id, override_id, _actor(principal), _clean(note, "note")
         )
@@ -568,12 +595,12 @@ async def validate(request: Request, principal: Principal = require_scope("check
             parse_upload, upload.filename or "", await upload.read(), wf.settings.limits
         )
     else:
-        data = await _read_json(request)
+        data = await _readjson_response(request)
         site = data["site"] if "site" in data and "type" not in data else data
     valid = await run_in_threadpool(validate_boundary, site, wf.settings.limits)
     summary = valid.summary()
     summary["warnings"] = warnings + summary["warnings"]
-    return _json(summary)
+    return json_response(summary)
 
 
 # --- installation --------------------------------------------------------------------------------------
@@ -591,13 +618,29 @@ def install(app: FastAPI) -> list[type[Exception]]:
                 log.exception("the auto-approval sweep failed; retrying in %s s", AUTO_APPROVAL_SWEEP_S)
 
     async def start_sweep(app: FastAPI) -> None:
-        if app.state.settings.auto_approve_working_days:
-            app.state.boundary_sweep = asyncio.create_task(sweep(app))
+        # Runs whether or not auto-approval is on: it also closes requests whose link expired.
+        app.state.boundary_sweep = asyncio.create_task(sweep(app))
+        app.state.boundary_start = asyncio.create_task(start_dispatcher(app))
+
+    async def start_dispatcher(app: FastAPI) -> None:
+        # Built at start, not at the first request: notifications that an earlier run (or another
+        # replica) left undelivered are sent even if nobody calls this replica.
+        while True:
+            try:
+                await run_in_threadpool(build_workflow, app)
+                return
+            except Exception:
+                log.exception("the boundary store is not reachable yet; retrying in 5 s")
+                await asyncio.sleep(5)
 
     async def stop(app: FastAPI) -> None:
-        task = getattr(app.state, "boundary_sweep", None)
-        if task is not None:
-            task.cancel()
+        for name in ("boundary_sweep", "boundary_start"):
+            task = getattr(app.state, name, None)
+            if task is not None:
+                task.cancel()
+        dispatcher = getattr(app.state, "dispatcher", None)
+        if dispatcher is not None:
+            await run_in_threadpool(dispatcher.stop)
         wf = getattr(app.state, "boundaries", None)
         if wf is not None:
             wf.store.close()

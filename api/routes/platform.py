@@ -10,6 +10,7 @@ in the entity search, and reported as not checked (``value: null``) in the GIS a
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Annotated
 from urllib.parse import parse_qs, urlencode, urlunsplit
 
@@ -18,6 +19,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import BaseModel, Field
 from shapely.geometry.base import BaseGeometry
 from starlette.concurrency import run_in_threadpool
+from starlette.responses import RedirectResponse
 
 from constraints.formats import to_planx
 from constraints.index import ConstraintIndex, Tolerance
@@ -28,10 +30,11 @@ from datasets.sync import is_stale
 
 from .. import entity_search as es
 from ..dataset_metadata import TYPOLOGIES, dataset_json, describer, specification
-from ..deps import get_catalogue, get_index, get_settings, require_scope
+from ..deps import app_settings, get_catalogue, get_index, require_scope
 from ..entity_search_params import EntitySearchParams, build_query
 from ..errors import Problem
-from .check import json_response, site_limits, split_list
+from ..responses import json_response
+from .check import site_limits, split_list
 
 router = APIRouter(tags=["platform"])
 own = APIRouter(tags=["datasets"])
@@ -194,10 +197,9 @@ async def _entity_search(request: Request, index: ConstraintIndex, params: Entit
     if geojson:
         return json_response(
             {"type": "FeatureCollection", "features": rows, "links": links},
-            request,
             media_type="application/geo+json",
         )
-    return json_response({"entities": rows, "links": links, "count": count}, request)
+    return json_response({"entities": rows, "links": links, "count": count})
 
 
 SEARCH_REFUSALS = {
@@ -215,7 +217,7 @@ async def entity_search_json(
     params: Annotated[EntitySearchParams, Query()],
     principal=require_scope("check", public=True),
     index: ConstraintIndex = Depends(get_index),
-    settings=Depends(get_settings),
+    settings=Depends(app_settings),
 ):
     return await _entity_search(request, index, params, settings, geojson=False)
 
@@ -230,7 +232,7 @@ async def entity_search_geojson(
     params: Annotated[EntitySearchParams, Query()],
     principal=require_scope("check", public=True),
     index: ConstraintIndex = Depends(get_index),
-    settings=Depends(get_settings),
+    settings=Depends(app_settings),
 ):
     return await _entity_search(request, index, params, settings, geojson=True)
 
@@ -262,7 +264,7 @@ def entity_json(
     index: ConstraintIndex = Depends(get_index),
 ):
     layer, row = _one_entity(index, entity)
-    return json_response(es.entity_json(layer, row), request)
+    return json_response(es.entity_json(layer, row))
 
 
 @router.get(
@@ -278,8 +280,58 @@ def entity_geojson(
 ):
     layer, row = _one_entity(index, entity)
     return json_response(
-        es.entity_feature(layer, row, es.entity_json(layer, row)), request, media_type="application/geo+json"
+        es.entity_feature(layer, row, es.entity_json(layer, row)), media_type="application/geo+json"
     )
+
+
+class Suffix(StrEnum):
+    json = "json"
+    geojson = "geojson"
+
+
+def _curie_redirect(request: Request, index: ConstraintIndex, prefix: str, reference: str, suffix: Suffix):
+    """The platform's CURIE links: 303 to the entity, or to a search when several entities share the CURIE."""
+    found = es.entities_with_curie(index.snapshot, prefix, reference)
+    if not found:
+        raise Problem(404, "Not found", f"entity not found: no entity held here has the CURIE {prefix}:{reference}", type="/problems/entity-not-found")
+    base = str(request.base_url).rstrip("/")
+    if len(found) > 1:
+        return RedirectResponse(f"{base}/entity.{suffix.value}?{urlencode({'curie': f'{prefix}:{reference}'})}", status_code=303)
+    return RedirectResponse(f"{base}/entity/{found[0]}.{suffix.value}", status_code=303)
+
+
+@router.get(
+    "/curie/{prefix}:{reference}.{suffix}",
+    summary="The entity with a CURIE (the platform's /curie/{prefix}:{reference}.json): a 303 to it",
+    status_code=303,
+    responses={303: {"description": "See /entity/{entity}.{suffix}"}, 404: {"description": "No entity held here has that CURIE"}},
+)
+def curie_redirect(
+    request: Request,
+    prefix: str = Path(..., max_length=200),
+    reference: str = Path(..., max_length=1000),
+    suffix: Suffix = Path(...),
+    principal=require_scope("check", public=True),
+    index: ConstraintIndex = Depends(get_index),
+):
+    return _curie_redirect(request, index, prefix, reference, suffix)
+
+
+@router.get(
+    "/prefix/{prefix}/reference/{reference}.{suffix}",
+    summary="The entity with a prefix and reference (the platform's CURIE link, long form): a 303 to it",
+    status_code=303,
+    responses={303: {"description": "See /entity/{entity}.{suffix}"}, 404: {"description": "No entity held here has that CURIE"}},
+)
+def prefix_reference_redirect(
+    request: Request,
+    prefix: str = Path(..., max_length=200),
+    reference: str = Path(..., max_length=1000),
+    suffix: Suffix = Path(...),
+    principal=require_scope("check", public=True),
+    index: ConstraintIndex = Depends(get_index),
+):
+    return _curie_redirect(request, index, prefix, reference, suffix)
 
 
 # -- /dataset.json ---------------------------------------------------------------------------------
@@ -323,7 +375,7 @@ def datasets_json(
         {k: v for k, v in d.items() if (not fields or k.replace("-", "_") in fields) and k.replace("-", "_") not in excluded}
         for d in datasets
     ]
-    return json_response(body, request)
+    return json_response(body)
 
 
 @router.get(
@@ -345,7 +397,7 @@ def dataset_one(
             f"dataset not found: {name!r} is not loaded here; loaded: {', '.join(sorted(index.snapshot.layers))}",
             type="/problems/dataset-not-loaded",
         )
-    return json_response(dataset_json(name, len(layer), layer.entry), request)
+    return json_response(dataset_json(name, len(layer), layer.entry))
 
 
 # -- /gis/{team} ------------------------------------------------------------------------------------
@@ -405,7 +457,7 @@ async def gis(
     principal=require_scope("check", public=True),
     index: ConstraintIndex = Depends(get_index),
     catalogue: Catalogue = Depends(get_catalogue),
-    settings=Depends(get_settings),
+    settings=Depends(app_settings),
 ):
     if geom is None or not geom.strip():
         raise _no_geom(team)
@@ -431,7 +483,7 @@ async def gis(
 
     body = await request.app.state.check_thread.run(work)
     request.state.checked = True
-    return json_response(body, request)
+    return json_response(body)
 
 
 # -- /v1/datasets -----------------------------------------------------------------------------------
@@ -445,7 +497,7 @@ def v1_datasets(
     principal=require_scope("check"),
     index: ConstraintIndex = Depends(get_index),
     catalogue: Catalogue = Depends(get_catalogue),
-    settings=Depends(get_settings),
+    settings=Depends(app_settings),
 ):
     snap = index.snapshot
     out = []
@@ -481,7 +533,6 @@ def v1_datasets(
             "data_version": snap.data_version,
             "stale_after_hours": settings.stale_after_hours,
         },
-        request,
     )
 
 
