@@ -86,7 +86,7 @@ def authenticate(request: Request) -> Principal | None:
         if not keys.any_active():
             return OPEN
         record_failure(request)
-        raise Problem(401, "Unauthorised", f"the API key is {'revoked' if why == 'revoked' else 'not recognised'}; ask your administrator for a valid key", headers={"WWW-Authenticate": "Bearer"})
+        raise Problem(401, "Unauthorized", f"the API key is {'revoked' if why == 'revoked' else 'not recognised'}; ask your administrator for a valid key", headers={"WWW-Authenticate": "Bearer"})
     return principal
 
 
@@ -110,7 +110,7 @@ def admit(request: Request, *scopes: str, public: bool = False) -> Principal:
     principal = authenticate(request)
     if principal is None:
         if not public:
-            raise Problem(401, "Unauthorised", f"this endpoint needs an API key with scope {wanted}, sent as 'Authorization: Bearer KEY'", headers={"WWW-Authenticate": "Bearer"})
+            raise Problem(401, "Unauthorized", f"this endpoint needs an API key with scope {wanted}, sent as 'Authorization: Bearer KEY'", headers={"WWW-Authenticate": "Bearer"})
         principal = ANONYMOUS
     elif not public and not any(principal.has(s) for s in scopes):
         raise Problem(403, "Forbidden", f"the API key '{principal.name}' lacks the scope {wanted} this endpoint needs")

@@ -32,7 +32,7 @@ from shapely.geometry import mapping
 from shapely.geometry.base import BaseGeometry
 
 from boundary.errors import BoundaryTooLarge, InvalidBoundary
-from constraints.site import SiteError, SiteLimits, limit_overlay, parse_site
+from constraints.site import SiteError, SiteLimits, SiteTooLarge, limit_overlay, parse_site
 from datasets import crs
 
 
@@ -141,7 +141,7 @@ UPLOAD_KINDS = {
 
 
 def _boundary_error(exc: SiteError) -> InvalidBoundary:
-    cls = BoundaryTooLarge if getattr(exc, "status", 422) == 413 else InvalidBoundary
+    cls = BoundaryTooLarge if isinstance(exc, SiteTooLarge) else InvalidBoundary
     return cls(exc.message, code=exc.code, pointer=exc.pointer)
 
 

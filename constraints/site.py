@@ -45,15 +45,18 @@ MAX_REPAIR_EDGE_PAIRS = 250_000
 
 
 class SiteError(ValueError):
-    """A site cannot be checked; ``message`` says why, ``pointer`` where (JSON pointer into the input)."""
+    """A site cannot be checked; ``message`` says why, ``code`` what kind, ``pointer`` where (JSON pointer)."""
 
-    def __init__(self, message: str, *, code: str = "invalid-site", pointer: str | None = None, status: int = 422, limit: dict | None = None):
+    def __init__(self, message: str, *, code: str = "invalid-site", pointer: str | None = None, limit: dict | None = None):
         super().__init__(message)
         self.message = message
         self.code = code
         self.pointer = pointer
-        self.status = status
         self.limit = limit  # {"name": ..., "value": ...}: the SiteLimits field that refused the site
+
+
+class SiteTooLarge(SiteError):
+    """The site is over a size limit (bytes, vertices, features): the caller must send less."""
 
 
 @dataclass(frozen=True)
@@ -124,11 +127,10 @@ def load_json(data: bytes | str, limits: SiteLimits = SiteLimits()) -> object:
     """Parse JSON text with the errors a person needs (size, not JSON, NaN)."""
     size = len(data)
     if limits.max_bytes is not None and size > limits.max_bytes:
-        raise SiteError(
+        raise SiteTooLarge(
             f"the site is {size / 1e6:.1f} MB, more than the {limits.max_bytes / 1e6:.0f} MB accepted; "
             "a planning site boundary needs far fewer vertices: simplify it",
             code="too-large",
-            status=413,
         )
     try:
         return orjson.loads(data)
@@ -380,11 +382,10 @@ def geometry_from_geojson(obj, warnings: list[str], limits: SiteLimits = SiteLim
         if not isinstance(features, list | tuple) or not features:
             raise SiteError("the FeatureCollection has no features", code="empty", pointer=f"{pointer}/features")
         if limits.max_features is not None and len(features) > limits.max_features:
-            raise SiteError(
+            raise SiteTooLarge(
                 f"the FeatureCollection has {len(features)} features; at most {limits.max_features} make one site",
                 code="too-many-geometries",
                 pointer=f"{pointer}/features",
-                status=413,
             )
         parts = [geometry_from_geojson(f, warnings, limits, f"{pointer}/features/{i}") for i, f in enumerate(features)]
         if any(p.geom_type not in POLYGONAL for p in parts):
@@ -544,10 +545,9 @@ def _check_area(area: float, limits: SiteLimits) -> None:
 
 def _vertex_limit(vertices: int, limits: SiteLimits) -> None:
     if limits.max_vertices is not None and vertices > limits.max_vertices:
-        raise SiteError(
+        raise SiteTooLarge(
             f"the site has {vertices} vertices; at most {limits.max_vertices} are accepted: simplify the boundary",
             code="too-many-vertices",
-            status=413,
         )
 
 
