@@ -223,7 +223,7 @@ def _attribute_mask(snapshot: Snapshot, layer: Layer, query: SearchQuery, today:
 def search(snapshot: Snapshot, query: SearchQuery) -> SearchResult:
     """Every entity matching ``query``, counted, and the page ``offset:offset+limit`` by entity number."""
     today = np.datetime64(date.today(), "D")
-    names = query.datasets if query.datasets else list(snapshot.layers)
+    names = query.datasets if query.datasets is not None else list(snapshot.layers)
     entity_parts, layer_parts, row_parts = [], [], []
     layers = [snapshot.layers[n] for n in names if n in snapshot.layers]
     for index, layer in enumerate(layers):
