@@ -11,7 +11,7 @@ from constraints.index import ConstraintIndex
 from datasets.catalogue import Catalogue
 
 from .errors import Problem
-from .keys import SCOPES, KeyStore, Principal
+from .keys import SCOPES, KeyStore, KeyStoreUnavailable, Principal
 from .settings import Settings
 
 OPEN = Principal("anonymous (no API keys configured)", frozenset(SCOPES))
@@ -66,15 +66,22 @@ def bearer_token(request: Request) -> str | None:
 
 
 def authenticate(request: Request) -> Principal | None:
-    """The caller's principal from an API key, OPEN when no keys exist, or None without a valid key."""
+    """The caller's principal from an API key, OPEN when no keys were ever configured, or None without a valid key.
+
+    A store that must hold keys but has none usable (revoked, missing, corrupt) answers 503: the
+    service stays closed rather than open to everyone.
+    """
     keys: KeyStore = request.app.state.keys
-    token = bearer_token(request)
-    if token is None:
-        return OPEN if not keys.any_active() else None
-    principal, why = keys.authenticate(token)
-    if principal is None:
-        if not keys.any_active():
+    try:
+        if not keys.usable():
             return OPEN
+        token = bearer_token(request)
+        if token is None:
+            return None
+        principal, why = keys.authenticate(token)
+    except KeyStoreUnavailable as err:
+        raise Problem(503, "API keys unavailable", str(err), type="/problems/no-usable-keys", headers={"Retry-After": "60"}) from None
+    if principal is None:
         raise Problem(401, "Unauthorised", f"the API key is {'revoked' if why == 'revoked' else 'not recognised'}; ask your administrator for a valid key", headers={"WWW-Authenticate": "Bearer"})
     return principal
 

@@ -132,14 +132,20 @@ def _spatial_rows(snapshot: Snapshot, layer: Layer, query: SearchQuery) -> np.nd
     return rows
 
 
+def _comparable(values: list[str]) -> np.ndarray:
+    """Values to match exactly. numpy drops trailing NUL characters from its strings, so "\\x00" would
+    match an empty value and "A1\\x00" would match "A1"; no stored value holds a NUL, so those match nothing."""
+    return np.asarray([v for v in values if "\x00" not in v], dtype=object)
+
+
 def _attribute_mask(layer: Layer, query: SearchQuery, today: np.datetime64) -> np.ndarray:
     mask = np.ones(len(layer), dtype=bool)
     if query.entities is not None:
         mask &= np.isin(layer.entity, np.asarray(query.entities, dtype=np.int64))
     if query.references is not None:
-        mask &= np.isin(layer.columns["reference"].astype(str), query.references)
+        mask &= np.isin(layer.columns["reference"].astype(str), _comparable(query.references))
     if query.organisation_entities is not None:
-        mask &= np.isin(layer.columns["organisation-entity"].astype(str), query.organisation_entities)
+        mask &= np.isin(layer.columns["organisation-entity"].astype(str), _comparable(query.organisation_entities))
     if query.periods and "all" not in query.periods:
         ended = ~np.isnat(layer.end_date) & (layer.end_date <= today)
         period = np.zeros(len(layer), dtype=bool)

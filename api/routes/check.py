@@ -14,6 +14,7 @@ from constraints.formats import to_geojson, to_odp, to_planx
 from constraints.index import ConstraintIndex, Tolerance
 from constraints.site import SiteLimits, load_json
 
+from ..bodies import read_body
 from ..check_process import CheckProcessLost
 from ..deps import admit, get_index
 from ..errors import Problem
@@ -51,18 +52,11 @@ def split_list(values: list[str] | None) -> list[str] | None:
     return [v.strip() for item in values for v in item.split(",") if v.strip()]
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise Problem(413, "Payload too large", f"the request body is {int(declared)} bytes; at most {limit} are accepted")
-    body = bytearray()
-    async for chunk in request.stream():
-        body.extend(chunk)
-        if len(body) > limit:
-            raise Problem(413, "Payload too large", f"the request body is over {limit} bytes; at most {limit} are accepted")
+async def read_site(request: Request) -> bytes:
+    body = await read_body(request)
     if not body:
         raise Problem(422, "The site cannot be checked", "the request body is empty: send a GeoJSON geometry, Feature or FeatureCollection", type="/problems/empty")
-    return bytes(body)
+    return body
 
 
 def run_check(index: ConstraintIndex, catalogue, site, fmt: Format, *, tolerance: Tolerance, datasets=None, council=None, keys=None, source_request: str = "", snapshot=None):
@@ -179,7 +173,7 @@ class CheckEndpoint:
             raise Problem(422, "The request is not valid", f"query format: {raw_format!r} is not one of native, planx, odp, geojson", type="/problems/invalid-request", errors=[{"in": "query", "pointer": "/format", "detail": "native, planx, odp or geojson"}]) from None
         tolerance_m2 = _number(query, "tolerance_m2", 0, 1e6)
         tolerance_pct = _number(query, "tolerance_pct", 0, 100)
-        body = await read_body(request, settings.max_body_bytes)
+        body = await read_site(request)
         tolerance = Tolerance(
             settings.tolerance_m2 if tolerance_m2 is None else tolerance_m2,
             settings.tolerance_pct if tolerance_pct is None else tolerance_pct,

@@ -144,15 +144,21 @@ def _links(request: Request, count: int, limit: int, offset: int) -> dict:
     return links
 
 
+MAX_ENTITY = 2**63 - 1  # entity numbers are int64 in every layer
+
+
 def _entity_number(values: list[str] | None) -> list[int] | None:
     if not values:
         return None
     out = []
     for raw in split_list(values) or []:
         try:
-            out.append(int(raw))
+            number = int(raw)
+            if not 0 <= number <= MAX_ENTITY:  # past int64 no layer can hold it, and numpy cannot compare it
+                raise ValueError(raw)
+            out.append(number)
         except ValueError:
-            detail = f"entity must be an entity number, got {raw!r}"
+            detail = f"entity must be an entity number from 0 to {MAX_ENTITY}, got {raw[:40]!r}"
             raise Problem(
                 422,
                 "The request is not valid",
@@ -359,7 +365,7 @@ def _one_entity(index: ConstraintIndex, entity: int):
     return found
 
 
-ENTITY_ID = Path(..., ge=0, le=2**63 - 1, description="Entity number, e.g. 44000001")
+ENTITY_ID = Path(..., ge=0, le=MAX_ENTITY, description="Entity number, e.g. 44000001")
 
 
 @router.get(
