@@ -21,7 +21,7 @@ run: $(STAMP)
 	$(BIN)/redline datasets load-samples --missing
 	$(BIN)/redline serve --host $(HOST) --port $(PORT)
 
-# Debian packages the suite drives for real: Chromium for the widget, PostgreSQL for the store, wrk for the HTTP benchmark.
+# Debian packages the suite drives for real: Chromium for the widget, PostgreSQL for the store, PostGIS and wrk for benchmarks.
 system-deps:
 	@bash .ci/system-deps
 

@@ -13,7 +13,6 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from constraints.index import ConstraintIndex
-from constraints.site import SiteLimits
 from datasets.cache import LayerCache
 from datasets.catalogue import load_catalogue
 from datasets.live import LiveLookup
@@ -21,12 +20,12 @@ from datasets.pdp import PlatformClient
 from datasets.samples import load_samples
 from datasets.sync import BackgroundSync, Syncer
 
-from . import errors
+from . import __version__, errors
 from .bodies import BodyLimit
 from .check_process import CheckProcessRunner, fork_available
 from .check_thread import CheckThread
-from .deps import TokenBucket
 from .keys import KeyStore
+from .ratelimit import SharedBuckets
 from .routes import check, health
 from .settings import Settings, get_settings
 
@@ -47,7 +46,7 @@ def _load_index(app: FastAPI) -> None:
             state.catalogue,
             live=state.live,
             stale_after_hours=state.settings.stale_after_hours,
-            limits=SiteLimits(max_bytes=state.settings.max_body_bytes, max_vertices=state.settings.max_vertices, max_features=state.settings.max_geometries),
+            limits=check.site_limits(state.settings),
         )
     except Exception as err:  # reported by /readyz; the process stays up to say so
         log.exception("the constraint index failed to load")
@@ -152,29 +151,34 @@ def create_app(settings: Settings | None = None, *, load_in_background: bool = T
             for stop in app.state.on_shutdown:
                 await stop(app)
             await asyncio.to_thread(app.state.check_thread.stop)
-            for exited in app.state.check_process.close() if app.state.check_process is not None else ():
-                await asyncio.to_thread(exited.wait, 10)  # reaped here, so no check process outlives its worker
+            for process in app.state.check_process.close() if app.state.check_process is not None else ():
+                # reaped here, so no check process outlives its worker: one that is stuck is killed
+                if not await asyncio.to_thread(process.exited.wait, settings.check_deadline_s + 1):
+                    process.kill("the service is stopping")
+                    await asyncio.to_thread(process.exited.wait, 5)
 
     app = RedlineAPI(
         title="redline",
-        version="0.1.0",
+        version=__version__,
         description="Planning constraints checks and red-line boundaries for English local planning authorities. "
         "Every error is application/problem+json (RFC 9457).",
         lifespan=lifespan,
+        docs_url=None,  # api/routes/docs.py serves it with the vendored Swagger UI, so it works offline
+        redoc_url=None,
     )
     state = app.state
     state.settings = settings
     state.cache = LayerCache(settings.data_dir)
     state.catalogue = load_catalogue(settings.local_catalogue, settings.article4_dir)
     state.keys = KeyStore(settings.data_dir, required=settings.require_keys)
-    state.rate_limiter = TokenBucket(settings.rate_limit_per_s, settings.rate_limit_burst)
+    state.rate_limits = SharedBuckets(Path(settings.data_dir) / "ratelimit.bin")
     state.index = None
     state.load_error = None
     state.live = LiveLookup(settings.pdp_api_url, ttl_seconds=settings.live_cache_ttl_s) if settings.live_fallback else None
-    state.check_thread = CheckThread()
+    state.check_thread = CheckThread(deadline_s=settings.check_deadline_s)
     # the live fallback's HTTP client must not be shared with a forked child: those checks stay on the thread
     use_process = settings.check_process and fork_available() and state.live is None
-    state.check_process = CheckProcessRunner(lambda snapshot: functools.partial(check.answer_check, state.index, state.catalogue, check.site_limits(settings), snapshot=snapshot), size=settings.check_processes) if use_process else None
+    state.check_process = CheckProcessRunner(lambda snapshot: functools.partial(check.answer_check, state.index, state.catalogue, check.site_limits(settings), snapshot=snapshot), size=settings.check_processes, deadline_s=settings.check_deadline_s) if use_process else None
     state.on_startup = []
     state.on_shutdown = []
 
@@ -197,7 +201,7 @@ def create_app(settings: Settings | None = None, *, load_in_background: bool = T
 def _extensions():
     """Optional parts of the service, each a function that adds its routers to the app."""
     found = []
-    for module_name in ("api.routes.platform", "api.routes.boundaries", "api.routes.operations", "api.routes.widget"):
+    for module_name in ("api.routes.platform", "api.routes.boundaries", "api.routes.operations", "api.routes.widget", "api.routes.docs"):
         try:
             module = __import__(module_name, fromlist=["install"])
         except ModuleNotFoundError as err:

@@ -11,6 +11,13 @@ write) instead of loading a second copy. It answers requests in arrival order, o
 replaced when the worker's index is rebuilt (new data) or when it dies; the requests it was answering
 when it died get ``CheckProcessLost``. It ends when the worker closes its socket, or when the worker dies.
 
+Every check has a deadline (``deadline_s``, the ``check_deadline_s`` setting), counted from when the
+worker sends it. Checks are answered in order, so the first one waiting is always the first due: if it
+is still unanswered at its deadline the child is stuck (or stopped, or the site is beyond what the
+limits let through) and cannot be trusted with the next one. It is killed, every check it held gets
+``CheckOverdue`` (503 with Retry-After), and a new child is forked at once. /readyz reports the
+replacements and the last reason.
+
 Examples
 --------
 >>> import asyncio
@@ -36,8 +43,11 @@ import socket
 import stat
 import struct
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
+
+from .check_thread import CheckOverdue
 
 log = logging.getLogger("redline.check")
 _LENGTH = struct.Struct("!I")
@@ -56,13 +66,18 @@ class CheckProcess:
     """One forked child running ``work(*args)`` for each ``await run(*args)``, first come first served.
 
     ``tag`` is whatever the child was forked with (the index snapshot), so the owner can tell when it
-    is out of date. Use it from one event loop: the loop that first calls ``run``.
+    is out of date. Use it from one event loop: the loop that first calls ``run``. ``on_failure(self,
+    reason)`` is called once if the child dies or is killed for overrunning ``deadline_s``.
     """
 
-    def __init__(self, work: Callable[..., Any], tag: object = None) -> None:
+    def __init__(self, work: Callable[..., Any], tag: object = None, *, deadline_s: float | None = None, on_failure: Callable[[CheckProcess, str], None] | None = None) -> None:
         self.tag = tag
+        self.deadline_s = deadline_s
+        self.failure: str | None = None
+        self._on_failure = on_failure
         self.loop: asyncio.AbstractEventLoop | None = None
-        self._pending: collections.deque[asyncio.Future] = collections.deque()
+        self._pending: collections.deque[tuple[asyncio.Future, float]] = collections.deque()  # (answer, sent at)
+        self._watchdog: asyncio.TimerHandle | None = None
         self._inbox = bytearray()
         self._outbox = bytearray()
         self._closed = False
@@ -109,9 +124,21 @@ class CheckProcess:
             raise CheckProcessLost("the check process has been closed")
         frame = pickle.dumps(args, protocol=pickle.HIGHEST_PROTOCOL)
         future = loop.create_future()
-        self._pending.append(future)
+        self._pending.append((future, loop.time()))
+        if len(self._pending) == 1:
+            self._watch()
         self._send(_LENGTH.pack(len(frame)) + frame)
         return await future
+
+    def kill(self, reason: str) -> None:
+        """End the child now (SIGKILL, which also ends a stopped one); what it held gets ``CheckOverdue``."""
+        if self.exited.is_set():
+            return
+        try:
+            os.kill(self.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self._fail(reason, lambda first: CheckOverdue(self.deadline_s or 0, reason if first else f"{reason}; this check was waiting behind it: send it again"))
 
     def close(self) -> None:
         """Stop taking requests; the child answers those already sent, then exits."""
@@ -180,7 +207,8 @@ class CheckProcess:
                 break
             kind, value = pickle.loads(memoryview(self._inbox)[_LENGTH.size : _LENGTH.size + size])
             del self._inbox[: _LENGTH.size + size]
-            future = self._pending.popleft()
+            future, _ = self._pending.popleft()
+            self._watch()
             if future.cancelled():  # its caller went away; the answer is dropped
                 continue
             if kind == "ok":
@@ -192,16 +220,46 @@ class CheckProcess:
 
     def _lost(self) -> None:
         """The child is gone: whoever waits gets ``CheckProcessLost``."""
-        if not self._closed:
-            log.error("the check process %d ended unexpectedly; a new one will answer the next check", self.pid)
+        if self._closed and not self._pending:  # closed by the worker and done: an orderly end
+            self._release()
+            return
+        self._fail(f"the check process {self.pid} ended unexpectedly", lambda first: CheckProcessLost(f"the check process {self.pid} stopped before it answered"))
+
+    def _fail(self, reason: str, error: Callable[[bool], Exception]) -> None:
+        if self.failure is not None:
+            return
+        self.failure = reason
+        log.error("%s; a new check process takes over", reason)
         self._closed = True
         pending, self._pending = self._pending, collections.deque()
-        for future in pending:
+        for i, (future, _) in enumerate(pending):
             if not future.done():
-                future.set_exception(CheckProcessLost(f"the check process {self.pid} stopped before it answered"))
+                future.set_exception(error(i == 0))
         self._release()
+        if self._on_failure is not None:
+            self._on_failure(self, reason)
+
+    def _watch(self) -> None:
+        """Wake at the deadline of the first check waiting (the one being worked on)."""
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
+        if self.deadline_s is not None and self._pending and self.loop is not None:
+            self._watchdog = self.loop.call_at(self._pending[0][1] + self.deadline_s, self._overdue)
+
+    def _overdue(self) -> None:
+        self._watchdog = None
+        if not self._pending or self.failure is not None:
+            return
+        if self.loop.time() < self._pending[0][1] + self.deadline_s:  # answered meanwhile: the next one's turn
+            self._watch()
+            return
+        self.kill(f"the check process {self.pid} did not answer a check within the {self.deadline_s:g} s deadline, so it was stopped and replaced; send the check again")
 
     def _release(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
         if self.loop is not None and not self.loop.is_closed():
             self.loop.remove_reader(self._sock.fileno())
             self.loop.remove_writer(self._sock.fileno())
@@ -270,18 +328,22 @@ def _portable(err: Exception) -> Exception:
 
 
 class CheckProcessRunner:
-    """The worker's check processes: forked on first use, each replaced when the index or the loop changes.
+    """The worker's check processes: forked on first use, each replaced when the index or the loop changes,
+    and at once when one dies or is killed for overrunning ``deadline_s``.
 
     With ``size`` > 1 each check goes to the process with the fewest checks waiting, so one worker's
     event loop can keep several cores busy from one index in memory.
     """
 
-    def __init__(self, make_work: Callable[[object], Callable[..., Any]], size: int = 1) -> None:
+    def __init__(self, make_work: Callable[[object], Callable[..., Any]], size: int = 1, deadline_s: float | None = None) -> None:
         if size < 1:
             raise ValueError("a check process pool needs at least one process")
         self._make_work = make_work
         self._slots: list[CheckProcess | None] = [None] * size
-        self.restarts = 0
+        self.deadline_s = deadline_s
+        self.restarts = 0  # processes replaced because they died or were killed
+        self.last_failure: dict | None = None
+        self._closing = False
 
     @property
     def pids(self) -> list[int]:
@@ -291,6 +353,9 @@ class CheckProcessRunner:
     def processes(self) -> list[CheckProcess]:
         return [process for process in self._slots if process is not None]
 
+    def _fork(self, tag: object) -> CheckProcess:
+        return CheckProcess(self._make_work(tag), tag, deadline_s=self.deadline_s, on_failure=self._failed)
+
     async def run(self, tag: object, *args: Any) -> Any:
         """``work(*args)`` in a check process forked with ``tag`` (the index snapshot it must answer from)."""
         loop = asyncio.get_running_loop()
@@ -298,13 +363,29 @@ class CheckProcessRunner:
         for i, process in enumerate(self._slots):
             if process is None or not process.alive or process.tag is not tag or (process.loop is not None and process.loop is not loop):
                 if process is not None:
-                    if not process.alive:
-                        self.restarts += 1
+                    if not process.alive and process.failure is None:  # exited before its socket said so
+                        self._record(process, f"the check process {process.pid} ended unexpectedly")
                     self._retire(process, loop)
-                process = self._slots[i] = CheckProcess(self._make_work(tag), tag)
+                process = self._slots[i] = self._fork(tag)
             if chosen is None or process.backlog < chosen.backlog:
                 chosen = process
         return await chosen.run(*args)
+
+    def _record(self, process: CheckProcess, reason: str) -> None:
+        self.restarts += 1
+        self.last_failure = {"pid": process.pid, "reason": reason, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+    def _failed(self, process: CheckProcess, reason: str) -> None:
+        """A process died or was killed: count it, and fork its successor now, not at the next check."""
+        self._record(process, reason)
+        if self._closing:
+            return
+        for i, slot in enumerate(self._slots):
+            if slot is process:
+                try:
+                    self._slots[i] = self._fork(process.tag)
+                except CheckProcessLost:  # cannot fork now: the next check tries again
+                    self._slots[i] = None
 
     @staticmethod
     def _retire(process: CheckProcess, loop: asyncio.AbstractEventLoop) -> None:
@@ -313,10 +394,12 @@ class CheckProcessRunner:
         else:
             process.abandon()
 
-    def close(self) -> list[threading.Event]:
-        """Close every check process (each finishes what it was sent); the events are set once they have exited."""
+    def close(self) -> list[CheckProcess]:
+        """Close every check process (each finishes what it was sent); wait on their ``exited`` events,
+        and ``kill`` any that has not ended by its deadline."""
+        self._closing = True
         closing = [process for process in self._slots if process is not None]
         self._slots = [None] * len(self._slots)
         for process in closing:
             process.close()
-        return [process.exited for process in closing]
+        return closing

@@ -10,10 +10,15 @@ queues on the GIL while the two threads trade it at every GEOS call. A plain que
 cost about 25 µs a hand-off and keep checks first-come-first-served, so a slow site never lets
 later ones overtake it and starve.
 
+A thread cannot be stopped from outside, so a check that overruns its deadline is abandoned, not
+ended: its caller gets ``CheckOverdue`` and the checks queued behind it wait or time out in turn.
+The limits in ``constraints.site.SiteLimits`` keep any one check short; ``busy_for`` lets /readyz
+say when the thread is stuck anyway.
+
 Examples
 --------
 >>> import asyncio
->>> runner = CheckThread()
+>>> runner = CheckThread(deadline_s=5)
 >>> asyncio.run(runner.run(sum, [1, 2, 3]))
 6
 >>> runner.stop()
@@ -24,20 +29,34 @@ from __future__ import annotations
 import asyncio
 import queue
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
 _STOP = object()
 
 
-class CheckThread:
-    """Runs callables on one daemon thread, first come first served; ``await run(fn, *args)``."""
+class CheckOverdue(TimeoutError):
+    """A check did not finish within its deadline and was abandoned."""
 
-    def __init__(self, name: str = "redline-check") -> None:
+    def __init__(self, deadline_s: float, detail: str = "") -> None:
+        super().__init__(detail or f"the check did not finish within its {deadline_s:g} s deadline and was abandoned; send it again, or simplify the site if it keeps happening")
+        self.deadline_s = deadline_s
+
+
+class CheckThread:
+    """Runs callables on one daemon thread, first come first served; ``await run(fn, *args)``.
+
+    ``deadline_s`` (None: none) is how long a caller waits, queueing included, before ``CheckOverdue``.
+    """
+
+    def __init__(self, name: str = "redline-check", deadline_s: float | None = None) -> None:
         self._name = name
+        self.deadline_s = deadline_s
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._busy_since: float | None = None
 
     def _ensure_started(self) -> None:
         if self._thread is None:
@@ -52,7 +71,18 @@ class CheckThread:
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         self._queue.put((loop, future, fn, args))
-        return await future
+        if self.deadline_s is None:
+            return await future
+        try:
+            return await asyncio.wait_for(future, self.deadline_s)  # cancelled on timeout: skipped if not started
+        except TimeoutError:
+            raise CheckOverdue(self.deadline_s) from None
+
+    @property
+    def busy_for(self) -> float:
+        """Seconds the thread has been on its current check (0 when idle)."""
+        since = self._busy_since
+        return 0.0 if since is None else time.monotonic() - since
 
     @property
     def backlog(self) -> int:
@@ -76,10 +106,13 @@ class CheckThread:
             loop, future, fn, args = job
             if future.cancelled():  # the caller went away while it waited: skip the work
                 continue
+            self._busy_since = time.monotonic()
             try:
                 result, error = fn(*args), None
             except BaseException as err:  # handed to the awaiting request, which answers it
                 result, error = None, err
+            finally:
+                self._busy_since = None
             try:
                 loop.call_soon_threadsafe(_settle, future, result, error)
             except RuntimeError:  # the loop has closed (shutdown): nobody is waiting

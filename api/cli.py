@@ -16,6 +16,9 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
+from constraints.formats import Format
+
+from . import __version__
 from .settings import get_settings
 
 BAD_INPUT = 2
@@ -62,7 +65,7 @@ def _catalogue():
 
 
 def cmd_check(args) -> int:
-    from constraints.formats import to_geojson, to_odp, to_planx
+    from constraints.formats import render
     from constraints.index import ConstraintIndex, Tolerance
     from constraints.site import SiteError, SiteLimits, parse_site
 
@@ -98,19 +101,41 @@ def cmd_check(args) -> int:
     index = ConstraintIndex.from_cache(cache, catalogue, stale_after_hours=settings.stale_after_hours)
     tolerance = Tolerance(args.tolerance_m2, args.tolerance_pct)
     answer = index.check(site, tolerance=tolerance, council=args.council)
-    if args.format == "planx":
-        answer = to_planx(answer, index.catalogue)
-    elif args.format == "odp":
-        answer = {"designations": to_odp(answer)}
-    elif args.format == "geojson":
-        answer = to_geojson(answer, index.snapshot)
+    from .dataset_metadata import describer
+
+    answer = render(answer, args.format, index.catalogue, index.snapshot, describe=describer(index.snapshot))
     json.dump(answer, sys.stdout, indent=1, default=str)
     sys.stdout.write("\n")
     return 0
 
 
 def cmd_load(args) -> int:
+    import contextlib
+    import io
+
+    from datasets.progress import progress_bar
+
+    # what the load prints waits until the bar is gone, so the two never share a line
+    out, err = io.StringIO(), io.StringIO()
+    with progress_bar(len(LOAD_STEPS), desc=f"loading {args.dataset}", unit="step", leave=False) as bar:
+
+        def stage(name: str) -> None:
+            bar.set_postfix_str(name, refresh=False)
+            bar.update(LOAD_STEPS.index(name) - bar.n)
+
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = _load(args, stage)
+    sys.stdout.write(out.getvalue())
+    sys.stderr.write(err.getvalue())
+    return code
+
+
+LOAD_STEPS = ("reading", "checking", "repairing", "numbering", "writing", "done")
+
+
+def _load(args, stage) -> int:
     from datasets.cache import CacheError
+    from datasets.coverage import ENGLAND, HOW_TO_SET, default_coverage, describe
     from datasets.loaders import LoadError, read_layer_file
 
     cache = _cache()
@@ -124,6 +149,7 @@ def cmd_load(args) -> int:
             reference_field=args.reference_field,
             organisation=args.organisation,
             crs=args.crs,
+            stage=stage,
         )
     except LoadError as err:
         return _fail(str(err))
@@ -142,19 +168,27 @@ def cmd_load(args) -> int:
         frame = gpd.GeoDataFrame(pd.concat([previous, frame], ignore_index=True), crs=4326)
     elif cache.entry(args.dataset) and not args.replace:
         return _fail(f"{args.dataset} is already cached; say --replace to replace it or --append to add to it")
-    coverage = None
-    if args.coverage:
+    coverage, note = None, None
+    if args.coverage and args.coverage.lower() == ENGLAND:
+        note = "England (said by --coverage england)"
+    elif args.coverage:
         try:
             coverage = read_layer_file(args.coverage, "coverage", crs=args.crs).frame.union_all()
         except LoadError as err:
             return _fail(f"--coverage: {err}")
+        note = f"the area in {Path(args.coverage).name} (--coverage)"
     elif args.append and cache.entry(args.dataset):
-        coverage = cache.coverage(args.dataset)
+        coverage, note = cache.coverage(args.dataset), cache.entry(args.dataset).get("coverage_note")
+    else:
+        coverage, note = default_coverage(cache, args.organisation)
+    stage("writing")
     try:
-        cache.write(args.dataset, frame, source=report.source, coverage=coverage)
+        entry = cache.write(args.dataset, frame, source=report.source, coverage=coverage, coverage_note=note)
     except CacheError as err:
         return _fail(str(err))
+    stage("done")
     print(report.summary())
+    print(f"{args.dataset} covers {describe(entry)}: {HOW_TO_SET}")
     return 0
 
 
@@ -169,7 +203,14 @@ def _age(stamp: str | None) -> str:
 
 
 def cmd_list(args) -> int:
+    from datasets.coverage import describe
+    from datasets.sync import is_stale
+
     manifest = _cache().manifest()
+    hours = get_settings().stale_after_hours
+    for entry in manifest.values():  # worked out now, by the one rule, not the flag the last sync wrote
+        entry["stale"] = is_stale(entry, stale_after_hours=hours)
+        entry["covers"] = describe(entry)
     if args.json:
         json.dump(manifest, sys.stdout, indent=1)
         print()
@@ -177,12 +218,14 @@ def cmd_list(args) -> int:
     if not manifest:
         print("the cache is empty: run 'redline datasets load-samples', 'redline datasets load FILE' or 'redline datasets sync'")
         return 0
-    print(f"{'dataset':40} {'features':>9} {'age':>6}  source")
+    print(f"{'dataset':40} {'features':>9} {'age':>6} {'stale':>5}  source")
     for name, entry in sorted(manifest.items()):
         source = entry.get("source") or {}
         origin = source.get("url") or source.get("path") or source.get("type", "")
         error = f"  (last refresh failed: {entry['last_error']['message']})" if entry.get("last_error") else ""
-        print(f"{name:40} {entry.get('features', 0):>9} {_age(entry.get('loaded_at')):>6}  {origin}{error}")
+        stale = "yes" if entry["stale"] else "no"
+        print(f"{name:40} {entry.get('features', 0):>9} {_age(entry.get('loaded_at')):>6} {stale:>5}  {origin}{error}")
+        print(f"{'':40} covers {entry['covers']}")
     return 0
 
 
@@ -262,12 +305,13 @@ def _keys(store, args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="redline", description="Planning constraints checks and red-line boundaries.")
+    parser.add_argument("--version", action="version", version=f"redline {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true")
     commands = parser.add_subparsers(dest="command", required=True)
 
     check = commands.add_parser("check", help="check a site (GeoJSON file, or - for stdin) against the cached layers")
     check.add_argument("site")
-    check.add_argument("--format", choices=["native", "planx", "odp", "geojson"], default="native")
+    check.add_argument("--format", choices=[f.value for f in Format], default="native")
     check.add_argument("--tolerance-m2", type=_tolerance, default=0.5, help="overlaps below this many m² count as nearby (default 0.5)")
     check.add_argument("--tolerance-pct", type=_tolerance, default=0.1, help="overlaps below this %% of the site count as nearby (default 0.1)")
     check.add_argument("--council", help="add this council's granular article 4 keys (e.g. lambeth)")
@@ -285,8 +329,10 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument("--crs", help="the file's EPSG code when it does not say (27700 for British National Grid)")
     load.add_argument(
         "--coverage",
-        help="a boundary file of the area this layer is complete for (e.g. the council's district); "
-        "outside it checks answer unknown rather than 'not'. Without it the layer is taken as covering England",
+        help="the area this layer is complete for: a boundary file (e.g. the council's district), or 'england'. "
+        "Outside it checks answer unknown rather than 'not'. Without it: the --organisation's planning-authority "
+        "boundary when the local-planning-authority dataset is loaded, else nowhere (the layer answers only "
+        "where its features meet a site)",
     )
     mode = load.add_mutually_exclusive_group()
     mode.add_argument("--replace", action="store_true")
@@ -337,11 +383,37 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _quiet_dask(record: logging.LogRecord) -> bool:
+    """Dask's scheduler and nannies announce every start and stop at INFO (and set their loggers'
+    levels themselves): noise to the user of ``batch``, so only their warnings reach the terminal."""
+    return record.levelno >= logging.WARNING or not record.name.startswith(("distributed", "bokeh", "tornado"))
+
+
+def _say_data_folder() -> None:
+    """Every command names the data folder it answers from, on stderr (stdout stays the answer)."""
+    from datasets.data_dir import default_data_dir
+
+    folder = Path(get_settings().data_dir).expanduser().resolve()
+    how = "the default for this user" if folder == default_data_dir().resolve() else "from REDLINE_DATA_DIR"
+    print(f"redline: data folder {folder} ({how})", file=sys.stderr)
+    here = Path(".redline").resolve()
+    if here != folder and (here / "manifest.json").is_file():
+        print(
+            f"redline: the layers in {here} are not used by this command; "
+            f"to use them, set REDLINE_DATA_DIR={here}",
+            file=sys.stderr,
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if not args.verbose:
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(_quiet_dask)
     try:
+        _say_data_folder()
         return args.func(args) or 0
     except KeyboardInterrupt:
         return 130

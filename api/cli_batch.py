@@ -81,7 +81,23 @@ def _fail(message: str, code: int) -> int:
     return code
 
 
+def missing_extra() -> str | None:
+    """Why ``batch`` cannot run here, when its optional Dask extra is not installed."""
+    import importlib.util
+
+    missing = [name for name in ("dask", "distributed") if importlib.util.find_spec(name) is None]
+    if not missing:
+        return None
+    return (
+        f"redline batch needs the optional Dask extra ({' and '.join(missing)} not installed): "
+        "pip install 'redline[batch]' (from a clone: pip install -e '.[batch]')"
+    )
+
+
 def run_batch_command(args) -> int:
+    why = missing_extra()
+    if why:
+        return _fail(why, BAD_INPUT)
     from constraints.batch import BatchError, BatchRunError, run_batch
     from constraints.index import Tolerance
     from datasets.cache import CacheError, LayerCache

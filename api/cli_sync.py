@@ -126,7 +126,7 @@ def run_sync(args: argparse.Namespace) -> int:
         logging.getLogger("httpx").setLevel(logging.WARNING)
 
     with platform_syncer(
-        _setting(settings, "data_dir", "./.redline"),
+        settings.data_dir,
         files_url=_setting(settings, "pdp_files_url", "https://files.planning.data.gov.uk"),
         api_url=_setting(settings, "pdp_api_url", "https://www.planning.data.gov.uk"),
         connect_timeout=float(_setting(settings, "pdp_connect_timeout_s", 10.0)),

@@ -46,17 +46,36 @@ FIELDS = {
 }
 
 
+#: The specification's typologies (digital-land/specification ``typology.csv``): the values ``typology`` takes.
+TYPOLOGIES = (
+    "category",
+    "document",
+    "entity",
+    "geography",
+    "legal-instrument",
+    "metric",
+    "organisation",
+    "pipeline",
+    "policy",
+    "specification",
+    "timetable",
+    "value",
+)
+
+
 @lru_cache(maxsize=1)
 def specification() -> dict[str, dict]:
     text = (resources.files("api") / "data" / "datasets.json").read_text(encoding="utf-8")
     return json.loads(text)["datasets"]
 
 
-def dataset_json(name: str, count: int, entry: dict | None = None) -> dict:
+def dataset_json(name: str, count: int, entry: dict | None = None, *, count_row: bool = False) -> dict:
     """``/dataset/{name}.json`` for a dataset holding ``count`` entities here.
 
     A council's local dataset, unknown to the platform, gets the same fields with empty values and
     its name; ``entry`` is its manifest entry, whose ``metadata`` (from a platform sync) wins.
+    ``entity-count`` is an integer, as the platform's dataset model declares it; ``count_row`` gives
+    the ``{"dataset", "count"}`` row the platform once served there, which PlanX recorded and keeps.
     """
     out = {k: (list(v) if isinstance(v, list) else v) for k, v in FIELDS.items()}
     out["dataset"] = name
@@ -67,5 +86,17 @@ def dataset_json(name: str, count: int, entry: dict | None = None) -> dict:
     out.update(
         {k: v for k, v in synced.items() if k in FIELDS and k != "entity-count" and v not in (None, "")}
     )
-    out["entity-count"] = {"dataset": name, "count": int(count)}
+    out["entity-count"] = {"dataset": name, "count": int(count)} if count_row else int(count)
     return out
+
+
+def describer(snapshot):
+    """``describe(name)``: the ``/dataset/{name}.json`` of a dataset as ``snapshot`` holds it (count 0 if not)."""
+    layers = snapshot.layers
+
+    def describe(name: str) -> dict:
+        layer = layers.get(name)
+        # PlanX's metadata keeps the {dataset, count} row the platform served when PlanX recorded it
+        return dataset_json(name, len(layer) if layer is not None else 0, layer.entry if layer is not None else None, count_row=True)
+
+    return describe

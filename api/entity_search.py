@@ -8,15 +8,17 @@ shapely ``STRtree`` per layer built on first use and kept for the life of the sn
 Semantics copied from the platform:
 
 - ``geometry_relation`` defaults to ``within``: the *entity* lies within the query geometry.
-  Several ``geometry`` values are OR-ed; ``longitude``+``latitude`` finds entities whose geometry
-  contains the point; filters of different kinds are AND-ed.
+  Several ``geometry`` values are OR-ed; so are the geometries taken from ``geometry_entity``,
+  ``geometry_reference`` and ``geometry_curie``, each kind being a further condition.
+  ``longitude``+``latitude`` finds entities whose area contains the point (a point entity never does);
+  filters of different kinds are AND-ed, values of one kind OR-ed, except ``curie``: each must hold.
 - ``period``: ``current`` (no end date, or one in the future), ``historical`` (ended), ``all``.
 - Results are ordered by entity number; ``count`` is the number of matches before paging.
 
-Examples
---------
->>> result = search(snapshot, SearchQuery(datasets=["conservation-area"], limit=5))  # doctest: +SKIP
->>> result.count, [e["entity"] for e in result.page(snapshot)]  # doctest: +SKIP
+Usage::
+
+    result = search(snapshot, SearchQuery(datasets=["conservation-area"], limit=5))
+    result.count, [e["entity"] for e in result.page(snapshot)]
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ from shapely.geometry import mapping
 from shapely.geometry.base import BaseGeometry
 
 from constraints.formats import PLANX_DATA_FIELDS
-from constraints.index import POINT, Layer, Snapshot
+from constraints.index import POINT, Layer, Snapshot, is_current
+from constraints.index import _end_dates as parse_dates
 
 #: The platform's DE-9IM relations, as ``relation(entity, query)``.
 RELATIONS = (
@@ -60,9 +63,23 @@ _TREE_PREDICATE = {
 }
 
 #: Fields of the platform's entity model, in its order; dataset fields follow.
-ENTITY_FIELDS = (*PLANX_DATA_FIELDS, "geometry", "point")
+ENTITY_FIELDS = (*PLANX_DATA_FIELDS, "geometry", "point", "quality")
 # columns the cache keeps for its own bookkeeping, not platform fields
 _INTERNAL = {"source", "source-row"}
+# what the platform shows when a column is empty, for the columns whose value it derives
+_DEFAULTS = {"typology": "geography"}
+
+#: How a date filter compares the entity's date with the one asked for ("empty": the entity has none).
+DATE_OPERATORS = ("match", "before", "since", "empty")
+
+
+@dataclass(frozen=True)
+class DateFilter:
+    """One date condition: ``column`` (``entry-date``, ``start-date``, ``end-date``) ``operator`` ``value``."""
+
+    column: str
+    operator: str
+    value: date | None = None
 
 
 @dataclass
@@ -71,11 +88,18 @@ class SearchQuery:
 
     datasets: list[str] | None = None
     geometries: list[BaseGeometry] = field(default_factory=list)
+    # geometries taken from held entities (geometry_entity, geometry_reference, geometry_curie): one list each
+    near: list[list[BaseGeometry]] = field(default_factory=list)
     relation: str = "within"
     point: BaseGeometry | None = None
     entities: list[int] | None = None
     references: list[str] | None = None
-    organisation_entities: list[str] | None = None
+    organisation_entities: list[int] | None = None
+    typologies: list[str] | None = None
+    prefixes: list[str] | None = None
+    qualities: list[str] | None = None
+    curies: list[tuple[str, str]] | None = None  # every one must hold, as on the platform
+    dates: list[DateFilter] = field(default_factory=list)
     periods: list[str] | None = None
     limit: int = 10
     offset: int = 0
@@ -87,49 +111,83 @@ class SearchResult:
     hits: list[tuple[Layer, int]]  # the page: (layer, row), ordered by entity
 
 
-_trees_lock = threading.Lock()
+_cache_lock = threading.Lock()
+
+
+def _per_snapshot(snapshot: Snapshot, kind: str, key: str, build):
+    """Something derived from one layer, built once per snapshot (a reload makes a new snapshot)."""
+    with _cache_lock:
+        # kept on the snapshot itself, so it goes when a reload replaces it
+        store = snapshot.__dict__.setdefault(f"_entity_search_{kind}", {})
+        value = store.get(key)
+        if value is None:
+            value = store[key] = build()
+        return value
 
 
 def layer_tree(snapshot: Snapshot, layer: Layer) -> shapely.STRtree:
-    """A 4326 STRtree of one layer, built once per snapshot (a reload makes a new snapshot)."""
-    with _trees_lock:
-        # kept on the snapshot itself, so the trees go when a reload replaces it
-        per_snapshot = snapshot.__dict__.setdefault("_entity_search_trees", {})
-        tree = per_snapshot.get(layer.name)
-        if tree is None:
-            tree = shapely.STRtree(layer.geometry)
-            per_snapshot[layer.name] = tree
-        return tree
+    """A 4326 STRtree of one layer."""
+    return _per_snapshot(snapshot, "trees", layer.name, lambda: shapely.STRtree(layer.geometry))
+
+
+def shown(layer: Layer, name: str) -> np.ndarray:
+    """A column as the platform shows it: ``""`` (or the platform's default) where the layer has none."""
+    values = layer.columns.get(name)
+    default = _DEFAULTS.get(name, layer.name if name == "prefix" else "")
+    if values is None or not len(values):
+        return np.full(len(layer), default, dtype=object)
+    values = np.where(values == "", default, values) if default else values
+    return values.astype(str)
+
+
+def _dates(snapshot: Snapshot, layer: Layer, column: str) -> np.ndarray:
+    if column == "end-date":
+        return layer.end_date
+    return _per_snapshot(snapshot, column, layer.name, lambda: parse_dates(shown(layer, column)))
+
+
+def _related_rows(snapshot: Snapshot, layer: Layer, geoms: list[BaseGeometry], relation: str) -> np.ndarray:
+    """Rows whose geometry stands in ``relation`` to any of ``geoms``."""
+    tree = layer_tree(snapshot, layer)
+    found = []
+    for geom in geoms:
+        if relation == "disjoint":
+            near = tree.query(geom, predicate="intersects")
+            mask = ~shapely.is_missing(layer.geometry)
+            mask[near] = False
+            found.append(np.flatnonzero(mask))
+        elif relation == "equals":
+            near = tree.query(geom)
+            found.append(near[shapely.equals(layer.geometry[near], geom)])
+        else:
+            found.append(tree.query(geom, predicate=_TREE_PREDICATE[relation]))
+    return np.unique(np.concatenate(found)) if found else np.array([], dtype=np.int64)
 
 
 def _spatial_rows(snapshot: Snapshot, layer: Layer, query: SearchQuery) -> np.ndarray | None:
-    """Rows matching the spatial filters, or None when there are none."""
+    """Rows matching every spatial filter, or None when there are none."""
     rows = None
-    if query.geometries:
-        tree = layer_tree(snapshot, layer)
-        found = []
-        for geom in query.geometries:
-            if query.relation == "disjoint":
-                near = tree.query(geom, predicate="intersects")
-                mask = np.ones(len(layer), dtype=bool)
-                mask[near] = False
-                found.append(np.flatnonzero(mask))
-            elif query.relation == "equals":
-                near = tree.query(geom)
-                found.append(near[shapely.equals(layer.geometry[near], geom)])
-            else:
-                found.append(tree.query(geom, predicate=_TREE_PREDICATE[query.relation]))
-        rows = np.unique(np.concatenate(found)) if found else np.array([], dtype=np.int64)
+    for group in ([query.geometries] if query.geometries else []) + query.near:
+        matched = _related_rows(snapshot, layer, group, query.relation)
+        rows = matched if rows is None else np.intersect1d(rows, matched)
     if query.point is not None:
-        # the platform: ST_Contains(entity.geometry, point); a point entity contains only itself
-        tree = layer_tree(snapshot, layer)
-        inside = tree.query(query.point, predicate="within")
-        if len(inside):
-            inside = inside[
-                (layer.kind[inside] != POINT) | shapely.equals(layer.geometry[inside], query.point)
-            ]
+        # the platform: ST_Contains(entity.geometry, point) over entities with an area; a point entity has none
+        inside = layer_tree(snapshot, layer).query(query.point, predicate="within")
+        inside = inside[layer.kind[inside] != POINT]
         rows = inside if rows is None else np.intersect1d(rows, inside)
     return rows
+
+
+def _date_mask(snapshot: Snapshot, layer: Layer, condition: DateFilter) -> np.ndarray:
+    dates = _dates(snapshot, layer, condition.column)
+    if condition.operator == "empty":
+        return np.isnat(dates)
+    value = np.datetime64(condition.value, "D")
+    if condition.operator == "before":
+        return ~np.isnat(dates) & (dates < value)
+    if condition.operator == "since":
+        return ~np.isnat(dates) & (dates > value)
+    return dates == value
 
 
 def _comparable(values: list[str]) -> np.ndarray:
@@ -138,16 +196,28 @@ def _comparable(values: list[str]) -> np.ndarray:
     return np.asarray([v for v in values if "\x00" not in v], dtype=object)
 
 
-def _attribute_mask(layer: Layer, query: SearchQuery, today: np.datetime64) -> np.ndarray:
+def _attribute_mask(snapshot: Snapshot, layer: Layer, query: SearchQuery, today: np.datetime64) -> np.ndarray:
     mask = np.ones(len(layer), dtype=bool)
     if query.entities is not None:
         mask &= np.isin(layer.entity, np.asarray(query.entities, dtype=np.int64))
-    if query.references is not None:
-        mask &= np.isin(layer.columns["reference"].astype(str), _comparable(query.references))
     if query.organisation_entities is not None:
-        mask &= np.isin(layer.columns["organisation-entity"].astype(str), _comparable(query.organisation_entities))
+        wanted = [str(n) for n in query.organisation_entities]
+        mask &= np.isin(shown(layer, "organisation-entity"), wanted)
+    for name, wanted in (
+        ("reference", query.references),
+        ("typology", query.typologies),
+        ("prefix", query.prefixes),
+        ("quality", query.qualities),
+    ):
+        if wanted is not None:
+            mask &= np.isin(shown(layer, name), _comparable(wanted))
+    for prefix, reference in query.curies or ():
+        same = (shown(layer, "prefix") == prefix) & (shown(layer, "reference") == reference)
+        mask &= same if "\x00" not in prefix + reference else False
+    for condition in query.dates:
+        mask &= _date_mask(snapshot, layer, condition)
     if query.periods and "all" not in query.periods:
-        ended = ~np.isnat(layer.end_date) & (layer.end_date <= today)
+        ended = ~is_current(layer.end_date, today)
         period = np.zeros(len(layer), dtype=bool)
         if "current" in query.periods:
             period |= ~ended
@@ -166,7 +236,7 @@ def search(snapshot: Snapshot, query: SearchQuery) -> SearchResult:
     for index, layer in enumerate(layers):
         if not len(layer):
             continue
-        mask = _attribute_mask(layer, query, today)
+        mask = _attribute_mask(snapshot, layer, query, today)
         spatial = _spatial_rows(snapshot, layer, query)
         if spatial is not None:
             keep = np.zeros(len(layer), dtype=bool)
@@ -196,12 +266,39 @@ def find_entity(snapshot: Snapshot, entity: int) -> tuple[Layer, int] | None:
     return None
 
 
+def geometries_of(
+    snapshot: Snapshot,
+    *,
+    entities: list[int] | None = None,
+    references: list[str] | None = None,
+    curies: list[tuple[str, str]] | None = None,
+) -> list[BaseGeometry]:
+    """The geometries of the held entities named by number, by reference, or by ``prefix:reference``."""
+    out = []
+    for layer in snapshot.layer_list:
+        mask = np.zeros(len(layer), dtype=bool)
+        if entities:
+            mask |= np.isin(layer.entity, np.asarray(entities, dtype=np.int64))
+        if references:
+            mask |= np.isin(shown(layer, "reference"), references)
+        for prefix, reference in curies or ():
+            mask |= (shown(layer, "prefix") == prefix) & (shown(layer, "reference") == reference)
+        mask &= ~shapely.is_missing(layer.geometry)
+        out.extend(layer.geometry[mask])
+    return out
+
+
 def _wkt(geom) -> str:
     return (
         shapely.to_wkt(geom, rounding_precision=6, trim=True)
         if geom is not None and not geom.is_empty
         else ""
     )
+
+
+def _organisation_entity(value: str) -> int | str:
+    # an integer on the platform; a council's own file may hold something else, shown as it is
+    return int(value) if value.isdigit() else value
 
 
 def entity_json(layer: Layer, row: int) -> dict:
@@ -216,18 +313,18 @@ def entity_json(layer: Layer, row: int) -> dict:
     for name in ENTITY_FIELDS:
         if name == "entity":
             out[name] = int(layer.entity[row])
-        elif name == "typology":
-            out[name] = _text(columns.get("typology", {}), row) or "geography"
         elif name == "prefix":
             out[name] = _text(columns.get("prefix", {}), row) or layer.name
         elif name == "dataset":
             out[name] = layer.name
+        elif name == "organisation-entity":
+            out[name] = _organisation_entity(_text(columns.get(name, {}), row))
         elif name == "geometry":
             out[name] = "" if layer.kind[row] == POINT else _wkt(geom)
         elif name == "point":
-            out[name] = _wkt(geom if layer.kind[row] == POINT else shapely.point_on_surface(geom))
+            out[name] = _wkt(geom if layer.kind[row] == POINT or geom is None else shapely.point_on_surface(geom))
         else:
-            out[name] = _text(columns.get(name, {}), row)
+            out[name] = _text(columns.get(name, {}), row) or _DEFAULTS.get(name, "")
     for name, values in columns.items():
         if name not in out and name not in _INTERNAL:
             out[name] = _text(values, row)
@@ -241,16 +338,21 @@ def _text(values, row: int) -> str:
     return "" if value is None else str(value)
 
 
+def _names(fields: list[str]) -> set[str]:
+    # the platform accepts snake_case and kebab-case names alike
+    return {f.replace("_", "-") for f in fields}
+
+
 def select_fields(entity: dict, fields: list[str] | None, exclude: list[str] | None) -> dict:
     """The platform's ``field`` (keep only these, and always ``entity``) and ``exclude_field``.
 
-    The platform accepts snake_case and kebab-case names alike.
+    ``field`` wins when both are given, as on the platform.
     """
     if fields:
-        wanted = {f.replace("_", "-") for f in fields} | {"entity"}
+        wanted = _names(fields) | {"entity"}
         return {k: v for k, v in entity.items() if k in wanted}
     if exclude:
-        unwanted = {f.replace("_", "-") for f in exclude}
+        unwanted = _names(exclude)
         return {k: v for k, v in entity.items() if k not in unwanted}
     return entity
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import inspect
+import json
 import logging
+import re
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -14,12 +16,40 @@ from constraints.site import SiteError
 from datasets.cache import CacheError
 from datasets.catalogue import CatalogueError
 
+from .check_process import CheckProcessLost
+from .check_thread import CheckOverdue
+
 log = logging.getLogger("redline.api")
 PROBLEM = "application/problem+json"
 
+#: The endpoints copied from the Planning Data Platform: their errors take its shape, so its clients parse them.
+PLATFORM_PATHS = re.compile(r"/(entity(/[^/]+)?\.(json|geojson)|dataset(/[^/]+)?\.json)")
+
+# pydantic 1's wording and types, which the platform's answers (and clients) carry: v2 type -> (msg, type, ctx key)
+_PYDANTIC1 = {
+    "missing": ("field required", "value_error.missing", None),
+    "int_parsing": ("value is not a valid integer", "type_error.integer", None),
+    "int_from_float": ("value is not a valid integer", "type_error.integer", None),
+    "float_parsing": ("value is not a valid float", "type_error.float", None),
+    "bool_parsing": ("value could not be parsed to a boolean", "type_error.bool", None),
+    "date_parsing": ("invalid date format", "value_error.date", None),
+    "date_from_datetime_parsing": ("invalid date format", "value_error.date", None),
+    "date_from_datetime_inexact": ("invalid date format", "value_error.date", None),
+    "greater_than_equal": ("ensure this value is greater than or equal to {}", "value_error.number.not_ge", "ge"),
+    "greater_than": ("ensure this value is greater than {}", "value_error.number.not_gt", "gt"),
+    "less_than_equal": ("ensure this value is less than or equal to {}", "value_error.number.not_le", "le"),
+    "less_than": ("ensure this value is less than {}", "value_error.number.not_lt", "lt"),
+    "string_too_long": ("ensure this value has at most {} characters", "value_error.any_str.max_length", "max_length"),
+    "string_pattern_mismatch": ('string does not match regex "{}"', "value_error.str.regex", "pattern"),
+}
+
 
 class Problem(Exception):
-    """An error with an HTTP status, raised by routers for what the domain does not cover."""
+    """An error with an HTTP status, raised by routers for what the domain does not cover.
+
+    Items of ``errors`` may carry the platform's ``loc``, ``msg``, ``type`` and ``ctx`` beside the
+    problem's ``pointer`` and ``detail``: the platform-compatible endpoints answer with those.
+    """
 
     def __init__(self, status: int, title: str, detail: str, *, type: str = "about:blank", headers: dict | None = None, **extra):
         super().__init__(detail)
@@ -39,7 +69,7 @@ def problem_response(status: int, title: str, detail: str, *, type: str = "about
 def _site_error(request: Request, exc: SiteError) -> JSONResponse:
     errors = [{"pointer": exc.pointer or "/", "detail": exc.message}]
     title = "Payload too large" if exc.status == 413 else "The site cannot be checked"
-    return problem_response(exc.status, title, exc.message, type=f"/problems/{exc.code}", instance=request.url.path, errors=errors)
+    return problem_response(exc.status, title, exc.message, type=f"/problems/{exc.code}", instance=request.url.path, errors=errors, limit=exc.limit)
 
 
 def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -73,6 +103,13 @@ def _problem(request: Request, exc: Problem) -> JSONResponse:
 
 def _cache_error(request: Request, exc: CacheError) -> JSONResponse:
     return problem_response(503, "Constraint data unavailable", str(exc), instance=request.url.path, headers={"Retry-After": "5"})
+
+
+def _check_interrupted(request: Request, exc: Exception) -> JSONResponse:
+    if isinstance(exc, CheckOverdue):
+        return problem_response(503, "Check took too long", str(exc), type="/problems/check-deadline", instance=request.url.path, headers={"Retry-After": "1"}, deadline_s=exc.deadline_s)
+    detail = f"{exc}; the process answering checks was replaced: send the check again"
+    return problem_response(503, "Check interrupted", detail, type="/problems/check-interrupted", instance=request.url.path, headers={"Retry-After": "1"})
 
 
 def _unexpected(request: Request, exc: Exception) -> JSONResponse:
@@ -137,13 +174,6 @@ def declare_problems(schema: dict) -> dict:
     Declared here, by what an operation has (an API key check, a body, parameters, an id in its path,
     a workflow state), rather than route by route, so a new route cannot forget them.
     """
-    problem = {"content": {PROBLEM: {"schema": {"$ref": "#/components/schemas/Problem"}}}}
-    schema.setdefault("components", {}).setdefault("schemas", {})["Problem"] = {
-        "type": "object",
-        "description": "RFC 9457 problem details",
-        "required": ["type", "title", "status", "detail"],
-        "properties": {"type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"}, "detail": {"type": "string"}, "instance": {"type": "string"}, "errors": {"type": "array", "items": {"type": "object"}}},
-    }
     for path, operations in schema.get("paths", {}).items():
         for method, operation in operations.items():
             if not isinstance(operation, dict) or "responses" not in operation:
@@ -160,17 +190,80 @@ def declare_problems(schema: dict) -> dict:
             if "{" in path and method in ("post", "delete") and "/widget/" not in path:
                 answers |= CHANGES_STATE
             for status, description in answers.items():
-                operation["responses"].setdefault(status, {"description": description, **problem})
+                operation["responses"].setdefault(status, {"description": description})
     return schema
+def invalid_parameter(name: str, msg: str, *, type: str = "value_error", ctx: dict | None = None, parsed: bool = True) -> Problem:
+    """A 422 for one query parameter, in both shapes: the problem's pointer and the platform's ``loc``.
+
+    ``parsed``: the platform reports what its validators refuse at ``[name]`` and what does not
+    parse at all (not a number, not a date) at ``["query", name]``; keep that distinction.
+    """
+    item = {"pointer": f"/{name}", "in": "query", "detail": msg, "loc": [name] if parsed else ["query", name], "msg": msg, "type": type}
+    if ctx:
+        item["ctx"] = ctx
+    return Problem(422, "The request is not valid", f"{name}: {msg}", type="/problems/invalid-request", errors=[item])
+
+
+def _pydantic1(error: dict) -> dict:
+    """One pydantic 2 validation error in the shape pydantic 1 gave it, as the platform answers."""
+    item = {"loc": list(error.get("loc", ())), "msg": error.get("msg", "invalid"), "type": "value_error"}
+    ctx = error.get("ctx") or {}
+    kind = error.get("type", "")
+    if kind == "enum":
+        permitted = str(ctx.get("expected", "")).replace(" or ", ", ")
+        item.update(msg=f"value is not a valid enumeration member; permitted: {permitted}", type="type_error.enum")
+    elif kind in _PYDANTIC1:
+        msg, type_, key = _PYDANTIC1[kind]
+        item.update(msg=msg.format(ctx.get(key)) if key else msg, type=type_)
+        if key:
+            item["ctx"] = {"limit_value" if key != "pattern" else "pattern": ctx.get(key)}
+    return item
+
+
+def platform_error(body: dict, exc: Exception) -> dict:
+    """The platform's error body for an answer redline rendered as a problem.
+
+    Refused parameters are a list under ``detail`` (FastAPI's 422 shape); anything else, as the
+    platform's ``HTTPException`` gives it, a string under ``detail``.
+    """
+    if isinstance(exc, RequestValidationError):
+        return {"detail": [_pydantic1(e) for e in exc.errors()]}
+    items = [e for e in body.get("errors") or [] if isinstance(e, dict)]
+    if body["status"] in (400, 422) or any("loc" in e for e in items):
+        detail = [
+            {k: e[k] for k in ("loc", "msg", "type", "ctx") if k in e}
+            if "loc" in e
+            else {"loc": [e.get("in", "query"), e.get("pointer", "/").lstrip("/")], "msg": e.get("detail", body["detail"]), "type": "value_error"}
+            for e in items
+        ]
+        return {"detail": detail or [{"loc": [], "msg": body["detail"], "type": "value_error"}]}
+    return {"detail": body["detail"]}
+
+
+def _speaking_platform(handler):
+    """``handler``, answering in the platform's shape on the platform-compatible endpoints."""
+
+    def answer(request: Request, exc: Exception):
+        response = handler(request, exc)
+        if not PLATFORM_PATHS.fullmatch(request.url.path):
+            return response
+        headers = {k: v for k, v in response.headers.items() if k.lower() not in ("content-length", "content-type")}
+        body = platform_error(json.loads(response.body), exc)
+        return JSONResponse(body, status_code=response.status_code, headers=headers)
+
+    return answer
 
 
 def install(app: FastAPI, domain_errors: tuple[type[Exception], ...] = ()) -> None:
-    app.add_exception_handler(SiteError, _site_error)
-    app.add_exception_handler(RequestValidationError, _validation_error)
-    app.add_exception_handler(StarletteHTTPException, _http_error)
-    app.add_exception_handler(Problem, _problem)
-    app.add_exception_handler(CacheError, _cache_error)
-    app.add_exception_handler(CatalogueError, _domain_error)
+    add = lambda error, handler: app.add_exception_handler(error, _speaking_platform(handler))  # noqa: E731
+    add(SiteError, _site_error)
+    add(RequestValidationError, _validation_error)
+    add(StarletteHTTPException, _http_error)
+    add(Problem, _problem)
+    add(CacheError, _cache_error)
+    add(CheckOverdue, _check_interrupted)
+    add(CheckProcessLost, _check_interrupted)
+    add(CatalogueError, _domain_error)
     for error in domain_errors:
-        app.add_exception_handler(error, _domain_error)
-    app.add_exception_handler(Exception, _unexpected)
+        add(error, _domain_error)
+    add(Exception, _unexpected)

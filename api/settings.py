@@ -8,13 +8,17 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from boundary.geometry import BoundaryLimits
+from datasets.data_dir import default_data_dir
 
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="REDLINE_", env_file=".env", extra="ignore")
 
-    data_dir: Path = Field(Path(".redline"), description="Layer cache, manifest, derived index files and the SQLite store.")
+    data_dir: Path = Field(
+        default_factory=default_data_dir,
+        description="Layer cache, manifest, derived index files, keys and the SQLite store "
+        "(default: $XDG_DATA_HOME/redline or ~/.local/share/redline, the same from every folder).",
+    )
     database_url: str | None = Field(None, description="postgresql://... to keep boundaries in PostgreSQL; SQLite in data_dir when unset.")
     local_catalogue: Path | None = Field(None, description="A council's own constraint keys and datasets (JSON, same shape as the shipped catalogue).")
     article4_dir: Path | None = Field(None, description="Folder of per-council granular article 4 rule files.")
@@ -40,30 +44,28 @@ class Settings(BaseSettings):
     max_upload_files: int = Field(20, gt=0, description="Members an uploaded zip may hold (a shapefile is 3 to 8 files).")
     max_vertices: int = 10_000
     max_geometries: int = 100
+    max_parts: int = Field(100, ge=1, description="Separate polygons in one site.")
+    max_holes: int = Field(100, ge=0, description="Holes in one site, all its polygons together.")
+    max_repair_vertices: int = Field(5_000, ge=4, description="A site that crosses itself is repaired only up to this many vertices.")
+    max_self_intersections: int = Field(50, ge=0, description="A site is repaired (or overlapping parts merged) only up to this many points where edges cross.")
     max_boundary_area_ha: float = 100.0
     tolerance_m2: float = 0.5
     tolerance_pct: float = 0.1
 
     check_process: bool = Field(True, description="Answer POST /v1/check in child processes forked from each worker (sharing its memory), so checks and the event loop never trade the GIL; off runs them on a thread in the worker. Always a thread where fork is missing or with live_fallback.")
     check_processes: int = Field(1, ge=1, le=64, description="Check processes per worker: each check goes to the one with the fewest waiting.")
+    check_deadline_s: float = Field(5.0, gt=0, le=600, description="How long a check may take, queueing included, before it is abandoned with 503 and Retry-After; a check process that overruns it is killed and replaced.")
 
     require_keys: bool = Field(False, description="Refuse protected requests (503) whenever no API key is usable. Set by 'redline serve' off loopback; a service started with keys is closed that way anyway.")
     cors_origins: list[str] = Field(default_factory=list)
     rate_limit_per_s: float = Field(50.0, description="Token bucket refill rate per API key.")
     rate_limit_burst: int = 100
+    public_read: bool = Field(True, description="Answer the platform-compatible reads (/entity*, /dataset*, /gis/{team}) without an API key, as the platform and PlanX do; keys stay mandatory for everything else.")
+    anonymous_rate_limit_per_s: float = Field(10.0, description="Token bucket refill rate per client address for requests without an API key.")
+    anonymous_rate_limit_burst: int = Field(1000, description="Burst per client address without a key: 20 back-to-back PlanX checks of about 30 requests each fit.")
+    failed_auth_per_s: float = Field(0.1, description="Refill rate of each client address's allowance of failed authentications.")
+    failed_auth_burst: int = Field(10, description="Failed authentications a client address may make before its keyed requests get 429.")
     auto_approve_working_days: int = 5
-
-
-def boundary_limits(settings: Settings) -> BoundaryLimits:
-    """The limits of a red-line boundary and of an uploaded boundary file, from the settings."""
-    return BoundaryLimits(
-        max_area_ha=settings.max_boundary_area_ha,
-        max_vertices=settings.max_vertices,
-        max_upload_bytes=settings.max_body_bytes,
-        max_unpacked_bytes=settings.max_upload_unpacked_bytes,
-        max_ratio=settings.max_upload_ratio,
-        max_files=settings.max_upload_files,
-    )
 
 
 @lru_cache

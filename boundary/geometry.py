@@ -23,7 +23,7 @@ import os
 import shutil
 import tempfile
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from zlib import error as zlib_error
 
@@ -34,22 +34,23 @@ from shapely.geometry import mapping
 from shapely.geometry.base import BaseGeometry
 
 from boundary.errors import BoundaryTooLarge, InvalidBoundary
-from constraints.site import SiteError, SiteLimits, load_json, parse_site
+from constraints.site import SiteError, SiteLimits, limit_overlay, load_json, parse_site
 from datasets import crs
 
 
 @dataclass(frozen=True)
 class BoundaryLimits:
-    """Limits a boundary must respect; every one is configurable through settings."""
+    """Limits a boundary must respect on top of a site's (``site``: vertices, parts, holes, repair work);
+    every one is configurable through settings."""
 
     min_area_m2: float = 1.0
     max_area_ha: float = 100.0
-    max_vertices: int = 10_000
     max_repair_change: float = 0.01  # fraction of the area a repair may change
     max_upload_bytes: int = 10 * 1024 * 1024
     max_unpacked_bytes: int = 20_000_000  # what a zip may hold once unpacked, by its declared sizes
     max_ratio: float = 100.0  # unpacked / packed size for a zip member over 1 MB
     max_files: int = 20  # members of a zip
+    site: SiteLimits = field(default_factory=SiteLimits)
 
 
 @dataclass
@@ -110,9 +111,9 @@ def validate_boundary(obj, limits: BoundaryLimits | None = None) -> ValidBoundar
         (:class:`BoundaryTooLarge` for size limits).
     """
     limits = limits or BoundaryLimits()
-    site_limits = SiteLimits(
+    site_limits = replace(
+        limits.site,
         max_bytes=limits.max_upload_bytes,
-        max_vertices=limits.max_vertices,
         min_area_m2=limits.min_area_m2,
         max_area_m2=limits.max_area_ha * 10_000,
         allow_points=False,  # an address point is a check, not a red line
@@ -126,8 +127,7 @@ def validate_boundary(obj, limits: BoundaryLimits | None = None) -> ValidBoundar
     try:
         site = parse_site(obj, site_limits)
     except SiteError as exc:
-        cls = BoundaryTooLarge if getattr(exc, "status", 422) == 413 else InvalidBoundary
-        raise cls(exc.message, code=exc.code, pointer=exc.pointer) from exc
+        raise _boundary_error(exc) from exc
     return ValidBoundary(
         geometry=site.geometry,
         area_m2=float(site.area_m2),
@@ -146,6 +146,11 @@ UPLOAD_KINDS = {
     ".gpkg": "GeoPackage",
     ".zip": "zipped Shapefile",
 }
+
+
+def _boundary_error(exc: SiteError) -> InvalidBoundary:
+    cls = BoundaryTooLarge if getattr(exc, "status", 422) == 413 else InvalidBoundary
+    return cls(exc.message, code=exc.code, pointer=exc.pointer)
 
 
 def _reproject_to_wgs84(frame) -> BaseGeometry:
@@ -279,14 +284,8 @@ def parse_upload(
             data = load_json(content, SiteLimits(max_bytes=None), what=filename)
         except SiteError as exc:
             raise InvalidBoundary(f"{exc.message} (a GeoJSON file is expected)", code="not-json") from None
-        # A pre-RFC 7946 "crs" member naming British National Grid is honoured (QGIS still writes it).
-        named = (
-            str(((data.get("crs") or {}).get("properties") or {}).get("name", ""))
-            if isinstance(data, dict)
-            else ""
-        )
-        if "27700" not in named:
-            return data, []
+        # as posted to /v1/boundaries: a "crs" member (EPSG:27700) is read by parse_site, for both alike
+        return data, []
     with tempfile.TemporaryDirectory(prefix="redline-upload-") as tmp:
         path = os.path.join(tmp, "upload" + suffix)
         with open(path, "wb") as fh:
@@ -323,6 +322,10 @@ def parse_upload(
         )
     if len(polygonal) > 1:
         warnings.append(f"{len(polygonal)} polygon features were joined into one site")
+        try:  # joining them is overlay work: bounded like any repair, before it starts
+            limit_overlay(shapely.MultiPolygon([p for g in polygonal.geometry.values for p in shapely.get_parts(g)]), limits.site, f"{filename}: its features overlap", "join them into one outline")
+        except SiteError as exc:
+            raise _boundary_error(exc) from exc
     try:
         geometry = _reproject_to_wgs84(polygonal)
     except crs.OutsideGridError as exc:

@@ -3,14 +3,17 @@
 - ``proposal.boundary`` is a ``GeoBoundary``: ``{"site": <GeoJSON Feature>, "area": {"squareMetres",
   "hectares"}}``.
 - ``designations`` is a list of ``PlanningDesignation`` built by :func:`constraints.formats.to_odp`
-  from the machine answer, with the officers' overrides applied on top: a dismissed constraint is
-  reported as not intersecting, a constraint added by hand as intersecting (with its entity where it
-  has one). The machine answer itself is never changed; ``applied_overrides`` lists what was applied.
+  from the machine answer, with the officers' overrides applied on top (:func:`constraints.overrides.apply_overrides`):
+  a dismissed constraint is reported as not intersecting, a constraint added by hand as intersecting
+  (with its entity where it has one), and the keys derived from them (``designated``) follow. The machine
+  answer itself is never changed; ``applied_overrides`` lists what was applied.
 """
 
 from __future__ import annotations
 
 from constraints.formats import ODP_DESCRIPTIONS, entity_url, to_odp
+from constraints.overrides import apply_overrides
+from datasets.catalogue import Catalogue
 
 
 def geo_boundary(version: dict) -> dict:
@@ -24,7 +27,13 @@ def geo_boundary(version: dict) -> dict:
     }
 
 
-def designations(answer: dict, overrides: list[dict] | None = None) -> tuple[list[dict], list[str]]:
+def effective_answer(version: dict, catalogue: Catalogue) -> dict:
+    """A version's machine answer with its live overrides applied (keys derived from them following)."""
+    answer = version.get("constraints") or {"constraints": []}
+    return apply_overrides(answer, version.get("overrides"), catalogue)
+
+
+def designations(answer: dict, overrides: list[dict] | None, catalogue: Catalogue) -> tuple[list[dict], list[str]]:
     """ODP designations for a machine answer with live overrides applied.
 
     Returns
@@ -32,45 +41,27 @@ def designations(answer: dict, overrides: list[dict] | None = None) -> tuple[lis
     (designations, applied)
         The ``PlanningDesignation`` list and the ids of the overrides that changed it.
     """
-    out = {d["value"]: d for d in to_odp(answer)}
+    out = {d["value"]: d for d in to_odp(apply_overrides(answer, overrides, catalogue))}
     applied = []
     for o in overrides or []:
-        if o.get("removed_at") is not None:
-            continue
-        key = o["key"]
-        if key not in ODP_DESCRIPTIONS:
-            continue  # the schema cannot carry a council's own keys
-        if o["action"] == "dismissed":
-            out[key] = {"value": key, "description": ODP_DESCRIPTIONS[key], "intersects": False}
-            applied.append(o["id"])
-        elif o["action"] == "added":
-            entry = out.get(key)
-            if entry is None or not entry["intersects"]:
-                entry = {
-                    "value": key,
-                    "description": ODP_DESCRIPTIONS[key],
-                    "intersects": True,
-                    "entities": [],
-                }
-            url = None
-            if o.get("entity") and str(o["entity"]).isdigit():
-                url = entity_url(int(o["entity"]))
+        if o.get("removed_at") is not None or o["key"] not in ODP_DESCRIPTIONS:
+            continue  # withdrawn, or a key the schema cannot carry (a council's own)
+        entry = out.get(o["key"])
+        if o["action"] == "added" and entry is not None:
+            url = entity_url(int(o["entity"])) if str(o.get("entity") or "").isdigit() else None
             if url:
                 name = o.get("text") or str(o["entity"])
-                entry.setdefault("entities", []).append(
-                    {"name": name, "source": {"text": "Planning Data", "url": url}}
-                )
-            out[key] = entry
+                entry.setdefault("entities", []).append({"name": name, "source": {"text": "Planning Data", "url": url}})
             applied.append(o["id"])
-        elif o["action"] == "confirmed" and key in out:
+        elif o["action"] == "dismissed" or (o["action"] == "confirmed" and entry is not None):
             applied.append(o["id"])
     return list(out.values()), applied
 
 
-def export_version(version: dict) -> dict:
+def export_version(version: dict, catalogue: Catalogue) -> dict:
     """``{"proposal": {"boundary": GeoBoundary}, "designations": [...], ...}`` for one version view."""
     answer = version.get("constraints") or {"constraints": []}
-    designation_list, applied = designations(answer, version.get("overrides"))
+    designation_list, applied = designations(answer, version.get("overrides"), catalogue)
     return {
         "boundary_id": version["id"],
         "version": version["version"],

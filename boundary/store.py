@@ -179,7 +179,9 @@ def resolve_url(url: str | None, data_dir: str | os.PathLike | None = None) -> S
     ``sqlite:///abs/path.db`` a given SQLite file; ``postgresql://...`` / ``postgres://...`` PostgreSQL.
     """
     if not url:
-        root = Path(data_dir or os.environ.get("REDLINE_DATA_DIR", ".redline"))
+        from datasets.data_dir import default_data_dir
+
+        root = Path(data_dir or os.environ.get("REDLINE_DATA_DIR") or default_data_dir())
         path = root / SQLITE_FILENAME
         return StoreConfig(url=f"sqlite:///{path}", dialect="sqlite", path=path)
     if url.startswith("sqlite:///"):
@@ -363,11 +365,11 @@ class Store:
     data_dir : path, optional
         Where the default SQLite file lives (``REDLINE_DATA_DIR``).
 
-    Examples
-    --------
-    >>> store = Store("sqlite:///tmp/b.sqlite3")       # doctest: +SKIP
-    >>> with store.transaction() as tx:                 # doctest: +SKIP
-    ...     tx.get_boundary("...")
+    Usage::
+
+        store = Store("sqlite:///tmp/b.sqlite3")
+        with store.transaction() as tx:
+            tx.get_boundary("...")
     """
 
     def __init__(self, url: str | None = None, *, data_dir: str | os.PathLike | None = None, migrate=True):

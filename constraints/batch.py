@@ -27,15 +27,16 @@ same input, options and layer data).
 
 Output, one row per site and key: the site id (column named as ``id_field``, else ``row``, the
 1-based row number in the file), ``key``, ``status`` (``intersects``/``clear``/``unknown``),
-``entities`` (ids), ``names``, ``overlap_m2`` (aligned with ``entities``), ``site_area_m2``
+``reason`` (why, when ``unknown``; else empty), ``entities`` (ids), ``names``, ``overlap_m2`` (aligned
+with ``entities``), ``nearby`` (ids of entities touched below the tolerance), ``site_area_m2``
 (geodesic, as the service reports it) and, in GeoParquet, the checked site ``geometry`` (EPSG:4326).
 Rows are grouped by partition (spatially), in input order within a partition.
 
-Examples
---------
->>> report = run_batch("titles.gpkg", "results.parquet", cache_root=".redline", workers=2)  # doctest: +SKIP
->>> report.sites, report.errors  # doctest: +SKIP
-(120000, 14)
+Usage::
+
+    report = run_batch("titles.gpkg", "results.parquet", cache_root=".redline", workers=2)
+    report.sites, report.errors
+    # (120000, 14)
 """
 
 from __future__ import annotations
@@ -48,7 +49,6 @@ import json
 import logging
 import os
 import shutil
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -74,7 +74,8 @@ DEFAULT_PARTITION_SIZE = 2000
 HILBERT_LEVEL = 16
 PART_FORMAT = "redline-batch-part-1"
 STATUSES = ("intersects", "clear", "unknown")
-RESERVED_COLUMNS = ("key", "status", "entities", "names", "overlap_m2", "site_area_m2", "geometry")
+RESERVED_COLUMNS = ("key", "status", "reason", "entities", "names", "overlap_m2", "nearby", "site_area_m2", "geometry")
+LIST_COLUMNS = ("entities", "names", "overlap_m2", "nearby")  # JSON arrays in a CSV result
 READABLE = (".parquet", ".geoparquet", ".gpkg", ".geojson", ".json", ".shp", ".zip", ".fgb", ".csv")
 
 
@@ -103,22 +104,33 @@ class SiteTable:
         return len(self.rows)
 
 
-def _read_frame(path: Path, layer: str | None):
-    from datasets.loaders import LoadError, read_frame
+def _read_rows(path: Path, layer: str | None, crs: str | int | None):
+    from datasets.loaders import FileRows, LoadError, frame_to_wgs84, read_rows
 
-    if path.suffix.lower() in (".parquet", ".geoparquet"):
+    try:
+        if path.suffix.lower() not in (".parquet", ".geoparquet"):
+            return read_rows(path, layer, crs)
         import geopandas as gpd
 
         try:
-            return gpd.read_parquet(path)
-        except (
-            Exception
-        ) as err:  # pyarrow and geopandas raise several kinds for a file that is not GeoParquet
+            frame = gpd.read_parquet(path)
+        except Exception as err:  # pyarrow and geopandas raise several kinds for a file that is not GeoParquet
             raise BatchError(f"{path.name} could not be read as GeoParquet: {err}") from None
-    try:
-        return read_frame(path, layer)
+        frame, off_grid = frame_to_wgs84(frame, crs, path)
     except LoadError as err:
         raise BatchError(str(err)) from None
+    except BatchError:
+        raise
+    except Exception as err:  # pyproj: an unknown --crs
+        raise BatchError(f"{path.name}: cannot convert to longitude/latitude: {err}") from None
+    from datasets.loaders import MISSING_GEOMETRY, OFF_GRID
+
+    frame = frame.reset_index(drop=True)
+    geometry = frame.geometry.to_numpy()
+    problems = np.full(len(frame), None, dtype=object)
+    problems[shapely.is_missing(geometry) | shapely.is_empty(geometry)] = MISSING_GEOMETRY
+    problems[off_grid] = OFF_GRID
+    return FileRows(frame, problems)
 
 
 def read_sites(
@@ -126,16 +138,17 @@ def read_sites(
 ) -> SiteTable:
     """Read the sites of a GIS file into EPSG:4326.
 
-    Rows with no geometry, or whose coordinates fall off the OSTN15 grid when converted from British
-    National Grid, are reported in ``errors``; everything else about a site (validity, range, limits)
-    is judged later by ``parse_site``, as the service judges it.
+    Rows that cannot be sites at all (an empty or unreadable geometry cell, no geometry, coordinates
+    off the OSTN15 grid) are reported in ``errors``, with the loader's words for them; everything
+    else about a site (validity, range, limits) is judged later by ``parse_site``, as the service
+    judges it.
 
     Raises
     ------
     BatchError
         The file is missing or unreadable, has no CRS, or has no column ``id_field``.
     """
-    from datasets.loaders import LoadError, frame_to_wgs84, kebab
+    from datasets.loaders import kebab
 
     path = Path(path)
     if not path.exists():
@@ -146,14 +159,8 @@ def read_sites(
         raise BatchError(
             f"{path.name}: unsupported file type {path.suffix!r}; give one of {', '.join(READABLE)}"
         )
-    frame = _read_frame(path, layer)
-    try:
-        frame, off_grid = frame_to_wgs84(frame, crs, path)
-    except LoadError as err:
-        raise BatchError(str(err)) from None
-    except Exception as err:  # pyproj: an unknown --crs
-        raise BatchError(f"{path.name}: cannot convert to longitude/latitude: {err}") from None
-    frame = frame.reset_index(drop=True)
+    read = _read_rows(path, layer, crs)
+    frame = read.frame
     rows = np.arange(1, len(frame) + 1, dtype=np.int64)
 
     if id_field:
@@ -175,20 +182,8 @@ def read_sites(
         ids, out_name = rows.copy(), "row"
 
     geometry = np.array(frame.geometry.to_numpy(), dtype=object)
-    errors: list[tuple[int, object, str]] = []
-    missing = (shapely.is_missing(geometry) | shapely.is_empty(geometry)) & ~off_grid
-    for i in np.flatnonzero(off_grid):
-        errors.append(
-            (
-                int(rows[i]),
-                _plain(ids[i]),
-                "coordinates lie outside Great Britain (OSTN15 grid): is the coordinate system right?",
-            )
-        )
-    for i in np.flatnonzero(missing):
-        errors.append((int(rows[i]), _plain(ids[i]), "the geometry is empty or missing"))
-    keep = ~(missing | off_grid)
-    errors.sort(key=lambda e: e[0])
+    keep = read.problems == None  # noqa: E711 - elementwise on an object array
+    errors = [(int(rows[i]), _plain(ids[i]), str(read.problems[i])) for i in np.flatnonzero(~keep)]
     return SiteTable(out_name, ids[keep], rows[keep], geometry[keep], errors)
 
 
@@ -295,9 +290,11 @@ def result_schema(id_field: str, id_type: pa.DataType) -> pa.Schema:
             (id_field, id_type),
             ("key", pa.dictionary(pa.int32(), pa.string())),
             ("status", pa.dictionary(pa.int8(), pa.string())),
+            ("reason", pa.dictionary(pa.int32(), pa.string())),
             ("entities", pa.list_(pa.int64())),
             ("names", pa.list_(pa.string())),
             ("overlap_m2", pa.list_(pa.float64())),
+            ("nearby", pa.list_(pa.int64())),
             ("site_area_m2", pa.float64()),
             # one WKB per site, repeated on each of its keys: dictionary-encoded, it costs one copy
             ("geometry", pa.dictionary(pa.int32(), pa.binary())),
@@ -324,6 +321,7 @@ def check_sites(
     from .site import parse_site
 
     slot_col, key_col, status_col, entities_col, names_col, overlap_col = [], [], [], [], [], []
+    reason_col, nearby_col = [], []
     checked_ids: list = []  # per checked site (its slot)
     areas: list[float] = []
     wkbs: list[bytes] = []
@@ -350,6 +348,8 @@ def check_sites(
             entities_col.append([int(e["entity"]) for e in found])
             names_col.append([e.get("name") for e in found])
             overlap_col.append([e.get("overlap_m2") for e in found])
+            reason_col.append(constraint.get("reason") if constraint["status"] == "unknown" else None)
+            nearby_col.append([int(e["entity"]) for e in constraint.get("nearby") or ()])
     slots = np.asarray(slot_col, dtype=np.int32)
     table = pa.table(
         {
@@ -359,8 +359,10 @@ def check_sites(
                 pa.array([STATUSES.index(s) for s in status_col], type=pa.int8()), pa.array(STATUSES)
             ),
             "entities": pa.array(entities_col, type=pa.list_(pa.int64())),
+            "reason": pa.array(reason_col, type=pa.string()).dictionary_encode(),
             "names": pa.array(names_col, type=pa.list_(pa.string())),
             "overlap_m2": pa.array(overlap_col, type=pa.list_(pa.float64())),
+            "nearby": pa.array(nearby_col, type=pa.list_(pa.int64())),
             "site_area_m2": pa.array(np.asarray(areas, dtype=np.float64)[slots], type=pa.float64()),
             "geometry": pa.DictionaryArray.from_arrays(
                 pa.array(slots, type=pa.int32()), pa.array(wkbs, type=pa.binary())
@@ -523,18 +525,16 @@ def _connect(scheduler: str | None, workers: int):
 
 
 def _progress(total: int, parts: int, enabled: bool):
-    from tqdm import tqdm
+    from datasets.progress import progress_bar
 
-    return tqdm(
-        total=total,
+    return progress_bar(
+        total,
+        desc="checking",
         unit="site",
         unit_scale=True,
-        desc="checking",
-        disable=not enabled,
-        file=sys.stderr,
         smoothing=0.1,
-        dynamic_ncols=True,
         postfix=f"tasks 0/{parts}",
+        enabled=enabled,
     )
 
 
@@ -798,8 +798,12 @@ def _write_errors(path: Path, id_field: str, errors: list[tuple[int, object, str
 
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["row", id_field, "reason"])
-    writer.writerows(errors)
+    if id_field == "row":  # no --id-field: the row number is the id, once
+        writer.writerow(["row", "reason"])
+        writer.writerows((row, reason) for row, _, reason in errors)
+    else:
+        writer.writerow(["row", id_field, "reason"])
+        writer.writerows(errors)
     atomic_write_bytes(path, buffer.getvalue().encode())
 
 
@@ -847,12 +851,13 @@ def _finalise_csv(part_files: list[Path], schema: pa.Schema, out: Path) -> int:
                     id_field: table.column(id_field),
                     "key": table.column("key").cast(pa.string()),
                     "status": table.column("status").cast(pa.string()),
+                    "reason": table.column("reason").cast(pa.string()),
                     **{
                         name: pa.array(
                             [orjson.dumps(v).decode() for v in table.column(name).to_pylist()],
                             type=pa.string(),
                         )
-                        for name in ("entities", "names", "overlap_m2")
+                        for name in LIST_COLUMNS
                     },
                     "site_area_m2": table.column("site_area_m2"),
                 }
@@ -863,9 +868,7 @@ def _finalise_csv(part_files: list[Path], schema: pa.Schema, out: Path) -> int:
         if first:  # no parts at all: still a CSV with its header
             handle.write(
                 (
-                    ",".join(
-                        [id_field, "key", "status", "entities", "names", "overlap_m2", "site_area_m2"]
-                    )
+                    ",".join([id_field, "key", "status", "reason", *LIST_COLUMNS, "site_area_m2"])
                     + "\n"
                 ).encode()
             )

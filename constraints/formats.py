@@ -1,17 +1,19 @@
 """Output formats of a check: PlanX's GIS response, the ODP schema's ``designations``, and GeoJSON.
 
 Each takes the native answer (``ConstraintIndex.check``) and reshapes it; none consults the data again.
-A key whose status is ``unknown`` is never written as a "not": PlanX gets ``value: null`` with the
-reason, and ODP (which has no way to say "not checked") leaves the key out.
+A key whose status is ``unknown`` is never written as a "not": PlanX's shape and ODP (neither of
+which can say "not checked") leave the key out, and PlanX's lists it with its reason apart.
 
-Examples
---------
->>> planx = to_planx(answer, catalogue)  # doctest: +SKIP
->>> planx["constraints"]["listed"]["value"]  # doctest: +SKIP
-True
+Usage::
+
+    planx = to_planx(answer, catalogue)
+    planx["constraints"]["listed"]["value"]
+    # True
 """
 
 from __future__ import annotations
+
+from enum import StrEnum
 
 from datasets.catalogue import Catalogue
 from datasets.loaders import LOCAL_ID_BASE  # local features have no page on the platform
@@ -85,34 +87,84 @@ def _planx_entity(entity: dict) -> dict:
     return out
 
 
-def to_planx(answer: dict, catalogue: Catalogue | None = None, source_request: str = "") -> dict:
-    """PlanX's GIS response: ``constraints`` keyed by key with ``fn``, ``value``, ``text``, ``category``, ``data``.
+def planx_derived(key: str, catalogue: Catalogue | None) -> bool:
+    """Whether PlanX derives ``key`` from another key's answer and so gives it ``fn`` and ``value`` only.
 
-    Derived keys (``designated``, ``flood.zoneThree``, granular article 4 keys) carry ``fn`` and
-    ``value`` as PlanX does. A key that could not be checked has ``value: null`` and says why in
-    ``text``, so a caller that treats "falsy" as "not" still cannot mistake it for a negative.
+    ``designated`` (from ``designated.*``), the flood zones and listed grades (from their parent's
+    entities), and a council's granular article 4 keys (from ``articleFour``'s entities).
     """
-    constraints = {}
+    if catalogue is None:
+        return False
+    if key not in catalogue:
+        return True  # a council's granular article 4 key
+    constraint = catalogue.get(key)
+    if constraint.any_of:
+        return True
+    parent = key.rsplit(".", 1)[0]
+    return parent != key and parent in catalogue and set(catalogue.get(parent).datasets) == set(constraint.datasets)
+
+
+def planx_metadata_datasets(answer: dict, catalogue: Catalogue | None, loaded) -> dict[str, str]:
+    """The dataset PlanX describes under each answered base key's ``metadata`` (``/dataset/{name}.json``).
+
+    ``loaded`` holds the dataset names this service has; the first of a key's datasets that is
+    loaded is described, else its first.
+    """
+    out = {}
+    for item in answer["constraints"]:
+        key = item["key"]
+        if not item.get("datasets") or planx_derived(key, catalogue):
+            continue
+        names = [d for d in item["datasets"] if d in loaded] or item["datasets"]
+        out[key] = names[0]
+    return out
+
+
+def to_planx(answer: dict, catalogue: Catalogue | None = None, source_request: str = "", describe=None) -> dict:
+    """PlanX's GIS response: ``sourceRequest``, ``constraints`` and ``metadata``, each as PlanX gives them.
+
+    A checked key has PlanX's shape: ``fn``, ``value``, ``text``, ``category``, and ``data`` when it
+    applies; a key PlanX derives from another (:func:`planx_derived`) has ``fn`` and ``value`` only.
+    A key that could not be checked is **left out of** ``constraints``: PlanX's editor records every
+    key present whose ``value`` is not truthy as "does not apply", and a key that is absent as
+    neither, so the applicant is asked instead. Such keys are listed with their reasons under
+    ``unknown``, and slivers under ``nearby``: members PlanX ignores.
+
+    ``metadata`` is keyed by PlanX key; ``describe(dataset)`` gives a dataset's ``/dataset/{name}.json``
+    (by default, what the answer's provenance holds of it).
+    """
+    constraints, unknown, nearby = {}, {}, {}
     for item in answer["constraints"]:
         key = item["key"]
         status = item["status"]
-        value = True if status == "intersects" else False if status == "clear" else None
-        entry = {"fn": key, "value": value, "text": item["text"], "category": item["category"]}
+        if status == "unknown":
+            unknown[key] = {"reason": item["reason"], "text": item["text"], "datasets": item.get("datasets", [])}
+            continue
+        if item["nearby"]:
+            nearby[key] = [_planx_entity(e) | {"overlap_m2": e["overlap_m2"]} for e in item["nearby"]]
+        if planx_derived(key, catalogue):
+            constraints[key] = {"fn": key, "value": status == "intersects"}
+            continue
+        entry = {"fn": key, "value": status == "intersects", "text": item["text"]}
         if status == "intersects":
             entry["data"] = [_planx_entity(e) for e in item["entities"]]
-        if status == "unknown":
-            entry["reason"] = item["reason"]
-        if item["nearby"]:
-            entry["nearby"] = [_planx_entity(e) | {"overlap_m2": e["overlap_m2"]} for e in item["nearby"]]
+        entry["category"] = item["category"]
         constraints[key] = entry
-    metadata = {}
-    for name, info in answer["provenance"]["datasets"].items():
-        meta = (info.get("metadata") or {}) if isinstance(info, dict) else {}
-        metadata[name] = {"dataset": name, "name": meta.get("name", name), **meta, "redline": info}
+    provenance = answer["provenance"]["datasets"]
+    if describe is None:
+
+        def describe(name: str) -> dict:
+            info = provenance.get(name)
+            meta = (info.get("metadata") or {}) if isinstance(info, dict) else {}
+            return {"dataset": name, "name": meta.get("name", name), **meta}
+
+    metadata = {key: describe(name) for key, name in planx_metadata_datasets(answer, catalogue, provenance).items()}
     return {
         "sourceRequest": source_request,
         "constraints": constraints,
         "metadata": metadata,
+        "unknown": unknown,
+        "nearby": nearby,
     }
 
 
@@ -159,3 +211,28 @@ def to_geojson(answer: dict, snapshot) -> dict:
             props["keys"] = sorted({i["key"] for i in answer["constraints"] if any(int(x["entity"]) == ident[1] and x["dataset"] == ident[0] for x in i["entities"])})
             features.append({"type": "Feature", "id": ident[1], "geometry": mapping(geom) if geom is not None else None, "properties": props})
     return {"type": "FeatureCollection", "features": features, "properties": {"site": answer["site"], "provenance": answer["provenance"]}}
+
+
+class Format(StrEnum):
+    """The output formats every entry point offers (``format=`` over HTTP, ``redline check --format``)."""
+
+    native = "native"
+    planx = "planx"
+    odp = "odp"
+    geojson = "geojson"
+
+
+def render(answer: dict, fmt: Format, catalogue: Catalogue | None, snapshot, *, source_request: str = "", describe=None) -> dict:
+    """``answer`` (the native check answer) in ``fmt``: the one place every entry point renders through.
+
+    ``describe(dataset)`` gives a dataset's ``/dataset/{name}.json`` for PlanX's ``metadata``; ODP
+    designations travel with the site and the provenance they were computed from.
+    """
+    fmt = Format(fmt)
+    if fmt is Format.planx:
+        return to_planx(answer, catalogue, source_request, describe)
+    if fmt is Format.odp:
+        return {"designations": to_odp(answer), "site": answer.get("site"), "provenance": answer.get("provenance")}
+    if fmt is Format.geojson:
+        return to_geojson(answer, snapshot)
+    return answer

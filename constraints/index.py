@@ -11,12 +11,12 @@ gives only bounding-box candidates and leaves the exact test to a Python loop. M
 national layers the STRtree query is the cheaper of the two by a wide margin, and the index is
 rebuilt wholesale on a data refresh anyway, which suits STRtree's bulk loading.
 
-Examples
---------
->>> index = ConstraintIndex.from_cache(LayerCache(".redline"), load_catalogue())  # doctest: +SKIP
->>> answer = index.check({"type": "Point", "coordinates": [-0.1151, 51.4745]})  # doctest: +SKIP
->>> answer["constraints"][0]["status"]  # doctest: +SKIP
-'clear'
+Usage::
+
+    index = ConstraintIndex.from_cache(LayerCache(".redline"), load_catalogue())
+    answer = index.check({"type": "Point", "coordinates": [-0.1151, 51.4745]})
+    answer["constraints"][0]["status"]
+    # 'clear'
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from shapely.geometry.base import BaseGeometry
 from datasets.cache import BASE_COLUMNS, CacheError, LayerCache, atomic_path, now_iso
 from datasets.catalogue import Catalogue
 from datasets.crs import OutsideGridError, ostn15_grid, to_bng
+from datasets.england import OUTSIDE_ENGLAND, PARTLY_OUTSIDE_ENGLAND, england_part
 from datasets.sync import is_stale
 
 from .site import Site, SiteLimits, parse_site
@@ -60,6 +61,22 @@ def _today() -> np.datetime64:
     if _TODAY[0] != minute:
         _TODAY = (minute, np.datetime64(date.today(), "D"))
     return _TODAY[1]
+
+
+def is_current(end_date, today: np.datetime64 | None = None):
+    """Whether an entity is current: it has no end date, or one after today (the platform's ``entries=current``).
+
+    The one rule for "current": the check, the entity search and the widget's layers all ask it.
+    ``end_date`` is a ``datetime64[D]`` value or array (``NaT`` for none); the answer has its shape.
+
+    Examples
+    --------
+    >>> ends = np.array(["NaT", "2000-01-01", "2999-01-01"], dtype="datetime64[D]")
+    >>> is_current(ends, np.datetime64("2026-12-01")).tolist()
+    [True, False, True]
+    """
+    today = _today() if today is None else today
+    return np.isnat(end_date) | (end_date > today)
 
 
 @dataclass(frozen=True)
@@ -445,8 +462,7 @@ class ConstraintIndex:
         for k, ekey in enumerate(entity_keys):
             layer = snap.layer_list[int(ekey >> 40)]
             row = int(ekey & ((1 << 40) - 1))
-            ended = layer.end_date[row]
-            if not np.isnat(ended) and ended <= today:
+            if not is_current(layer.end_date[row], today):
                 continue
             kind = layer.kind[row]
             ov = float(overlap[k])
@@ -499,8 +515,8 @@ class ConstraintIndex:
         by_dataset: dict[str, list[Match]] = {}
         for m in matches:
             by_dataset.setdefault(m.layer.name, []).append(m)
-        uncovered = self._uncovered(site, snap)
-        touched = set(by_dataset) | uncovered
+        uncovered = coverage_gaps(site, snap)
+        touched = set(by_dataset) | set(uncovered)
 
         live_results: dict[str, list[dict]] = {}
         live_error: str | None = None
@@ -537,9 +553,16 @@ class ConstraintIndex:
                 answers[constraint.key] = self._shape(
                     constraint.key, constraint.category, constraint.positive, constraint.negative, status,
                     [e for p in parts for e in p["entities"]], [], [],
-                    None if status != "unknown" else "a designation behind it is not loaded: " + "; ".join(p["reason"] for p in parts if p["status"] == "unknown"),
+                    None if status != "unknown" else "a designation behind it could not be checked: " + "; ".join(p["reason"] for p in parts if p["status"] == "unknown"),
                 )
-        answers.update(self._article4(site, by_dataset, snap, council))
+        answers.update(self._article4(answers, council))
+        if (uncovered or not snap.layers) and england_part(site.geometry) == "outside":
+            for key, answer in answers.items():
+                if answer["status"] != "intersects":
+                    reasons = [OUTSIDE_ENGLAND] + [r for r in (answer["reason"] or "").split("; ") if r and r != OUTSIDE_ENGLAND]
+                    answers[key] = {**answer, "status": "unknown", "reason": "; ".join(reasons), "text": f"could not be checked: {OUTSIDE_ENGLAND}"}
+        for answer in answers.values():
+            answer.pop("_gaps", None)
         for key, answer in answers.items():
             if keys is None or key in keys:
                 constraints.append(answer)
@@ -599,21 +622,8 @@ class ConstraintIndex:
             "reason": reason,
         }
 
-    @staticmethod
-    def _uncovered(site: Site, snap: Snapshot) -> set[str]:
-        """Datasets whose copy is not complete over the whole site (a regional extract, a district's layer)."""
-        out, verdicts = set(), {}
-        for name, layer in snap.layers.items():
-            if layer.coverage is None:
-                continue
-            key = id(layer.coverage)
-            if key not in verdicts:
-                verdicts[key] = not layer.coverage.is_empty and layer.coverage.covers(site.bng)
-            if not verdicts[key]:
-                out.add(name)
-        return out
-
-    def _answer(self, constraint, snap, by_dataset, allowed, live_results, live_error, live_datasets, uncovered=frozenset(), touched=None) -> dict:
+    def _answer(self, constraint, snap, by_dataset, allowed, live_results, live_error, live_datasets, uncovered=None, touched=None) -> dict:
+        uncovered = uncovered if uncovered is not None else {}
         if touched is None:
             touched = set(by_dataset) | set(uncovered)
         if allowed is None and not live_datasets and touched.isdisjoint(constraint.datasets):
@@ -642,20 +652,29 @@ class ConstraintIndex:
                     continue
                 missing.append(f"the {name} dataset is not loaded")
                 continue
+            blank = 0
             for m in by_dataset.get(name, ()):
                 props = m.as_dict()
                 if not self._selected(constraint, props):
+                    if m.material and constraint.field and any(not str(props.get(f) or "").strip() for f in constraint.field):
+                        blank += 1  # it may be one of these: its record does not say
                     continue
                 (entities if m.material else nearby).append(props)
+            if blank:
+                fields = " or ".join(constraint.field)
+                missing.append(f"{blank} {name} entit{'y' if blank == 1 else 'ies'} the site meets ha{'s' if blank == 1 else 've'} no {fields}")
             if name in uncovered:
-                missing.append(f"the {name} layer held here does not cover the whole site, so its absence proves nothing")
+                missing.append(uncovered[name])
         if entities:
             status, reason = "intersects", None
         elif missing:
             status, reason = "unknown", "; ".join(missing)
         else:
             status, reason = "clear", None
-        return self._shape(constraint.key, constraint.category, constraint.positive, constraint.negative, status, entities, nearby, list(constraint.datasets), reason)
+        shape = self._shape(constraint.key, constraint.category, constraint.positive, constraint.negative, status, entities, nearby, list(constraint.datasets), reason)
+        if entities and missing:
+            shape["_gaps"] = "; ".join(missing)  # what keys derived from this one cannot rule out (dropped before output)
+        return shape
 
     @staticmethod
     def _selected(constraint, props: dict) -> bool:
@@ -667,24 +686,78 @@ class ConstraintIndex:
                     return False
         return True
 
-    def _article4(self, site, by_dataset, snap, council) -> dict[str, dict]:
-        rules = self.catalogue.article4_rules(council) if council else self.catalogue.article4_rules()
-        if not rules:
+    def _article4(self, answers: dict[str, dict], council: str | None) -> dict[str, dict]:
+        """Granular article 4 keys, derived from the ``articleFour`` answer as PlanX derives them.
+
+        With a council (a PlanX team slug, matched exactly) every key of that team is answered: true
+        when an article 4 direction area the site meets identifies it, false only when ``articleFour``
+        itself could check the whole site, else unknown with ``articleFour``'s reason; the central
+        activities zone is answered again under the team's own key (``articleFour.lambeth.caz``), and,
+        as in PlanX, makes ``articleFour`` true when it is. Without a council only the keys that apply
+        are listed.
+        """
+        parent = answers.get("articleFour")
+        team = self.catalogue.article4_council(council)
+        if parent is None or (council is not None and team is None):
             return {}
-        loaded = "article-4-direction-area" in snap.layers
-        a4 = [m.as_dict() for m in by_dataset.get("article-4-direction-area", ()) if m.material]
-        out = {}
-        for rule in rules:
-            found = [e for e in a4 if rule.matches(e)]
-            if not found and council is None:
-                continue  # without a council, only the granular keys that apply are listed
-            status = "intersects" if found else "clear" if loaded else "unknown"
-            out[rule.key] = self._shape(
-                rule.key, "General policy", f"is in the {rule.description or rule.key} article 4 direction area",
-                f"is not in the {rule.description or rule.key} article 4 direction area", status, found, [],
-                ["article-4-direction-area"], None if loaded else "the article-4-direction-area dataset is not loaded",
-            )
+        teams = [team] if team is not None else list(self.catalogue.article4.values())
+        entities = parent["entities"] if parent["status"] == "intersects" else []
+        gaps = parent.get("_gaps") or (parent["reason"] if parent["status"] == "unknown" else None)
+        out: dict[str, dict] = {}
+        for each in teams:
+            if not entities and team is None:
+                break
+            found = each.match(entities) if entities else {}
+            for rule in each.rules:
+                hits = found.get(rule.key, [])
+                if not hits and team is None:
+                    continue  # without a council, only the granular keys that apply are listed
+                status = "intersects" if hits else "unknown" if gaps else "clear"
+                out[rule.key] = self._shape(
+                    rule.key, "General policy", f"is in the article 4 direction area '{rule.description}'",
+                    f"is not in the article 4 direction area '{rule.description}'", status, hits, [],
+                    list(parent["datasets"]), gaps if status == "unknown" else None,
+                )
+        caz = answers.get("articleFour.caz")
+        if team is not None and caz is not None:
+            own = out.get(team.caz_key)
+            if own is None or own["status"] != "intersects" or caz["status"] == "intersects":
+                out[team.caz_key] = {**caz, "key": team.caz_key}
+            if caz["status"] == "intersects" and parent["status"] != "intersects":
+                out["articleFour"] = {**parent, "status": "intersects", "text": self.catalogue.get("articleFour").positive,
+                                      "entities": list(caz["entities"]), "reason": None}
         return out
+
+
+def coverage_gaps(site: Site, snap: Snapshot) -> dict[str, str]:
+    """The one rule for whether a layer can answer "not" for a site: for each layer that cannot, why.
+
+    A layer answers for a site only when the area its copy is complete for holds the whole site: the
+    coverage recorded when it was loaded (a council's district, a regional extract; empty when the
+    operator named none) or, when none was recorded, England (the platform's national datasets).
+    Layers that cover the site are not in the result. Every answer (native, PlanX, ODP, GeoJSON,
+    batch rows, the widget) takes its "unknown" from here through :meth:`ConstraintIndex.check`.
+    """
+    out: dict[str, str] = {}
+    verdicts: dict[int, bool] = {}
+    part = None
+    for name, layer in snap.layers.items():
+        if layer.coverage is None:
+            if part is None:
+                part = england_part(site.geometry)
+            if part == "outside":
+                out[name] = OUTSIDE_ENGLAND
+            elif part == "partly":
+                out[name] = PARTLY_OUTSIDE_ENGLAND.format(name=name)
+            continue
+        key = id(layer.coverage)
+        if key not in verdicts:
+            verdicts[key] = not layer.coverage.is_empty and layer.coverage.covers(site.bng)
+        if not verdicts[key]:
+            note = layer.entry.get("coverage_note")
+            held = f" (it covers {note})" if note else ""
+            out[name] = f"the {name} layer held here does not cover the whole site{held}, so its absence proves nothing"
+    return out
 
 
 def geometry_of(answer_entity: dict, snapshot: Snapshot) -> BaseGeometry | None:

@@ -35,31 +35,50 @@ from datasets.crs import (
     to_wgs84,
 )
 
+from .crossings import count_crossings
+
 POLYGONAL = ("Polygon", "MultiPolygon")
 MAX_REPAIR_AREA_CHANGE = 0.01  # a repair that moves the area by more than 1 % changes what was drawn
+# Counting crossings compares edges whose boxes overlap: a few per edge for any drawn shape, one per
+# pair of edges only for long strokes side by side. Past this many the count itself would be slow.
+MAX_REPAIR_EDGE_PAIRS = 250_000
 
 
 class SiteError(ValueError):
     """A site cannot be checked; ``message`` says why, ``pointer`` where (JSON pointer into the input)."""
 
-    def __init__(self, message: str, *, code: str = "invalid-site", pointer: str | None = None, status: int = 422):
+    def __init__(self, message: str, *, code: str = "invalid-site", pointer: str | None = None, status: int = 422, limit: dict | None = None):
         super().__init__(message)
         self.message = message
         self.code = code
         self.pointer = pointer
         self.status = status
+        self.limit = limit  # {"name": ..., "value": ...}: the SiteLimits field that refused the site
 
 
 @dataclass(frozen=True)
 class SiteLimits:
-    """What a caller accepts. ``None`` turns a limit off."""
+    """What a caller accepts, and how much geometry work a site may cost. ``None`` turns a limit off.
+
+    Every path that reads a site (the check, boundaries, validate, the widget, uploads, batch) goes
+    through :func:`parse_site` with one of these, and the work limits are enforced there before any
+    work that could grow with them starts: repairing a polygon that crosses itself (GEOS's
+    ``make_valid``) or merging overlapping features takes time that grows far faster than the
+    crossings, so the crossings are counted first (``constraints.crossings``) and a site past a
+    limit is refused with a 422 that names it.
+    """
 
     max_bytes: int | None = 20_000_000
     max_vertices: int | None = 10_000
     max_features: int | None = 100
+    max_parts: int | None = 100  # separate polygons in one site
+    max_holes: int | None = 100  # holes in all its polygons together
+    max_repair_vertices: int | None = 5_000  # vertices of a site that crosses itself, for a repair to be tried
+    max_self_intersections: int | None = 50  # points where its edges cross, for a repair to be tried
     min_area_m2: float | None = None
     max_area_m2: float | None = None
     allow_points: bool = True
+    max_part_gap_m: float | None = 5_000.0  # parts further apart than this are not one site
 
 
 @dataclass
@@ -152,6 +171,108 @@ def _preview(value, width: int) -> str:
         return orjson.dumps(value)[:width].decode("utf-8", "replace")
     except TypeError:  # nested past orjson's limit, or an integer past 64 bits
         return "a value that is not a number" if not isinstance(value, list) else "a deeply nested list"
+
+
+def declared_crs(obj: dict) -> int | None:
+    """The EPSG code a GeoJSON object's pre-RFC 7946 ``crs`` member names: 27700, 4326, or None.
+
+    QGIS, FME and many council systems still write one (``{"type": "name", "properties": {"name":
+    "urn:ogc:def:crs:EPSG::27700"}}``, or the 2008 ``{"type": "EPSG", "properties": {"code": 27700}}``).
+
+    Raises
+    ------
+    SiteError
+        When the member names another coordinate system, or cannot be read.
+    """
+    member = obj.get("crs")
+    if member is None:
+        return None
+    properties = member.get("properties") if isinstance(member, dict) else None
+    if not isinstance(properties, dict):
+        raise SiteError('the "crs" member must be {"type": "name", "properties": {"name": "EPSG:27700"}}', code="unsupported-crs", pointer="/crs")
+    name = properties.get("name") or (f"EPSG:{properties['code']}" if "code" in properties else None)
+    code = None
+    if isinstance(name, str | int) and not isinstance(name, bool):
+        from pyproj import CRS
+
+        try:
+            named = CRS.from_user_input(str(name))
+        except Exception:  # CRSError, and whatever PROJ makes of a NUL or a name a megabyte long
+            named = None
+        if named is not None and named.equals(CRS.from_epsg(27700)):
+            code = 27700
+        elif named is not None and named.equals(CRS.from_epsg(4326), ignore_axis_order=True):
+            code = 4326
+    if code is None:
+        raise SiteError(
+            f'the "crs" member names {json.dumps(name)[:80]}; redline reads longitude and latitude (EPSG:4326, '
+            "as RFC 7946 GeoJSON) or British National Grid (EPSG:27700): convert the site to one of them",
+            code="unsupported-crs",
+            pointer="/crs",
+        )
+    return code
+
+
+def _is_position(value) -> bool:
+    return (
+        isinstance(value, list | tuple)
+        and 2 <= len(value) <= 3
+        and all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in value)
+    )
+
+
+def _without_declared_crs(obj: dict) -> dict:
+    """``obj`` in longitude and latitude, its ``crs`` member read and dropped.
+
+    The one place redline honours the member: checks (CLI, ``POST /v1/check``), boundaries, their
+    validation and uploaded GeoJSON all come through ``parse_site``, so a site drawn on the National
+    Grid is read the same way by each (through OSTN15, as every layer is). Positions that are not
+    pairs of finite numbers are left as they are, for the usual checks to name.
+    """
+    code = declared_crs(obj)
+    obj = {k: v for k, v in obj.items() if k != "crs"}
+    if code != 27700:
+        return obj
+    positions: list = []
+
+    def walk(node, rebuild):
+        if isinstance(node, dict):
+            out = dict(node) if rebuild is not None else None
+            for key in ("coordinates", "geometry", "geometries", "features"):
+                if key in node:
+                    value = walk(node[key], rebuild)
+                    if out is not None:
+                        out[key] = value
+            return out
+        if _is_position(node):
+            if rebuild is None:
+                positions.append(node)
+                return None
+            return next(rebuild)
+        if isinstance(node, list | tuple):
+            values = [walk(item, rebuild) for item in node]
+            return values if rebuild is not None else None
+        return node
+
+    walk(obj, None)
+    if not positions:
+        return obj
+    from datasets.crs import bng_to_lonlat
+
+    east = np.array([p[0] for p in positions], dtype=np.float64)
+    north = np.array([p[1] for p in positions], dtype=np.float64)
+    lon, lat = bng_to_lonlat(east, north)
+    off = ~(np.isfinite(lon) & np.isfinite(lat))
+    if off.any():
+        first = positions[int(np.flatnonzero(off)[0])]
+        raise SiteError(
+            f"the point [{first[0]}, {first[1]}] lies outside the British National Grid (OSTN15), which the "
+            '"crs" member (EPSG:27700) says the coordinates are on: is the crs member right?',
+            code="outside-great-britain",
+            pointer="/crs",
+        )
+    converted = iter([[x, y, *p[2:]] for x, y, p in zip(lon.tolist(), lat.tolist(), positions, strict=True)])
+    return walk(obj, converted)
 
 
 def _position_error(message: str, pointer: str, code: str = "invalid-coordinates") -> SiteError:
@@ -316,8 +437,10 @@ def geometry_from_geojson(obj, warnings: list[str], limits: SiteLimits = SiteLim
         if len(polygons) == 1:
             return polygons[0]
         site = shapely.MultiPolygon(polygons)
+        _size_limits(site, limits)
         if not site.is_valid and all(shapely.is_valid(polygons)):
             # several parcels that overlap or share edges make one site: merge them, and say so
+            limit_overlay(site, limits, "the features overlap", "draw them as one outline", f"{pointer}/features")
             site = shapely.union_all(polygons)
             warnings.append(f"the {len(features)} features overlap or touch, so they were merged into one site")
         return site
@@ -378,8 +501,9 @@ def _shoelace_area(geom: BaseGeometry) -> float:
     return total
 
 
-def repair(geometry_bng: BaseGeometry, warnings: list[str], pointer: str = "") -> BaseGeometry:
-    """Repair an invalid polygon on the grid, refusing a repair that changes the area by more than 1 %."""
+def repair(geometry_bng: BaseGeometry, warnings: list[str], pointer: str = "", limits: SiteLimits = SiteLimits()) -> BaseGeometry:
+    """Repair an invalid polygon on the grid, refusing a repair past the work limits or one that
+    changes the area by more than 1 %."""
     if geometry_bng.is_valid:
         return geometry_bng
     reason = shapely.is_valid_reason(geometry_bng)
@@ -400,6 +524,7 @@ def repair(geometry_bng: BaseGeometry, warnings: list[str], pointer: str = "") -
             code="hole-outside-shell",
             pointer=pointer or None,
         )
+    _repair_limits(geometry_bng, limits, f"the boundary crosses itself{where}", pointer or None)
     fixed = _polygonal(shapely.make_valid(geometry_bng))
     drawn = _shoelace_area(geometry_bng)
     if fixed is None or fixed.is_empty:
@@ -466,6 +591,104 @@ def _vertex_limit(vertices: int, limits: SiteLimits) -> None:
             code="too-many-vertices",
             status=413,
         )
+
+
+def _limit(name: str, value) -> dict:
+    return {"name": name, "value": value}
+
+
+def _size_limits(geometry: BaseGeometry, limits: SiteLimits) -> None:
+    """Refuse a site with more separate polygons or holes than any work on it should face."""
+    if geometry.geom_type not in POLYGONAL:
+        return
+    polygons = shapely.get_parts(geometry)
+    if limits.max_parts is not None and len(polygons) > limits.max_parts:
+        raise SiteError(
+            f"the site is {len(polygons)} separate polygons; at most {limits.max_parts} are accepted in one site "
+            "(limit max_parts): draw one outline around parcels that touch, or check the parts as separate sites",
+            code="too-many-parts",
+            limit=_limit("max_parts", limits.max_parts),
+        )
+    holes = int(shapely.get_num_interior_rings(polygons).sum())
+    if limits.max_holes is not None and holes > limits.max_holes:
+        raise SiteError(
+            f"the site has {holes} holes; at most {limits.max_holes} are accepted (limit max_holes): "
+            "leave out holes that are not part of the application (a courtyard need not be cut out), or simplify the boundary",
+            code="too-many-holes",
+            limit=_limit("max_holes", limits.max_holes),
+        )
+
+
+def limit_overlay(geometry: BaseGeometry, limits: SiteLimits, problem: str, advice: str = "redraw the boundary so no edges cross", pointer: str | None = None) -> None:
+    """Refuse overlay work (a repair, a union of overlapping parts, a difference of two boundaries)
+    on ``geometry``'s polygons when it could take unbounded time: too many vertices, parts or holes,
+    or too many points where their edges cross. ``problem`` and ``advice`` complete the message."""
+    _vertex_limit(int(shapely.get_num_coordinates(geometry)), limits)
+    _size_limits(geometry, limits)
+    _repair_limits(geometry, limits, problem, pointer, advice)
+
+
+def _repair_limits(geometry: BaseGeometry, limits: SiteLimits, problem: str, pointer: str | None, advice: str = "redraw the boundary so no edges cross") -> None:
+    """Refuse to repair (or merge) a site whose repair would take unbounded time; ``problem`` says what is wrong."""
+    vertices = int(shapely.get_num_coordinates(geometry))
+    if limits.max_repair_vertices is not None and vertices > limits.max_repair_vertices:
+        raise SiteError(
+            f"{problem}, and at {vertices} vertices it is too large to work through: redline repairs and compares sites of at most "
+            f"{limits.max_repair_vertices} vertices (limit max_repair_vertices): {advice}, or simplify it",
+            code="too-large-to-repair",
+            pointer=pointer,
+            limit=_limit("max_repair_vertices", limits.max_repair_vertices),
+        )
+    if limits.max_self_intersections is None:
+        return
+    crossings = count_crossings(geometry, stop_after=limits.max_self_intersections, max_pairs=MAX_REPAIR_EDGE_PAIRS)
+    if crossings is None:
+        raise SiteError(
+            f"{problem}, and so many of its edges run side by side that working through the crossings is refused "
+            f"(more than {MAX_REPAIR_EDGE_PAIRS:,} pairs of neighbouring edges, limit max_repair_edge_pairs): {advice}, or simplify it",
+            code="too-large-to-repair",
+            pointer=pointer,
+            limit=_limit("max_repair_edge_pairs", MAX_REPAIR_EDGE_PAIRS),
+        )
+    if crossings > limits.max_self_intersections:
+        raise SiteError(
+            f"{problem}: edges cross at least {crossings} times, and redline works through at most "
+            f"{limits.max_self_intersections} crossings (limit max_self_intersections): {advice}",
+            code="too-many-self-intersections",
+            pointer=pointer,
+            limit=_limit("max_self_intersections", limits.max_self_intersections),
+        )
+
+
+def _parts_together(bng: BaseGeometry, limits: SiteLimits) -> None:
+    """Refuse a site whose parts fall into groups further apart than ``max_part_gap_m``.
+
+    Parts within the gap of one another (directly or through other parts) are one site, such as the
+    parcels of one farm; two groups further apart are two sites drawn as one, whose merged answer
+    would say one place has another's constraints. Refused rather than split, so each is checked,
+    and named, by the one who drew it.
+    """
+    gap = limits.max_part_gap_m
+    parts = shapely.get_parts(bng)
+    if gap is None or len(parts) < 2:
+        return
+    left, right = shapely.STRtree(parts).query(parts, predicate="dwithin", distance=gap)
+    group = np.arange(len(parts))
+    changed = True
+    while changed:  # label propagation: every part takes the smallest label of the parts it reaches
+        smallest = group.copy()
+        np.minimum.at(smallest, left, group[right])
+        changed = bool((smallest != group).any())
+        group = smallest
+    first = group == group[0]
+    if first.all():
+        return
+    apart = shapely.distance(shapely.union_all(parts[first]), shapely.union_all(parts[~first]))
+    raise SiteError(
+        f"the site's parts lie {apart / 1000:.1f} km apart, more than the {gap / 1000:g} km one site may span: "
+        "they look like separate sites, so check each on its own",
+        code="parts-too-far-apart",
+    )
 
 
 def _ring_turn(xy: np.ndarray) -> float:
@@ -550,6 +773,8 @@ def parse_site(obj, limits: SiteLimits = SiteLimits()) -> Site:
     properties: dict = {}
     if isinstance(obj, bytes | bytearray | str):
         obj = load_json(obj, limits)
+    if isinstance(obj, dict) and obj.get("crs") is not None:
+        obj = _without_declared_crs(obj)
     if isinstance(obj, dict):
         simple = _simple_polygon(obj, limits)
         if simple is not None:
@@ -562,19 +787,21 @@ def parse_site(obj, limits: SiteLimits = SiteLimits()) -> Site:
         geometry = geometry_from_geojson(obj, warnings, limits)
     vertices = int(shapely.get_num_coordinates(geometry))
     _vertex_limit(vertices, limits)
+    _size_limits(geometry, limits)
     try:
         bng = to_bng(geometry)
     except OutsideGridError as err:
         raise SiteError(f"{err}; redline checks sites in England", code="outside-great-britain") from None
     polygonal = geometry.geom_type in POLYGONAL
     if polygonal:
+        _parts_together(bng, limits)
         changed = False
         deduplicated = shapely.remove_repeated_points(bng, 0.0)
         if shapely.get_num_coordinates(deduplicated) < vertices:
             warnings.append("repeated points were removed")
             bng, changed = deduplicated, True
         if not bng.is_valid:
-            bng, changed = repair(bng, warnings), True
+            bng, changed = repair(bng, warnings, limits=limits), True
         oriented = shapely.orient_polygons(bng, exterior_cw=False)
         if not changed and not oriented.equals_exact(bng, 0.0):
             warnings.append("rings were rewound: outer rings anticlockwise, holes clockwise (RFC 7946)")

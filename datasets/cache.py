@@ -1,6 +1,6 @@
 """The on-disk layer cache: one GeoParquet file per dataset and a manifest that says which is current.
 
-Layout under the data folder (``REDLINE_DATA_DIR``, default ``./.redline/``)::
+Layout under the data folder (``REDLINE_DATA_DIR``, default ``datasets.data_dir.default_data_dir()``)::
 
     manifest.json                       which file is current for each dataset, and where it came from
     layers/{dataset}.{version}.parquet  GeoParquet, EPSG:4326, the platform's entity fields
@@ -11,10 +11,10 @@ fsynced, and only then named in the manifest (itself replaced by an atomic renam
 at any moment leaves the manifest pointing at a complete file, and readers holding the old version
 keep a readable file until the next write sweeps it away.
 
-Examples
---------
->>> cache = LayerCache("/tmp/redline-doctest")  # doctest: +SKIP
->>> cache.write("conservation-area", frame, source={"type": "local", "path": "ca.gpkg"})  # doctest: +SKIP
+Usage::
+
+    cache = LayerCache("/tmp/redline-doctest")
+    cache.write("conservation-area", frame, source={"type": "local", "path": "ca.gpkg"})
 """
 
 from __future__ import annotations
@@ -37,6 +37,8 @@ import shapely
 from shapely.geometry.base import BaseGeometry
 
 MANIFEST = "manifest.json"
+
+
 BASE_COLUMNS = [
     "entity",
     "name",
@@ -78,10 +80,10 @@ def atomic_path(path: Path) -> Iterator[Path]:
     is removed (or left as ``.NAME.PID.*.tmp`` for a sweep: :func:`sweep_temporary`), and ``path`` is
     untouched.
 
-    Examples
-    --------
-    >>> with atomic_path(Path("/tmp/answer.parquet")) as tmp:  # doctest: +SKIP
-    ...     table.to_parquet(tmp)
+    Usage::
+
+        with atomic_path(Path("/tmp/answer.parquet")) as tmp:
+            table.to_parquet(tmp)
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -257,12 +259,14 @@ class LayerCache:
         last_modified: str | None = None,
         metadata: dict | None = None,
         coverage: BaseGeometry | None = None,
+        coverage_note: str | None = None,
     ) -> dict:
         """Make ``frame`` the current copy of ``dataset``, atomically. Returns the manifest entry.
 
         ``coverage`` (EPSG:4326) is the area the copy is complete for: a council's district, or the
         region of an extract. Outside it a check cannot say "not", so it says "unknown". ``None``
-        means the whole of England, as for the platform's national datasets.
+        means the whole of England, as for the platform's national datasets. ``coverage_note`` says in
+        words what the coverage is and where it came from (shown by ``datasets list`` and in answers).
         """
         if not DATASET_NAME.fullmatch(dataset):
             raise CacheError(f"{dataset!r} is not a usable dataset name: use letters, digits and dashes, e.g. conservation-area")
@@ -295,6 +299,7 @@ class LayerCache:
                 "metadata": metadata if metadata is not None else previous.get("metadata"),
                 "last_error": None,
                 "coverage": f"{dataset}.{version}.coverage.wkb" if coverage is not None else None,
+                "coverage_note": coverage_note,
             }
             manifest[dataset] = entry
             self._write_manifest(manifest)

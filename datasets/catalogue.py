@@ -59,33 +59,72 @@ class Constraint:
 
 @dataclass(frozen=True)
 class Article4Rule:
-    """A granular article 4 key of one council: matches intersecting article 4 entities by name or reference."""
+    """A granular article 4 key of one council and the value that identifies its article 4 direction area."""
 
     key: str
     council: str
-    organisation_entity: str | None
-    names: tuple[str, ...] = ()
-    references: tuple[str, ...] = ()
-    description: str = ""
+    value: str
 
-    def matches(self, entity: dict) -> bool:
-        org = str(entity.get("organisation-entity") or "")
-        if self.organisation_entity and org and org != self.organisation_entity:
-            return False
-        reference = str(entity.get("reference") or "").strip().lower()
-        if reference and reference in self.references:
-            return True
-        return _normalise(str(entity.get("name") or "")) in self.names
+    @property
+    def description(self) -> str:
+        return self.value.strip()
 
 
-def _normalise(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", " ", text.lower()).strip()
+@dataclass(frozen=True)
+class Article4Council:
+    """One PlanX team's granular article 4 keys, matched exactly as PlanX's GIS service matches them.
+
+    ``name`` is the council's part of the keys (``barkingAndDagenham`` for the team
+    ``barking-and-dagenham``); ``shared_directions`` are ``article-4-direction`` values several keys
+    share (Brent's ``A4D_CA``), which identify an entity only when its reference is none of the values.
+    """
+
+    slug: str
+    name: str
+    rules: tuple[Article4Rule, ...]
+    shared_directions: frozenset[str] = frozenset()
+
+    @property
+    def caz_key(self) -> str:
+        """The key PlanX renames ``articleFour.caz`` to for this team."""
+        return f"articleFour.{self.name}.caz"
+
+    def match(self, entities: list[dict]) -> dict[str, list[dict]]:
+        """For each key, the entities (of those the site meets) that identify it.
+
+        Examples
+        --------
+        >>> brent = load_catalogue().article4_council("brent")
+        >>> found = brent.match([{"name": "", "reference": "A4D_CA2", "article-4-direction": "A4D_CA"}])
+        >>> [key for key, hits in found.items() if hits]
+        ['articleFour.brent.caTwo']
+        """
+        values = {rule.value for rule in self.rules}
+        out: dict[str, list[dict]] = {rule.key: [] for rule in self.rules}
+        for entity in entities:
+            name = re.sub(r"\r?\n|\r", " ", str(entity.get("name") or ""))
+            reference = entity.get("reference")
+            direction = entity.get("article-4-direction")
+            notes = entity.get("notes")
+            description = str(entity.get("description") or "")
+            by_direction = not (direction in self.shared_directions and reference in values)
+            for rule in self.rules:
+                value = rule.value
+                if (
+                    name == value
+                    or reference == value
+                    or (by_direction and direction == value)
+                    or notes == value
+                    or (bool(description) and description.startswith(value))
+                ):
+                    out[rule.key].append(entity)
+        return out
 
 
 @dataclass
 class Catalogue:
     constraints: list[Constraint]
-    article4: dict[str, list[Article4Rule]] = field(default_factory=dict)
+    article4: dict[str, Article4Council] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._by_key = {c.key: c for c in self.constraints}
@@ -108,9 +147,15 @@ class Catalogue:
         return list(seen)
 
     def article4_rules(self, council: str | None = None) -> list[Article4Rule]:
+        """Granular article 4 keys: of one team (its PlanX slug, matched exactly), or of all."""
         if council is None:
-            return [rule for rules in self.article4.values() for rule in rules]
-        return list(self.article4.get(council.lower(), []))
+            return [rule for team in self.article4.values() for rule in team.rules]
+        team = self.article4.get(council)
+        return list(team.rules) if team is not None else []
+
+    def article4_council(self, council: str | None) -> Article4Council | None:
+        """The team's granular article 4 keys, or ``None``: slugs match exactly, as in PlanX."""
+        return self.article4.get(council) if council else None
 
 
 def _constraint_from(raw: dict, *, local: bool, source: str) -> Constraint:
@@ -147,26 +192,23 @@ def _read_json(path: Path | str, what: str) -> dict:
         raise CatalogueError(f"{what} {path} is not valid JSON: {err}") from None
 
 
-def _read_article4(raw: dict, source: str) -> list[Article4Rule]:
+def _read_article4(raw: dict, source: str) -> Article4Council:
     council = raw.get("council")
-    if not council:
-        raise CatalogueError(f"{source}: an article 4 rule file needs a 'council'")
-    org = raw.get("organisation-entity")
+    name = raw.get("council-name")
+    if not council or not name:
+        raise CatalogueError(f"{source}: an article 4 rule file needs a 'council' (the PlanX team slug) and a 'council-name'")
+    keys = raw.get("keys")
+    if not isinstance(keys, dict):
+        raise CatalogueError(f"{source}: 'keys' must map each granular key to the value that identifies it")
     rules = []
-    for key, rule in raw.get("keys", {}).items():
-        if not key.startswith(f"articleFour.{council}."):
-            raise CatalogueError(f"{source}: key {key!r} must start with 'articleFour.{council}.'")
-        rules.append(
-            Article4Rule(
-                key=key,
-                council=council,
-                organisation_entity=str(org) if org is not None else None,
-                names=tuple(_normalise(n) for n in rule.get("names", ())),
-                references=tuple(str(r).strip().lower() for r in rule.get("references", ())),
-                description=rule.get("description", ""),
-            )
-        )
-    return rules
+    for key, value in keys.items():
+        if not key.startswith(f"articleFour.{name}."):
+            raise CatalogueError(f"{source}: key {key!r} must start with 'articleFour.{name}.'")
+        if not isinstance(value, str) or not value:
+            raise CatalogueError(f"{source}: key {key!r} needs a non-empty text value")
+        rules.append(Article4Rule(key=key, council=council, value=value))
+    shared = raw.get("shared-directions", [])
+    return Article4Council(council, name, tuple(rules), frozenset(str(v) for v in shared))
 
 
 def load_catalogue(local_path: Path | str | None = None, article4_dir: Path | str | None = None) -> Catalogue:
@@ -191,12 +233,11 @@ def load_catalogue(local_path: Path | str | None = None, article4_dir: Path | st
         if unknown:
             raise CatalogueError(f"constraint {constraint.key!r} refers to unknown keys {unknown}")
 
-    article4: dict[str, list[Article4Rule]] = {}
-    rule_files = [p for p in (package / "article4").iterdir() if p.name.endswith(".json")]
+    article4: dict[str, Article4Council] = {}
+    rule_files = sorted((p for p in (package / "article4").iterdir() if p.name.endswith(".json")), key=lambda p: p.name)
     if article4_dir:
         rule_files += sorted(Path(article4_dir).glob("*.json"))
     for path in rule_files:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-        rules = _read_article4(raw, str(path))
-        article4.setdefault(raw["council"].lower(), []).extend(rules)
+        team = _read_article4(_read_json(path, "article 4 rule file") if isinstance(path, Path) else json.loads(path.read_text(encoding="utf-8")), str(path))
+        article4[team.slug] = team  # a council's own file replaces the shipped one of the same team
     return Catalogue(list(constraints.values()), article4)

@@ -1,7 +1,7 @@
 """Coordinate transforms between GeoJSON lon/lat (EPSG:4326) and the British National Grid (EPSG:27700).
 
-Every transform goes through OSTN15, the Ordnance Survey's exact ETRS89 <-> OSGB36 grid, as carried
-by ``convertbng``. pyproj without its OSTN15 grid file (which cannot be downloaded here) silently falls
+Every transform goes through OSTN15, the Ordnance Survey's exact ETRS89 <-> OSGB36 grid, read out
+of ``convertbng`` once and applied here. pyproj without its OSTN15 grid file (which cannot be downloaded here) silently falls
 back to a Helmert fit that is off by up to 3.3 m: enough to move a shared boundary onto the wrong side.
 
 Examples
@@ -19,7 +19,7 @@ import threading
 
 import numpy as np
 import shapely
-from convertbng.cutil import convert_bng, convert_lonlat
+from convertbng.cutil import convert_etrs89_to_osgb36
 from pyproj import Geod, Transformer
 from shapely.geometry.base import BaseGeometry
 
@@ -38,71 +38,101 @@ class OutsideGridError(ValueError):
 
 # OSTN15 itself: project ETRS89 onto the National Grid's transverse Mercator (on GRS80, an exact
 # formula), then add east and north shifts interpolated bilinearly between the four corners of the
-# 1 km grid cell the point falls in. ``convertbng`` carries that grid but costs 20 to 70 µs a call
-# however few the points (its worker threads must wake), which was most of a check's budget. So the
-# shifts at all 701 x 1251 grid nodes are read back from convertbng once per process (half a second,
-# 14 MB) and every input is interpolated here: OSTN15's answer to within convertbng's own 1 mm
-# rounding, which a test holds it to. Sites and layers must go through the very same function, or an
-# edge a site shares with a designation would come out a fraction of a millimetre apart.
+# 1 km grid cell the point falls in; the inverse subtracts the shifts, iterating until they settle,
+# as OSTN15's user guide describes. ``convertbng`` carries the grid but costs 20 to 70 µs a call
+# however few the points, and answers with a pool of worker threads that does not survive ``fork``:
+# a check process forked from a worker that had used it hung on its first call. So the shift at each
+# of the 701 x 1251 grid nodes is read out of convertbng once per process (in the worker, before any
+# check process is forked: see ``constraints.index.build_snapshot``) and every transform is computed
+# here, never by convertbng: OSTN15's answer to within convertbng's own 1 mm rounding, which tests
+# hold it to. Sites and layers go through the very same functions, or an edge a site shares with a
+# designation would come out a fraction of a millimetre apart.
 _ETRS89_TM = Transformer.from_crs(
     "EPSG:4258",
     "+proj=tmerc +lat_0=49 +lon_0=-2 +k=0.9996012717 +x_0=400000 +y_0=-100000 +ellps=GRS80 +units=m +no_defs",
     always_xy=True,
 )
 _COLUMNS, _ROWS = 700, 1250  # 1 km cells: eastings 0-700 km, northings 0-1250 km
+# The longitudes and latitudes convertbng accepts at all (measured on convertbng 2.0); OSTN15's cover
+# within them is the cells whose four corners carry shifts.
+OSTN15_LON = (-8.579, 1.78)
+OSTN15_LAT = (49.922, 60.84)
+_NUDGE_M = 0.001  # into a neighbouring cell, to read a node's shift where its own cell has none
+_INVERSE_ITERATIONS = 8  # the shifts vary by centimetres a kilometre: three or four iterations settle them
 _grid_lock = threading.Lock()
 _shift_grid: np.ndarray | None = None
-_interior_cells: np.ndarray | None = None
+_covered_cells: np.ndarray | None = None
 
 
 def ostn15_grid() -> np.ndarray:
-    """East and north shifts (metres) at every node, shape (rows + 1, columns + 1, 2); NaN off cover."""
-    global _shift_grid
+    """East and north shifts (metres) at every node, shape (rows + 1, columns + 1, 2); NaN off cover.
+
+    The only call into convertbng: made once per process, before it forks check processes.
+    """
+    global _shift_grid, _covered_cells
     if _shift_grid is None:
         with _grid_lock:
             if _shift_grid is None:
                 east, north = np.meshgrid(np.arange(_COLUMNS + 1) * 1000.0, np.arange(_ROWS + 1) * 1000.0)
-                lon, lat = _ETRS89_TM.transform(east.ravel(), north.ravel(), direction="INVERSE")
-                grid_east, grid_north = convert_bng(np.ascontiguousarray(lon), np.ascontiguousarray(lat))
-                shifts = np.stack([grid_east - east.ravel(), grid_north - north.ravel()], axis=1)
+                east, north = east.ravel(), north.ravel()
+                shifts = np.full((east.size, 2), np.nan)
+                # convertbng answers a point from its cell's four corners, so a node is read from a
+                # cell that has all four: its own (node at the south-west corner), else the cell to
+                # its west, south or south-west, a millimetre inside (the shift moves by a millionth)
+                for de, dn in ((0.0, 0.0), (-_NUDGE_M, 0.0), (0.0, -_NUDGE_M), (-_NUDGE_M, -_NUDGE_M)):
+                    todo = np.flatnonzero(np.isnan(shifts[:, 0]))
+                    e, n = east[todo] + de, north[todo] + dn
+                    grid_east, grid_north = convert_etrs89_to_osgb36(np.ascontiguousarray(e), np.ascontiguousarray(n))
+                    shifts[todo, 0], shifts[todo, 1] = grid_east - e, grid_north - n
                 grid = shifts.reshape(_ROWS + 1, _COLUMNS + 1, 2)
                 nodes = np.isfinite(grid[..., 0])
-                cells = nodes[:-1, :-1] & nodes[1:, :-1] & nodes[:-1, 1:] & nodes[1:, 1:]
-                # cells at least one cell away from OSTN15's edge; nearer the edge convertbng decides
-                padded = np.pad(cells, 1, constant_values=False)
-                interior = np.ones_like(cells)
-                for dr in (0, 1, 2):
-                    for dc in (0, 1, 2):
-                        interior &= padded[dr : dr + _ROWS, dc : dc + _COLUMNS]
-                global _interior_cells
-                _interior_cells = interior
+                _covered_cells = nodes[:-1, :-1] & nodes[1:, :-1] & nodes[:-1, 1:] & nodes[1:, 1:]
                 _shift_grid = grid
     return _shift_grid
 
 
-def _ostn15(lon: np.ndarray, lat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    east, north = _ETRS89_TM.transform(lon, lat)
+def _shifts(east: np.ndarray, north: np.ndarray) -> np.ndarray:
+    """OSTN15's (east, north) shift at ETRS89 grid positions, shape (n, 2); NaN outside its cover."""
+    grid = ostn15_grid()
     fe, fn = east / 1000.0, north / 1000.0
     inside = np.isfinite(fe) & np.isfinite(fn) & (fe >= 0) & (fn >= 0) & (fe < _COLUMNS) & (fn < _ROWS)
-    if not inside.all():
-        fe, fn = np.where(inside, fe, 0.0), np.where(inside, fn, 0.0)
+    fe, fn = np.where(inside, fe, 0.0), np.where(inside, fn, 0.0)
     column, row = fe.astype(np.intp), fn.astype(np.intp)
+    inside &= _covered_cells[row, column]
     fx, fy = (fe - column)[:, None], (fn - row)[:, None]
-    grid = ostn15_grid()
-    near_edge = inside & ~_interior_cells[row, column]
     shift = (
         grid[row, column] * ((1 - fx) * (1 - fy))
         + grid[row, column + 1] * (fx * (1 - fy))
         + grid[row + 1, column] * ((1 - fx) * fy)
         + grid[row + 1, column + 1] * (fx * fy)
     )
-    grid_east, grid_north = east + shift[:, 0], north + shift[:, 1]
-    grid_east[~inside] = np.nan
-    edge = near_edge | np.isnan(grid_east)  # off the grid, or by its edge: convertbng's word is final
-    if edge.any():  # by the edge of OSTN15's cover, where convertbng knows the exact line
-        grid_east[edge], grid_north[edge] = convert_bng(np.ascontiguousarray(lon[edge]), np.ascontiguousarray(lat[edge]))
-    grid_north[np.isnan(grid_east)] = np.nan
-    return grid_east, grid_north
+    shift[~inside] = np.nan
+    return shift
+
+
+def _ostn15(lon: np.ndarray, lat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    east, north = _ETRS89_TM.transform(lon, lat)
+    shift = _shifts(east, north)
+    accepted = (lon >= OSTN15_LON[0]) & (lon <= OSTN15_LON[1]) & (lat >= OSTN15_LAT[0]) & (lat <= OSTN15_LAT[1])
+    shift[~accepted] = np.nan
+    return east + shift[:, 0], north + shift[:, 1]
+
+
+def _ostn15_inverse(easting: np.ndarray, northing: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    # the shift is looked up where the point lies on the ETRS89 grid, which is what is being sought:
+    # start from the National Grid position and move by the shift found there until it stops changing
+    east, north = easting, northing
+    for _ in range(_INVERSE_ITERATIONS):
+        shift = _shifts(east, north)
+        next_east, next_north = easting - shift[:, 0], northing - shift[:, 1]
+        moved = np.nanmax(np.abs(np.concatenate([next_east - east, next_north - north])), initial=0.0)
+        east, north = next_east, next_north
+        if moved < 1e-6:
+            break
+    lon, lat = _ETRS89_TM.transform(east, north, direction="INVERSE")
+    lost = ~np.isfinite(east)
+    lon[lost], lat[lost] = np.nan, np.nan
+    return lon, lat
 
 
 def lonlat_to_bng(lon, lat) -> tuple[np.ndarray, np.ndarray]:
@@ -120,7 +150,7 @@ def bng_to_lonlat(easting, northing) -> tuple[np.ndarray, np.ndarray]:
     northing = np.ascontiguousarray(northing, dtype=np.float64)
     if easting.size == 0:
         return easting.copy(), northing.copy()
-    return convert_lonlat(easting, northing)
+    return _ostn15_inverse(easting, northing)
 
 
 def _transformer(convert):
@@ -140,7 +170,7 @@ def _transformer(convert):
 
 
 _to_bng = _transformer(lonlat_to_bng)
-_to_wgs84 = _transformer(lambda x, y: convert_lonlat(x, y))
+_to_wgs84 = _transformer(bng_to_lonlat)
 
 
 def to_bng(geometry):
@@ -157,7 +187,13 @@ def to_bng(geometry):
 
 
 def to_wgs84(geometry):
-    """Reproject shapely geometry (or an array of them) from EPSG:27700 to EPSG:4326 with OSTN15."""
+    """Reproject shapely geometry (or an array of them) from EPSG:27700 to EPSG:4326 with OSTN15.
+
+    Raises
+    ------
+    OutsideGridError
+        When any coordinate lies outside Great Britain.
+    """
     return shapely.transform(geometry, _to_wgs84)
 
 

@@ -11,11 +11,11 @@ Every request has connect and read timeouts, and is retried on 429, 5xx and conn
 exponential backoff and jitter, waiting at least as long as the server's ``Retry-After`` says. Bulk files
 are streamed to disk (never held in memory) with conditional GETs so an unchanged file costs one 304.
 
-Examples
---------
->>> with PlatformClient() as client:  # doctest: +SKIP
-...     got = client.download("conservation-area", "/tmp", previous=None)
-...     got.path, got.etag
+Usage::
+
+    with PlatformClient() as client:
+        got = client.download("conservation-area", "/tmp", previous=None)
+        got.path, got.etag
 """
 
 from __future__ import annotations

@@ -24,6 +24,9 @@ def sample_coverage() -> dict[str, object]:
     return dict(zip(frame["dataset"], frame.geometry, strict=True))
 
 
+NOWHERE_SAMPLE = "nowhere: the sample holds a scattering of features, complete for no area"
+
+
 def load_samples(cache: LayerCache, *, only_missing: bool = False) -> dict[str, int]:
     """Write every bundled sample layer into ``cache``; returns features loaded per dataset."""
     present = set(cache.datasets()) if only_missing else set()
@@ -33,6 +36,8 @@ def load_samples(cache: LayerCache, *, only_missing: bool = False) -> dict[str, 
         if dataset in present:
             continue
         frame = gpd.read_parquet(str(path))
-        cache.write(dataset, frame, source={"type": "sample", "path": f"datasets/data/samples/{path.name}"}, coverage=coverage[dataset])
+        area = coverage[dataset]
+        note = NOWHERE_SAMPLE if area.is_empty else "the regions the bundled sample extract is complete for (datasets/data/samples/coverage.parquet)"
+        cache.write(dataset, frame, source={"type": "sample", "path": f"datasets/data/samples/{path.name}"}, coverage=area, coverage_note=note)
         loaded[dataset] = len(frame)
     return loaded

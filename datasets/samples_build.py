@@ -1,6 +1,6 @@
 """Build the bundled sample layers from the real public extracts (run once by a maintainer).
 
-``python -m datasets.samples_build ../shared/data/real`` writes ``datasets/data/samples/*.parquet``,
+``python -m datasets.samples_build FOLDER_OF_REAL_EXTRACTS`` writes ``datasets/data/samples/*.parquet``,
 platform-shaped GeoParquet that ``redline datasets load-samples`` (and ``make run``) load into the cache.
 Sources and licences: ``datasets/data/samples/ATTRIBUTION.md``.
 """
@@ -169,4 +169,6 @@ def _base() -> list[str]:
 
 
 if __name__ == "__main__":
-    print(json.dumps(build(Path(sys.argv[1] if len(sys.argv) > 1 else "../shared/data/real")), indent=1))
+    if len(sys.argv) != 2:
+        raise SystemExit("usage: python -m datasets.samples_build FOLDER_OF_REAL_EXTRACTS")
+    print(json.dumps(build(Path(sys.argv[1])), indent=1))

@@ -96,15 +96,14 @@ def is_stale(entry: dict | None, *, stale_after_hours: float = 48.0, now: dateti
 
 def tqdm_progress(stream=None) -> ProgressFactory | None:
     """A byte progress bar (size, rate, time left) when ``stream`` is a terminal; None otherwise."""
+    from .progress import on_terminal, progress_bar
+
     stream = stream or sys.stderr
-    if not getattr(stream, "isatty", lambda: False)():
+    if not on_terminal(stream):
         return None
-    from tqdm import tqdm
 
     def factory(desc: str, total: int | None):
-        return tqdm(
-            total=total, desc=desc, unit="B", unit_scale=True, unit_divisor=1024, file=stream, leave=False
-        )
+        return progress_bar(total, desc=desc, unit="B", stream=stream, unit_scale=True, unit_divisor=1024, leave=False)
 
     return factory
 
@@ -358,10 +357,10 @@ class Syncer:
 class BackgroundSync:
     """The service's own sync scheduler (off by default): :meth:`Syncer.watch` in a daemon thread.
 
-    Examples
-    --------
-    >>> bg = BackgroundSync(syncer, ["conservation-area"], interval=3600)  # doctest: +SKIP
-    >>> bg.start(); ...; bg.stop()  # doctest: +SKIP
+    Usage::
+
+        bg = BackgroundSync(syncer, ["conservation-area"], interval=3600)
+        bg.start(); ...; bg.stop()
     """
 
     def __init__(self, syncer: Syncer, datasets: Iterable[str], interval: float, *, force: bool = False):

@@ -7,8 +7,12 @@ uvicorn on 127.0.0.1 for the tests that need real HTTP (body limits, auth header
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -18,6 +22,8 @@ import uvicorn
 
 from api.app import create_app
 from api.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
 
 # A real site in central Bath: in the Bath conservation area and World Heritage Site, on listed buildings.
 BATH_WKT = "POLYGON((-2.3614 51.3812, -2.3606 51.3812, -2.3606 51.3817, -2.3614 51.3817, -2.3614 51.3812))"
@@ -41,6 +47,9 @@ def make_app(data_dir: Path, **settings):
         "load_samples": True,
         "rate_limit_per_s": 1e6,
         "rate_limit_burst": 1_000_000,
+        "anonymous_rate_limit_per_s": 1e6,
+        "anonymous_rate_limit_burst": 1_000_000,
+        "failed_auth_burst": 1_000_000,
     } | settings
     return create_app(Settings(**options), load_in_background=False)
 
@@ -77,6 +86,44 @@ class LiveServer:
     def __exit__(self, *exc) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=10)
+
+
+class ServedProcess:
+    """``redline serve`` as its own process on 127.0.0.1, over ``data_dir``, as a deployment runs it.
+
+    ``env`` adds ``REDLINE_*`` settings. Its output goes to ``log``; the whole process group (the
+    worker and its check processes) is killed on exit, whatever state it is in.
+    """
+
+    def __init__(self, data_dir: Path, log: Path, env: dict[str, str] | None = None, args: tuple[str, ...] = ()):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._command = [sys.executable, "-m", "api.cli", "serve", "--port", str(self.port), "--log-level", "warning", *args]
+        self._env = os.environ | {"REDLINE_DATA_DIR": str(data_dir), "REDLINE_LOAD_SAMPLES": "false"} | (env or {})
+        self._log_path = log
+        self.process: subprocess.Popen | None = None
+
+    def __enter__(self) -> ServedProcess:
+        self._log = open(self._log_path, "wb")
+        self.process = subprocess.Popen(self._command, cwd=ROOT, env=self._env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"redline serve exited with {self.process.returncode}: {self._log_path.read_text()[-2000:]}")
+            try:
+                if httpx.get(self.url + "/readyz", timeout=2).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        self.__exit__()
+        raise RuntimeError("redline serve did not become ready within 120 s")
+
+    def __exit__(self, *exc) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(10)
+        self._log.close()
 
 
 def assert_problem(response, status: int) -> dict:

@@ -34,7 +34,7 @@ def postgres():
     global _pg
     with _pg_lock:
         if _pg is None:
-            from pg_server import PostgresServer
+            from benchmarks.pg_server import PostgresServer
 
             server = PostgresServer()
             server.start()  # raises PostgresUnavailable with the apt-get command when missing

@@ -25,6 +25,7 @@ import shapely
 import uvicorn
 from boundary_fixtures import *  # noqa: F403 - pytest fixtures: backend_url, saltford
 from boundary_fixtures import status
+from conftest import REAL_DATA
 from shapely.geometry import shape
 
 from api.app import create_app
@@ -32,7 +33,6 @@ from api.keys import KeyStore
 from api.settings import Settings
 from datasets import crs
 
-REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
 CA = "designated.conservationArea"
 
 
@@ -249,7 +249,7 @@ def test_odp_export_validates_against_the_real_schema(shared_service, saltford):
         },
     )
     export = officer.get(f"/v1/boundaries/{bid}/versions/1/odp").json()
-    schema = json.loads((REAL / "digital-planning-data-schemas__schema-application.json").read_text())
+    schema = json.loads((REAL_DATA / "digital-planning-data-schemas__schema-application.json").read_text())
     definitions = {"$schema": schema["$schema"], "definitions": schema["definitions"]}
     jsonschema.validate(export["proposal"]["boundary"], {"$ref": "#/definitions/GeoBoundary", **definitions})
     for designation in export["designations"]:
@@ -377,3 +377,34 @@ def test_create_from_an_uploaded_shapefile_in_british_national_grid(shared_servi
     # Through OSTN15 and back: the same square to well under a centimetre.
     assert uploaded.symmetric_difference(shape(saltford.outside)).area < 1e-12
     assert status(r.json()["constraints"], CA) == ("clear", [])
+
+
+def test_a_dismissed_conservation_area_no_longer_makes_the_site_designated_in_any_format(shared_service, saltford):
+    officer = shared_service.client(shared_service.officer_key)
+    bid = (
+        shared_service.client(shared_service.applicant_key)
+        .post("/v1/boundaries", json={"reference": "R-designated", "local_authority": "LA", "site": saltford.over})
+        .json()["id"]
+    )
+    machine = officer.get(f"/v1/boundaries/{bid}").json()["constraints"]
+    assert status(machine, CA)[0] == "intersects" and status(machine, "designated")[0] == "intersects"
+    r = officer.post(
+        f"/v1/boundaries/{bid}/overrides",
+        json={"key": CA, "action": "dismissed", "reason": "the boundary was moved out of the conservation area"},
+    )
+    assert r.status_code == 201, r.text
+
+    native = officer.get(f"/v1/boundaries/{bid}/constraints").json()
+    assert status(native, CA)[0] == "clear"
+    # nothing else designates Saltford as far as the layers can tell: not true, and never true by derivation
+    assert status(native, "designated")[0] != "intersects"
+    planx = officer.get(f"/v1/boundaries/{bid}/constraints", params={"format": "planx"}).json()["constraints"]
+    assert planx[CA]["value"] is False and planx.get("designated", {}).get("value") is not True
+    odp = {d["value"]: d for d in officer.get(f"/v1/boundaries/{bid}/constraints", params={"format": "odp"}).json()["designations"]}
+    assert odp[CA]["intersects"] is False and odp.get("designated", {"intersects": False})["intersects"] is False
+    export = {d["value"]: d for d in officer.get(f"/v1/boundaries/{bid}/versions/1/odp").json()["designations"]}
+    assert export[CA]["intersects"] is False and export.get("designated", {"intersects": False})["intersects"] is False
+    features = officer.get(f"/v1/boundaries/{bid}/constraints", params={"format": "geojson"}).json()["features"]
+    assert not [f for f in features if CA in f["properties"]["keys"] or "designated" in f["properties"]["keys"]]
+    # the machine answer itself is kept as it was
+    assert status(officer.get(f"/v1/boundaries/{bid}").json()["constraints"], "designated")[0] == "intersects"

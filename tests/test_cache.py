@@ -207,8 +207,10 @@ def test_a_load_killed_at_any_moment_leaves_a_whole_readable_copy(tmp_path):
     seen = [0]
     killed_mid_write = 0
     generation = 1
-    # None: wait until a write has landed, then kill at once (as the next write starts)
-    for delay in (0.0, 0.1, 0.25, 0.4, None):
+    # None: wait until a write has landed, then kill at once (as the next write starts);
+    # "mid-write": wait until a temporary file is being written, then kill (the timed rounds may all
+    # miss a write on a loaded machine, where the child takes longer to start)
+    for delay in (0.0, 0.1, 0.25, 0.4, None, "mid-write"):
         child = subprocess.Popen(
             [sys.executable, "-c", WRITER, str(tmp_path), str(generation)],
             cwd=REPO,
@@ -221,6 +223,10 @@ def test_a_load_killed_at_any_moment_leaves_a_whole_readable_copy(tmp_path):
                 before, deadline = cache.generation(), time.monotonic() + 60
                 while cache.generation() == before and time.monotonic() < deadline:
                     time.sleep(0.005)
+            elif delay == "mid-write":
+                deadline = time.monotonic() + 60
+                while not any((tmp_path / "layers").glob(".tree.*.tmp")) and time.monotonic() < deadline:
+                    time.sleep(0.001)
             else:
                 time.sleep(delay + rng.uniform(0, 0.1))
         finally:

@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 import re
 import urllib.parse
-from pathlib import Path
 
 import geopandas as gpd
 import jsonschema
 import numpy as np
 import pytest
 import shapely
+from conftest import REAL_DATA
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -23,8 +23,6 @@ from datasets.catalogue import load_catalogue
 from datasets.crs import to_bng
 from datasets.samples import load_samples
 
-REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
-
 
 @pytest.fixture(scope="module")
 def sample_index(tmp_path_factory) -> ConstraintIndex:
@@ -35,7 +33,7 @@ def sample_index(tmp_path_factory) -> ConstraintIndex:
 
 def cobourg_road_site() -> shapely.Polygon:
     """The real PlanX request BOPS stored for a Cobourg Road, Southwark site."""
-    params = json.loads((REAL / "bops__planx_constraints_proposed_params.json").read_text())
+    params = json.loads((REAL_DATA / "bops__planx_constraints_proposed_params.json").read_text())
     source = params[0]["sourceRequest"].replace(" =", "=").replace(" &", "&")
     return shapely.from_wkt(urllib.parse.parse_qs(urllib.parse.urlparse(source).query)["geometry"][0])
 
@@ -59,7 +57,7 @@ def test_cobourg_road_meets_exactly_the_one_listed_building_outline_planx_report
 
 
 def test_a_site_inside_the_chilterns_is_in_an_aonb_and_designated(sample_index):
-    chilterns = json.loads((REAL / "bops__1000005.json").read_text())
+    chilterns = json.loads((REAL_DATA / "bops__1000005.json").read_text())
     point = shapely.from_wkt(chilterns["point"])
     site = shapely.Point(point.x, point.y).buffer(0.0005)
     answer = sample_index.check(site)
@@ -197,20 +195,10 @@ def test_no_cut_off_a_site_meeting_ten_thousand_entities_gets_them_all(tmp_path)
 
 
 def test_a_point_site_is_an_address_check(sample_index):
-    chilterns = json.loads((REAL / "bops__1000005.json").read_text())
+    chilterns = json.loads((REAL_DATA / "bops__1000005.json").read_text())
     answer = sample_index.check(json.loads(json.dumps(shapely.geometry.mapping(shapely.from_wkt(chilterns["point"])))))
     assert answer_for(answer, "designated.AONB")["status"] == "intersects"
     assert answer["site"]["area_m2"] == 0
-
-
-def test_granular_article_4_keys_match_by_council_rule(tmp_path):
-    area = frame("article-4-direction-area", [square(-0.12, 51.46, 0.01)], **{"organisation-entity": ["192"], "name": ["Stockwell Park"]})
-    index = synthetic_index(tmp_path, {"article-4-direction-area": area})
-    answer = index.check(square(-0.115, 51.465, 0.0005), council="lambeth")
-    assert answer_for(answer, "articleFour.lambeth.stockwell")["status"] == "intersects"
-    assert answer_for(answer, "articleFour.lambeth.hydeFarm")["status"] == "clear"
-    planx = to_planx(answer)
-    assert planx["constraints"]["articleFour.lambeth.stockwell"]["value"] is True
 
 
 def test_a_council_adds_its_own_keys_without_code(tmp_path):
@@ -282,12 +270,12 @@ def test_the_check_agrees_with_brute_force_over_every_feature(sample_index, brut
 
 @pytest.fixture(scope="module")
 def odp_schema():
-    return json.loads((REAL / "digital-planning-data-schemas__schema-application.json").read_text())
+    return json.loads((REAL_DATA / "digital-planning-data-schemas__schema-application.json").read_text())
 
 
 def test_odp_designations_validate_against_the_real_schema(sample_index, odp_schema):
     validator = jsonschema.Draft7Validator({"$ref": "#/definitions/PlanningDesignation", "definitions": odp_schema["definitions"]})
-    for site in (cobourg_road_site(), shapely.from_wkt(json.loads((REAL / "bops__1000005.json").read_text())["point"]).buffer(0.001)):
+    for site in (cobourg_road_site(), shapely.from_wkt(json.loads((REAL_DATA / "bops__1000005.json").read_text())["point"]).buffer(0.001)):
         designations = to_odp(sample_index.check(site))
         assert any(d["intersects"] for d in designations)
         for designation in designations:
@@ -303,7 +291,7 @@ def _shape_of(value):
 
 
 def test_planx_output_has_the_keys_and_types_of_real_planx_answers(sample_index):
-    real = json.loads((REAL / "planx-new__digitalLandResponseMock.json").read_text())
+    real = json.loads((REAL_DATA / "planx-new__digitalLandResponseMock.json").read_text())
     ours = to_planx(sample_index.check(cobourg_road_site()), sample_index.catalogue)
     assert set(real) - {"_provenance"} <= set(ours)
     for key, real_entry in real["constraints"].items():

@@ -6,6 +6,7 @@ Real processes and a real socket pair; the app-level tests go through the HTTP A
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import threading
@@ -16,6 +17,7 @@ from api_fixtures import BATH_SITE, copy_cache, make_app
 from fastapi.testclient import TestClient
 
 from api.check_process import CheckProcess, CheckProcessLost, CheckProcessRunner, fork_available
+from api.check_thread import CheckOverdue, CheckThread
 from constraints.site import SiteError
 
 pytestmark = pytest.mark.skipif(not fork_available(), reason="the check process needs fork (POSIX)")
@@ -131,6 +133,68 @@ def test_a_pool_sends_each_check_to_the_process_with_the_fewest_waiting():
     assert slow_pid not in quick_pids  # none of them waited behind the slow check
 
 
+def test_a_check_past_its_deadline_is_abandoned_and_its_process_killed_and_replaced_at_once():
+    runner = CheckProcessRunner(lambda tag: whoami, deadline_s=0.5)
+
+    async def scenario():
+        first_pid, _ = await runner.run("data-1", 0, None)
+        [first] = runner.processes()
+        started = time.monotonic()
+        overrunning = asyncio.ensure_future(runner.run("data-1", 30.0, "stuck"))
+        await asyncio.sleep(0.05)
+        behind = asyncio.ensure_future(runner.run("data-1", 0, "behind"))  # waits behind the stuck one
+        for waiting in (overrunning, behind):
+            with pytest.raises(CheckOverdue) as overdue:
+                await waiting
+            assert "0.5 s deadline" in str(overdue.value)
+        took = time.monotonic() - started
+        replacements = runner.pids  # forked as soon as the stuck one was killed, before any new check
+        answer = await runner.run("data-1", 0, None)
+        return first, first_pid, took, replacements, answer
+
+    try:
+        first, first_pid, took, replacements, (next_pid, _) = run(scenario())
+    finally:
+        runner.close()
+    assert 0.5 <= took < 3
+    assert first.exited.wait(10), "the stuck process was killed"
+    assert replacements == [next_pid] and next_pid != first_pid
+    assert runner.restarts == 1 and runner.last_failure["pid"] == first_pid and "deadline" in runner.last_failure["reason"]
+
+
+def test_a_stopped_check_process_is_killed_at_the_deadline():
+    runner = CheckProcessRunner(lambda tag: whoami, deadline_s=0.5)
+
+    async def scenario():
+        pid, _ = await runner.run("data-1", 0, None)
+        os.kill(pid, signal.SIGSTOP)
+        with pytest.raises(CheckOverdue):
+            await runner.run("data-1", 0, None)
+        return pid, await runner.run("data-1", 0, None)
+
+    try:
+        stopped, (pid, _) = run(scenario())
+    finally:
+        runner.close()
+    assert pid != stopped
+    with pytest.raises(ProcessLookupError):  # killed and reaped, not left stopped
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            os.kill(stopped, 0)
+            time.sleep(0.05)
+
+
+def test_the_check_thread_abandons_a_check_past_its_deadline_and_says_how_long_it_has_been_busy():
+    thread = CheckThread(deadline_s=0.3)
+    started = time.monotonic()
+    with pytest.raises(CheckOverdue):
+        run(thread.run(time.sleep, 1.5))
+    assert time.monotonic() - started < 1.0
+    assert thread.busy_for > 0.2  # still on it: a thread cannot be stopped, only abandoned
+    thread.stop()
+    assert thread.busy_for == 0
+
+
 def test_a_pool_needs_at_least_one_process():
     with pytest.raises(ValueError):
         CheckProcessRunner(lambda tag: whoami, size=0)
@@ -181,6 +245,32 @@ def test_a_dead_check_process_is_replaced_and_checks_go_on(app_client):
     answer = app_client.post("/v1/check", json=BATH_SITE)
     assert answer.status_code == 200
     assert len(runner.pids) == 1 and victim.pid not in runner.pids
+
+
+def test_a_stuck_check_thread_answers_503_and_readyz_reports_it(sample_cache, tmp_path):
+    app = make_app(copy_cache(sample_cache, tmp_path / "threaded"), check_process=False, check_deadline_s=0.5)
+    with TestClient(app) as client:
+        hog = threading.Thread(target=lambda: asyncio.run(_occupy(app.state.check_thread, 2.0)))
+        hog.start()
+        time.sleep(0.7)
+        ready = client.get("/readyz")
+        assert ready.status_code == 503 and "check thread" in ready.json()["detail"]
+        started = time.monotonic()
+        answer = client.post("/v1/check", json=BATH_SITE)
+        assert answer.status_code == 503 and answer.headers["retry-after"]
+        assert answer.json()["type"] == "/problems/check-deadline"
+        assert time.monotonic() - started < 2
+        hog.join()
+        deadline = time.monotonic() + 5
+        while app.state.check_thread.busy_for and time.monotonic() < deadline:  # the abandoned sleep ends
+            time.sleep(0.05)
+        assert client.get("/readyz").status_code == 200
+        assert client.post("/v1/check", json=BATH_SITE).status_code == 200
+
+
+async def _occupy(thread: CheckThread, seconds: float) -> None:
+    with contextlib.suppress(CheckOverdue):
+        await thread.run(time.sleep, seconds)
 
 
 def test_a_rebuilt_index_is_answered_by_a_new_check_process(app_client):

@@ -20,8 +20,6 @@ import numpy as np
 import pytest
 import shapely
 
-from api.cli import main
-from api.settings import get_settings
 from datasets.cache import LayerCache
 from datasets.crs import bng_to_lonlat
 
@@ -51,27 +49,6 @@ def redline(*args: str, data_dir: Path, stdin: bytes | None = None) -> subproces
     )
 
 
-@pytest.fixture
-def cli(monkeypatch, capsys, tmp_path):
-    """Run ``redline ARGS`` in this process against a data folder; returns (exit code, stdout, stderr)."""
-    monkeypatch.chdir(tmp_path)  # no stray .env
-
-    def call(*argv: str, data_dir: Path) -> tuple[int, str, str]:
-        monkeypatch.setenv("REDLINE_DATA_DIR", str(data_dir))
-        get_settings.cache_clear()
-        try:
-            code = main(list(argv))
-        except SystemExit as exit:  # argparse refusing an option
-            code = exit.code
-        finally:
-            get_settings.cache_clear()
-        captured = capsys.readouterr()
-        return code, captured.out, captured.err
-
-    yield call
-    get_settings.cache_clear()
-
-
 @pytest.fixture(scope="module")
 def samples_dir(tmp_path_factory) -> Path:
     """A data folder holding the bundled samples, loaded by ``redline datasets load-samples``."""
@@ -99,11 +76,13 @@ def test_load_samples_fills_the_cache_and_list_shows_each_dataset(samples_dir):
 
     assert listed.returncode == 0
     lines = listed.stdout.decode().splitlines()
-    assert lines[0].split() == ["dataset", "features", "age", "source"]
-    row = next(line.split() for line in lines if line.startswith("listed-building-outline "))
+    assert lines[0].split() == ["dataset", "features", "age", "stale", "source"]
+    at = next(i for i, line in enumerate(lines) if line.startswith("listed-building-outline "))
+    row = lines[at].split()
     assert row[1] == str(manifest["listed-building-outline"]["features"])
-    assert row[3] == "datasets/data/samples/listed-building-outline.parquet"
-    assert len(lines) == 1 + len(manifest)
+    assert row[3:5] == ["no", "datasets/data/samples/listed-building-outline.parquet"]
+    assert lines[at + 1].split()[:2] == ["covers", "nowhere:"]  # the sample outlines are a scattering, complete nowhere
+    assert len(lines) == 1 + 2 * len(manifest)
 
 
 def test_load_samples_missing_only_adds_what_is_not_cached(tmp_path, cli, samples_dir):
@@ -151,9 +130,10 @@ def test_datasets_list_shows_count_source_age_and_the_last_failure(tmp_path, cli
     assert entry["source"]["path"] == str((real_data / BANES_CA).resolve())
     assert len(entry["source"]["sha256"]) == 64
     code, out, _ = cli("datasets", "list", data_dir=data_dir)
-    name, features, age, source, *rest = out.splitlines()[1].split()
-    assert (name, features, source) == ("conservation-area", "36", str((real_data / BANES_CA).resolve()))
+    name, features, age, stale, source, *rest = out.splitlines()[1].split()
+    assert (name, features, stale, source) == ("conservation-area", "36", "no", str((real_data / BANES_CA).resolve()))
     assert age.endswith("s") and " ".join(rest) == "(last refresh failed: HTTP 503)"
+    assert out.splitlines()[2].split() == ["covers", "nowhere", "yet:", *"no --coverage was given, so it answers only where its features meet a site".split()]
 
 
 def test_datasets_list_on_an_empty_cache_says_how_to_fill_it(tmp_path, cli):
@@ -210,7 +190,7 @@ def test_load_exits_non_zero_only_when_nothing_could_be_loaded(tmp_path, cli):
         "datasets", "load", str(partly), "--dataset", "tree-preservation-zone", data_dir=data_dir
     )
     assert code == 0
-    assert "loaded 1, repaired 0, skipped 1" in out and "skipped row 2: empty or unreadable geometry" in out
+    assert "loaded 1, repaired 0, skipped 1" in out and "skipped row 2: the geometry is empty or missing" in out
 
     nothing = write(tmp_path / "nothing.geojson", {"type": "FeatureCollection", "features": features[1:]})
     code, _, err = cli("datasets", "load", str(nothing), "--dataset", "tree", data_dir=data_dir)
@@ -296,8 +276,11 @@ def test_check_speaks_planx_odp_and_geojson(tmp_path, cli, samples_dir, fmt):
     if fmt == "planx":
         assert answer["constraints"]["listed"]["value"] is True
         assert answer["constraints"]["listed"]["data"][0]["entity"] == 42102419
-        assert answer["constraints"]["designated.conservationArea"]["value"] is not True
-        assert "metadata" in answer
+        # Cobourg Road is in Southwark, where the samples' conservation areas (Bath's) prove nothing:
+        # left out of constraints, which PlanX would read as "not", and listed apart with the reason
+        assert "designated.conservationArea" not in answer["constraints"]
+        assert "does not cover" in answer["unknown"]["designated.conservationArea"]["reason"]
+        assert answer["metadata"]["listed"]["dataset"] in ("listed-building", "listed-building-outline")
     elif fmt == "odp":
         listed = next(d for d in answer["designations"] if d["value"] == "listed")
         assert listed["intersects"] is True
@@ -325,7 +308,7 @@ def test_tolerance_options_move_small_overlaps_to_nearby(tmp_path, cli, samples_
         ("--tolerance-pct", "nan", "must be a finite number"),
         ("--tolerance-m2", "-5", "must be a finite number, 0 or more"),
         ("--tolerance-m2", "half", "'half' is not a number"),
-        ("--council", "lambth", "no article 4 rules for the council 'lambth' (councils with rules: lambeth)"),
+        ("--council", "lambth", "no article 4 rules for the council 'lambth' (councils with rules: adur-worthing, "),
     ],
 )
 def test_bad_check_options_exit_2_naming_the_option(tmp_path, cli, samples_dir, option, value, words):
@@ -396,7 +379,9 @@ def test_a_bad_site_exits_2_with_a_message_naming_the_problem(tmp_path, cli, cas
 
     assert code == 2, (case, err)
     assert out == ""
-    assert err.startswith(f"redline: {site}: ")
+    said, message = err.split("\n", 1)
+    assert said == f"redline: data folder {tmp_path / 'data'} (from REDLINE_DATA_DIR)"
+    assert message.startswith(f"redline: {site}: ")
     for word in words:
         assert word in err, (case, err)
     assert not (tmp_path / "data").exists(), "refused before any layer is loaded"

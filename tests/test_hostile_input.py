@@ -267,8 +267,12 @@ def test_deep_json_and_huge_numbers_are_4xx_on_every_json_endpoint(server, case)
 
 def test_huge_ids_and_nul_references_are_4xx_or_match_nothing(server):
     _, _, url = server
-    for params in ({"entity": "99999999999999999999"}, {"entity": "-1"}, {"entity": "9" * 5000}):
-        assert_problem(httpx.get(url + "/entity.json", params=params), 422)
-    assert_problem(httpx.get(url + "/entity/99999999999999999999.json"), 422)
+    # the platform's own endpoints answer its way: 422 with {"detail": [...]} naming the parameter
+    for answer in [
+        *(httpx.get(url + "/entity.json", params={"entity": n}) for n in ("99999999999999999999", "-1", "9" * 5000)),
+        httpx.get(url + "/entity/99999999999999999999.json"),
+    ]:
+        assert answer.status_code == 422, answer.text[:300]
+        assert "entity" in json.dumps(answer.json()["detail"])
     empty = httpx.get(url + "/entity.json", params={"reference": "\x00", "dataset": "conservation-area", "limit": 100})
     assert empty.status_code == 200 and empty.json()["entities"] == []

@@ -18,7 +18,7 @@ import shapely
 from pyproj import Geod
 
 from datasets import crs
-from datasets.loaders import LoadError, read_layer_file
+from datasets.loaders import MISSING_GEOMETRY, OFF_GRID, LoadError, read_layer_file
 
 OUTLINES_CSV = "digital-land-python__listed-building-outline-flattened.csv"
 BANES_CA = "banes-geographic-data__banes_conservation_ar.geojson"
@@ -176,7 +176,7 @@ def test_a_csv_row_without_geometry_falls_back_to_its_point(tmp_path, real_data)
 def test_a_csv_without_any_geometry_column_is_refused(tmp_path):
     path = tmp_path / "names.csv"
     path.write_text("entity,name\n1,Bath\n")
-    with pytest.raises(LoadError, match="'geometry' or 'point'"):
+    with pytest.raises(LoadError, match="a column of WKT .*'geometry'.*'point'.* or coordinate columns"):
         read_layer_file(path, "conservation-area")
 
 
@@ -263,7 +263,7 @@ def test_a_grid_feature_off_the_ostn15_grid_is_skipped_not_the_whole_file(tmp_pa
     report = read_layer_file(path, "listed-building-outline")
 
     assert report.loaded == 3
-    assert report.skipped == [(2, "coordinates cannot lie in Great Britain")]
+    assert report.skipped == [(2, OFF_GRID)]
 
 
 def test_a_lon_lat_file_declared_as_grid_is_refused(tmp_path, valid_banes):
@@ -298,7 +298,7 @@ def test_empty_and_unreadable_rows_are_skipped_by_row_number(tmp_path, valid_ban
     report = read_layer_file(path, "conservation-area")
 
     assert report.loaded == 3
-    assert report.skipped == [(2, "empty or unreadable geometry"), (4, "empty or unreadable geometry")]
+    assert report.skipped == [(2, MISSING_GEOMETRY), (4, MISSING_GEOMETRY)]
     assert report.frame["name"].tolist() == valid_banes["name"].iloc[[0, 2, 4]].tolist()
     assert report.frame["source-row"].tolist() == ["1", "3", "5"]
 

@@ -1,10 +1,10 @@
 """Rebuild ``api/data/datasets.json``: the platform's dataset metadata for the datasets redline knows.
 
-Sources (real public files, see ``/work/shared/data/real/SOURCES.md``): ``specification__dataset.csv``
+Sources (real public files, the collection of real extracts described in ``tests/data/real/SOURCES.md``): ``specification__dataset.csv``
 (digital-land/specification, MIT) for each dataset's fields, and the ``/dataset/{name}.json`` answers
 kept in PlanX's mocks (planx-new, MPL-2.0; data OGL v3) for the attribution and licence texts.
 
-    python -m api.data.build_datasets /work/shared/data/real
+    python -m api.data.build_datasets FOLDER_OF_REAL_EXTRACTS
 """
 
 from __future__ import annotations
@@ -96,7 +96,9 @@ def build(real: Path) -> dict:
 
 
 if __name__ == "__main__":
-    real = Path(sys.argv[1] if len(sys.argv) > 1 else "/work/shared/data/real")
+    if len(sys.argv) != 2:
+        raise SystemExit("usage: python -m api.data.build_datasets FOLDER_OF_REAL_EXTRACTS")
+    real = Path(sys.argv[1])
     data = build(real)
     OUT.write_text(
         json.dumps(

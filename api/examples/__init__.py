@@ -98,15 +98,66 @@ def capture(client) -> dict:
         response = client.request(operation.split()[0], path, params=params, json=body)
         if response.status_code != 200:
             raise RuntimeError(f"{operation} answered {response.status_code}: {response.text[:300]}")
-        media = response.headers["content-type"].split(";")[0]
-        answer = response.text if media.startswith("text/") else abridge(response.json())
-        if isinstance(answer, str):
-            answer = "\n".join(answer.splitlines()[:40]) + "\n"
-        out[operation] = {
-            "request": {"path": path, "query": params, "body": body},
-            "media_type": media,
-            "response": answer,
-        }
+        out[operation] = _record(path, params, body, response)
+    out.update(capture_boundary_flow(client))
+    return out
+
+
+def _record(path: str, params: dict, body, response) -> dict:
+    media = response.headers["content-type"].split(";")[0]
+    answer = response.text if media.startswith("text/") else abridge(response.json())
+    if isinstance(answer, str):
+        answer = "\n".join(answer.splitlines()[:40]) + "\n"
+    return {
+        "request": {"path": path, "query": params, "body": body},
+        "status": response.status_code,
+        "media_type": media,
+        "response": answer,
+    }
+
+
+#: The red line's journey: an applicant's boundary, an officer's amendment, the applicant's answer.
+BOUNDARY = {"reference": "PLX-1234", "local_authority": "Bath and North East Somerset", "site": BATH_SITE}
+AMENDED = {
+    "type": "Polygon",
+    "coordinates": [[[-2.3614, 51.3812], [-2.3608, 51.3812], [-2.3608, 51.3817], [-2.3614, 51.3817], [-2.3614, 51.3812]]],
+}
+
+
+def capture_boundary_flow(client) -> dict:
+    """Walk a boundary through validation, creation, an amendment and the applicant's approval; keep each answer.
+
+    The second of each pair of change requests is rejected, so both of the applicant's answers are shown.
+    """
+    out: dict = {}
+
+    def step(operation: str, path: str, body=None, *, token: str | None = None, expect: int = 200, params=None):
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        response = client.request(operation.split()[0], path, json=body, params=params or {}, headers=headers)
+        if response.status_code != expect:
+            raise RuntimeError(f"{operation} answered {response.status_code}: {response.text[:300]}")
+        out[operation] = _record(path, params or {}, body, response)
+        return response.json() if response.headers["content-type"].startswith("application/") else response.text
+
+    step("POST /v1/validate", "/v1/validate", {"site": BATH_SITE})
+    boundary = step("POST /v1/boundaries", "/v1/boundaries", BOUNDARY, expect=201)
+    bid = boundary["id"]
+    step("GET /v1/boundaries/{boundary_id}", f"/v1/boundaries/{bid}")
+    proposal = {"site": AMENDED, "reason": "The red line must follow the garden wall"}
+    opened = step("POST /v1/boundaries/{boundary_id}/change-requests", f"/v1/boundaries/{bid}/change-requests", proposal, expect=201)
+    step("GET /v1/change-requests/{request_id}", f"/v1/change-requests/{opened['id']}", token=opened["token"])
+    step("POST /v1/change-requests/{request_id}/approve", f"/v1/change-requests/{opened['id']}/approve", token=opened["token"])
+    second = client.post(f"/v1/boundaries/{bid}/change-requests", json={"site": BATH_SITE["geometry"], "reason": "Back to the first line"}).json()
+    step(
+        "POST /v1/change-requests/{request_id}/reject",
+        f"/v1/change-requests/{second['id']}/reject",
+        {"reason": "That strip is my neighbour's garden"},
+        token=second["token"],
+    )
+    step("GET /v1/boundaries/{boundary_id}/versions", f"/v1/boundaries/{bid}/versions")
+    step("GET /v1/boundaries/{boundary_id}/versions/{n}/odp", f"/v1/boundaries/{bid}/versions/2/odp")
+    step("GET /v1/boundaries/{boundary_id}/constraints", f"/v1/boundaries/{bid}/constraints", params={"format": "odp"})
+    step("GET /v1/boundaries/{boundary_id}/audit", f"/v1/boundaries/{bid}/audit")
     return out
 
 
@@ -126,7 +177,8 @@ def add_examples(schema: dict) -> dict:
         op = schema.get("paths", {}).get(path, {}).get(method.lower())
         if op is None:
             continue
-        ok = op.setdefault("responses", {}).setdefault("200", {"description": "Successful Response"})
+        status = str(captured.get("status", 200))
+        ok = op.setdefault("responses", {}).setdefault(status, {"description": "Successful Response"})
         content = ok.setdefault("content", {})
         media = captured["media_type"]
         content.setdefault(media, {"schema": {}})["example"] = captured["response"]

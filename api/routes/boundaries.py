@@ -25,14 +25,25 @@ from starlette.concurrency import run_in_threadpool
 
 from boundary.errors import BoundaryError, Forbidden, InvalidBoundary, Unauthorized
 from boundary.geometry import parse_upload, validate_boundary
-from boundary.odp import export_version
+from boundary.odp import effective_answer, export_version
 from boundary.store import Store
 from boundary.workflow import Boundaries, WorkflowSettings
+from constraints.formats import Format, render
 
 from ..bodies import JSONRoute, read_body, read_json_object
-from ..deps import authenticate, bearer_token
+from ..dataset_metadata import describer
+from ..deps import (
+    APPLICANT_TOKEN,
+    admit,
+    bearer_token,
+    guard_failures,
+    record_failure,
+    require_scope,
+    throttle,
+)
 from ..errors import Problem
-from ..settings import boundary_limits
+from ..keys import Principal
+from .check import boundary_limits
 
 router = APIRouter(tags=["boundaries"], route_class=JSONRoute)
 log = logging.getLogger("redline.boundaries")
@@ -133,43 +144,26 @@ def build_workflow(app: FastAPI) -> Boundaries:
         return wf
 
 
-def _principal(request: Request, scopes: tuple[str, ...]):
-    """The API key's principal if it holds any of ``scopes`` (401/403 problem otherwise)."""
-    principal = authenticate(request)
-    wanted = " or ".join(f"'{s}'" for s in scopes)
-    if principal is None:
-        raise Problem(
-            401,
-            "Unauthorised",
-            f"this endpoint needs an API key with scope {wanted}, sent as 'Authorization: Bearer KEY'",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
-    if not any(principal.has(s) for s in scopes):
-        raise Problem(
-            403, "Forbidden", f"the API key '{principal.name}' lacks the scope {wanted} this endpoint needs"
-        )
-    limiter = request.app.state.rate_limiter
-    wait = limiter.take(principal.key_id or "anonymous")
-    if wait > 0:
-        raise Problem(
-            429,
-            "Too many requests",
-            f"rate limit reached; retry in {wait:.1f} s",
-            headers={"Retry-After": str(max(1, round(wait)))},
-        )
-    return principal
-
-
 def _actor(principal) -> str:
     return principal.name
 
 
-async def _applicant(request: Request, wf: Boundaries, request_id: str) -> str:
-    """Admit the holder of this request's token; raise 401 without a token, 403 with a wrong one."""
+async def _applicant(request: Request, wf: Boundaries, request_id: str, *, count_failure: bool = True) -> str:
+    """Admit the holder of this request's token; raise 401 without a token, 403 with a wrong one.
+
+    A wrong token counts as a failed authentication, as a wrong API key does (see ``api.deps``).
+    """
     token = bearer_token(request)
     if token is None:
         raise Unauthorized("send the token from the change request link as 'Authorization: Bearer TOKEN'")
-    await run_in_threadpool(wf.authorize_applicant, request_id, token)
+    guard_failures(request)
+    throttle(request)
+    try:
+        await run_in_threadpool(wf.authorize_applicant, request_id, token)
+    except (Forbidden, Unauthorized):
+        if count_failure:
+            record_failure(request)
+        raise
     return "applicant"
 
 
@@ -177,10 +171,10 @@ async def _applicant_or_officer(request: Request, wf: Boundaries, request_id: st
     token = bearer_token(request)
     if token is not None:
         try:
-            return await _applicant(request, wf, request_id)
+            return await _applicant(request, wf, request_id, count_failure=False)
         except Forbidden:
-            pass  # not this request's token: perhaps an officer's API key
-    return _actor(_principal(request, ("officer",)))
+            pass  # not this request's token: perhaps an officer's API key, which admit() checks
+    return _actor(admit(request, "officer"))
 
 
 def _json(body, status: int = 200, headers: dict | None = None) -> Response:
@@ -274,8 +268,7 @@ async def _site_and_fields(request: Request, wf: Boundaries, fields: tuple[str, 
         422: {"description": "Invalid boundary"},
     },
 )
-async def create_boundary(request: Request):
-    principal = _principal(request, ("boundary:write",))
+async def create_boundary(request: Request, principal: Principal = require_scope("boundary:write")):
     wf = workflow(request)
     valid, values = await _site_and_fields(request, wf, ("reference", "local_authority"))
     view = await run_in_threadpool(
@@ -290,15 +283,13 @@ async def create_boundary(request: Request):
     "/v1/boundaries/{boundary_id}",
     summary="The current version with its constraints answer and the overrides",
 )
-async def get_boundary(request: Request, boundary_id: str):
-    _principal(request, READ_SCOPES)
+async def get_boundary(request: Request, boundary_id: str, principal: Principal = require_scope(*READ_SCOPES)):
     wf = workflow(request)
     return _json(await run_in_threadpool(wf.get, boundary_id))
 
 
 @router.get("/v1/boundaries/{boundary_id}/versions", summary="Every version, oldest first")
-async def list_versions(request: Request, boundary_id: str):
-    _principal(request, READ_SCOPES)
+async def list_versions(request: Request, boundary_id: str, principal: Principal = require_scope(*READ_SCOPES)):
     wf = workflow(request)
     return _json({"versions": await run_in_threadpool(wf.versions, boundary_id)})
 
@@ -307,8 +298,7 @@ async def list_versions(request: Request, boundary_id: str):
     "/v1/boundaries/{boundary_id}/versions/{n}",
     summary="One version with its geometry and constraints answer",
 )
-async def get_version(request: Request, boundary_id: str, n: int = VERSION_NUMBER):
-    _principal(request, READ_SCOPES)
+async def get_version(request: Request, boundary_id: str, n: int = VERSION_NUMBER, principal: Principal = require_scope(*READ_SCOPES)):
     wf = workflow(request)
     return _json(await run_in_threadpool(wf.version, boundary_id, n))
 
@@ -317,18 +307,31 @@ async def get_version(request: Request, boundary_id: str, n: int = VERSION_NUMBE
     "/v1/boundaries/{boundary_id}/versions/{n}/odp",
     summary="A version as an ODP proposal.boundary (GeoBoundary) and its designations, overrides applied",
 )
-async def get_version_odp(request: Request, boundary_id: str, n: int = VERSION_NUMBER):
-    _principal(request, READ_SCOPES)
+async def get_version_odp(request: Request, boundary_id: str, n: int = VERSION_NUMBER, principal: Principal = require_scope(*READ_SCOPES)):
     wf = workflow(request)
     version = await run_in_threadpool(wf.version, boundary_id, n)
-    return _json(export_version(version))
+    return _json(export_version(version, request.app.state.catalogue))
+
+
+@router.get(
+    "/v1/boundaries/{boundary_id}/constraints",
+    summary="The current version's constraints with the officers' overrides applied, in any output format",
+    description="``format``: native (default), planx, odp or geojson. Keys derived from an overridden key follow "
+    "it (a dismissed conservation area clears ``designated`` when nothing else designates the site).",
+)
+async def get_constraints(request: Request, boundary_id: str, format: Format = Format.native, principal: Principal = require_scope(*READ_SCOPES)):
+    wf = workflow(request)
+    view = await run_in_threadpool(wf.get, boundary_id)
+    catalogue = request.app.state.catalogue
+    snapshot = request.app.state.index.snapshot if request.app.state.index is not None else None
+    describe = describer(snapshot) if snapshot is not None else None
+    return _json(render(effective_answer(view, catalogue), format, catalogue, snapshot, describe=describe))
 
 
 @router.post(
     "/v1/boundaries/{boundary_id}/recheck", summary="Re-run the constraints check on the current version"
 )
-async def recheck(request: Request, boundary_id: str):
-    principal = _principal(request, READ_SCOPES)
+async def recheck(request: Request, boundary_id: str, principal: Principal = require_scope(*READ_SCOPES)):
     wf = workflow(request)
     return _json(await run_in_threadpool(wf.recheck, boundary_id, _actor(principal)))
 
@@ -338,8 +341,7 @@ async def recheck(request: Request, boundary_id: str):
     summary="The audit trail, oldest first (JSON, or a plain-text log with ?format=text)",
     responses={200: {"content": {"application/json": {}, "text/plain": {}}}},
 )
-async def audit(request: Request, boundary_id: str, format: str = "json"):
-    _principal(request, READ_SCOPES)
+async def audit(request: Request, boundary_id: str, format: str = "json", principal: Principal = require_scope(*READ_SCOPES)):
     wf = workflow(request)
     if format == "text":
         return PlainTextResponse(await run_in_threadpool(wf.audit_text, boundary_id))
@@ -361,8 +363,7 @@ async def audit(request: Request, boundary_id: str, format: str = "json"):
         )
     },
 )
-async def propose(request: Request, boundary_id: str):
-    principal = _principal(request, ("officer",))
+async def propose(request: Request, boundary_id: str, principal: Principal = require_scope("officer")):
     wf = workflow(request)
     data = await read_json_object(request)
     reason = _text(data, "reason")
@@ -382,7 +383,8 @@ async def propose(request: Request, boundary_id: str):
 
 
 @router.get(
-    "/v1/change-requests/{request_id}", summary="A change request (officer API key or the applicant's token)"
+    "/v1/change-requests/{request_id}", summary="A change request (officer API key or the applicant's token)",
+    dependencies=[APPLICANT_TOKEN],
 )
 async def get_change_request(request: Request, request_id: str):
     wf = workflow(request)
@@ -393,6 +395,7 @@ async def get_change_request(request: Request, request_id: str):
 @router.post(
     "/v1/change-requests/{request_id}/approve",
     summary="The applicant approves: the proposal becomes the next version",
+    dependencies=[APPLICANT_TOKEN],
 )
 async def approve(request: Request, request_id: str):
     wf = workflow(request)
@@ -408,6 +411,7 @@ async def approve(request: Request, request_id: str):
             ["reason"], {"reason": {"type": "string"}}, {"reason": "That strip is my neighbour's garden"}
         )
     },
+    dependencies=[APPLICANT_TOKEN],
 )
 async def reject(request: Request, request_id: str):
     wf = workflow(request)
@@ -420,8 +424,7 @@ async def reject(request: Request, request_id: str):
 @router.post(
     "/v1/change-requests/{request_id}/cancel", summary="The officer withdraws an open change request"
 )
-async def cancel(request: Request, request_id: str):
-    principal = _principal(request, ("officer",))
+async def cancel(request: Request, request_id: str, principal: Principal = require_scope("officer")):
     wf = workflow(request)
     reason = None
     if await read_body(request):
@@ -449,8 +452,7 @@ async def cancel(request: Request, request_id: str):
         )
     },
 )
-async def add_override(request: Request, boundary_id: str):
-    principal = _principal(request, ("officer",))
+async def add_override(request: Request, boundary_id: str, principal: Principal = require_scope("officer")):
     wf = workflow(request)
     data = await read_json_object(request)
     entity = data.get("entity")
@@ -478,8 +480,7 @@ async def add_override(request: Request, boundary_id: str):
     "/v1/boundaries/{boundary_id}/overrides/{override_id}",
     summary="Withdraw an override (kept in the record)",
 )
-async def remove_override(request: Request, boundary_id: str, override_id: str, reason: str | None = None):
-    principal = _principal(request, ("officer",))
+async def remove_override(request: Request, boundary_id: str, override_id: str, reason: str | None = None, principal: Principal = require_scope("officer")):
     wf = workflow(request)
     return _json(
         await run_in_threadpool(
@@ -492,8 +493,7 @@ async def remove_override(request: Request, boundary_id: str, override_id: str, 
     "/v1/boundaries/{boundary_id}/overrides/{override_id}/review",
     summary="Clear an override's review flag after checking it",
 )
-async def review_override(request: Request, boundary_id: str, override_id: str, note: str | None = None):
-    principal = _principal(request, ("officer",))
+async def review_override(request: Request, boundary_id: str, override_id: str, note: str | None = None, principal: Principal = require_scope("officer")):
     wf = workflow(request)
     return _json(
         await run_in_threadpool(
@@ -521,8 +521,7 @@ async def review_override(request: Request, boundary_id: str, override_id: str, 
         }
     },
 )
-async def validate(request: Request):
-    _principal(request, ("check", "boundary:write", "officer"))
+async def validate(request: Request, principal: Principal = require_scope("check", "boundary:write", "officer")):
     wf = workflow(request)
     content_type = request.headers.get("content-type", "")
     warnings: list[str] = []

@@ -3,29 +3,21 @@
 from __future__ import annotations
 
 import functools
-from enum import StrEnum
 from urllib.parse import parse_qsl
 
 import orjson
 from fastapi import Request
 from fastapi.responses import Response
 
-from constraints.formats import to_geojson, to_odp, to_planx
+from boundary.geometry import BoundaryLimits
+from constraints.formats import Format, render
 from constraints.index import ConstraintIndex, Tolerance
 from constraints.site import SiteLimits, load_json
 
 from ..bodies import read_body
-from ..check_process import CheckProcessLost
+from ..dataset_metadata import describer
 from ..deps import admit, get_index
 from ..errors import Problem
-
-
-class Format(StrEnum):
-    native = "native"
-    planx = "planx"
-    odp = "odp"
-    geojson = "geojson"
-
 
 SITE_EXAMPLE = {
     "type": "Feature",
@@ -38,7 +30,28 @@ SITE_EXAMPLE = {
 
 
 def site_limits(settings) -> SiteLimits:
-    return SiteLimits(max_bytes=settings.max_body_bytes, max_vertices=settings.max_vertices, max_features=settings.max_geometries)
+    """The site limits from the settings: every endpoint that reads a site uses these."""
+    return SiteLimits(
+        max_bytes=settings.max_body_bytes,
+        max_vertices=settings.max_vertices,
+        max_features=settings.max_geometries,
+        max_parts=settings.max_parts,
+        max_holes=settings.max_holes,
+        max_repair_vertices=settings.max_repair_vertices,
+        max_self_intersections=settings.max_self_intersections,
+    )
+
+
+def boundary_limits(settings) -> BoundaryLimits:
+    """The limits of a red-line boundary and of an uploaded boundary file, from the settings."""
+    return BoundaryLimits(
+        max_area_ha=settings.max_boundary_area_ha,
+        max_upload_bytes=settings.max_body_bytes,
+        max_unpacked_bytes=settings.max_upload_unpacked_bytes,
+        max_ratio=settings.max_upload_ratio,
+        max_files=settings.max_upload_files,
+        site=site_limits(settings),
+    )
 
 
 def json_response(body, request: Request, status: int = 200, media_type: str = "application/json") -> Response:
@@ -60,14 +73,9 @@ async def read_site(request: Request) -> bytes:
 
 
 def run_check(index: ConstraintIndex, catalogue, site, fmt: Format, *, tolerance: Tolerance, datasets=None, council=None, keys=None, source_request: str = "", snapshot=None):
+    snapshot = snapshot or index.snapshot
     answer = index.check(site, tolerance=tolerance, datasets=datasets, council=council, keys=keys, snapshot=snapshot)
-    if fmt is Format.planx:
-        return to_planx(answer, catalogue, source_request)
-    if fmt is Format.odp:
-        return {"designations": to_odp(answer), "site": answer["site"], "provenance": answer["provenance"]}
-    if fmt is Format.geojson:
-        return to_geojson(answer, snapshot or index.snapshot)
-    return answer
+    return render(answer, fmt, catalogue, snapshot, source_request=source_request, describe=describer(snapshot))
 
 
 def answer_check(index: ConstraintIndex, catalogue, limits: SiteLimits, body: bytes, fmt: Format, tolerance: Tolerance, datasets, council, keys, *, snapshot=None) -> tuple[bytes, str]:
@@ -111,6 +119,7 @@ CHECK_OPERATION = {
     "description": "Send the site as GeoJSON (EPSG:4326 lon/lat): a Polygon, MultiPolygon, Feature or FeatureCollection of polygons, or a Point for an address-only check.",
     "operationId": "check_v1_check_post",
     "parameters": CHECK_PARAMETERS,
+    "security": [{"apiKey": []}],  # the scheme is declared by api.deps.ApiKey on the other routes
     "requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object"}, "example": SITE_EXAMPLE}}},
     "responses": {
         "200": {"description": "The answer for every catalogue key", "content": {"application/json": {"schema": {"type": "object"}}}},
@@ -119,7 +128,7 @@ CHECK_OPERATION = {
         "413": {"description": "Body or site too large"},
         "422": {"description": "The site cannot be checked"},
         "429": {"description": "Rate limit reached"},
-        "503": {"description": "The constraint layers are still loading"},
+        "503": {"description": "The constraint layers are still loading, or the check overran its deadline (Retry-After says when to send it again)"},
     },
 }
 
@@ -181,11 +190,7 @@ class CheckEndpoint:
         options = (fmt, tolerance, split_list(query.getlist("datasets")), query.get("council") or None, split_list(query.getlist("keys")))
         runner = state.check_process
         if runner is not None:  # in the worker's check process (see api/check_process.py), in arrival order
-            snapshot = index.snapshot
-            try:
-                payload, data_version = await runner.run(snapshot, body, *options)
-            except CheckProcessLost:
-                raise Problem(503, "Check interrupted", "the process answering checks stopped while it worked on this one; send it again", headers={"Retry-After": "1"}) from None
+            payload, data_version = await runner.run(index.snapshot, body, *options)
         else:  # on the worker's check thread, off the event loop, in arrival order
             work = functools.partial(answer_check, index, state.catalogue, site_limits(settings), body, *options)
             payload, data_version = await state.check_thread.run(work)

@@ -20,6 +20,8 @@ from datetime import UTC, datetime
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from datasets.sync import is_stale
+
 router = APIRouter(tags=["operations"])
 
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -130,7 +132,6 @@ def render(app) -> str:
         f"redline_index_ready {1 if snap is not None else 0}",
     ]
     if snap is not None:
-        stale_after = app.state.settings.stale_after_hours * 3600
         lines += [
             "# HELP redline_index_features Entities held by the index.",
             "# TYPE redline_index_features gauge",
@@ -148,9 +149,8 @@ def render(app) -> str:
             age = _age_seconds(layer.entry.get("loaded_at"), now)
             if age is not None:
                 ages.append(f"redline_dataset_age_seconds{_labels(dataset=name)} {age:.0f}")
-            stale.append(
-                f"redline_dataset_stale{_labels(dataset=name)} {1 if age is None or age > stale_after else 0}"
-            )
+            flag = is_stale(layer.entry, stale_after_hours=app.state.settings.stale_after_hours)
+            stale.append(f"redline_dataset_stale{_labels(dataset=name)} {int(flag)}")
         lines += [
             "# HELP redline_dataset_features Entities of each cached dataset.",
             "# TYPE redline_dataset_features gauge",
@@ -162,7 +162,7 @@ def render(app) -> str:
             *ages,
         ]
         lines += [
-            "# HELP redline_dataset_stale 1 when a dataset is older than the stale_after_hours setting.",
+            "# HELP redline_dataset_stale 1 when a platform dataset was not confirmed current for stale_after_hours (datasets.sync.is_stale).",
             "# TYPE redline_dataset_stale gauge",
             *stale,
         ]

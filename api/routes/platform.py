@@ -10,13 +10,12 @@ in the entity search, and reported as not checked (``value: null``) in the GIS a
 
 from __future__ import annotations
 
-import contextlib
-from datetime import UTC, datetime, timedelta
-from enum import StrEnum
-from urllib.parse import parse_qsl, urlencode, urlunsplit
+from typing import Annotated
+from urllib.parse import parse_qs, urlencode, urlunsplit
 
 import shapely
 from fastapi import APIRouter, Depends, Path, Query, Request
+from pydantic import BaseModel, Field
 from shapely.geometry.base import BaseGeometry
 from starlette.concurrency import run_in_threadpool
 
@@ -24,10 +23,13 @@ from constraints.formats import to_planx
 from constraints.index import ConstraintIndex, Tolerance
 from constraints.site import parse_site
 from datasets.catalogue import Catalogue
+from datasets.coverage import describe as describe_coverage
+from datasets.sync import is_stale
 
 from .. import entity_search as es
-from ..dataset_metadata import dataset_json
+from ..dataset_metadata import TYPOLOGIES, dataset_json, describer, specification
 from ..deps import get_catalogue, get_index, get_settings, require_scope
+from ..entity_search_params import MAX_ENTITY, EntitySearchParams, build_query
 from ..errors import Problem
 from .check import json_response, site_limits, split_list
 
@@ -39,25 +41,6 @@ GEOJSON_BY_MISTAKE = (
     "POLYGON((-0.1 51.5, -0.099 51.5, -0.099 51.501, -0.1 51.5)); it looks like GeoJSON, which this "
     "endpoint does not read. Convert it to WKT, or POST the GeoJSON to /v1/check."
 )
-
-
-class Relation(StrEnum):
-    within = "within"
-    intersects = "intersects"
-    contains = "contains"
-    covers = "covers"
-    coveredby = "coveredby"
-    overlaps = "overlaps"
-    touches = "touches"
-    crosses = "crosses"
-    equals = "equals"
-    disjoint = "disjoint"
-
-
-class Period(StrEnum):
-    current = "current"
-    historical = "historical"
-    all = "all"
 
 
 # -- shared helpers --------------------------------------------------------------------------------
@@ -119,54 +102,31 @@ def parse_wkt(text: str, name: str, settings) -> BaseGeometry:
 
 
 def _links(request: Request, count: int, limit: int, offset: int) -> dict:
-    """The platform's ``first/prev/next/last`` links; ``{}`` when one page holds everything."""
+    """The platform's ``first/last/next/prev`` links, with its arithmetic at the page edges.
+
+    ``{}`` when one page holds everything; ``last`` is ``(count // limit) * limit`` (an empty page
+    when ``count`` is a multiple of ``limit``), ``next`` goes no further than ``last``, and ``prev``
+    is given only when a whole page fits before ``offset``.
+    """
     if count == 0 or count <= limit:
         return {}
     url = request.url
-    pairs = [(k, v) for k, v in parse_qsl(url.query, keep_blank_values=True) if k != "offset"]
-    if not any(k == "limit" for k, _ in pairs):
-        pairs.append(("limit", str(limit)))
+    asked = parse_qs(url.query)  # as the platform: blank values dropped, repeated keys grouped
 
     def link(off: int) -> str:
-        query = urlencode(pairs + ([("offset", str(off))] if off else []))
-        return urlunsplit((url.scheme, url.netloc, url.path, query, ""))
+        query = {k: v for k, v in asked.items() if k != "offset"} | ({"limit": asked["limit"]} if "limit" in asked else {"limit": [str(limit)]})
+        query = query | ({"offset": [str(off)]} if off else {})
+        return urlunsplit((url.scheme, url.netloc, url.path, urlencode(query, doseq=True), ""))
 
     last = (count // limit) * limit
-    if last == count:
-        last -= limit
     links = {"first": link(0)}
-    if 0 < last:
+    if 0 < last <= count:
         links["last"] = link(last)
-    if offset + limit < count:
+    if offset + limit < count and offset + limit <= last:
         links["next"] = link(offset + limit)
-    if offset > 0:
-        links["prev"] = link(max(0, offset - limit))
+    if offset != 0 and offset - limit >= 0:
+        links["prev"] = link(offset - limit)
     return links
-
-
-MAX_ENTITY = 2**63 - 1  # entity numbers are int64 in every layer
-
-
-def _entity_number(values: list[str] | None) -> list[int] | None:
-    if not values:
-        return None
-    out = []
-    for raw in split_list(values) or []:
-        try:
-            number = int(raw)
-            if not 0 <= number <= MAX_ENTITY:  # past int64 no layer can hold it, and numpy cannot compare it
-                raise ValueError(raw)
-            out.append(number)
-        except ValueError:
-            detail = f"entity must be an entity number from 0 to {MAX_ENTITY}, got {raw[:40]!r}"
-            raise Problem(
-                422,
-                "The request is not valid",
-                detail,
-                type="/problems/invalid-request",
-                errors=[{"pointer": "/entity", "in": "query", "detail": detail}],
-            ) from None
-    return out
 
 
 def _require_loaded(names: list[str] | None, index: ConstraintIndex) -> None:
@@ -192,79 +152,41 @@ def _require_loaded(names: list[str] | None, index: ConstraintIndex) -> None:
 # -- /entity.json and /entity.geojson ---------------------------------------------------------------
 
 
-def _search_query(
-    request: Request,
-    index: ConstraintIndex,
-    settings,
-    dataset,
-    geometry,
-    geometry_relation,
-    longitude,
-    latitude,
-    entity,
-    reference,
-    organisation_entity,
-    period,
-    entries,
-    limit,
-    offset,
-) -> es.SearchQuery:
-    datasets = split_list(dataset)
-    _require_loaded(datasets, index)
-    geoms = [parse_wkt(g, "geometry", settings) for g in (geometry or []) if g.strip()]
-    if len(geoms) > settings.max_geometries:
+def _search_query(params: EntitySearchParams, index: ConstraintIndex, settings) -> es.SearchQuery:
+    snapshot = index.snapshot
+    typologies = set(TYPOLOGIES) | {d.get("typology", "") for d in specification().values()}
+    for layer in snapshot.layer_list:
+        typologies |= set(es.shown(layer, "typology"))
+    query = build_query(
+        params,
+        parse_geometry=lambda text, name: parse_wkt(text, name, settings),
+        known_datasets=set(specification()) | set(snapshot.layers),
+        known_typologies=typologies - {""},
+        snapshot=snapshot,
+    )
+    _require_loaded(query.datasets, index)
+    if len(query.geometries) > settings.max_geometries:
         raise Problem(
             413,
             "Payload too large",
-            f"{len(geoms)} geometries were given; at most {settings.max_geometries} are accepted in one request",
+            f"{len(query.geometries)} geometries were given; at most {settings.max_geometries} are accepted in one request",
         )
-    if (longitude is None) != (latitude is None):
-        detail = "longitude and latitude go together: give both, or neither"
-        raise Problem(
-            422,
-            "The request is not valid",
-            detail,
-            type="/problems/invalid-request",
-            errors=[
-                {
-                    "pointer": "/longitude" if longitude is None else "/latitude",
-                    "in": "query",
-                    "detail": detail,
-                }
-            ],
-        )
-    point = shapely.Point(longitude, latitude) if longitude is not None else None
-    periods = [p.value for p in (period or [])] + [p.value for p in (entries or [])]
-    return es.SearchQuery(
-        datasets=datasets,
-        geometries=geoms,
-        relation=geometry_relation.value,
-        point=point,
-        entities=_entity_number(entity),
-        references=split_list(reference),
-        organisation_entities=split_list(organisation_entity),
-        periods=periods or None,
-        limit=limit,
-        offset=offset,
-    )
+    return query
 
 
-async def _entity_search(
-    request: Request, index: ConstraintIndex, query: es.SearchQuery, field, exclude_field, geojson: bool
-):
+async def _entity_search(request: Request, index: ConstraintIndex, params: EntitySearchParams, settings, geojson: bool):
+    query = _search_query(params, index, settings)
     snapshot = index.snapshot
-    fields, excluded = split_list(field), split_list(exclude_field)
+    # as on the platform, ``field`` shapes the JSON entities only; GeoJSON properties take exclude_field alone
+    fields = None if geojson else split_list(params.field)
+    excluded = split_list(params.exclude_field)
 
     def work():
         result = es.search(snapshot, query)
         rows = []
         for layer, row in result.hits:
-            entity = es.entity_json(layer, row)
-            rows.append(
-                es.entity_feature(layer, row, es.select_fields(entity, fields, excluded))
-                if geojson
-                else es.select_fields(entity, fields, excluded)
-            )
+            entity = es.select_fields(es.entity_json(layer, row), fields, excluded)
+            rows.append(es.entity_feature(layer, row, entity) if geojson else entity)
         return result.count, rows
 
     count, rows = await run_in_threadpool(work)
@@ -278,79 +200,39 @@ async def _entity_search(
     return json_response({"entities": rows, "links": links, "count": count}, request)
 
 
-def _search_parameters():
-    """The platform's search parameters, shared by /entity.json and /entity.geojson."""
-
-    def dependency(
-        dataset: list[str] | None = Query(
-            None, description="Dataset name (repeatable), e.g. conservation-area"
-        ),
-        geometry: list[str] | None = Query(
-            None, description="WKT geometry in EPSG:4326 lon/lat (repeatable; any matches)"
-        ),
-        geometry_relation: Relation = Query(
-            Relation.within,
-            description="DE-9IM relation of the entity to the geometry; the platform's default is 'within'",
-        ),
-        longitude: float | None = Query(
-            None, ge=-180, le=180, description="With latitude: entities whose geometry contains this point"
-        ),
-        latitude: float | None = Query(None, ge=-90, le=90),
-        entity: list[str] | None = Query(None, description="Entity number (repeatable)"),
-        reference: list[str] | None = Query(None, description="Entity reference (repeatable)"),
-        organisation_entity: list[str] | None = Query(
-            None, description="Organisation entity number (repeatable)"
-        ),
-        period: list[Period] | None = Query(
-            None, description="current (no end date or a future one), historical, or all (default)"
-        ),
-        entries: list[Period] | None = Query(None, description="Older name of period, as PlanX sends it"),
-        field: list[str] | None = Query(
-            None, description="Only these fields (repeatable or comma-separated); entity is always kept"
-        ),
-        exclude_field: list[str] | None = Query(
-            None, description="Leave out these fields, e.g. geometry,point"
-        ),
-        limit: int = Query(10, ge=1, le=500, description="Entities per page (at most 500)"),
-        offset: int = Query(0, ge=0, le=10_000_000, description="Skip this many entities"),
-    ) -> dict:
-        return locals()
-
-    return Depends(dependency)
+SEARCH_REFUSALS = {
+    422: {"description": "A parameter the platform refuses too, in the platform's shape: {\"detail\": [{\"loc\", \"msg\", \"type\"}]}"}
+}
 
 
 @router.get(
     "/entity.json",
     summary="Search entities (the Planning Data Platform's /entity.json)",
-    responses={422: {"description": "A parameter is not valid, or a dataset is not loaded"}},
+    responses=SEARCH_REFUSALS,
 )
 async def entity_search_json(
     request: Request,
-    params: dict = _search_parameters(),
-    principal=require_scope("check"),
+    params: Annotated[EntitySearchParams, Query()],
+    principal=require_scope("check", public=True),
     index: ConstraintIndex = Depends(get_index),
     settings=Depends(get_settings),
 ):
-    field, exclude_field = params.pop("field"), params.pop("exclude_field")
-    query = _search_query(request, index, settings, **params)
-    return await _entity_search(request, index, query, field, exclude_field, geojson=False)
+    return await _entity_search(request, index, params, settings, geojson=False)
 
 
 @router.get(
     "/entity.geojson",
     summary="Search entities as GeoJSON (the Planning Data Platform's /entity.geojson)",
-    responses={422: {"description": "A parameter is not valid, or a dataset is not loaded"}},
+    responses=SEARCH_REFUSALS,
 )
 async def entity_search_geojson(
     request: Request,
-    params: dict = _search_parameters(),
-    principal=require_scope("check"),
+    params: Annotated[EntitySearchParams, Query()],
+    principal=require_scope("check", public=True),
     index: ConstraintIndex = Depends(get_index),
     settings=Depends(get_settings),
 ):
-    field, exclude_field = params.pop("field"), params.pop("exclude_field")
-    query = _search_query(request, index, settings, **params)
-    return await _entity_search(request, index, query, field, exclude_field, geojson=True)
+    return await _entity_search(request, index, params, settings, geojson=True)
 
 
 def _one_entity(index: ConstraintIndex, entity: int):
@@ -359,7 +241,7 @@ def _one_entity(index: ConstraintIndex, entity: int):
         raise Problem(
             404,
             "Not found",
-            f"entity {entity} is not in any dataset loaded here; see /dataset.json for what is loaded",
+            f"entity not found: {entity} is not in any dataset loaded here; see /dataset.json for what is loaded",
             type="/problems/entity-not-found",
         )
     return found
@@ -376,7 +258,7 @@ ENTITY_ID = Path(..., ge=0, le=MAX_ENTITY, description="Entity number, e.g. 4400
 def entity_json(
     request: Request,
     entity: int = ENTITY_ID,
-    principal=require_scope("check"),
+    principal=require_scope("check", public=True),
     index: ConstraintIndex = Depends(get_index),
 ):
     layer, row = _one_entity(index, entity)
@@ -391,7 +273,7 @@ def entity_json(
 def entity_geojson(
     request: Request,
     entity: int = ENTITY_ID,
-    principal=require_scope("check"),
+    principal=require_scope("check", public=True),
     index: ConstraintIndex = Depends(get_index),
 ):
     layer, row = _one_entity(index, entity)
@@ -403,32 +285,56 @@ def entity_geojson(
 # -- /dataset.json ---------------------------------------------------------------------------------
 
 
+class DatasetListParams(BaseModel):
+    """The platform's ``/dataset.json`` parameters."""
+
+    dataset: list[str] | None = Field(None, description="Only these datasets (repeatable)")
+    field: list[str] | None = Field(None, description="Only these fields of each dataset (repeatable or comma-separated)")
+    exclude_field: list[str] | None = Field(None, description="Leave out these fields of each dataset")
+    include_typologies: bool = Field(True, description="Also group the datasets holding entities by typology")
+
+
 @router.get(
-    "/dataset.json", summary="The datasets loaded here, as the platform describes them, with entity-count"
+    "/dataset.json", summary="The datasets loaded here, as the platform lists them, with entity-count"
 )
 def datasets_json(
-    request: Request, principal=require_scope("check"), index: ConstraintIndex = Depends(get_index)
+    request: Request,
+    params: Annotated[DatasetListParams, Query()],
+    principal=require_scope("check", public=True),
+    index: ConstraintIndex = Depends(get_index),
 ):
-    snap = index.snapshot
-    return json_response(
-        {
-            "datasets": [
-                dataset_json(name, len(layer), layer.entry) for name, layer in sorted(snap.layers.items())
-            ]
-        },
-        request,
-    )
+    wanted = set(split_list(params.dataset) or ())
+    datasets = [
+        dataset_json(name, len(layer), layer.entry)
+        for name, layer in sorted(index.snapshot.layers.items())
+        if not wanted or name in wanted
+    ]
+    body: dict = {"datasets": datasets}
+    if params.include_typologies:
+        typologies: dict[str, dict] = {}
+        for dataset in datasets:
+            if dataset["entity-count"] > 0:
+                typologies.setdefault(dataset["typology"], {"dataset": []})["dataset"].append(dataset)
+        body["typologies"] = typologies
+    # the platform applies field, then exclude_field, to the list (not to the typology groups)
+    fields = {f.replace("-", "_") for f in split_list(params.field) or ()}
+    excluded = {f.replace("-", "_") for f in split_list(params.exclude_field) or ()}
+    body["datasets"] = [
+        {k: v for k, v in d.items() if (not fields or k.replace("-", "_") in fields) and k.replace("-", "_") not in excluded}
+        for d in datasets
+    ]
+    return json_response(body, request)
 
 
 @router.get(
     "/dataset/{name}.json",
     summary="One dataset's metadata (the platform's /dataset/{name}.json)",
-    responses={404: {"description": "Not loaded here"}},
+    responses={404: {"description": "Not loaded here: {\"detail\": \"...\"} as on the platform"}},
 )
 def dataset_one(
     request: Request,
     name: str = Path(..., max_length=200),
-    principal=require_scope("check"),
+    principal=require_scope("check", public=True),
     index: ConstraintIndex = Depends(get_index),
 ):
     layer = index.snapshot.layers.get(name)
@@ -436,7 +342,7 @@ def dataset_one(
         raise Problem(
             404,
             "Not found",
-            f"dataset {name!r} is not loaded here; loaded: {', '.join(sorted(index.snapshot.layers))}",
+            f"dataset not found: {name!r} is not loaded here; loaded: {', '.join(sorted(index.snapshot.layers))}",
             type="/problems/dataset-not-loaded",
         )
     return json_response(dataset_json(name, len(layer), layer.entry), request)
@@ -445,58 +351,46 @@ def dataset_one(
 # -- /gis/{team} ------------------------------------------------------------------------------------
 
 
-def gis_keys(
-    vals: list[str] | None, catalogue: Catalogue, council: str
-) -> tuple[list[str] | None, list[str]]:
-    """The keys to answer for PlanX's ``vals``, with what PlanX derives from them, and the unknown ones.
+def gis_keys(vals: list[str] | None, catalogue: Catalogue, council: str) -> list[str] | None:
+    """The keys to answer for PlanX's ``vals``, with what PlanX derives from them.
 
     PlanX asks for base keys and answers their derived keys too: ``flood`` brings ``flood.zoneTwo``,
     ``listed`` the grades, ``articleFour`` the team's granular keys, ``designated.*`` brings ``designated``.
+    A value that is not a key of the catalogue is dropped, as PlanX drops values it has no dataset for.
     """
     wanted = split_list(vals)
     if not wanted:
-        return None, []
+        return None
+    team = catalogue.article4_council(council)
     known = catalogue.keys() + [r.key for r in catalogue.article4_rules(council)]
+    if team is not None:
+        known.append(team.caz_key)
+        if "articleFour.caz" in wanted:
+            wanted = [*wanted, team.caz_key]  # PlanX answers the zone under the team's own key
     keys = []
     for key in known:
         if key in wanted or any(key.startswith(v + ".") for v in wanted):
             keys.append(key)
         elif key in catalogue and set(catalogue.get(key).any_of) & set(wanted):
             keys.append(key)
-    unknown = [v for v in wanted if v not in known]
-    return keys, unknown
+    return keys
 
 
-def _planx_metadata(answer: dict, catalogue: Catalogue, index: ConstraintIndex) -> dict:
-    """PlanX's ``metadata``: for each base key answered, the ``/dataset/{name}.json`` of its first dataset."""
-    layers = index.snapshot.layers
-    out = {}
-    for item in answer["constraints"]:
-        key = item["key"]
-        if key not in catalogue or catalogue.get(key).any_of or not item["datasets"]:
-            continue
-        parent = key.rsplit(".", 1)[0]
-        if (
-            parent != key
-            and parent in catalogue
-            and set(catalogue.get(parent).datasets) == set(item["datasets"])
-        ):
-            continue  # flood.zoneTwo, listed.gradeOne: PlanX describes the parent key only
-        loaded = [d for d in item["datasets"] if d in layers]
-        name = loaded[0] if loaded else item["datasets"][0]
-        layer = layers.get(name)
-        out[key] = dataset_json(
-            name, len(layer) if layer is not None else 0, layer.entry if layer is not None else None
-        )
-    return out
+def _no_geom(team: str) -> Problem:
+    # PlanX answers a request without ``geom`` 400 {"error": "<team> is not a supported local authority"},
+    # and its editor shows ``error``; the problem carries the same member beside its own.
+    detail = f"{team} is not a supported local authority without a site: send geom, the site as WKT in EPSG:4326, e.g. POINT(-0.1151 51.4745)"
+    return Problem(400, "Bad request", detail, type="/problems/geom-missing", error=detail, errors=[{"pointer": "/geom", "in": "query", "detail": "geom is required"}])
 
 
 @router.get(
     "/gis/{team}",
     summary="PlanX's GIS answer for a site (drop-in for api.editor.planx.uk/gis/{team})",
     description="``geom`` is the site as WKT (EPSG:4326); ``vals`` the keys wanted (comma-separated; all when absent). "
-    "The team's granular article 4 keys are included. A key whose data is not loaded answers ``value: null`` with the reason, never false.",
-    responses={413: {"description": "Site too large"}, 422: {"description": "The site cannot be checked"}},
+    "The team's granular article 4 keys are included. A key that could not be checked (its data is not loaded, "
+    "or does not cover the site) is left out of ``constraints``, so that PlanX asks the applicant rather than "
+    "recording \"does not apply\", and is listed with its reason under ``unknown``.",
+    responses={400: {"description": "No geom, as PlanX answers"}, 413: {"description": "Site too large"}, 422: {"description": "The site cannot be checked"}},
 )
 async def gis(
     request: Request,
@@ -506,36 +400,31 @@ async def gis(
         pattern=r"^[A-Za-z0-9_-]+$",
         description="PlanX team slug, the council, e.g. lambeth",
     ),
-    geom: str = Query(..., max_length=2_000_000, description="The site as WKT in EPSG:4326 lon/lat"),
+    geom: str | None = Query(None, max_length=2_000_000, description="The site as WKT in EPSG:4326 lon/lat (required)"),
     vals: list[str] | None = Query(None, description="Constraint keys, comma-separated"),
-    principal=require_scope("check"),
+    principal=require_scope("check", public=True),
     index: ConstraintIndex = Depends(get_index),
     catalogue: Catalogue = Depends(get_catalogue),
     settings=Depends(get_settings),
 ):
-    council = team.lower()
+    if geom is None or not geom.strip():
+        raise _no_geom(team)
+    council = team  # PlanX looks team slugs up exactly: "Lambeth" is not "lambeth"
     geometry = parse_wkt(geom, "geom", settings)
     site = parse_site(geometry, site_limits(settings))
-    keys, unknown = gis_keys(vals, catalogue, council)
+    keys = gis_keys(vals, catalogue, council)
     tolerance = Tolerance(settings.tolerance_m2, settings.tolerance_pct)
     source = str(request.url)
+    describe = describer(index.snapshot)
 
     def work():
         answer = index.check(site, tolerance=tolerance, council=council, keys=keys)
-        body = to_planx(answer, catalogue, source)
-        caz = body["constraints"].get("articleFour.caz")
-        if caz is not None and catalogue.article4_rules(council):
-            # PlanX repeats the Central Activities Zone under the team's granular keys (articleFour.lambeth.caz)
-            body["constraints"][f"articleFour.{council}.caz"] = {**caz, "fn": f"articleFour.{council}.caz"}
-        for key in unknown:
-            body["constraints"][key] = {
-                "fn": key,
-                "value": None,
-                "text": f"not checked: redline has no data behind '{key}'",
-                "category": "",
-                "reason": f"'{key}' is not a key redline knows",
-            }
-        body["metadata"] = _planx_metadata(answer, catalogue, index)
+        body = to_planx(answer, catalogue, source, describe)
+        if catalogue.article4_council(council) is not None:
+            # PlanX renames the Central Activities Zone to the team's own key (articleFour.lambeth.caz),
+            # which the check answers with the team's granular keys
+            body["constraints"].pop("articleFour.caz", None)
+            body["unknown"].pop("articleFour.caz", None)
         body["provenance"] = answer["provenance"]
         body["site"] = answer["site"]
         return body
@@ -546,14 +435,6 @@ async def gis(
 
 
 # -- /v1/datasets -----------------------------------------------------------------------------------
-
-
-def _is_stale(stamp: str | None, cutoff: datetime) -> bool:
-    if not stamp:
-        return True
-    with contextlib.suppress(ValueError):
-        return datetime.fromisoformat(stamp.replace("Z", "+00:00")) < cutoff
-    return True
 
 
 @own.get(
@@ -567,7 +448,6 @@ def v1_datasets(
     settings=Depends(get_settings),
 ):
     snap = index.snapshot
-    cutoff = datetime.now(UTC) - timedelta(hours=settings.stale_after_hours)
     out = []
     for name, layer in sorted(snap.layers.items()):
         entry = layer.entry
@@ -583,7 +463,8 @@ def v1_datasets(
                 "last_modified": entry.get("last_modified"),
                 "entry_date": entry.get("entry_date"),
                 "version": entry.get("version"),
-                "stale": _is_stale(entry.get("loaded_at"), cutoff),
+                "stale": is_stale(entry, stale_after_hours=settings.stale_after_hours),
+                "covers": describe_coverage(entry),
                 "last_error": entry.get("last_error"),
                 "licence": meta["licence"],
                 "licence_text": meta["licence-text"],

@@ -12,7 +12,7 @@ from __future__ import annotations
 import html
 import math
 import re
-from datetime import date
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -29,14 +29,14 @@ from starlette.concurrency import run_in_threadpool
 
 from boundary.errors import BoundaryError
 from boundary.geometry import parse_upload
-from constraints.index import ConstraintIndex
-from constraints.site import SiteLimits, parse_site
+from constraints.index import ConstraintIndex, is_current
+from constraints.site import SiteLimits, limit_overlay, parse_site
 from datasets import crs
 
 from ..bodies import JSONRoute
 from ..deps import get_index, require_scope
 from ..errors import Problem
-from ..settings import boundary_limits
+from .check import boundary_limits, site_limits
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
 VENDOR = STATIC / "vendor"
@@ -79,10 +79,8 @@ def widget_script() -> FileResponse:
 
 # --- helpers for the widget ---------------------------------------------------------------------------
 def _current_rows(layer, rows: np.ndarray) -> np.ndarray:
-    """Rows whose end-date has not passed (the platform's ``period=current``)."""
-    today = np.datetime64(date.today(), "D")
-    ends = layer.end_date[rows]
-    return rows[np.isnat(ends) | (ends > today)]
+    """Rows whose entities are current (the platform's ``period=current``)."""
+    return rows[is_current(layer.end_date[rows])]
 
 
 def _features_in(
@@ -269,7 +267,7 @@ async def overlays(
     principal=require_scope("check"),
     index: ConstraintIndex = Depends(get_index),
 ) -> Response:
-    site = parse_site(body.site, SiteLimits(max_vertices=request.app.state.settings.max_vertices))
+    site = parse_site(body.site, site_limits(request.app.state.settings))
     features = await run_in_threadpool(overlay_features, index, site)
     return _geojson({"type": "FeatureCollection", "features": features}, request)
 
@@ -407,6 +405,10 @@ def boundary_difference(current: dict, proposed: dict, limits: SiteLimits) -> di
     """Areas added to and removed from ``current`` by ``proposed``, as geometry and geodesic m²."""
     before = parse_site(current, limits).geometry
     after = parse_site(proposed, limits).geometry
+    both = shapely.MultiPolygon([*shapely.get_parts(before), *shapely.get_parts(after)])
+    # each is a valid site within the limits; what the difference costs is where the two cross
+    together = replace(limits, max_vertices=None, max_parts=None, max_holes=None, max_repair_vertices=None)
+    limit_overlay(both, together, "the two boundaries cross each other", "compare boundaries that differ in fewer places")
     added = shapely.difference(after, before)
     removed = shapely.difference(before, after)
 
@@ -430,7 +432,7 @@ def boundary_difference(current: dict, proposed: dict, limits: SiteLimits) -> di
 
 @router.post("/widget/diff", summary="Areas an amendment adds and removes (geodesic m²)")
 async def diff(body: DiffRequest, request: Request, principal=require_scope("check")) -> Response:
-    limits = SiteLimits(max_vertices=request.app.state.settings.max_vertices)
+    limits = site_limits(request.app.state.settings)
     return _geojson(
         await run_in_threadpool(boundary_difference, body.current, body.proposed, limits), request
     )

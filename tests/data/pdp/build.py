@@ -1,9 +1,9 @@
-"""Rebuild the fake platform's bulk files from the real extracts in ../shared/data/real/.
+"""Rebuild the fake platform's bulk files from a folder of the real extracts (see tests/data/real/SOURCES.md for their sources).
 
 The committed files in this folder are the output; this script only documents (and can repeat)
 how they were made. Run from the repository root::
 
-    .venv/bin/python tests/data/pdp/build.py /work/shared/data/real
+    .venv/bin/python tests/data/pdp/build.py FOLDER_OF_REAL_EXTRACTS
 
 Every value comes from a real Planning Data Platform answer; only the layout changes (the platform's
 current bulk-file layout: kebab-case columns, WKT ``geometry`` and ``point``, one file per dataset).
@@ -145,4 +145,6 @@ def main(real: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1] if len(sys.argv) > 1 else "/work/shared/data/real"))
+    if len(sys.argv) != 2:
+        raise SystemExit("usage: tests/data/pdp/build.py FOLDER_OF_REAL_EXTRACTS")
+    main(Path(sys.argv[1]))

@@ -1,8 +1,11 @@
-"""A throwaway PostgreSQL server for the tests: initdb + pg_ctl in a temporary folder on a free loopback port.
+"""A throwaway PostgreSQL server for the tests and benchmarks: initdb + pg_ctl on a free loopback port.
 
 Uses Debian's ``postgresql`` package (``/usr/lib/postgresql/*/bin``). PostgreSQL refuses to run as
-root, so when the tests run as root the cluster belongs to the ``postgres`` system user (``runuser``).
+root, so when run as root the cluster belongs to the ``postgres`` system user (``runuser``).
 In CI (``CI=true``) a missing server is an error, never a skip: :func:`start` raises.
+
+By default the cluster lives in a temporary folder removed by :meth:`stop`; given ``directory`` it
+lives there and is kept, so a benchmark can load its data once and reuse it in later runs.
 
 Usage::
 
@@ -42,12 +45,23 @@ def _free_port() -> int:
 class PostgresServer:
     """Start with :meth:`start` (or ``with``), stop with :meth:`stop`; everything lives in a temp dir."""
 
-    def __init__(self, user: str = "redline"):
+    def __init__(self, user: str = "redline", directory: Path | None = None, settings: dict[str, str] | None = None):
         self.user = user
         self.bindir = find_bindir()
         self.port = None
-        self.tmp = None
+        self.tmp = None  # holds the unix socket (and the cluster, unless ``directory`` is given)
+        self.directory = Path(directory).resolve() if directory is not None else None
+        self.settings = dict(settings or {})
         self._run_as = None
+
+    @property
+    def data(self) -> str:
+        return str(self.directory / "data") if self.directory is not None else os.path.join(self.tmp, "data")
+
+    @property
+    def socket_dir(self) -> str:
+        """The folder of the server's unix socket: ``psycopg.connect(host=socket_dir, port=port)``."""
+        return self.tmp
 
     @property
     def url(self) -> str:
@@ -76,6 +90,7 @@ class PostgresServer:
                 "install them with: apt-get install -y postgresql"
             )
         self.tmp = tempfile.mkdtemp(prefix="redline-pg-")
+        owner = None
         if os.geteuid() == 0:
             try:
                 owner = pwd.getpwnam("postgres")
@@ -86,25 +101,32 @@ class PostgresServer:
             self._run_as = "postgres"
             os.chmod(self.tmp, 0o755)
             os.chown(self.tmp, owner.pw_uid, owner.pw_gid)
-        data = os.path.join(self.tmp, "data")
-        self._run(
-            "initdb",
-            "-D",
-            data,
-            "-U",
-            self.user,
-            "--auth=trust",
-            "--encoding=UTF8",
-            "--no-locale",
-            "--no-sync",
-        )
+        fresh = not os.path.exists(os.path.join(self.data, "PG_VERSION"))
+        if fresh:
+            if self.directory is not None:
+                shutil.rmtree(self.data, ignore_errors=True)  # what an interrupted initdb left
+                self.directory.mkdir(parents=True, exist_ok=True)
+                if owner is not None:
+                    os.chown(self.directory, owner.pw_uid, owner.pw_gid)
+            self._run(
+                "initdb",
+                "-D",
+                self.data,
+                "-U",
+                self.user,
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--no-locale",
+                "--no-sync",
+            )
         self.port = _free_port()
         # Small and fast: no fsync (throwaway data), unix socket in the temp dir, loopback TCP only.
         options = f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.tmp} -c fsync=off -c full_page_writes=off -c max_connections=50"
+        options += "".join(f" -c {name}={value}" for name, value in self.settings.items())
         self._run(
             "pg_ctl",
             "-D",
-            data,
+            self.data,
             "-o",
             options,
             "-l",
@@ -115,7 +137,7 @@ class PostgresServer:
             "start",
         )
         deadline = time.monotonic() + 30
-        while True:
+        while fresh:
             try:
                 self._psql("postgres", "CREATE DATABASE redline")
                 break
@@ -142,12 +164,13 @@ class PostgresServer:
     def stop(self) -> None:
         if self.tmp is None:
             return
-        data = os.path.join(self.tmp, "data")
-        if os.path.exists(os.path.join(data, "postmaster.pid")):
+        if os.path.exists(os.path.join(self.data, "postmaster.pid")):
+            # a kept cluster stops cleanly, so that its next start needs no recovery
+            mode = "fast" if self.directory is not None else "immediate"
             subprocess.run(
-                self._cmd("pg_ctl", "-D", data, "-m", "immediate", "-w", "stop"),
+                self._cmd("pg_ctl", "-D", self.data, "-m", mode, "-w", "stop"),
                 capture_output=True,
-                timeout=60,
+                timeout=120,
             )
         shutil.rmtree(self.tmp, ignore_errors=True)
         self.tmp = None
