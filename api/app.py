@@ -201,7 +201,7 @@ def create_app(settings: Settings | None = None, *, load_in_background: bool = T
 def _extensions():
     """Optional parts of the service, each a function that adds its routers to the app."""
     found = []
-    for module_name in ("api.routes.platform", "api.routes.boundaries", "api.routes.operations", "api.routes.widget", "api.routes.docs"):
+    for module_name in ("api.routes.platform", "api.routes.boundaries", "api.routes.deliveries", "api.routes.basemap", "api.routes.operations", "api.routes.widget", "api.routes.docs"):
         try:
             module = __import__(module_name, fromlist=["install"])
         except ModuleNotFoundError as err:

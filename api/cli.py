@@ -318,7 +318,11 @@ def build_parser() -> argparse.ArgumentParser:
     check.set_defaults(func=cmd_check)
 
     datasets = commands.add_parser("datasets", help="the layer cache").add_subparsers(dest="datasets_command", required=True)
-    load = datasets.add_parser("load", help="load a GIS file (GeoJSON, GeoPackage, Shapefile or .zip, FlatGeobuf, CSV with WKT)")
+    load = datasets.add_parser(
+        "load",
+        help="load a GIS file (GeoJSON, GeoPackage, Shapefile or .zip, FlatGeobuf, GeoParquet, or CSV with a WKT column "
+        "such as geometry, WKT, geom or the_geom, or longitude/latitude or easting/northing columns)",
+    )
     load.add_argument("file")
     load.add_argument("--dataset", required=True, help="the dataset name, e.g. conservation-area or a local one")
     load.add_argument("--layer")
@@ -366,8 +370,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=cmd_serve)
 
     from .cli_batch import add_batch_parser
+    from .cli_deliveries import add_deliveries_parser
 
     add_batch_parser(commands)
+    add_deliveries_parser(commands)
 
     keys = commands.add_parser("keys", help="API keys").add_subparsers(dest="keys_command", required=True)
     create = keys.add_parser("create")

@@ -25,8 +25,10 @@ def add_batch_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
         help="check every site of a GIS file against every constraint key, on a Dask cluster",
         description=(
             "Check every site of SITES (GeoParquet, GeoPackage, GeoJSON, Shapefile or .zip, FlatGeobuf, or CSV with "
-            "WKT in a 'geometry' column; any coordinate system) with the same core and tolerance rules as the "
-            "service, and write one row per site and key to RESULTS (.parquet for GeoParquet, or .csv). Bad rows "
+            "a WKT column such as geometry, WKT, geom or the_geom, or longitude/latitude columns; any coordinate "
+            "system) with the same core and tolerance rules as the "
+            "service, and write one row per site and key to RESULTS (.parquet for GeoParquet, or .csv), with the reason for "
+            "each unknown and the entities nearby. Bad rows "
             "are listed in RESULTS.errors.csv and never stop the run. Layers come from REDLINE_DATA_DIR, which every "
             "Dask worker must be able to read at the same path (and RESULTS' folder, where parts are written)."
         ),

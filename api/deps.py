@@ -16,7 +16,8 @@ from .settings import Settings
 OPEN = Principal("anonymous (no API keys configured)", frozenset(SCOPES))
 
 
-async def get_settings(request: Request) -> Settings:
+async def app_settings(request: Request) -> Settings:
+    """The running app's settings (a dependency; ``api.settings.get_settings`` reads them from the environment)."""
     return request.app.state.settings
 
 
@@ -91,7 +92,7 @@ def authenticate(request: Request) -> Principal | None:
     principal, why = keys.authenticate(token)
     if principal is None:
         record_failure(request)
-        raise Problem(401, "Unauthorised", f"the API key is {'revoked' if why == 'revoked' else 'not recognised'}; ask your administrator for a valid key", headers={"WWW-Authenticate": "Bearer"})
+        raise Problem(401, "Unauthorized", f"the API key is {'revoked' if why == 'revoked' else 'not recognised'}; ask your administrator for a valid key", headers={"WWW-Authenticate": "Bearer"})
     return principal
 
 
@@ -120,7 +121,7 @@ def admit(request: Request, *scopes: str, public: bool = False) -> Principal:
         principal = None  # a public read needs no key, so no key store either
     if principal is None:
         if not public:
-            raise Problem(401, "Unauthorised", f"this endpoint needs an API key with scope {wanted}, sent as 'Authorization: Bearer KEY'", headers={"WWW-Authenticate": "Bearer"})
+            raise Problem(401, "Unauthorized", f"this endpoint needs an API key with scope {wanted}, sent as 'Authorization: Bearer KEY'", headers={"WWW-Authenticate": "Bearer"})
         principal = ANONYMOUS
     elif not public and not any(principal.has(s) for s in scopes):
         raise Problem(403, "Forbidden", f"the API key '{principal.name}' lacks the scope {wanted} this endpoint needs")

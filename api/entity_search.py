@@ -230,7 +230,7 @@ def _attribute_mask(snapshot: Snapshot, layer: Layer, query: SearchQuery, today:
 def search(snapshot: Snapshot, query: SearchQuery) -> SearchResult:
     """Every entity matching ``query``, counted, and the page ``offset:offset+limit`` by entity number."""
     today = np.datetime64(date.today(), "D")
-    names = query.datasets if query.datasets else list(snapshot.layers)
+    names = query.datasets if query.datasets is not None else list(snapshot.layers)
     entity_parts, layer_parts, row_parts = [], [], []
     layers = [snapshot.layers[n] for n in names if n in snapshot.layers]
     for index, layer in enumerate(layers):
@@ -264,6 +264,15 @@ def find_entity(snapshot: Snapshot, entity: int) -> tuple[Layer, int] | None:
         if len(rows):
             return layer, int(rows[0])
     return None
+
+
+def entities_with_curie(snapshot: Snapshot, prefix: str, reference: str) -> list[int]:
+    """The numbers of the held entities whose CURIE is ``prefix:reference``, in order."""
+    found = []
+    for layer in snapshot.layer_list:
+        mask = (shown(layer, "prefix") == prefix) & (shown(layer, "reference") == reference)
+        found.extend(int(n) for n in layer.entity[mask])
+    return sorted(found)
 
 
 def geometries_of(

@@ -12,7 +12,19 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from constraints.site import SiteError
+from boundary import errors as boundary_errors
+from boundary.errors import (
+    BoundaryError,
+    BoundaryTooLarge,
+    Conflict,
+    Forbidden,
+    InvalidBoundary,
+    InvalidRequest,
+    InvalidState,
+    StoreUnavailable,
+    Unauthorized,
+)
+from constraints.site import SiteError, SiteTooLarge
 from datasets.cache import CacheError
 from datasets.catalogue import CatalogueError
 
@@ -23,7 +35,7 @@ log = logging.getLogger("redline.api")
 PROBLEM = "application/problem+json"
 
 #: The endpoints copied from the Planning Data Platform: their errors take its shape, so its clients parse them.
-PLATFORM_PATHS = re.compile(r"/(entity(/[^/]+)?\.(json|geojson)|dataset(/[^/]+)?\.json)")
+PLATFORM_PATHS = re.compile(r"/(entity(/[^/]+)?\.(json|geojson)|dataset(/[^/]+)?\.json|(curie|prefix)/.+\.(json|geojson))")
 
 # pydantic 1's wording and types, which the platform's answers (and clients) carry: v2 type -> (msg, type, ctx key)
 _PYDANTIC1 = {
@@ -66,10 +78,36 @@ def problem_response(status: int, title: str, detail: str, *, type: str = "about
     return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
 
 
+#: Each domain exception's HTTP status and problem title: the one table (as tipg's ``DEFAULT_STATUS_CODES``).
+#: The core's exceptions carry a ``code`` and a ``pointer``, never a status; the nearest class listed wins.
+DOMAIN_ERRORS: dict[type[Exception], tuple[int, str]] = {
+    SiteTooLarge: (413, "Payload too large"),
+    SiteError: (422, "The site cannot be checked"),
+    BoundaryTooLarge: (413, "Boundary too large"),
+    InvalidBoundary: (422, "Invalid boundary"),
+    InvalidRequest: (422, "The request is not valid"),
+    boundary_errors.NotFound: (404, "Not found"),
+    Conflict: (409, "Conflict"),
+    InvalidState: (409, "Invalid state"),
+    Unauthorized: (401, "Unauthorized"),
+    Forbidden: (403, "Forbidden"),
+    StoreUnavailable: (503, "Store unavailable"),
+    BoundaryError: (400, "Bad request"),
+    CatalogueError: (400, "Bad request"),
+}
+
+
+def status_and_title(exc: Exception) -> tuple[int, str]:
+    for cls in type(exc).__mro__:
+        if cls in DOMAIN_ERRORS:
+            return DOMAIN_ERRORS[cls]
+    raise LookupError(f"{type(exc).__name__} is not in errors.DOMAIN_ERRORS")
+
+
 def _site_error(request: Request, exc: SiteError) -> JSONResponse:
+    status, title = status_and_title(exc)
     errors = [{"pointer": exc.pointer or "/", "detail": exc.message}]
-    title = "Payload too large" if exc.status == 413 else "The site cannot be checked"
-    return problem_response(exc.status, title, exc.message, type=f"/problems/{exc.code}", instance=request.url.path, errors=errors, limit=exc.limit)
+    return problem_response(status, title, exc.message, type=f"/problems/{exc.code}", instance=request.url.path, errors=errors, limit=exc.limit)
 
 
 def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -82,7 +120,7 @@ def _validation_error(request: Request, exc: RequestValidationError) -> JSONResp
 
 
 def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-    titles = {404: "Not found", 405: "Method not allowed", 401: "Unauthorised", 403: "Forbidden", 413: "Payload too large", 429: "Too many requests"}
+    titles = {404: "Not found", 405: "Method not allowed", 401: "Unauthorized", 403: "Forbidden", 413: "Payload too large", 429: "Too many requests"}
     detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
     if exc.status_code == 404 and detail == "Not Found":
         detail = f"there is nothing at {request.url.path}; see /docs for the endpoints"
@@ -90,9 +128,8 @@ def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
 
 
 def _domain_error(request: Request, exc: Exception) -> JSONResponse:
-    """Boundary and other domain errors declare ``status_code`` and ``title`` on their class."""
-    status = getattr(exc, "status_code", 400)
-    title = getattr(exc, "title", type(exc).__name__)
+    """Boundary and catalogue errors: status and title from :data:`DOMAIN_ERRORS`, the rest from the error."""
+    status, title = status_and_title(exc)
     code = getattr(exc, "code", None)
     return problem_response(status, title, str(exc), type=f"/problems/{code}" if code else "about:blank", instance=request.url.path, **(getattr(exc, "extra", None) or {}))
 
@@ -264,6 +301,7 @@ def install(app: FastAPI, domain_errors: tuple[type[Exception], ...] = ()) -> No
     add(CheckOverdue, _check_interrupted)
     add(CheckProcessLost, _check_interrupted)
     add(CatalogueError, _domain_error)
+    add(BoundaryError, _domain_error)
     for error in domain_errors:
         add(error, _domain_error)
     add(Exception, _unexpected)

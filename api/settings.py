@@ -5,10 +5,23 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from datasets.data_dir import default_data_dir
+
+NOTIFY_API = "https://api.notifications.service.gov.uk"
+
+
+class LocalAuthorityNotifications(BaseModel):
+    """Where one council's change-request events go (an entry of ``REDLINE_NOTIFICATIONS``)."""
+
+    webhook_url: str | None = Field(None, description="The back-office system's endpoint; every change-request event is POSTed to it.")
+    webhook_secret: str | None = Field(None, description="The Standard Webhooks signing secret (whsec_...), shared with the receiver.")
+    notify_api_key: str | None = Field(None, description="The council's GOV.UK Notify API key.")
+    notify_base_url: str = Field(NOTIFY_API, description="GOV.UK Notify's API (a stub or a proxy in tests and staging).")
+    notify_templates: dict[str, str] = Field(default_factory=dict, description="Notify email template id per event type (change_request.opened, ...); events without one are not emailed.")
+    notify_reply_to_id: str | None = Field(None, description="A Notify email reply-to id, if the council has one.")
 
 
 class Settings(BaseSettings):
@@ -66,6 +79,20 @@ class Settings(BaseSettings):
     failed_auth_per_s: float = Field(0.1, description="Refill rate of each client address's allowance of failed authentications.")
     failed_auth_burst: int = Field(10, description="Failed authentications a client address may make before its keyed requests get 429.")
     auto_approve_working_days: int = 5
+
+    basemap_archive: Path | None = Field(None, description="A raster tile archive served as the background map: .mbtiles (e.g. from QGIS 'Generate XYZ tiles') or .pmtiles.")
+    basemap_url: str | None = Field(None, description="An XYZ tile URL with {z}/{x}/{y} (e.g. Ordnance Survey's Maps API, key included) fetched through redline, so the key never reaches a browser.")
+    basemap_attribution: str | None = Field(None, description="The attribution the map shows (required by most providers, e.g. 'Contains OS data © Crown copyright and database rights 2026').")
+    basemap_min_zoom: int = Field(0, ge=0, le=22, description="Lowest zoom of basemap_url (an archive says its own).")
+    basemap_max_zoom: int = Field(19, ge=0, le=22, description="Highest zoom of basemap_url; the map enlarges those tiles beyond it.")
+    basemap_cache_tiles: int = Field(2000, ge=0, description="Tiles of basemap_url kept in memory by each worker.")
+
+    public_url: str | None = Field(None, description="This service's public base URL (https://redline.council.gov.uk): emails link to its applicant page.")
+    notifications: dict[str, LocalAuthorityNotifications] = Field(default_factory=dict, description='Per local authority (as given when a boundary is created; "*" for every other one): webhook and GOV.UK Notify settings, as JSON.')
+    delivery_poll_s: float = Field(2.0, description="How often each replica looks for notifications due (it also looks at once after each change).")
+    delivery_lease_s: float = Field(60.0, description="How long a replica holds a notification it is sending before another may take it over.")
+    delivery_backoff_s: float = Field(5.0, description="Wait before the first retry of a failed notification; doubled each time (at most an hour).")
+    delivery_max_attempts: int = Field(12, ge=1, description="Attempts before a notification is marked failed (it can be replayed).")
 
 
 @lru_cache

@@ -34,7 +34,7 @@ from shapely.geometry import mapping
 from shapely.geometry.base import BaseGeometry
 
 from boundary.errors import BoundaryTooLarge, InvalidBoundary
-from constraints.site import SiteError, SiteLimits, limit_overlay, load_json, parse_site
+from constraints.site import SiteError, SiteLimits, SiteTooLarge, limit_overlay, load_json, parse_site
 from datasets import crs
 
 
@@ -149,7 +149,7 @@ UPLOAD_KINDS = {
 
 
 def _boundary_error(exc: SiteError) -> InvalidBoundary:
-    cls = BoundaryTooLarge if getattr(exc, "status", 422) == 413 else InvalidBoundary
+    cls = BoundaryTooLarge if isinstance(exc, SiteTooLarge) else InvalidBoundary
     return cls(exc.message, code=exc.code, pointer=exc.pointer)
 
 
@@ -341,3 +341,23 @@ def parse_upload(
     if not all(math.isfinite(v) for v in geometry.bounds):
         raise InvalidBoundary(f"{filename}: coordinates could not be reprojected", code="bad-crs")
     return mapping(geometry), warnings
+
+
+def amendment(before: BaseGeometry, after: BaseGeometry) -> dict:
+    """The areas an amended boundary adds and removes, as GeoJSON geometry (or None) and geodesic m².
+
+    Only areas count: slivers of zero width along a shared edge are lines and points, and dropped.
+    """
+
+    def polygonal(geom):
+        parts = [g for g in shapely.get_parts(geom) if g.geom_type in ("Polygon", "MultiPolygon") and not g.is_empty]
+        return shapely.union_all(parts) if parts else None
+
+    added = polygonal(shapely.difference(after, before))
+    removed = polygonal(shapely.difference(before, after))
+    return {
+        "added": mapping(added) if added is not None else None,
+        "removed": mapping(removed) if removed is not None else None,
+        "area_added_m2": round(crs.geodesic_area(added), 2) if added is not None else 0.0,
+        "area_removed_m2": round(crs.geodesic_area(removed), 2) if removed is not None else 0.0,
+    }

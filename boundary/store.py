@@ -140,9 +140,51 @@ MIGRATIONS: list[list[str]] = [
             details TEXT NOT NULL)""",
         "CREATE INDEX audit_boundary ON audit (boundary_id, seq)",
     ],
+    [
+        # The notification outbox: each change-request event is written in the transaction of its state
+        # change, with one delivery per channel it goes to; a dispatcher sends them after the commit.
+        "ALTER TABLE boundaries ADD COLUMN applicant_email TEXT",
+        """CREATE TABLE events (
+            seq {serial},
+            id TEXT NOT NULL UNIQUE,
+            type TEXT NOT NULL,
+            boundary_id TEXT NOT NULL,
+            change_request_id TEXT NOT NULL,
+            local_authority TEXT NOT NULL,
+            at TEXT NOT NULL,
+            data TEXT NOT NULL)""",
+        "CREATE INDEX events_boundary ON events (boundary_id, seq)",
+        """CREATE TABLE deliveries (
+            id {serial},
+            event_id TEXT NOT NULL REFERENCES events (id),
+            channel TEXT NOT NULL,
+            target TEXT NOT NULL,
+            state TEXT NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_attempt_at TEXT NOT NULL,
+            lease_until TEXT,
+            lease_owner TEXT,
+            token TEXT,
+            created_at TEXT NOT NULL,
+            delivered_at TEXT,
+            last_error TEXT,
+            replay_of BIGINT)""",
+        "CREATE INDEX deliveries_due ON deliveries (state, next_attempt_at)",
+        "CREATE INDEX deliveries_event ON deliveries (event_id)",
+        """CREATE TABLE delivery_attempts (
+            id {serial},
+            delivery_id BIGINT NOT NULL,
+            at TEXT NOT NULL,
+            worker TEXT NOT NULL,
+            outcome TEXT NOT NULL,
+            status INTEGER,
+            error TEXT,
+            duration_ms {float} NOT NULL)""",
+        "CREATE INDEX delivery_attempts_delivery ON delivery_attempts (delivery_id, id)",
+    ],
 ]
 
-_JSON_COLUMNS = {"warnings", "answer", "diff", "proposed_answer", "details", "geometry"}
+_JSON_COLUMNS = {"warnings", "answer", "diff", "proposed_answer", "details", "geometry", "data"}
 
 
 def _decode(row: dict | None) -> dict | None:
@@ -302,6 +344,14 @@ class Tx:
             params += (boundary_id,)
         return self.all(sql + " ORDER BY due_at", params)
 
+    def expired_change_requests(self, now: str, boundary_id: str | None = None) -> list[dict]:
+        sql = "SELECT id FROM change_requests WHERE state = 'open' AND token_expires_at <= ?"
+        params: tuple = (now,)
+        if boundary_id is not None:
+            sql += " AND boundary_id = ?"
+            params += (boundary_id,)
+        return self.all(sql + " ORDER BY token_expires_at", params)
+
     def decide_change_request(self, request_id: str, *, from_state: str, **fields) -> bool:
         """Move a request out of ``from_state``; False when it was no longer in that state."""
         sets = ", ".join(f"{k} = ?" for k in fields)
@@ -340,6 +390,81 @@ class Tx:
             "SELECT seq, at, actor, event, details FROM audit WHERE boundary_id = ? ORDER BY seq",
             (boundary_id,),
         )
+
+    # -- notification outbox ---------------------------------------------------------------------------
+    def insert_event(self, record: dict) -> None:
+        self.insert("events", record)
+
+    def insert_delivery(self, record: dict) -> int:
+        cols = list(record)
+        row = self.one(
+            f"INSERT INTO deliveries ({', '.join(cols)}) VALUES ({', '.join('?' for _ in cols)}) RETURNING id",
+            [record[c] for c in cols],
+        )
+        return int(row["id"])
+
+    def claim_deliveries(self, now: str, lease_until: str, owner: str, limit: int) -> list[dict]:
+        """Lease up to ``limit`` due deliveries to ``owner``: another replica skips them until the lease ends.
+
+        PostgreSQL skips rows another transaction is claiming (``SKIP LOCKED``); SQLite's write lock
+        (``BEGIN IMMEDIATE``) already makes claimers take turns.
+        """
+        skip = " FOR UPDATE SKIP LOCKED" if self.dialect == "postgresql" else ""
+        due = self.all(
+            "SELECT id FROM deliveries WHERE state = 'pending' AND next_attempt_at <= ? "
+            "AND (lease_until IS NULL OR lease_until <= ?) ORDER BY id LIMIT ?" + skip,
+            (now, now, limit),
+        )
+        claimed = []
+        for row in due:
+            cur = self.execute(
+                "UPDATE deliveries SET lease_until = ?, lease_owner = ? WHERE id = ? AND state = 'pending' "
+                "AND (lease_until IS NULL OR lease_until <= ?)",
+                (lease_until, owner, row["id"], now),
+            )
+            if cur.rowcount == 1:
+                claimed.append(self.get_delivery(row["id"]))
+        return claimed
+
+    def get_delivery(self, delivery_id: int) -> dict | None:
+        return self.one(
+            "SELECT d.*, e.type AS event_type, e.boundary_id, e.change_request_id, e.local_authority, "
+            "e.at AS event_at, e.data FROM deliveries d JOIN events e ON e.id = d.event_id WHERE d.id = ?",
+            (delivery_id,),
+        )
+
+    def list_deliveries(self, *, state=None, boundary_id=None, event_id=None, limit: int = 100) -> list[dict]:
+        sql = (
+            "SELECT d.*, e.type AS event_type, e.boundary_id, e.change_request_id, e.local_authority, "
+            "e.at AS event_at, e.data FROM deliveries d JOIN events e ON e.id = d.event_id WHERE 1 = 1"
+        )
+        params: list = []
+        for column, value in (("d.state", state), ("e.boundary_id", boundary_id), ("d.event_id", event_id)):
+            if value is not None:
+                sql += f" AND {column} = ?"
+                params.append(value)
+        return self.all(sql + " ORDER BY d.id DESC LIMIT ?", [*params, limit])
+
+    def finish_attempt(self, delivery_id: int, owner: str, attempt: dict, **fields) -> bool:
+        """Record an attempt and move the delivery on, unless another worker's lease replaced ours."""
+        sets = ", ".join(f"{k} = ?" for k in fields)
+        cur = self.execute(
+            f"UPDATE deliveries SET {sets}, attempts = attempts + 1, lease_until = NULL, lease_owner = NULL "
+            "WHERE id = ? AND lease_owner = ?",
+            [*fields.values(), delivery_id, owner],
+        )
+        self.insert("delivery_attempts", {"delivery_id": delivery_id, "worker": owner, **attempt})
+        return cur.rowcount == 1
+
+    def list_attempts(self, delivery_id: int) -> list[dict]:
+        return self.all(
+            "SELECT at, worker, outcome, status, error, duration_ms FROM delivery_attempts "
+            "WHERE delivery_id = ? ORDER BY id",
+            (delivery_id,),
+        )
+
+    def list_events(self, boundary_id: str) -> list[dict]:
+        return self.all("SELECT * FROM events WHERE boundary_id = ? ORDER BY seq", (boundary_id,))
 
 
 def _private(path: Path) -> None:

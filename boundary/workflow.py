@@ -22,6 +22,10 @@ State machine of a change request::
 
     open --approve--> approved        open --reject(reason)--> rejected
     open --cancel---> cancelled       open --N working days--> auto_approved
+    open --token expired (no auto-approval first)--> expired
+
+Each transition also writes a change-request event to the notification outbox in the same transaction
+(:mod:`boundary.notifications`), so a committed change is always notified and a rolled-back one never.
 """
 
 from __future__ import annotations
@@ -39,17 +43,19 @@ import holidays
 from shapely.geometry import shape
 
 from boundary.errors import Conflict, Forbidden, InvalidRequest, InvalidState, NotFound, Unauthorized
-from boundary.geometry import BoundaryLimits, ValidBoundary, validate_boundary
+from boundary.geometry import BoundaryLimits, ValidBoundary, amendment, validate_boundary
+from boundary.notifications import Router, emit, event_data, no_channels
 from boundary.store import Store, Tx, iso, parse_iso, utcnow
 from datasets import crs
 
 LONDON = ZoneInfo("Europe/London")
-OPEN, APPROVED, REJECTED, CANCELLED, AUTO_APPROVED = (
+OPEN, APPROVED, REJECTED, CANCELLED, AUTO_APPROVED, EXPIRED = (
     "open",
     "approved",
     "rejected",
     "cancelled",
     "auto_approved",
+    "expired",
 )
 OVERRIDE_ACTIONS = ("confirmed", "added", "dismissed")
 SYSTEM = "system"
@@ -172,13 +178,32 @@ class Boundaries:
     settings : WorkflowSettings, optional
     clock : callable, optional
         Returns the current aware ``datetime``; tests move time with it.
+    router : callable, optional
+        ``router(local_authority) -> Channels``: where each council's change-request events go.
+    on_events : callable, optional
+        Called (no arguments) after a transaction that wrote events commits, e.g. to wake a dispatcher.
     """
 
-    def __init__(self, store: Store, check: Checker, settings: WorkflowSettings | None = None, clock=utcnow):
+    def __init__(
+        self,
+        store: Store,
+        check: Checker,
+        settings: WorkflowSettings | None = None,
+        clock=utcnow,
+        *,
+        router: Router = no_channels,
+        on_events=None,
+    ):
         self.store = store
         self.check = check
         self.settings = settings or WorkflowSettings()
         self.clock = clock
+        self.router = router
+        self.on_events = on_events
+
+    def _committed_events(self) -> None:
+        if self.on_events is not None:
+            self.on_events()
 
     # -- helpers ---------------------------------------------------------------------------------------
     def validate(self, site) -> ValidBoundary:
@@ -186,6 +211,19 @@ class Boundaries:
 
     def _now(self) -> str:
         return iso(self.clock())
+
+    def _emit(self, tx: Tx, event: str, boundary: dict, request: dict, at: str, token=None, **data) -> None:
+        """Write a change-request event to the outbox, in the transaction of its state change."""
+        emit(
+            tx,
+            self.router,
+            audit_event=event,
+            boundary=boundary,
+            request=request,
+            at=at,
+            data=event_data(boundary, request, **data),
+            token=token,
+        )
 
     @staticmethod
     def _audit(tx: Tx, boundary_id: str, at: str, actor: str, event: str, **details) -> None:
@@ -247,9 +285,19 @@ class Boundaries:
 
     # -- boundaries ------------------------------------------------------------------------------------
     def create(
-        self, reference: str, local_authority: str, site, actor: str, *, valid: ValidBoundary | None = None
+        self,
+        reference: str,
+        local_authority: str,
+        site,
+        actor: str,
+        *,
+        valid: ValidBoundary | None = None,
+        applicant_email: str | None = None,
     ) -> dict:
-        """Create a boundary with its version 1 and that version's constraints answer."""
+        """Create a boundary with its version 1 and that version's constraints answer.
+
+        ``applicant_email``, when given, is where change requests for this boundary are emailed.
+        """
         if not str(reference or "").strip():
             raise InvalidRequest("reference is required (the application reference, e.g. a PlanX session id)")
         if not str(local_authority or "").strip():
@@ -267,6 +315,7 @@ class Boundaries:
                     "current_version": 1,
                     "created_at": at,
                     "created_by": actor,
+                    "applicant_email": applicant_email,
                 }
             )
             tx.insert_version(self._version_record(boundary_id, 1, valid, at, actor, "created"))
@@ -318,6 +367,7 @@ class Boundaries:
             "id": record["id"],
             "reference": record["reference"],
             "local_authority": record["local_authority"],
+            "applicant_email": record.get("applicant_email"),
             "version": n,
             "current_version": record["current_version"],
             "created_at": version["created_at"],
@@ -421,12 +471,12 @@ class Boundaries:
                 f"the proposal is based on version {base_version} but boundary {boundary_id} is at version {current}; "
                 "reload it and propose again"
             )
-        original = shape(version["geometry"])
+        change = amendment(shape(version["geometry"]), valid.geometry)
         answer = self.check(valid.geometry)
         gained, lost = constraint_diff(before, answer)
         diff = {
-            "area_added_m2": round(crs.geodesic_area(valid.geometry.difference(original)), 2),
-            "area_removed_m2": round(crs.geodesic_area(original.difference(valid.geometry)), 2),
+            "area_added_m2": change["area_added_m2"],
+            "area_removed_m2": change["area_removed_m2"],
             "constraints_gained": gained,
             "constraints_lost": lost,
         }
@@ -454,8 +504,7 @@ class Boundaries:
                     "cancel it or wait for the applicant's answer before proposing another",
                     open_change_request=existing["id"],
                 )
-            tx.insert_change_request(
-                {
+            cr_record = {
                     "id": request_id,
                     "boundary_id": boundary_id,
                     "base_version": current,
@@ -477,7 +526,7 @@ class Boundaries:
                     "diff": diff,
                     "proposed_answer": answer,
                 }
-            )
+            tx.insert_change_request(cr_record)
             self._audit(
                 tx,
                 boundary_id,
@@ -503,6 +552,8 @@ class Boundaries:
                 token_expires_at=expires,
                 auto_approval_due_at=due,
             )
+            self._emit(tx, "change_request_opened", record, cr_record, at, token=token, state=OPEN, actor=actor)
+        self._committed_events()
         view = self.get_change_request(request_id)
         view["token"] = token
         return view
@@ -536,6 +587,8 @@ class Boundaries:
             "proposed": {"type": "Feature", "properties": {}, "geometry": cr["geometry"]},
             "original_area_m2": round(original["area_m2"], 2),
             "proposed_area_m2": round(cr["area_m2"], 2),
+            # The areas themselves, for a map of the change (the applicant page draws them).
+            **{k: v for k, v in amendment(shape(original["geometry"]), shape(cr["geometry"])).items() if k in ("added", "removed")},
             "warnings": cr["warnings"],
             **cr["diff"],
             "constraints": cr["proposed_answer"],
@@ -555,7 +608,8 @@ class Boundaries:
         if parse_iso(cr["token_expires_at"]) <= self.clock():
             raise Unauthorized(
                 f"the link for change request {request_id} expired at {cr['token_expires_at']}; "
-                "ask the planning officer to send a new one"
+                "ask the planning officer to send a new one",
+                code="link-expired",
             )
 
     def approve(self, request_id: str, actor: str) -> dict:
@@ -630,6 +684,7 @@ class Boundaries:
                     "due_at": cr["due_at"],
                 }
             self._audit(tx, record["id"], at, actor, event, **details)
+            self._emit(tx, event, record, cr, at, state=state, actor=actor, decided_at=at, result_version=new)
             self._audit(
                 tx,
                 record["id"],
@@ -654,6 +709,7 @@ class Boundaries:
             self._reevaluate_overrides(
                 tx, record["id"], before, answer, at, f"boundary change v{base} -> v{new}"
             )
+        self._committed_events()
         return self.get_change_request(request_id)
 
     def reject(self, request_id: str, reason: str, actor: str) -> dict:
@@ -671,7 +727,7 @@ class Boundaries:
         at = self._now()
         with self.store.transaction() as tx:
             cr = self._require_request(tx, request_id)
-            self._require_boundary(tx, cr["boundary_id"], for_update=True)
+            record = self._require_boundary(tx, cr["boundary_id"], for_update=True)
             cr = self._require_request(tx, request_id, for_update=True)
             if cr["state"] != OPEN:
                 raise InvalidState(
@@ -686,11 +742,46 @@ class Boundaries:
                 decision_reason=reason,
             )
             self._audit(tx, cr["boundary_id"], at, actor, event, change_request=request_id, reason=reason)
+            self._emit(tx, event, record, cr, at, state=state, actor=actor, decided_at=at, decision_reason=reason)
+        self._committed_events()
         return self.get_change_request(request_id)
 
+    def run_expiries(self, *, boundary_id: str | None = None) -> list[str]:
+        """Close every open request whose applicant link has expired (and was not auto-approved first)."""
+        with self.store.transaction(write=False) as tx:
+            due = [r["id"] for r in tx.expired_change_requests(self._now(), boundary_id)]
+        done = []
+        for request_id in due:
+            at = self._now()
+            with self.store.transaction() as tx:
+                cr = tx.get_change_request(request_id)
+                record = self._require_boundary(tx, cr["boundary_id"], for_update=True)
+                if not tx.decide_change_request(
+                    request_id, from_state=OPEN, state=EXPIRED, decided_at=at, decided_by=SYSTEM
+                ):
+                    continue  # decided meanwhile
+                self._audit(
+                    tx,
+                    record["id"],
+                    at,
+                    SYSTEM,
+                    "change_request_expired",
+                    change_request=request_id,
+                    token_expires_at=cr["token_expires_at"],
+                )
+                self._emit(tx, "change_request_expired", record, cr, at, state=EXPIRED, actor=SYSTEM, decided_at=at)
+            done.append(request_id)
+        if done:
+            self._committed_events()
+        return done
+
     def run_auto_approvals(self, *, boundary_id: str | None = None) -> list[str]:
-        """Approve every open request whose working-day deadline has passed; returns their ids."""
+        """Approve every open request whose working-day deadline has passed; returns their ids.
+
+        Requests whose applicant link expired before that are closed as ``expired`` instead.
+        """
         if not self.settings.auto_approve_working_days:
+            self.run_expiries(boundary_id=boundary_id)
             return []
         with self.store.transaction(write=False) as tx:
             due = [r["id"] for r in tx.due_change_requests(self._now(), boundary_id)]
@@ -701,6 +792,7 @@ class Boundaries:
                 done.append(request_id)
             except (InvalidState, Conflict):
                 continue  # decided meanwhile by a person or another replica
+        self.run_expiries(boundary_id=boundary_id)
         return done
 
     # -- overrides -------------------------------------------------------------------------------------

@@ -105,32 +105,12 @@ class SiteTable:
 
 
 def _read_rows(path: Path, layer: str | None, crs: str | int | None):
-    from datasets.loaders import FileRows, LoadError, frame_to_wgs84, read_rows
+    from datasets.loaders import LoadError, read_rows
 
     try:
-        if path.suffix.lower() not in (".parquet", ".geoparquet"):
-            return read_rows(path, layer, crs)
-        import geopandas as gpd
-
-        try:
-            frame = gpd.read_parquet(path)
-        except Exception as err:  # pyarrow and geopandas raise several kinds for a file that is not GeoParquet
-            raise BatchError(f"{path.name} could not be read as GeoParquet: {err}") from None
-        frame, off_grid = frame_to_wgs84(frame, crs, path)
+        return read_rows(path, layer, crs)
     except LoadError as err:
         raise BatchError(str(err)) from None
-    except BatchError:
-        raise
-    except Exception as err:  # pyproj: an unknown --crs
-        raise BatchError(f"{path.name}: cannot convert to longitude/latitude: {err}") from None
-    from datasets.loaders import MISSING_GEOMETRY, OFF_GRID
-
-    frame = frame.reset_index(drop=True)
-    geometry = frame.geometry.to_numpy()
-    problems = np.full(len(frame), None, dtype=object)
-    problems[shapely.is_missing(geometry) | shapely.is_empty(geometry)] = MISSING_GEOMETRY
-    problems[off_grid] = OFF_GRID
-    return FileRows(frame, problems)
 
 
 def read_sites(
@@ -318,7 +298,7 @@ def check_sites(
     Every site goes through ``parse_site`` with the index's limits and then ``index.check`` with
     ``tolerance``: the statuses, entities and overlaps are the service's, copied, not recomputed.
     """
-    from .site import parse_site
+    from .site import parse_sites
 
     slot_col, key_col, status_col, entities_col, names_col, overlap_col = [], [], [], [], [], []
     reason_col, nearby_col = [], []
@@ -326,10 +306,24 @@ def check_sites(
     areas: list[float] = []
     wkbs: list[bytes] = []
     errors: list[tuple[int, object, str]] = []
-    for i, geom in enumerate(geometry):
+    geometry = np.asarray(geometry, dtype=object)
+    try:
+        parsed = parse_sites(geometry, index.limits)
+    except (ValueError, shapely.errors.GEOSException):  # one geometry spoils the array: read them one by one
+        parsed = [_parse_one(geom, index) for geom in geometry]
+    good = [i for i, site in enumerate(parsed) if not isinstance(site, Exception)]
+    snapshot = index.snapshot
+    # one tree query and one call of each GEOS operation for the whole partition; answers per site
+    try:
+        found = index.match_many([parsed[i] for i in good], tolerance, snapshot)
+    except (ValueError, shapely.errors.GEOSException):
+        found = [None] * len(good)  # each site matched alone below, so the one at fault is named
+    matched = dict(zip(good, found, strict=True))
+    for i, site in enumerate(parsed):
         try:
-            site = parse_site(geom, index.limits)
-            answer = index.check(site, tolerance=tolerance, keys=keys)
+            if isinstance(site, Exception):
+                raise site
+            answer = index.check(site, tolerance=tolerance, keys=keys, snapshot=snapshot, matches=matched[i])
         except SiteError as err:
             errors.append((int(rows[i]), _plain(ids[i]), err.message))
             continue
@@ -371,6 +365,16 @@ def check_sites(
         schema=result_schema(id_field, id_type),
     )
     return table, errors
+
+
+def _parse_one(geom, index: ConstraintIndex):
+    """``parse_site`` with its refusal returned rather than raised."""
+    from .site import parse_site
+
+    try:
+        return parse_site(geom, index.limits)
+    except (SiteError, ValueError, shapely.errors.GEOSException) as err:
+        return err
 
 
 def _write_atomic_table(table: pa.Table, path: Path) -> None:

@@ -104,6 +104,17 @@ def planx_derived(key: str, catalogue: Catalogue | None) -> bool:
     return parent != key and parent in catalogue and set(catalogue.get(parent).datasets) == set(constraint.datasets)
 
 
+def _derived_from(key: str, catalogue: Catalogue | None) -> str | None:
+    """The key a derived key refines (``articleFour`` for a granular article 4 key), if any."""
+    if catalogue is None or not planx_derived(key, catalogue) or (key in catalogue and catalogue.get(key).any_of):
+        return None
+    return "articleFour" if key not in catalogue and key.startswith("articleFour.") else key.rsplit(".", 1)[0]
+
+
+def answer_reason(answer: dict, key: str) -> str:
+    return next((i["reason"] or "" for i in answer["constraints"] if i["key"] == key), "")
+
+
 def planx_metadata_datasets(answer: dict, catalogue: Catalogue | None, loaded) -> dict[str, str]:
     """The dataset PlanX describes under each answered base key's ``metadata`` (``/dataset/{name}.json``).
 
@@ -134,9 +145,16 @@ def to_planx(answer: dict, catalogue: Catalogue | None = None, source_request: s
     (by default, what the answer's provenance holds of it).
     """
     constraints, unknown, nearby = {}, {}, {}
+    statuses = {item["key"]: item["status"] for item in answer["constraints"]}
     for item in answer["constraints"]:
         key = item["key"]
         status = item["status"]
+        source = _derived_from(key, catalogue)
+        if status != "unknown" and statuses.get(source) == "unknown":
+            # a granular key cannot say "not" where the key it refines could not be checked
+            item = {**item, "reason": f"{source} could not be checked: {answer_reason(answer, source)}"}
+            item["text"] = f"could not be checked: {item['reason']}"
+            status = "unknown"
         if status == "unknown":
             unknown[key] = {"reason": item["reason"], "text": item["text"], "datasets": item.get("datasets", [])}
             continue

@@ -37,17 +37,19 @@ from shapely.geometry.base import BaseGeometry
 
 from datasets.cache import BASE_COLUMNS, CacheError, LayerCache, atomic_path, now_iso
 from datasets.catalogue import Catalogue
+from datasets.coverage import describe, unstated
 from datasets.crs import OutsideGridError, ostn15_grid, to_bng
 from datasets.england import OUTSIDE_ENGLAND, PARTLY_OUTSIDE_ENGLAND, england_part
 from datasets.sync import is_stale
 
 from .site import Site, SiteLimits, parse_site
+from .wkb_column import LINE, POINT, POLYGON, WkbColumn, map_wkb_file, write_wkb_file  # noqa: F401 (kinds re-exported)
 
 log = logging.getLogger("redline.index")
 
 MAX_PIECE_VERTICES = 256
 DERIVED_FORMAT = "pieces-v2"  # v2: layers reprojected by the same OSTN15 interpolation as sites
-POINT, LINE, POLYGON = 0, 1, 2
+WGS84_FORMAT = "wgs84-wkb-v1.arrow"  # the layer's own geometries, for mapping into memory
 RELATIVE_EPS = 1e-9
 
 
@@ -111,7 +113,7 @@ class Layer:
     entry: dict
     entity: np.ndarray  # int64
     columns: dict[str, np.ndarray]  # attribute name -> object array of str
-    geometry: np.ndarray  # EPSG:4326 shapely geometries, for output
+    geometry: WkbColumn  # EPSG:4326, indexed like an array of shapely geometries; for output
     kind: np.ndarray  # POINT / LINE / POLYGON per row
     area: np.ndarray  # BNG area per row (0 for points and lines)
     end_date: np.ndarray  # datetime64[D], NaT when none
@@ -146,14 +148,6 @@ class Snapshot:
     @property
     def features(self) -> int:
         return sum(len(layer) for layer in self.layer_list)
-
-
-def _kind(geometry: np.ndarray) -> np.ndarray:
-    type_id = shapely.get_type_id(geometry)
-    kind = np.full(len(geometry), POLYGON, dtype=np.int8)
-    kind[(type_id == 0) | (type_id == 4)] = POINT
-    kind[(type_id == 1) | (type_id == 2) | (type_id == 5)] = LINE
-    return kind
 
 
 def subdivide(geometry: np.ndarray, max_vertices: int = MAX_PIECE_VERTICES) -> tuple[np.ndarray, np.ndarray]:
@@ -210,38 +204,78 @@ def _end_dates(values: np.ndarray) -> np.ndarray:
     return out
 
 
+def _interned(column: pa.ChunkedArray) -> np.ndarray:
+    """A string column as an object array in which equal values share one Python object.
+
+    Most attribute columns repeat a few values (dataset, organisation, dates, grade) over hundreds of
+    thousands of rows: one object per distinct value rather than per row.
+    """
+    encoded = column.combine_chunks().dictionary_encode()
+    dictionary = encoded.dictionary
+    values = np.fromiter([*dictionary.to_pylist(), None], dtype=object, count=len(dictionary) + 1)
+    return values[encoded.indices.fill_null(len(dictionary)).to_numpy()]
+
+
+def _from_wkb(wkb: pa.ChunkedArray, batch: int = 65_536) -> np.ndarray:
+    """Geometries from an Arrow WKB column, a slice at a time: never a Python bytes object per row for
+    the whole column at once (a national layer's would be a gigabyte held only to be thrown away)."""
+    out = np.empty(len(wkb), dtype=object)
+    for start in range(0, len(wkb), batch):
+        out[start : start + batch] = shapely.from_wkb(wkb.slice(start, batch).to_numpy(zero_copy_only=False))
+    return out
+
+
 def _load_layer(cache: LayerCache, name: str, entry: dict) -> tuple[Layer, np.ndarray, np.ndarray]:
-    """Read one cached dataset and its pieces, deriving and persisting the pieces on first use."""
-    frame = cache.read(name)
-    geometry = frame.geometry.to_numpy()
+    """Read one cached dataset and its pieces, deriving and persisting them on first use.
+
+    The layer's EPSG:4326 geometries stay WKB in a derived Arrow file mapped into memory
+    (:mod:`constraints.wkb_column`): only the grid pieces the check works on are shapely objects.
+    """
+    table = cache.read_table(name)
+    wkb = table.column("geometry").combine_chunks()
     columns = {
-        c: frame[c].to_numpy(dtype=object)
-        for c in frame.columns
-        if c not in ("entity", "geometry", "source-row")
+        c: _interned(table.column(c))
+        for c in table.column_names
+        # a struct is GeoParquet's covering bounding box, which geopandas hides too
+        if c not in ("entity", "geometry", "source-row") and not pa.types.is_struct(table.schema.field(c).type)
     }
+    entity = table.column("entity").to_numpy().astype(np.int64, copy=False)
+    del table
+    mapped = cache.derived_path(name, entry["version"], WGS84_FORMAT)
+    geometry = None
+    if mapped.exists():
+        try:
+            geometry = map_wkb_file(mapped)
+        except (OSError, pa.ArrowException) as err:  # a damaged derived file is only a cache of work: redo it
+            log.warning("rewriting the mapped geometry of %s: %s", name, err)
+    if geometry is None or len(geometry) != len(entity):
+        write_wkb_file(wkb, mapped)
+        geometry = map_wkb_file(mapped)
+    del wkb  # from here on the mapped file is the geometry
     layer = Layer(
         name=name,
         entry=entry,
-        entity=frame["entity"].to_numpy(dtype=np.int64),
+        entity=entity,
         columns=columns,
         geometry=geometry,
-        kind=_kind(geometry),
-        area=np.zeros(len(frame)),
-        end_date=_end_dates(columns.get("end-date", np.full(len(frame), "", dtype=object))),
+        kind=geometry.kinds(),
+        area=np.zeros(len(entity)),
+        end_date=_end_dates(columns.get("end-date", np.full(len(entity), "", dtype=object))),
     )
     derived = cache.derived_path(name, entry["version"], f"{DERIVED_FORMAT}.parquet")
     pieces = rows = area = None
     if derived.exists():
         try:
             table = pq.read_table(derived)
-            pieces = shapely.from_wkb(table.column("wkb").to_numpy(zero_copy_only=False))
+            pieces = _from_wkb(table.column("wkb"))
             rows = table.column("row").to_numpy()
             area = np.frombuffer(table.schema.metadata[b"entity_area"], dtype=np.float64)
+            del table
         except Exception as err:  # a damaged derived file is only a cache of work: redo it
             log.warning("rebuilding derived index for %s: %s", name, err)
             pieces = None
     if pieces is None or area is None or len(area) != len(layer):
-        bng = to_bng(geometry)
+        bng = to_bng(geometry[:])
         area = shapely.area(bng)
         pieces, rows = subdivide(bng)
         point_like = layer.kind != POLYGON
@@ -249,12 +283,16 @@ def _load_layer(cache: LayerCache, name: str, entry: dict) -> tuple[Layer, np.nd
             extra_rows = np.flatnonzero(point_like)
             pieces = np.concatenate([pieces, bng[extra_rows]])
             rows = np.concatenate([rows, extra_rows])
+        del bng
         table = pa.table({"wkb": shapely.to_wkb(pieces), "row": rows.astype(np.int64)})
         table = table.replace_schema_metadata({b"entity_area": np.ascontiguousarray(area, dtype=np.float64).tobytes()})
         with atomic_path(derived) as tmp:
             pq.write_table(table, tmp, compression="zstd")
+        del table
     layer.area = area
     coverage = cache.coverage(name, entry)
+    if coverage is None and unstated(entry):
+        coverage = shapely.Polygon()  # a council file is complete nowhere unless somebody said where
     if coverage is not None:
         layer.coverage = to_bng(coverage) if not coverage.is_empty else coverage
         shapely.prepare(layer.coverage)
@@ -303,6 +341,7 @@ def build_snapshot(cache: LayerCache, datasets: list[str] | None = None, previou
     if len(piece_geometry):
         shapely.prepare(piece_geometry)
     piece_area = shapely.area(piece_geometry) if len(piece_geometry) else np.array([])
+    pa.default_memory_pool().release_unused()  # what Arrow kept of the files read, back to the system
     versions = "|".join(f"{layer.name}={layer.entry.get('version')}" for layer in layers)
     return Snapshot(
         layers={layer.name: layer for layer in layers},
@@ -396,58 +435,86 @@ class ConstraintIndex:
 
     def match(self, site: Site, tolerance: Tolerance = Tolerance(), snapshot: Snapshot | None = None, datasets: set[str] | None = None) -> list[Match]:
         """Every current entity the site meets, with its relation and overlap (vectorised)."""
+        return self.match_many([site], tolerance, snapshot, datasets)[0]
+
+    def match_many(self, sites: list[Site], tolerance: Tolerance = Tolerance(), snapshot: Snapshot | None = None, datasets: set[str] | None = None) -> list[list[Match]]:
+        """:meth:`match` for many sites at once: one tree query and one call of each GEOS operation
+        for all of them, so a batch pays the fixed cost of each array operation once, not per site.
+        Each site's matches are exactly (and in the same order as) what it would get alone."""
         snap = snapshot or self.snapshot
-        if snap is None or snap.tree is None:
-            return []
-        geom = site.bng
-        hits = snap.tree.query(geom)  # pieces whose boxes meet the site's box
+        out: list[list[Match]] = [[] for _ in sites]
+        if snap is None or snap.tree is None or not sites:
+            return out
+        geoms = np.empty(len(sites), dtype=object)
+        geoms[:] = [site.bng for site in sites]
+        if len(sites) == 1:
+            hits = snap.tree.query(geoms[0])  # pieces whose boxes meet the site's box
+            site_of = np.zeros(len(hits), dtype=np.intp)
+        else:
+            site_of, hits = snap.tree.query(geoms)
+            order = np.argsort(site_of, kind="stable")  # by site, each site's pieces in the tree's order
+            site_of, hits = site_of[order], hits[order]
         if datasets is not None and len(hits):
             wanted = np.array([i for i, layer in enumerate(snap.layer_list) if layer.name in datasets], dtype=np.int32)
-            hits = hits[np.isin(snap.piece_layer[hits], wanted)]
+            keep = np.isin(snap.piece_layer[hits], wanted)
+            site_of, hits = site_of[keep], hits[keep]
         if not len(hits):
-            return []
+            return out
         pieces = snap.piece_geometry[hits]
         piece_area = snap.piece_area[hits]
-        site_area = geom.area
+        site_areas = shapely.area(geoms)
+        shapely.prepare(geoms)
+        site_geom, site_area = geoms[site_of], site_areas[site_of]
         polygon_site = site_area > 0
-        shapely.prepare(geom)
+        poly_piece = piece_area > 0
         # Which boxes really meet the site. The pieces are prepared when the index is built, so asking
         # each piece costs half of STRtree.query(predicate="intersects"), which prepares the site anew on
         # every call; a piece the site holds properly needs no asking at all.
-        inside = (piece_area > 0) & shapely.contains_properly(geom, pieces) if polygon_site else np.zeros(len(hits), dtype=bool)
+        inside = poly_piece & polygon_site
+        if inside.any():
+            inside[inside] = shapely.contains_properly(site_geom[inside], pieces[inside])
         meets = inside.copy()
-        meets[~inside] = shapely.intersects(pieces[~inside], geom)
+        meets[~inside] = shapely.intersects(pieces[~inside], site_geom[~inside])
         if not meets.all():
-            hits, pieces, piece_area, inside = hits[meets], pieces[meets], piece_area[meets], inside[meets]
+            site_of, hits, pieces, piece_area, inside = site_of[meets], hits[meets], pieces[meets], piece_area[meets], inside[meets]
+            site_geom, site_area, polygon_site, poly_piece = site_geom[meets], site_area[meets], polygon_site[meets], poly_piece[meets]
             if not len(hits):
-                return []
-        layer_of = snap.piece_layer[hits]
-        row_of = snap.piece_row[hits]
-        if polygon_site:
-            area = np.zeros(len(hits))
-            poly_piece = piece_area > 0
-            area[inside] = piece_area[inside]
-            rest = poly_piece & ~inside
-            if rest.any():
-                # a piece that holds the whole site overlaps it by the site's area; the others are first
-                # cut to the site's bounding box (cheap, no topology) so the exact intersection has less to do
-                partial = pieces[rest]
-                whole = shapely.contains_properly(partial, geom)
-                overlap = np.full(len(partial), site_area)
-                if not whole.all():
-                    clipped = shapely.clip_by_rect(partial[~whole], *geom.bounds)
-                    overlap[~whole] = shapely.area(shapely.intersection(clipped, geom))
-                area[rest] = overlap
-            interior = np.ones(len(hits), dtype=bool)
-            points = ~poly_piece
-            if points.any():
-                # a point or line entity counts when it reaches the site's interior, not only its edge
-                interior[points] = ~shapely.touches(pieces[points], geom)
-        else:
-            area = np.zeros(len(hits))
-            interior = ~shapely.touches(pieces, geom)
+                return out
+        area = np.zeros(len(hits))
+        area[inside] = piece_area[inside]
+        rest = poly_piece & polygon_site & ~inside
+        if rest.any():
+            # a piece that holds the whole site overlaps it by the site's area; the others are first
+            # cut to the site's bounding box (cheap, no topology) so the exact intersection has less to do
+            partial, partial_site = pieces[rest], site_geom[rest]
+            whole = shapely.contains_properly(partial, partial_site)
+            overlap = site_area[rest].copy()
+            if not whole.all():
+                cut, cut_site, cut_of = partial[~whole], partial_site[~whole], site_of[rest][~whole]
+                clipped = np.empty(len(cut), dtype=object)
+                starts = np.flatnonzero(np.r_[True, cut_of[1:] != cut_of[:-1]]).tolist() + [len(cut)]
+                for lo, hi in zip(starts[:-1], starts[1:], strict=True):  # clip_by_rect takes one rectangle
+                    clipped[lo:hi] = shapely.clip_by_rect(cut[lo:hi], *cut_site[lo].bounds)
+                overlap[~whole] = shapely.area(shapely.intersection(clipped, cut_site))
+            area[rest] = overlap
+        # a point or line entity counts when it reaches the site's interior, not only its edge
+        interior = np.ones(len(hits), dtype=bool)
+        edge_only = ~poly_piece | ~polygon_site
+        if edge_only.any():
+            interior[edge_only] = ~shapely.touches(pieces[edge_only], site_geom[edge_only])
         # one row per entity: pieces of one entity add up
-        key = layer_of.astype(np.int64) << 40 | row_of
+        key = snap.piece_layer[hits].astype(np.int64) << 40 | snap.piece_row[hits]
+        bounds = np.searchsorted(site_of, np.arange(len(sites) + 1))
+        today = _today()
+        for i in np.flatnonzero(bounds[1:] > bounds[:-1]).tolist():
+            lo, hi = bounds[i], bounds[i + 1]
+            out[i] = self._entities(snap, key[lo:hi], area[lo:hi], interior[lo:hi], float(site_areas[i]), tolerance, today)
+        return out
+
+    @staticmethod
+    def _entities(snap: Snapshot, key: np.ndarray, area: np.ndarray, interior: np.ndarray, site_area: float, tolerance: Tolerance, today) -> list[Match]:
+        """One site's pieces, added up by entity, with their relations."""
+        polygon_site = site_area > 0
         if len(key) <= 64:  # the usual case: np.unique's fixed cost outweighs a dict for a handful of hits
             slots: dict[int, int] = {}
             inverse = np.fromiter((slots.setdefault(k, len(slots)) for k in key.tolist()), dtype=np.int64, count=len(key))
@@ -456,7 +523,6 @@ class ConstraintIndex:
             entity_keys, inverse = np.unique(key, return_inverse=True)
         overlap = np.bincount(inverse, weights=area, minlength=len(entity_keys))
         any_interior = np.bincount(inverse, weights=interior, minlength=len(entity_keys)) > 0
-        today = _today()
         threshold = 0.0 if tolerance.is_strict else max(tolerance.m2, tolerance.pct / 100 * site_area)
         matches = []
         for k, ekey in enumerate(entity_keys):
@@ -497,13 +563,15 @@ class ConstraintIndex:
         council: str | None = None,
         keys: list[str] | None = None,
         snapshot: Snapshot | None = None,
+        matches: list[Match] | None = None,
     ) -> dict:
         """The native answer for a site: every catalogue key with its status and evidence.
 
         ``site`` is GeoJSON (bytes, str or dict) or a shapely geometry in EPSG:4326, or a parsed ``Site``.
         ``datasets`` restricts the check to those datasets (other keys are ``unknown``); ``council``
         adds that council's granular article 4 keys; ``keys`` restricts the answer to those keys.
-        ``snapshot`` pins the data to check against (the current one by default).
+        ``snapshot`` pins the data to check against (the current one by default). ``matches``: the
+        site's matches when :meth:`match_many` already found them (same tolerance, snapshot, datasets).
         """
         if not isinstance(site, Site):
             site = parse_site(site, self.limits)
@@ -511,7 +579,8 @@ class ConstraintIndex:
         if snap is None:
             raise CacheError("the index is not loaded yet")
         allowed = set(datasets) if datasets is not None else None
-        matches = self.match(site, tolerance, snap, allowed)
+        if matches is None:
+            matches = self.match(site, tolerance, snap, allowed)
         by_dataset: dict[str, list[Match]] = {}
         for m in matches:
             by_dataset.setdefault(m.layer.name, []).append(m)
@@ -754,8 +823,7 @@ def coverage_gaps(site: Site, snap: Snapshot) -> dict[str, str]:
         if key not in verdicts:
             verdicts[key] = not layer.coverage.is_empty and layer.coverage.covers(site.bng)
         if not verdicts[key]:
-            note = layer.entry.get("coverage_note")
-            held = f" (it covers {note})" if note else ""
+            held = f" (it covers {describe(layer.entry)})"
             out[name] = f"the {name} layer held here does not cover the whole site{held}, so its absence proves nothing"
     return out
 

@@ -45,15 +45,18 @@ MAX_REPAIR_EDGE_PAIRS = 250_000
 
 
 class SiteError(ValueError):
-    """A site cannot be checked; ``message`` says why, ``pointer`` where (JSON pointer into the input)."""
+    """A site cannot be checked; ``message`` says why, ``code`` what kind, ``pointer`` where (JSON pointer)."""
 
-    def __init__(self, message: str, *, code: str = "invalid-site", pointer: str | None = None, status: int = 422, limit: dict | None = None):
+    def __init__(self, message: str, *, code: str = "invalid-site", pointer: str | None = None, limit: dict | None = None):
         super().__init__(message)
         self.message = message
         self.code = code
         self.pointer = pointer
-        self.status = status
         self.limit = limit  # {"name": ..., "value": ...}: the SiteLimits field that refused the site
+
+
+class SiteTooLarge(SiteError):
+    """The site is over a size limit (bytes, vertices, features): the caller must send less."""
 
 
 @dataclass(frozen=True)
@@ -140,11 +143,10 @@ def load_json(data: bytes | str, limits: SiteLimits = SiteLimits(), what: str = 
     """
     size = len(data)
     if limits.max_bytes is not None and size > limits.max_bytes:
-        raise SiteError(
+        raise SiteTooLarge(
             f"{what} is {size / 1e6:.1f} MB, more than the {limits.max_bytes / 1e6:.0f} MB accepted; "
             "a planning site boundary needs far fewer vertices: simplify it",
             code="too-large",
-            status=413,
         )
     try:
         return orjson.loads(data)
@@ -419,11 +421,10 @@ def geometry_from_geojson(obj, warnings: list[str], limits: SiteLimits = SiteLim
         if not isinstance(features, list | tuple) or not features:
             raise SiteError("the FeatureCollection has no features", code="empty", pointer=f"{pointer}/features")
         if limits.max_features is not None and len(features) > limits.max_features:
-            raise SiteError(
+            raise SiteTooLarge(
                 f"the FeatureCollection has {len(features)} features; at most {limits.max_features} make one site",
                 code="too-many-geometries",
                 pointer=f"{pointer}/features",
-                status=413,
             )
         for i, f in enumerate(features):
             if isinstance(f, dict) and f.get("type") == "FeatureCollection":
@@ -586,10 +587,9 @@ def _check_area(area: float, limits: SiteLimits) -> None:
 
 def _vertex_limit(vertices: int, limits: SiteLimits) -> None:
     if limits.max_vertices is not None and vertices > limits.max_vertices:
-        raise SiteError(
+        raise SiteTooLarge(
             f"the site has {vertices} vertices; at most {limits.max_vertices} are accepted: simplify the boundary",
             code="too-many-vertices",
-            status=413,
         )
 
 
@@ -685,9 +685,10 @@ def _parts_together(bng: BaseGeometry, limits: SiteLimits) -> None:
         return
     apart = shapely.distance(shapely.union_all(parts[first]), shapely.union_all(parts[~first]))
     raise SiteError(
-        f"the site's parts lie {apart / 1000:.1f} km apart, more than the {gap / 1000:g} km one site may span: "
-        "they look like separate sites, so check each on its own",
+        f"the site's parts lie {apart / 1000:.1f} km apart, more than the {gap / 1000:g} km one site may span "
+        "(limit max_part_gap_m): they look like separate sites, so check each on its own",
         code="parts-too-far-apart",
+        limit=_limit("max_part_gap_m", gap),
     )
 
 
@@ -697,7 +698,7 @@ def _ring_turn(xy: np.ndarray) -> float:
     return float(x[:-1] @ y[1:] - x[1:] @ y[:-1])
 
 
-def _simple_polygon(obj, limits: SiteLimits) -> Site | None:
+def _simple_polygon(obj: dict | shapely.Polygon, limits: SiteLimits) -> Site | None:
     """The commonest site, one ring with no holes, read with a handful of array operations.
 
     It answers exactly as the general path does (same coordinates, orientation, area and warnings),
@@ -706,17 +707,25 @@ def _simple_polygon(obj, limits: SiteLimits) -> Site | None:
     repair keeps its one, careful implementation.
     """
     properties: dict = {}
-    if obj.get("type") == "Feature":
-        properties = obj.get("properties") or {}
-        obj = obj.get("geometry")
-        if not isinstance(obj, dict):
+    if isinstance(obj, shapely.Polygon):
+        # a shapely polygon (the batch's and the benchmarks' input) takes the same way as its GeoJSON
+        if obj.is_empty or shapely.get_num_interior_rings(obj) or shapely.has_z(obj):
             return None
-    if obj.get("type") != "Polygon":
-        return None
-    rings = obj.get("coordinates")
-    if not isinstance(rings, list) or len(rings) != 1 or not isinstance(rings[0], list) or len(rings[0]) < 4:
-        return None
-    lonlat = _positions_fast(rings[0])
+        lonlat = shapely.get_coordinates(obj)
+        if len(lonlat) < 4:
+            return None
+    else:
+        if obj.get("type") == "Feature":
+            properties = obj.get("properties") or {}
+            obj = obj.get("geometry")
+            if not isinstance(obj, dict):
+                return None
+        if obj.get("type") != "Polygon":
+            return None
+        rings = obj.get("coordinates")
+        if not isinstance(rings, list) or len(rings) != 1 or not isinstance(rings[0], list) or len(rings[0]) < 4:
+            return None
+        lonlat = _positions_fast(rings[0])
     if lonlat is None or not _three_distinct(lonlat) or lonlat[0].tolist() != lonlat[-1].tolist():
         return None
     (xmin, ymin), (xmax, ymax) = lonlat.min(axis=0).tolist(), lonlat.max(axis=0).tolist()
@@ -755,6 +764,98 @@ def _simple_polygon(obj, limits: SiteLimits) -> Site | None:
     )
 
 
+def parse_sites(geometries, limits: SiteLimits = SiteLimits()) -> list[Site | SiteError]:
+    """:func:`parse_site` for an array of shapely geometries (EPSG:4326), a whole array at a time.
+
+    Simple polygons (one ring, no holes, no repeated points, valid) are read with one array operation
+    each for all of them, exactly as :func:`_simple_polygon` reads one; every other geometry, and any
+    that breaks a limit, goes through :func:`parse_site` on its own, so each refusal keeps its one
+    implementation. Returns, in order, a ``Site`` or the ``SiteError`` that refused it.
+    """
+    geometries = np.asarray(geometries, dtype=object)
+    out: list[Site | SiteError | None] = [None] * len(geometries)
+    simple = (shapely.get_type_id(geometries) == 3) & ~shapely.is_empty(geometries) & ~shapely.has_z(geometries)
+    simple[simple] = shapely.get_num_interior_rings(geometries[simple]) == 0
+    counts = np.zeros(len(geometries), dtype=np.int64)
+    counts[simple] = shapely.get_num_coordinates(geometries[simple])
+    simple &= counts >= 4
+    if limits.max_vertices is not None:
+        simple &= counts <= limits.max_vertices
+    chosen = np.flatnonzero(simple)
+    if len(chosen):
+        _simple_polygons(geometries[chosen], counts[chosen], chosen, limits, out)
+    for i, site in enumerate(out):
+        if site is None:
+            try:
+                out[i] = parse_site(geometries[i], limits)
+            except SiteError as err:
+                out[i] = err
+    return out
+
+
+def _simple_polygons(geometries: np.ndarray, counts: np.ndarray, positions: np.ndarray, limits: SiteLimits, out: list) -> None:
+    """The vectorised :func:`_simple_polygon`: fills ``out[positions[k]]`` for each polygon it can read."""
+    lonlat = shapely.get_coordinates(geometries)
+    starts = np.r_[0, np.cumsum(counts)[:-1]]
+    ends = starts + counts
+    first, second, third, last = lonlat[starts], lonlat[starts + 1], lonlat[starts + 2], lonlat[ends - 1]
+    ok = (first != second).any(axis=1) & (second != third).any(axis=1) & (first != third).any(axis=1)
+    ok &= (first == last).all(axis=1)
+    xmin, ymin = np.minimum.reduceat(lonlat[:, 0], starts), np.minimum.reduceat(lonlat[:, 1], starts)
+    xmax, ymax = np.maximum.reduceat(lonlat[:, 0], starts), np.maximum.reduceat(lonlat[:, 1], starts)
+    ok &= (GB_LON[0] <= xmin) & (xmax <= GB_LON[1]) & (GB_LAT[0] <= ymin) & (ymax <= GB_LAT[1])
+    east, north = lonlat_to_bng(lonlat[:, 0], lonlat[:, 1])
+    grid = np.column_stack([east, north])
+    finite = np.isfinite(grid).all(axis=1)
+    ok &= np.logical_and.reduceat(finite, starts)
+    repeated = np.r_[(grid[1:] == grid[:-1]).all(axis=1), False]
+    repeated[ends - 1] = False  # the last point of one site and the first of the next
+    ok &= ~np.logical_or.reduceat(repeated, starts)
+    rings, rings_grid, chosen, rewound = [], [], [], []
+    for k in np.flatnonzero(ok).tolist():
+        lo, hi = starts[k], ends[k]
+        ring, ring_grid = lonlat[lo:hi], grid[lo:hi]
+        turn, turn_grid = _ring_turn(ring), _ring_turn(ring_grid)
+        if turn == 0 or (turn > 0) != (turn_grid > 0):
+            continue
+        if turn < 0:  # clockwise: RFC 7946 wants outer rings anticlockwise
+            ring, ring_grid = ring[::-1], ring_grid[::-1]
+        rings.append(ring)
+        rings_grid.append(ring_grid)
+        chosen.append(k)
+        rewound.append(turn < 0)
+    if not chosen:
+        return
+    sizes = counts[chosen]
+    ring_of = np.repeat(np.arange(len(chosen)), sizes)
+    geometry = shapely.polygons(shapely.linearrings(np.concatenate(rings), indices=ring_of))
+    bng = shapely.polygons(shapely.linearrings(np.concatenate(rings_grid), indices=ring_of))
+    valid = shapely.is_valid(bng)
+    centres = shapely.get_coordinates(shapely.centroid(geometry)).tolist()
+    centres_grid = shapely.get_coordinates(shapely.centroid(bng)).tolist()
+    for j, k in enumerate(chosen):
+        if not valid[j]:
+            continue
+        ring = rings[j]
+        area, perimeter = WGS84.polygon_area_perimeter(ring[:, 0], ring[:, 1])
+        area, perimeter = abs(area), abs(perimeter)
+        try:
+            _check_area(area, limits)
+        except SiteError:
+            continue  # parse_site says so, the one way it is said
+        out[positions[k]] = Site(
+            geometry=geometry[j],
+            bng=bng[j],
+            area_m2=area,
+            perimeter_m=perimeter,
+            centroid=tuple(centres[j]),
+            grid_reference=grid_reference(*centres_grid[j]),
+            vertices=int(sizes[j]),
+            warnings=["rings were rewound: outer rings anticlockwise, holes clockwise (RFC 7946)"] if rewound[j] else [],
+            properties={},
+        )
+
+
 def parse_site(obj, limits: SiteLimits = SiteLimits()) -> Site:
     """Read a site from GeoJSON (bytes, str or parsed) or a shapely geometry in EPSG:4326.
 
@@ -775,7 +876,7 @@ def parse_site(obj, limits: SiteLimits = SiteLimits()) -> Site:
         obj = load_json(obj, limits)
     if isinstance(obj, dict) and obj.get("crs") is not None:
         obj = _without_declared_crs(obj)
-    if isinstance(obj, dict):
+    if isinstance(obj, dict | shapely.Polygon):
         simple = _simple_polygon(obj, limits)
         if simple is not None:
             return simple

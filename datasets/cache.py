@@ -33,6 +33,8 @@ from pathlib import Path
 
 import geopandas as gpd
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import shapely
 from shapely.geometry.base import BaseGeometry
 
@@ -246,6 +248,14 @@ class LayerCache:
         path = self.path(dataset)
         try:
             return gpd.read_parquet(path, columns=columns)
+        except FileNotFoundError:
+            raise CacheError(f"{path} named by the manifest is missing") from None
+
+    def read_table(self, dataset: str, columns: list[str] | None = None) -> pa.Table:
+        """The cached copy as an Arrow table: attribute columns as strings, ``geometry`` as WKB."""
+        path = self.path(dataset)
+        try:
+            return pq.read_table(path, columns=columns)
         except FileNotFoundError:
             raise CacheError(f"{path} named by the manifest is missing") from None
 

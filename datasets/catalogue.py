@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
+from functools import cached_property
 from importlib import resources
 from pathlib import Path
 
@@ -84,6 +85,13 @@ class Article4Council:
     rules: tuple[Article4Rule, ...]
     shared_directions: frozenset[str] = frozenset()
 
+    @cached_property
+    def _by_value(self) -> dict[str, list[str]]:
+        by_value: dict[str, list[str]] = {}
+        for rule in self.rules:
+            by_value.setdefault(rule.value, []).append(rule.key)
+        return by_value
+
     @property
     def caz_key(self) -> str:
         """The key PlanX renames ``articleFour.caz`` to for this team."""
@@ -99,25 +107,20 @@ class Article4Council:
         >>> [key for key, hits in found.items() if hits]
         ['articleFour.brent.caTwo']
         """
-        values = {rule.value for rule in self.rules}
+        by_value = self._by_value
         out: dict[str, list[dict]] = {rule.key: [] for rule in self.rules}
         for entity in entities:
-            name = re.sub(r"\r?\n|\r", " ", str(entity.get("name") or ""))
             reference = entity.get("reference")
             direction = entity.get("article-4-direction")
-            notes = entity.get("notes")
+            exact = {re.sub(r"\r?\n|\r", " ", str(entity.get("name") or "")), reference, entity.get("notes")}
+            if not (direction in self.shared_directions and reference in by_value):
+                exact.add(direction)
+            hits = {key for value in exact if isinstance(value, str) for key in by_value.get(value, ())}
             description = str(entity.get("description") or "")
-            by_direction = not (direction in self.shared_directions and reference in values)
-            for rule in self.rules:
-                value = rule.value
-                if (
-                    name == value
-                    or reference == value
-                    or (by_direction and direction == value)
-                    or notes == value
-                    or (bool(description) and description.startswith(value))
-                ):
-                    out[rule.key].append(entity)
+            if description:
+                hits.update(key for value, keys in by_value.items() if description.startswith(value) for key in keys)
+            for key in hits:
+                out[key].append(entity)
         return out
 
 

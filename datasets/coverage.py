@@ -36,8 +36,20 @@ def default_coverage(cache, organisation: str | None) -> tuple[BaseGeometry, str
     return shapely.Polygon(), NOWHERE_NOTE
 
 
+UNSTATED_NOTE = "nowhere: it was loaded without a stated coverage; load it again with --coverage"
+
+
+def unstated(entry: dict) -> bool:
+    """A council file loaded before coverage was recorded: no area, and no word that it covers England."""
+    source = entry.get("source")
+    local = isinstance(source, dict) and source.get("type") == "local"
+    return local and not entry.get("coverage") and not entry.get("coverage_note")
+
+
 def describe(entry: dict) -> str:
     """The coverage of a manifest entry in words, for ``datasets list`` and load summaries."""
+    if unstated(entry):
+        return UNSTATED_NOTE
     if entry.get("coverage_note"):
         return entry["coverage_note"]
     return "the area recorded with it" if entry.get("coverage") else "England (a national layer)"

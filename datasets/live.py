@@ -118,3 +118,30 @@ class LiveLookup:
         with self._lock:
             self._cache[key] = answer
         return {name: list(rows) for name, rows in answer.items()}
+
+    def search(self, params: list[tuple[str, str]]) -> list[dict]:
+        """Every entity the platform's ``/entity.json`` answers ``params`` with, over all its pages.
+
+        For the entity search's datasets that are not cached here: the caller's own query, asked
+        of the platform. Identical queries within ``ttl_seconds`` are answered from memory.
+
+        Raises
+        ------
+        LiveLookupError
+            When the platform fails (after retries) or its pages do not add up to its count.
+        """
+        params = [(k, v) for k, v in params if k not in ("limit", "offset")] + [("limit", str(PAGE_LIMIT))]
+        key = ("search", tuple(params))
+        with self._lock:
+            hit = self._cache.get(key)
+        if hit is not None:
+            return list(hit)
+        names = [v for k, v in params if k == "dataset"]
+        try:
+            self.calls += 1
+            entities = self.client.search(params)
+        except PlatformError as exc:
+            raise LiveLookupError(f"live search at {self.api_url} failed: {exc}", names) from exc
+        with self._lock:
+            self._cache[key] = entities
+        return list(entities)

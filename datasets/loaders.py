@@ -1,7 +1,9 @@
 """Loading a council's own GIS files into platform-shaped frames.
 
-Reads GeoJSON, GeoPackage, Shapefile (plain or zipped), FlatGeobuf and the platform's flattened CSV
-(WKT in ``geometry``, falling back to ``point``) through pyogrio. Any CRS is reprojected to EPSG:4326;
+Reads GeoJSON, GeoPackage, Shapefile (plain or zipped, with its .cpg encoding), FlatGeobuf through
+pyogrio, and CSV as councils export it: WKT under any of ``WKT_COLUMNS`` (the platform's ``geometry``
+falling back to ``point``), or coordinate pairs; UTF-8 with or without a BOM, UTF-16 or Windows-1252.
+A bad row (empty or broken cell, geometry GEOS refuses, off the grid) is skipped and named, never fatal. Any CRS is reprojected to EPSG:4326;
 British National Grid input goes through OSTN15, not pyproj's 3 m Helmert fallback.
 
 Usage::
@@ -265,6 +267,12 @@ def read_frame(path: Path, layer: str | None) -> FileRows:
     """The rows of a GIS file or CSV as read (in the file's own coordinate system)."""
     if path.suffix.lower() == ".csv":
         return _read_csv(path)
+    if path.suffix.lower() in (".parquet", ".geoparquet"):
+        try:
+            frame = gpd.read_parquet(path)
+        except Exception as err:  # pyarrow and geopandas raise several kinds for a file that is not GeoParquet
+            raise LoadError(f"{path.name} could not be read as GeoParquet: {err}") from None
+        return FileRows(frame, np.full(len(frame), None, dtype=object))
     target = str(path)
     if path.suffix.lower() == ".zip":
         target, layer = _zip_target(path, layer)

@@ -99,7 +99,9 @@ class ServedProcess:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._command = [sys.executable, "-m", "api.cli", "serve", "--port", str(self.port), "--log-level", "warning", *args]
-        self._env = os.environ | {"REDLINE_DATA_DIR": str(data_dir), "REDLINE_LOAD_SAMPLES": "false"} | (env or {})
+        # rate limits out of the way, as in make_app: the tests that use this are not about them
+        unlimited = {"REDLINE_RATE_LIMIT_PER_S": "1e6", "REDLINE_RATE_LIMIT_BURST": "1000000", "REDLINE_ANONYMOUS_RATE_LIMIT_PER_S": "1e6", "REDLINE_ANONYMOUS_RATE_LIMIT_BURST": "1000000"}
+        self._env = os.environ | {"REDLINE_DATA_DIR": str(data_dir), "REDLINE_LOAD_SAMPLES": "false"} | unlimited | (env or {})
         self._log_path = log
         self.process: subprocess.Popen | None = None
 

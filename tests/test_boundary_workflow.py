@@ -22,7 +22,7 @@ from boundary.errors import (
     NotFound,
     Unauthorized,
 )
-from boundary.store import Store
+from boundary.store import MIGRATIONS, Store
 from boundary.workflow import Boundaries, WorkflowSettings, add_working_days, auto_approval_due, hash_token
 
 CA = "designated.conservationArea"
@@ -317,8 +317,14 @@ def test_auto_approval_can_be_turned_off(store, checker, saltford):
     wf = Boundaries(store, checker, WorkflowSettings(auto_approve_working_days=None), clock=clock)
     b = wf.create("R", "LA", saltford.outside, "applicant")
     cr = wf.propose(b["id"], saltford.over, "r", "officer")
-    clock.now += timedelta(days=60)
+    clock.now += timedelta(days=20)
     assert wf.get_change_request(cr["id"])["state"] == "open" and cr["auto_approval_due_at"] is None
+    # Open until its applicant link expires (30 days): then closed as expired, never approved.
+    clock.now += timedelta(days=40)
+    closed = wf.get_change_request(cr["id"])
+    assert closed["state"] == "expired" and closed["result_version"] is None
+    assert wf.get(b["id"])["version"] == 1
+    assert wf.audit(b["id"])[-1]["event"] == "change_request_expired"
 
 
 # --- overrides -----------------------------------------------------------------------------------------
@@ -409,7 +415,7 @@ def test_audit_trail_records_every_step_in_order(wf, created, saltford):
 def test_schema_migration_is_idempotent(backend_url):
     first = Store(backend_url)
     second = Store(backend_url)  # a second process starting on the same store
-    assert first.schema_version() == second.schema_version() == 1
+    assert first.schema_version() == second.schema_version() == len(MIGRATIONS)
     first.close()
     second.close()
 

@@ -157,7 +157,7 @@ def test_a_two_part_site_200_km_apart_is_refused_naming_the_distance():
     with pytest.raises(SiteError) as refused:
         parse_site(two_parts_apart(200))
     assert refused.value.code == "parts-too-far-apart"
-    assert "the site's parts lie 200.0 km apart, more than the 5 km one site may span" in refused.value.message
+    assert "the site's parts lie 200.0 km apart, more than the 5 km one site may span (limit max_part_gap_m)" in refused.value.message
 
 
 def test_parts_close_together_are_one_site():
@@ -223,3 +223,12 @@ def test_a_grade_is_unknown_when_the_listed_building_met_has_no_grade(tmp_path):
     for grade in ("listed.gradeOne", "listed.gradeTwoStar", "listed.gradeTwo"):
         assert found[grade]["status"] == "unknown"
         assert "1 listed-building-outline entity the site meets has no listed-building-grade" in found[grade]["reason"]
+
+
+def test_a_council_file_loaded_before_coverage_was_recorded_covers_nowhere(tmp_path):
+    cache = LayerCache(tmp_path)
+    layer = gpd.GeoDataFrame({"entity": [1], "name": ["Saltford"]}, geometry=[shapely.box(-2.46, 51.40, -2.44, 51.41)], crs=4326)
+    cache.write("conservation-area", layer, source={"type": "local", "path": "/old/ca.gpkg"})  # no coverage, no note
+    answer = ConstraintIndex.from_cache(cache, load_catalogue()).check(NORWICH)
+    ca = next(c for c in answer["constraints"] if c["key"] == "designated.conservationArea")
+    assert ca["status"] == "unknown" and "load it again with --coverage" in ca["reason"]

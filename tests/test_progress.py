@@ -95,16 +95,21 @@ def test_datasets_load_shows_its_bar_on_a_terminal_and_not_in_a_pipe(tmp_path):
 
 
 def test_batch_in_a_pipe_prints_its_report_without_bars_or_dask_chatter(tmp_path, sample_cache):
-    sites = _sites_file(tmp_path)
+    """Also the issue's own case: one empty geometry cell in a CSV, which once ended the run."""
+    sites = tmp_path / "sites.csv"
+    rows = [f'{i},"{g.wkt}"' for i, g in enumerate(SITES)]
+    rows[4] = "4,"
+    sites.write_text("uprn,WKT\n" + "\n".join(rows) + "\n")
     env = {**os.environ, "REDLINE_DATA_DIR": str(sample_cache.root)}
+    out = tmp_path / "out.csv"
     done = subprocess.run(
-        [str(REDLINE), "batch", str(sites), "--out", str(tmp_path / "out.csv"), "--workers", "1"],
+        [str(REDLINE), "batch", str(sites), "--out", str(out), "--workers", "1", "--id-field", "uprn"],
         env=env,
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert done.returncode == 0, done.stderr
-    assert "20 of 20 sites checked" in done.stdout
-    assert "distributed" not in done.stderr and "INFO" not in done.stderr, done.stderr
-    assert "checking" not in done.stderr
+    assert "19 of 20 sites checked" in done.stdout and "1 bad rows" in done.stdout
+    assert Path(f"{out}.errors.csv").read_text().splitlines() == ["row,uprn,reason", "5,4,the wkt cell is empty"]
+    assert done.stderr.splitlines() == [f"redline: data folder {sample_cache.root} (from REDLINE_DATA_DIR)"], done.stderr

@@ -10,7 +10,7 @@ import pytest
 import shapely
 
 from constraints.crossings import count_crossings
-from constraints.site import SiteError, SiteLimits, parse_site
+from constraints.site import SiteError, SiteLimits, SiteTooLarge, parse_site
 
 LON, LAT = -2.3610, 51.3815
 
@@ -20,11 +20,11 @@ def square(x: float, y: float, size: float = 0.0002) -> list[list[float]]:
 
 
 def refused(site, limits: SiteLimits = SiteLimits()) -> SiteError:
-    started = time.monotonic()
+    started = time.process_time()  # the work done, not the wall clock a loaded machine stretches
     with pytest.raises(SiteError) as error:
         parse_site(site, limits)
-    assert time.monotonic() - started < 1.0
-    assert error.value.status == 422
+    assert time.process_time() - started < 1.0
+    assert not isinstance(error.value, SiteTooLarge)  # a 422 (errors.DOMAIN_ERRORS), not a 413
     return error.value
 
 

@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import threading
 
-import orjson
 from fastapi import APIRouter, FastAPI, Path, Request
-from fastapi.responses import PlainTextResponse, Response
+from fastapi.responses import PlainTextResponse
 from starlette.concurrency import run_in_threadpool
 
 from boundary.errors import BoundaryError, Forbidden, InvalidBoundary, Unauthorized
@@ -32,6 +32,8 @@ from constraints.formats import Format, render
 
 from ..bodies import JSONRoute, read_body, read_json_object
 from ..dataset_metadata import describer
+from ..delivery import Dispatcher
+from ..delivery import router as notification_router
 from ..deps import (
     APPLICANT_TOKEN,
     admit,
@@ -43,6 +45,7 @@ from ..deps import (
 )
 from ..errors import Problem
 from ..keys import Principal
+from ..responses import json_response
 from .check import boundary_limits
 
 router = APIRouter(tags=["boundaries"], route_class=JSONRoute)
@@ -52,6 +55,9 @@ READ_SCOPES = ("boundary:write", "officer")
 _build_lock = threading.Lock()
 VERSION_NUMBER = Path(..., ge=1, le=2_147_483_647, description="Version number, from 1")
 AUTO_APPROVAL_SWEEP_S = 60.0
+# One @, something either side, a dot in the domain: enough to catch a name typed in the wrong field;
+# GOV.UK Notify validates the address itself.
+EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]{2,}$")
 
 SITE_EXAMPLE = {
     "type": "Polygon",
@@ -73,6 +79,10 @@ CREATE_BODY = {
                     },
                     "local_authority": {"type": "string"},
                     "site": {"type": "object", "description": "GeoJSON Feature or geometry (EPSG:4326)"},
+                    "applicant_email": {
+                        "type": "string",
+                        "description": "Where change requests are emailed (GOV.UK Notify), when the council has it set up",
+                    },
                 },
             },
             "example": {
@@ -140,7 +150,11 @@ def build_workflow(app: FastAPI) -> Boundaries:
                 )
             return index.check(geometry)
 
-        wf = app.state.boundaries = Boundaries(store, check, wf_settings)
+        dispatcher = app.state.dispatcher = Dispatcher(store, settings)
+        wf = app.state.boundaries = Boundaries(
+            store, check, wf_settings, router=notification_router(settings), on_events=dispatcher.wake
+        )
+        dispatcher.start()
         return wf
 
 
@@ -177,8 +191,6 @@ async def _applicant_or_officer(request: Request, wf: Boundaries, request_id: st
     return _actor(admit(request, "officer"))
 
 
-def _json(body, status: int = 200, headers: dict | None = None) -> Response:
-    return Response(orjson.dumps(body), status_code=status, media_type="application/json", headers=headers)
 
 
 def _text(data: dict, name: str, *, required: bool = True) -> str | None:
@@ -228,7 +240,7 @@ def _site(data: dict):
     return site
 
 
-async def _site_and_fields(request: Request, wf: Boundaries, fields: tuple[str, ...]):
+async def _site_and_fields(request: Request, wf: Boundaries, fields: tuple[str, ...], optional=()):
     """A site from a JSON body (``site``) or a multipart upload (``file``), with the named text fields."""
     content_type = request.headers.get("content-type", "")
     upload_warnings: list[str] = []
@@ -251,6 +263,7 @@ async def _site_and_fields(request: Request, wf: Boundaries, fields: tuple[str, 
         data = await read_json_object(request)
         site = _site(data)
     values = {name: _text(data, name) for name in fields}
+    values |= {name: _text(data, name, required=False) for name in optional}
     valid = await run_in_threadpool(validate_boundary, site, wf.settings.limits)
     valid.warnings = upload_warnings + valid.warnings
     return valid, values
@@ -270,13 +283,28 @@ async def _site_and_fields(request: Request, wf: Boundaries, fields: tuple[str, 
 )
 async def create_boundary(request: Request, principal: Principal = require_scope("boundary:write")):
     wf = workflow(request)
-    valid, values = await _site_and_fields(request, wf, ("reference", "local_authority"))
+    valid, values = await _site_and_fields(
+        request, wf, ("reference", "local_authority"), optional=("applicant_email",)
+    )
+    email = values["applicant_email"]
+    if email is not None and not EMAIL.match(email):
+        raise Problem(
+            422,
+            "The request is not valid",
+            f"'applicant_email' {email[:100]!r} is not an email address",
+            errors=[{"pointer": "/applicant_email", "detail": "not an email address"}],
+        )
     view = await run_in_threadpool(
         lambda: wf.create(
-            values["reference"], values["local_authority"], None, _actor(principal), valid=valid
+            values["reference"],
+            values["local_authority"],
+            None,
+            _actor(principal),
+            valid=valid,
+            applicant_email=email,
         )
     )
-    return _json(view, 201, headers={"Location": f"/v1/boundaries/{view['id']}"})
+    return json_response(view, 201, headers={"Location": f"/v1/boundaries/{view['id']}"})
 
 
 @router.get(
@@ -285,13 +313,13 @@ async def create_boundary(request: Request, principal: Principal = require_scope
 )
 async def get_boundary(request: Request, boundary_id: str, principal: Principal = require_scope(*READ_SCOPES)):
     wf = workflow(request)
-    return _json(await run_in_threadpool(wf.get, boundary_id))
+    return json_response(await run_in_threadpool(wf.get, boundary_id))
 
 
 @router.get("/v1/boundaries/{boundary_id}/versions", summary="Every version, oldest first")
 async def list_versions(request: Request, boundary_id: str, principal: Principal = require_scope(*READ_SCOPES)):
     wf = workflow(request)
-    return _json({"versions": await run_in_threadpool(wf.versions, boundary_id)})
+    return json_response({"versions": await run_in_threadpool(wf.versions, boundary_id)})
 
 
 @router.get(
@@ -300,7 +328,7 @@ async def list_versions(request: Request, boundary_id: str, principal: Principal
 )
 async def get_version(request: Request, boundary_id: str, n: int = VERSION_NUMBER, principal: Principal = require_scope(*READ_SCOPES)):
     wf = workflow(request)
-    return _json(await run_in_threadpool(wf.version, boundary_id, n))
+    return json_response(await run_in_threadpool(wf.version, boundary_id, n))
 
 
 @router.get(
@@ -310,7 +338,7 @@ async def get_version(request: Request, boundary_id: str, n: int = VERSION_NUMBE
 async def get_version_odp(request: Request, boundary_id: str, n: int = VERSION_NUMBER, principal: Principal = require_scope(*READ_SCOPES)):
     wf = workflow(request)
     version = await run_in_threadpool(wf.version, boundary_id, n)
-    return _json(export_version(version, request.app.state.catalogue))
+    return json_response(export_version(version, request.app.state.catalogue))
 
 
 @router.get(
@@ -325,7 +353,7 @@ async def get_constraints(request: Request, boundary_id: str, format: Format = F
     catalogue = request.app.state.catalogue
     snapshot = request.app.state.index.snapshot if request.app.state.index is not None else None
     describe = describer(snapshot) if snapshot is not None else None
-    return _json(render(effective_answer(view, catalogue), format, catalogue, snapshot, describe=describe))
+    return json_response(render(effective_answer(view, catalogue), format, catalogue, snapshot, describe=describe))
 
 
 @router.post(
@@ -333,7 +361,7 @@ async def get_constraints(request: Request, boundary_id: str, format: Format = F
 )
 async def recheck(request: Request, boundary_id: str, principal: Principal = require_scope(*READ_SCOPES)):
     wf = workflow(request)
-    return _json(await run_in_threadpool(wf.recheck, boundary_id, _actor(principal)))
+    return json_response(await run_in_threadpool(wf.recheck, boundary_id, _actor(principal)))
 
 
 @router.get(
@@ -347,7 +375,7 @@ async def audit(request: Request, boundary_id: str, format: str = "json", princi
         return PlainTextResponse(await run_in_threadpool(wf.audit_text, boundary_id))
     if format != "json":
         raise Problem(422, "The request is not valid", f"format must be 'json' or 'text', not {format!r}")
-    return _json({"events": await run_in_threadpool(wf.audit, boundary_id)})
+    return json_response({"events": await run_in_threadpool(wf.audit, boundary_id)})
 
 
 # --- change requests -----------------------------------------------------------------------------------
@@ -379,7 +407,7 @@ async def propose(request: Request, boundary_id: str, principal: Principal = req
     view = await run_in_threadpool(
         lambda: wf.propose(boundary_id, None, reason, _actor(principal), base_version=base, valid=valid)
     )
-    return _json(view, 201, headers={"Location": f"/v1/change-requests/{view['id']}"})
+    return json_response(view, 201, headers={"Location": f"/v1/change-requests/{view['id']}"})
 
 
 @router.get(
@@ -389,7 +417,7 @@ async def propose(request: Request, boundary_id: str, principal: Principal = req
 async def get_change_request(request: Request, request_id: str):
     wf = workflow(request)
     await _applicant_or_officer(request, wf, request_id)
-    return _json(await run_in_threadpool(wf.get_change_request, request_id))
+    return json_response(await run_in_threadpool(wf.get_change_request, request_id))
 
 
 @router.post(
@@ -400,7 +428,7 @@ async def get_change_request(request: Request, request_id: str):
 async def approve(request: Request, request_id: str):
     wf = workflow(request)
     actor = await _applicant(request, wf, request_id)
-    return _json(await run_in_threadpool(wf.approve, request_id, actor))
+    return json_response(await run_in_threadpool(wf.approve, request_id, actor))
 
 
 @router.post(
@@ -418,7 +446,7 @@ async def reject(request: Request, request_id: str):
     actor = await _applicant(request, wf, request_id)
     data = await read_json_object(request)
     reason = _text(data, "reason")
-    return _json(await run_in_threadpool(wf.reject, request_id, reason, actor))
+    return json_response(await run_in_threadpool(wf.reject, request_id, reason, actor))
 
 
 @router.post(
@@ -429,7 +457,7 @@ async def cancel(request: Request, request_id: str, principal: Principal = requi
     reason = None
     if await read_body(request):
         reason = _text(await read_json_object(request), "reason", required=False)
-    return _json(await run_in_threadpool(wf.cancel, request_id, _actor(principal), reason))
+    return json_response(await run_in_threadpool(wf.cancel, request_id, _actor(principal), reason))
 
 
 # --- overrides -----------------------------------------------------------------------------------------
@@ -473,7 +501,7 @@ async def add_override(request: Request, boundary_id: str, principal: Principal 
             version=version,
         )
     )
-    return _json(out, 201)
+    return json_response(out, 201)
 
 
 @router.delete(
@@ -482,7 +510,7 @@ async def add_override(request: Request, boundary_id: str, principal: Principal 
 )
 async def remove_override(request: Request, boundary_id: str, override_id: str, reason: str | None = None, principal: Principal = require_scope("officer")):
     wf = workflow(request)
-    return _json(
+    return json_response(
         await run_in_threadpool(
             wf.remove_override, boundary_id, override_id, _actor(principal), _clean(reason, "reason")
         )
@@ -495,7 +523,7 @@ async def remove_override(request: Request, boundary_id: str, override_id: str, 
 )
 async def review_override(request: Request, boundary_id: str, override_id: str, note: str | None = None, principal: Principal = require_scope("officer")):
     wf = workflow(request)
-    return _json(
+    return json_response(
         await run_in_threadpool(
             wf.review_override, boundary_id, override_id, _actor(principal), _clean(note, "note")
         )
@@ -541,7 +569,7 @@ async def validate(request: Request, principal: Principal = require_scope("check
     valid = await run_in_threadpool(validate_boundary, site, wf.settings.limits)
     summary = valid.summary()
     summary["warnings"] = warnings + summary["warnings"]
-    return _json(summary)
+    return json_response(summary)
 
 
 # --- installation --------------------------------------------------------------------------------------
@@ -559,13 +587,29 @@ def install(app: FastAPI) -> list[type[Exception]]:
                 log.exception("the auto-approval sweep failed; retrying in %s s", AUTO_APPROVAL_SWEEP_S)
 
     async def start_sweep(app: FastAPI) -> None:
-        if app.state.settings.auto_approve_working_days:
-            app.state.boundary_sweep = asyncio.create_task(sweep(app))
+        # Runs whether or not auto-approval is on: it also closes requests whose link expired.
+        app.state.boundary_sweep = asyncio.create_task(sweep(app))
+        app.state.boundary_start = asyncio.create_task(start_dispatcher(app))
+
+    async def start_dispatcher(app: FastAPI) -> None:
+        # Built at start, not at the first request: notifications that an earlier run (or another
+        # replica) left undelivered are sent even if nobody calls this replica.
+        while True:
+            try:
+                await run_in_threadpool(build_workflow, app)
+                return
+            except Exception:
+                log.exception("the boundary store is not reachable yet; retrying in 5 s")
+                await asyncio.sleep(5)
 
     async def stop(app: FastAPI) -> None:
-        task = getattr(app.state, "boundary_sweep", None)
-        if task is not None:
-            task.cancel()
+        for name in ("boundary_sweep", "boundary_start"):
+            task = getattr(app.state, name, None)
+            if task is not None:
+                task.cancel()
+        dispatcher = getattr(app.state, "dispatcher", None)
+        if dispatcher is not None:
+            await run_in_threadpool(dispatcher.stop)
         wf = getattr(app.state, "boundaries", None)
         if wf is not None:
             wf.store.close()

@@ -7,7 +7,6 @@ from urllib.parse import parse_qsl
 
 import orjson
 from fastapi import Request
-from fastapi.responses import Response
 
 from boundary.geometry import BoundaryLimits
 from constraints.formats import Format, render
@@ -52,11 +51,6 @@ def boundary_limits(settings) -> BoundaryLimits:
         max_files=settings.max_upload_files,
         site=site_limits(settings),
     )
-
-
-def json_response(body, request: Request, status: int = 200, media_type: str = "application/json") -> Response:
-    headers = {"X-Redline-Data-Version": request.app.state.index.data_version if request.app.state.index else "none"}
-    return Response(orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY), status_code=status, media_type=media_type, headers=headers)
 
 
 def split_list(values: list[str] | None) -> list[str] | None:

@@ -51,7 +51,15 @@ class Metrics:
         self.requests: dict[tuple[str, str, str], int] = {}
         self.latency: dict[tuple[str, str], Histogram] = {}
         self.checks = Histogram()
+        self.entity_search_datasets: dict[tuple[str, str], int] = {}
         self.started = time.time()
+
+    def count_entity_search_datasets(self, names: list[str], answered: str) -> None:
+        """Datasets an entity search named that are not loaded here, by how they were answered."""
+        with self.lock:
+            for name in names:
+                key = (name, answered)
+                self.entity_search_datasets[key] = self.entity_search_datasets.get(key, 0) + 1
 
     def record(self, route: str, method: str, status: int, seconds: float, checked: bool) -> None:
         with self.lock:
@@ -118,6 +126,12 @@ def render(app) -> str:
             "# TYPE redline_check_duration_seconds histogram",
         ]
         _histogram(lines, "redline_check_duration_seconds", metrics.checks)
+        lines += [
+            "# HELP redline_entity_search_unloaded_datasets_total Datasets named in an entity search that are not loaded here, by how they were answered (live: from the platform; not-loaded, live-failed: with no entities).",
+            "# TYPE redline_entity_search_unloaded_datasets_total counter",
+        ]
+        for (name, answered), n in sorted(metrics.entity_search_datasets.items()):
+            lines.append(f"redline_entity_search_unloaded_datasets_total{_labels(dataset=name, answered=answered)} {n}")
     now = time.time()
     lines += [
         "# HELP redline_process_start_time_seconds Start time of this process (Unix time).",

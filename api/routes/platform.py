@@ -4,35 +4,45 @@
 A submission service moves to redline by changing one base URL, so parameter names, defaults and
 answer shapes follow the originals (``geometry_relation`` defaults to ``within``, nulls are ``""``,
 ``links`` is ``{}`` when one page holds everything). Where the original would quietly say "no"
-because data is missing, redline says so instead: a dataset that is not loaded is refused by name
-in the entity search, and reported as not checked (``value: null``) in the GIS answer.
+because data is missing, redline says so: the entity search answers what is loaded (asking the
+platform for the rest when the live fallback is on) and names what it could not look at in a header;
+the GIS answer leaves a key it could not check out of ``constraints`` and lists it under ``unknown``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import logging
+from enum import StrEnum
 from typing import Annotated
-from urllib.parse import parse_qs, urlencode, urlunsplit
+from urllib.parse import parse_qs, parse_qsl, urlencode, urlunsplit
 
 import shapely
 from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import BaseModel, Field
+from shapely.geometry import mapping
 from shapely.geometry.base import BaseGeometry
 from starlette.concurrency import run_in_threadpool
+from starlette.responses import RedirectResponse
 
 from constraints.formats import to_planx
 from constraints.index import ConstraintIndex, Tolerance
 from constraints.site import parse_site
 from datasets.catalogue import Catalogue
 from datasets.coverage import describe as describe_coverage
+from datasets.live import LiveLookupError
 from datasets.sync import is_stale
 
 from .. import entity_search as es
 from ..dataset_metadata import TYPOLOGIES, dataset_json, describer, specification
-from ..deps import get_catalogue, get_index, get_settings, require_scope
+from ..deps import app_settings, get_catalogue, get_index, require_scope
 from ..entity_search_params import MAX_ENTITY, EntitySearchParams, build_query
 from ..errors import Problem
-from .check import json_response, site_limits, split_list
+from ..responses import json_response
+from .check import site_limits, split_list
 
+log = logging.getLogger("redline.api")
 router = APIRouter(tags=["platform"])
 own = APIRouter(tags=["datasets"])
 
@@ -129,30 +139,19 @@ def _links(request: Request, count: int, limit: int, offset: int) -> dict:
     return links
 
 
-def _require_loaded(names: list[str] | None, index: ConstraintIndex) -> None:
+def _loaded_and_missing(names: list[str] | None, index: ConstraintIndex) -> tuple[list[str] | None, list[str]]:
+    """The requested datasets held here (None: every one), and those that are not."""
     if not names:
-        return
+        return None, []
     layers = index.snapshot.layers
-    missing = [n for n in names if n not in layers]
-    if missing:
-        detail = (
-            f"Requested datasets are not loaded in this service: {','.join(missing)}. "
-            f"Loaded dataset names: {','.join(sorted(layers))}. redline answers only from data it holds, "
-            "so a missing dataset is refused rather than answered as 'no entities'"
-        )
-        raise Problem(
-            422,
-            "The request is not valid",
-            detail,
-            type="/problems/dataset-not-loaded",
-            errors=[{"pointer": "/dataset", "in": "query", "detail": detail}],
-        )
+    return [n for n in names if n in layers], [n for n in names if n not in layers]
 
 
 # -- /entity.json and /entity.geojson ---------------------------------------------------------------
 
 
-def _search_query(params: EntitySearchParams, index: ConstraintIndex, settings) -> es.SearchQuery:
+def _search_query(params: EntitySearchParams, index: ConstraintIndex, settings) -> tuple[list[str], es.SearchQuery]:
+    """The datasets asked for that are not loaded here, and the search over what is."""
     snapshot = index.snapshot
     typologies = set(TYPOLOGIES) | {d.get("typology", "") for d in specification().values()}
     for layer in snapshot.layer_list:
@@ -164,40 +163,111 @@ def _search_query(params: EntitySearchParams, index: ConstraintIndex, settings) 
         known_typologies=typologies - {""},
         snapshot=snapshot,
     )
-    _require_loaded(query.datasets, index)
+    loaded, missing = _loaded_and_missing(query.datasets, index)
+    if missing:
+        query = dataclasses.replace(query, datasets=loaded)
     if len(query.geometries) > settings.max_geometries:
         raise Problem(
             413,
             "Payload too large",
             f"{len(query.geometries)} geometries were given; at most {settings.max_geometries} are accepted in one request",
         )
-    return query
+    return missing, query
+
+
+def _platform_feature(entity: dict, properties: dict) -> dict:
+    """A GeoJSON Feature, as ``/entity.geojson`` gives it, from an ``/entity.json`` entity of the platform."""
+    wkt = entity.get("geometry") or entity.get("point") or ""
+    geometry = None
+    with contextlib.suppress(shapely.errors.GEOSException, ValueError, TypeError):
+        geometry = mapping(shapely.from_wkt(wkt)) if wkt else None
+    props = {k: v for k, v in properties.items() if k not in ("geometry", "point")}
+    return {"geometry": geometry, "type": "Feature", "properties": props}
+
+
+def _live_entities(request: Request, missing: list[str], geojson: bool) -> tuple[list[dict], str | None]:
+    """The caller's own query asked of the platform for the datasets not held here, or why it could not be."""
+    live = request.app.state.live
+    params = [(k, v) for k, v in parse_qsl(request.url.query, keep_blank_values=True) if k != "dataset"]
+    if geojson:  # features need the geometry, whatever the caller excluded from the properties
+        params = [(k, v) for k, v in params if k not in ("field", "exclude_field")]
+    params += [("dataset", name) for name in missing]
+    try:
+        return live.search(params), None
+    except LiveLookupError as err:
+        return [], str(err)
+
+
+def _count_missing(request: Request, names: list[str], answered: str) -> None:
+    metrics = getattr(request.app.state, "metrics", None)
+    if metrics is not None and names:
+        # a name the platform does not publish is the caller's to choose: one label for them all
+        known = specification().keys() | set(request.app.state.catalogue.datasets())
+        metrics.count_entity_search_datasets([n if n in known else "(other)" for n in names], answered)
 
 
 async def _entity_search(request: Request, index: ConstraintIndex, params: EntitySearchParams, settings, geojson: bool):
-    query = _search_query(params, index, settings)
+    """The platform's entity search over what is loaded here, and over the platform for what is not.
+
+    A dataset that is not loaded never fails the query: with the live fallback on, the platform answers
+    for it (the platform's semantics: an entity absent from the answer is not there); otherwise, or when
+    the platform fails, it is answered with no entities and named in ``X-Redline-Datasets-Not-Loaded``,
+    the log and the metrics, so a caller that reads headers can tell "none" from "not looked at".
+    """
+    missing, query = _search_query(params, index, settings)
     snapshot = index.snapshot
     # as on the platform, ``field`` shapes the JSON entities only; GeoJSON properties take exclude_field alone
     fields = None if geojson else split_list(params.field)
     excluded = split_list(params.exclude_field)
+    headers: dict[str, str] = {}
+    live_rows: list[dict] = []
+    if missing and request.app.state.live is not None:
+        live_rows, failure = await run_in_threadpool(_live_entities, request, missing, geojson)
+        if failure is None:
+            headers["X-Redline-Datasets-Live"] = ",".join(missing)
+            _count_missing(request, missing, "live")
+        else:
+            log.warning("entity search: the live platform failed for %r (%s); answered without them", missing, failure)
+            _count_missing(request, missing, "live-failed")
+    if missing and "X-Redline-Datasets-Live" not in headers:
+        headers["X-Redline-Datasets-Not-Loaded"] = ",".join(missing)
+        if request.app.state.live is None:
+            log.warning("entity search: datasets not loaded here, answered without them: %r", missing)
+            _count_missing(request, missing, "not-loaded")
+
+    def row(entity: dict, layer_row=None) -> dict:
+        selected = es.select_fields(entity, fields, excluded)
+        if not geojson:
+            return selected
+        if layer_row is None:
+            return _platform_feature(entity, selected)
+        return es.entity_feature(*layer_row, selected)
 
     def work():
-        result = es.search(snapshot, query)
-        rows = []
-        for layer, row in result.hits:
-            entity = es.select_fields(es.entity_json(layer, row), fields, excluded)
-            rows.append(es.entity_feature(layer, row, entity) if geojson else entity)
-        return result.count, rows
+        if not live_rows:
+            result = es.search(snapshot, query)
+            return result.count, [row(es.entity_json(layer, r), (layer, r)) for layer, r in result.hits]
+        # merge by entity number, as the platform orders: enough of ours to fill the page, and theirs
+        wanted = query.offset + query.limit
+        ours = es.search(snapshot, dataclasses.replace(query, offset=0, limit=wanted))
+        merged = [(int(layer.entity[r]), 0, (layer, r)) for layer, r in ours.hits]
+        merged += [(int(e.get("entity") or 0), 1, e) for e in live_rows]
+        merged.sort(key=lambda item: (item[0], item[1]))
+        page = merged[query.offset : wanted]
+        rows = [row(es.entity_json(*item), item) if source == 0 else row(item) for _, source, item in page]
+        return ours.count + len(live_rows), rows
 
     count, rows = await run_in_threadpool(work)
     links = _links(request, count, query.limit, query.offset)
     if geojson:
-        return json_response(
+        response = json_response(
             {"type": "FeatureCollection", "features": rows, "links": links},
-            request,
             media_type="application/geo+json",
         )
-    return json_response({"entities": rows, "links": links, "count": count}, request)
+    else:
+        response = json_response({"entities": rows, "links": links, "count": count})
+    response.headers.update(headers)
+    return response
 
 
 SEARCH_REFUSALS = {
@@ -215,7 +285,7 @@ async def entity_search_json(
     params: Annotated[EntitySearchParams, Query()],
     principal=require_scope("check", public=True),
     index: ConstraintIndex = Depends(get_index),
-    settings=Depends(get_settings),
+    settings=Depends(app_settings),
 ):
     return await _entity_search(request, index, params, settings, geojson=False)
 
@@ -230,7 +300,7 @@ async def entity_search_geojson(
     params: Annotated[EntitySearchParams, Query()],
     principal=require_scope("check", public=True),
     index: ConstraintIndex = Depends(get_index),
-    settings=Depends(get_settings),
+    settings=Depends(app_settings),
 ):
     return await _entity_search(request, index, params, settings, geojson=True)
 
@@ -262,7 +332,7 @@ def entity_json(
     index: ConstraintIndex = Depends(get_index),
 ):
     layer, row = _one_entity(index, entity)
-    return json_response(es.entity_json(layer, row), request)
+    return json_response(es.entity_json(layer, row))
 
 
 @router.get(
@@ -278,8 +348,58 @@ def entity_geojson(
 ):
     layer, row = _one_entity(index, entity)
     return json_response(
-        es.entity_feature(layer, row, es.entity_json(layer, row)), request, media_type="application/geo+json"
+        es.entity_feature(layer, row, es.entity_json(layer, row)), media_type="application/geo+json"
     )
+
+
+class Suffix(StrEnum):
+    json = "json"
+    geojson = "geojson"
+
+
+def _curie_redirect(request: Request, index: ConstraintIndex, prefix: str, reference: str, suffix: Suffix):
+    """The platform's CURIE links: 303 to the entity, or to a search when several entities share the CURIE."""
+    found = es.entities_with_curie(index.snapshot, prefix, reference)
+    if not found:
+        raise Problem(404, "Not found", f"entity not found: no entity held here has the CURIE {prefix}:{reference}", type="/problems/entity-not-found")
+    base = str(request.base_url).rstrip("/")
+    if len(found) > 1:
+        return RedirectResponse(f"{base}/entity.{suffix.value}?{urlencode({'curie': f'{prefix}:{reference}'})}", status_code=303)
+    return RedirectResponse(f"{base}/entity/{found[0]}.{suffix.value}", status_code=303)
+
+
+@router.get(
+    "/curie/{prefix}:{reference}.{suffix}",
+    summary="The entity with a CURIE (the platform's /curie/{prefix}:{reference}.json): a 303 to it",
+    status_code=303,
+    responses={303: {"description": "See /entity/{entity}.{suffix}"}, 404: {"description": "No entity held here has that CURIE"}},
+)
+def curie_redirect(
+    request: Request,
+    prefix: str = Path(..., max_length=200),
+    reference: str = Path(..., max_length=1000),
+    suffix: Suffix = Path(...),
+    principal=require_scope("check", public=True),
+    index: ConstraintIndex = Depends(get_index),
+):
+    return _curie_redirect(request, index, prefix, reference, suffix)
+
+
+@router.get(
+    "/prefix/{prefix}/reference/{reference}.{suffix}",
+    summary="The entity with a prefix and reference (the platform's CURIE link, long form): a 303 to it",
+    status_code=303,
+    responses={303: {"description": "See /entity/{entity}.{suffix}"}, 404: {"description": "No entity held here has that CURIE"}},
+)
+def prefix_reference_redirect(
+    request: Request,
+    prefix: str = Path(..., max_length=200),
+    reference: str = Path(..., max_length=1000),
+    suffix: Suffix = Path(...),
+    principal=require_scope("check", public=True),
+    index: ConstraintIndex = Depends(get_index),
+):
+    return _curie_redirect(request, index, prefix, reference, suffix)
 
 
 # -- /dataset.json ---------------------------------------------------------------------------------
@@ -323,7 +443,7 @@ def datasets_json(
         {k: v for k, v in d.items() if (not fields or k.replace("-", "_") in fields) and k.replace("-", "_") not in excluded}
         for d in datasets
     ]
-    return json_response(body, request)
+    return json_response(body)
 
 
 @router.get(
@@ -345,7 +465,7 @@ def dataset_one(
             f"dataset not found: {name!r} is not loaded here; loaded: {', '.join(sorted(index.snapshot.layers))}",
             type="/problems/dataset-not-loaded",
         )
-    return json_response(dataset_json(name, len(layer), layer.entry), request)
+    return json_response(dataset_json(name, len(layer), layer.entry))
 
 
 # -- /gis/{team} ------------------------------------------------------------------------------------
@@ -405,7 +525,7 @@ async def gis(
     principal=require_scope("check", public=True),
     index: ConstraintIndex = Depends(get_index),
     catalogue: Catalogue = Depends(get_catalogue),
-    settings=Depends(get_settings),
+    settings=Depends(app_settings),
 ):
     if geom is None or not geom.strip():
         raise _no_geom(team)
@@ -431,7 +551,7 @@ async def gis(
 
     body = await request.app.state.check_thread.run(work)
     request.state.checked = True
-    return json_response(body, request)
+    return json_response(body)
 
 
 # -- /v1/datasets -----------------------------------------------------------------------------------
@@ -445,7 +565,7 @@ def v1_datasets(
     principal=require_scope("check"),
     index: ConstraintIndex = Depends(get_index),
     catalogue: Catalogue = Depends(get_catalogue),
-    settings=Depends(get_settings),
+    settings=Depends(app_settings),
 ):
     snap = index.snapshot
     out = []
@@ -481,7 +601,6 @@ def v1_datasets(
             "data_version": snap.data_version,
             "stale_after_hours": settings.stale_after_hours,
         },
-        request,
     )
 
 

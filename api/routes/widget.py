@@ -16,7 +16,6 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import orjson
 import shapely
 import shapely.geometry
 import shapely.ops
@@ -28,7 +27,7 @@ from shapely.geometry import box, mapping
 from starlette.concurrency import run_in_threadpool
 
 from boundary.errors import BoundaryError
-from boundary.geometry import parse_upload
+from boundary.geometry import amendment, parse_upload
 from constraints.index import ConstraintIndex, is_current
 from constraints.site import SiteLimits, limit_overlay, parse_site
 from datasets import crs
@@ -36,6 +35,7 @@ from datasets import crs
 from ..bodies import JSONRoute
 from ..deps import get_index, require_scope
 from ..errors import Problem
+from ..responses import json_response
 from .check import boundary_limits, site_limits
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
@@ -44,6 +44,7 @@ VENDOR = STATIC / "vendor"
 # A view wider than this (degrees) would send most of a layer; the widget asks the user to zoom in.
 MAX_VIEW_DEGREES = 0.25
 MAX_FEATURES = 5000
+REQUEST_ID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 BOUNDARY_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
 
@@ -65,6 +66,26 @@ def officer_page(boundary_id: str) -> HTMLResponse:
         )
     text = (STATIC / "officer.html").read_text(encoding="utf-8")
     return HTMLResponse(text.replace("{{boundary_id}}", html.escape(boundary_id, quote=True)))
+
+
+@pages.get("/respond/{request_id}")
+def respond_page(request_id: str) -> HTMLResponse:
+    """The applicant's page for a change request; its token arrives in the URL fragment, never here."""
+    if not REQUEST_ID.match(request_id):
+        raise Problem(404, "Not found", "a change request id is a UUID, as in the link from the email")
+    text = (STATIC / "respond.html").read_text(encoding="utf-8")
+    return HTMLResponse(
+        text.replace("{{request_id}}", request_id),
+        # The page is only a shell (the request is fetched with the token), but no cache keeps even that.
+        headers={"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"},
+    )
+
+
+@pages.get("/widget/respond.js")
+def respond_script() -> FileResponse:
+    return FileResponse(
+        STATIC / "respond.js", media_type="text/javascript; charset=utf-8", headers={"Cache-Control": "no-cache"}
+    )
 
 
 @pages.get("/widget/redline-map.js")
@@ -133,10 +154,6 @@ def _features_in(
     return features, truncated
 
 
-def _geojson(body: dict, request: Request) -> Response:
-    return Response(orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/geo+json")
-
-
 @router.get("/widget/features", summary="Constraint features in a map view (for display and snapping)")
 async def view_features(
     request: Request,
@@ -170,22 +187,22 @@ async def view_features(
         crs.GB_LON[0] <= west and east <= crs.GB_LON[1] and crs.GB_LAT[0] <= south and north <= crs.GB_LAT[1]
     ):
         # Outside Great Britain there is nothing to show, and OSTN15 has no answer.
-        return _geojson(
+        return json_response(
             {
                 "type": "FeatureCollection",
                 "features": [],
                 "properties": {"truncated": False, "zoom_in": False},
             },
-            request,
+            media_type="application/geo+json",
         )
     if east - west > MAX_VIEW_DEGREES or north - south > MAX_VIEW_DEGREES:
-        return _geojson(
+        return json_response(
             {
                 "type": "FeatureCollection",
                 "features": [],
                 "properties": {"truncated": False, "zoom_in": True},
             },
-            request,
+            media_type="application/geo+json",
         )
     view = box(west, south, east, north)
     # Clip a little outside the view so panning does not show cut edges at once.
@@ -193,13 +210,13 @@ async def view_features(
     features, truncated = await run_in_threadpool(
         _features_in, index, view, view.buffer(margin, join_style="mitre"), limit
     )
-    return _geojson(
+    return json_response(
         {
             "type": "FeatureCollection",
             "features": features,
             "properties": {"truncated": truncated, "zoom_in": False},
         },
-        request,
+        media_type="application/geo+json",
     )
 
 
@@ -269,7 +286,7 @@ async def overlays(
 ) -> Response:
     site = parse_site(body.site, site_limits(request.app.state.settings))
     features = await run_in_threadpool(overlay_features, index, site)
-    return _geojson({"type": "FeatureCollection", "features": features}, request)
+    return json_response({"type": "FeatureCollection", "features": features}, media_type="application/geo+json")
 
 
 class CoordinatesRequest(BaseModel):
@@ -369,7 +386,7 @@ def coordinates_to_feature(text: str, system: str = "auto") -> dict:
 async def coordinates(
     body: CoordinatesRequest, request: Request, principal=require_scope("check")
 ) -> Response:
-    return _geojson(coordinates_to_feature(body.text, body.crs), request)
+    return json_response(coordinates_to_feature(body.text, body.crs), media_type="application/geo+json")
 
 
 @router.post(
@@ -386,13 +403,13 @@ async def upload(
     geometry, warnings = await run_in_threadpool(parse_upload, file.filename or "", content, limits)
     if isinstance(geometry, dict) and geometry.get("type") == "Feature":
         geometry = geometry.get("geometry")
-    return _geojson(
+    return json_response(
         {
             "type": "Feature",
             "properties": {"filename": file.filename, "warnings": warnings},
             "geometry": geometry,
         },
-        request,
+        media_type="application/geo+json",
     )
 
 
@@ -409,33 +426,14 @@ def boundary_difference(current: dict, proposed: dict, limits: SiteLimits) -> di
     # each is a valid site within the limits; what the difference costs is where the two cross
     together = replace(limits, max_vertices=None, max_parts=None, max_holes=None, max_repair_vertices=None)
     limit_overlay(both, together, "the two boundaries cross each other", "compare boundaries that differ in fewer places")
-    added = shapely.difference(after, before)
-    removed = shapely.difference(before, after)
-
-    def polygonal(geom):
-        # Keep only the areas; slivers of zero width from shared edges are lines and points.
-        parts = [
-            g
-            for g in shapely.get_parts(geom)
-            if g.geom_type in ("Polygon", "MultiPolygon") and not g.is_empty
-        ]
-        return shapely.union_all(parts) if parts else None
-
-    added, removed = polygonal(added), polygonal(removed)
-    return {
-        "added": mapping(added) if added is not None else None,
-        "removed": mapping(removed) if removed is not None else None,
-        "area_added_m2": round(crs.geodesic_area(added), 2) if added is not None else 0.0,
-        "area_removed_m2": round(crs.geodesic_area(removed), 2) if removed is not None else 0.0,
-    }
+    return amendment(before, after)
 
 
 @router.post("/widget/diff", summary="Areas an amendment adds and removes (geodesic m²)")
 async def diff(body: DiffRequest, request: Request, principal=require_scope("check")) -> Response:
     limits = site_limits(request.app.state.settings)
-    return _geojson(
-        await run_in_threadpool(boundary_difference, body.current, body.proposed, limits), request
-    )
+    return json_response(
+        await run_in_threadpool(boundary_difference, body.current, body.proposed, limits), media_type="application/geo+json")
 
 
 def install(app: FastAPI) -> list[type[Exception]]:

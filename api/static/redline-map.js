@@ -4,10 +4,12 @@
 //   <redline-map mode="draw" centre="-2.36,51.38" zoom="16"></redline-map>
 //
 // Attributes: api (service base URL; default: where this script came from), mode (draw | amend | view),
-// boundary (a boundary id to load), tiles (XYZ URL template; none by default), tiles-attribution,
+// boundary (a boundary id to load), tiles (XYZ URL template; default: the service's own background map,
+// from widget/basemap.json, when one is configured), tiles-attribution,
 // centre ("lon,lat"), zoom, api-key (a key of scope "check": it is visible in the page).
 // Property `value`: the boundary as a GeoJSON Feature (EPSG:4326); setting it loads, validates and checks it.
 // Events: boundarychange {feature, area_m2, area_ha, validation}; constraintschange {native answer};
+// basemap {configured, attribution | help} once the service says whether it has a background map;
 // changerequest {the service's answer} after an officer sends an amendment.
 //
 // No framework and no build step. Leaflet and leaflet-geoman are vendored next to this file, so no request
@@ -219,6 +221,14 @@ export class RedlineMap extends HTMLElement {
     if (!this._map || before === after) return;
     if (name === "boundary" && after) this._loadBoundary(after);
     if (name === "mode") this._applyMode();
+    if (name === "api-key") this.refresh();
+  }
+
+  /** Ask the service again (validation, check, map features), e.g. after `apiKey` changed. */
+  refresh() {
+    if (!this._map) return;
+    this._scheduleBackground();
+    if (this._feature) this._update("refresh");
   }
 
   // Layout -----------------------------------------------------------------------------------------------
@@ -328,6 +338,7 @@ export class RedlineMap extends HTMLElement {
     L.control.scale({ imperial: false }).addTo(map);
     const tiles = this.getAttribute("tiles");
     if (tiles) L.tileLayer(tiles, { maxZoom: 22, maxNativeZoom: 19, attribution: this.getAttribute("tiles-attribution") || "" }).addTo(map);
+    else this._loadBasemap(L, map);
     this._background = L.layerGroup().addTo(map);
     this._overlays = L.layerGroup().addTo(map);
     this._amendLayers = L.layerGroup().addTo(map);
@@ -360,6 +371,25 @@ export class RedlineMap extends HTMLElement {
     if (this._feature) this._render({ fit: true });
     const boundary = this.getAttribute("boundary");
     if (boundary) this._loadBoundary(boundary);
+  }
+
+  /** The service's own background map (GET widget/basemap.json): an archive or a key-holding proxy. */
+  async _loadBasemap(L, map) {
+    let config;
+    try {
+      const res = await fetch(new URL("widget/basemap.json", this.api));
+      config = res.ok ? await res.json() : { configured: false, help: `the service answered HTTP ${res.status}` };
+    } catch (err) {
+      config = { configured: false, help: err.message };
+    }
+    this.basemap = config;
+    if (config.configured && config.tiles?.length) {
+      // Not new URL(): it would percent-encode the {z}/{x}/{y} placeholders.
+      const template = config.tiles[0].startsWith("/") ? this.api + config.tiles[0].slice(1) : config.tiles[0];
+      L.tileLayer(template, { minZoom: config.minzoom ?? 0, maxNativeZoom: config.maxzoom ?? 19, maxZoom: 22, attribution: config.attribution || "", className: "rl-basemap" }).addTo(map);
+    }
+    this.dataset.basemap = config.configured ? "on" : "off";
+    this._dispatch("basemap", config);
   }
 
   _applyMode() {
@@ -468,7 +498,11 @@ export class RedlineMap extends HTMLElement {
     let data;
     try {
       const res = await this._fetch(`widget/features?bbox=${bbox}`);
-      if (!res.ok) return;
+      if (!res.ok) {
+        const p = await this._problem(res);
+        if (p.auth && seq === this._viewSeq) this._viewNote.textContent = `Constraint features are not shown: ${p.message}`;
+        return;
+      }
       data = await res.json();
     } catch {
       return;
@@ -499,12 +533,14 @@ export class RedlineMap extends HTMLElement {
   _postJSON(path, body, signal) {
     return this._fetch(path, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body), signal });
   }
+  /** The service's problem+json as {status, message, problem, auth}; auth: the key was missing or refused. */
   async _problem(res) {
+    const auth = res.status === 401 || res.status === 403;
     try {
       const body = await res.json();
-      return { status: res.status, message: body.detail || body.title || `HTTP ${res.status}`, problem: body };
+      return { status: res.status, auth, message: body.detail || body.title || `HTTP ${res.status}`, problem: body };
     } catch {
-      return { status: res.status, message: `the service answered HTTP ${res.status}` };
+      return { status: res.status, auth, message: `the service answered HTTP ${res.status}` };
     }
   }
 
@@ -534,6 +570,7 @@ export class RedlineMap extends HTMLElement {
         const body = await res.json();
         validation = { ...body, valid: body.valid !== false };
       } else validation = { valid: false, ...(await this._problem(res)) };
+      if (validation.auth) validation.valid = null; // unknown: the service would not say
     } catch (err) {
       validation = { valid: false, message: `the service could not be reached (${err.message})` };
     }
@@ -547,6 +584,10 @@ export class RedlineMap extends HTMLElement {
       validation,
       source,
     });
+    if (validation.auth) {
+      this.dataset.state = "unauthorised";
+      return;
+    }
     if (!validation.valid) {
       this.dataset.state = "invalid";
       return;
@@ -562,6 +603,13 @@ export class RedlineMap extends HTMLElement {
       this._area.textContent = `Area ${areaText(v.area_m2)}${v.perimeter_m != null ? `, perimeter ${m2.format(v.perimeter_m)} m` : ""}${v.grid_reference ? `, centred at ${v.grid_reference}` : ""}.`;
       for (const w of v.warnings || []) items.push(h("li", { class: "rl-warning" }, h("strong", {}, "Warning: "), w));
       this._announce(`Boundary area ${areaText(v.area_m2)}. Checking constraints.${v.warnings?.length ? ` ${v.warnings.length} warning(s): ${v.warnings.join(" ")}` : ""}`);
+    } else if (v.auth) {
+      // A refused key says nothing about the boundary: never report it as an invalid one.
+      this._area.textContent = "Area: not measured (the service did not accept this page's API key).";
+      const said = /[.!?]$/.test(v.message) ? v.message : `${v.message}.`;
+      const text = `Not authorised: ${said}${v.status === 401 ? " Give the page an API key (the api-key attribute or the apiKey property)." : ""}`;
+      items.push(h("li", { class: "rl-error rl-auth" }, text));
+      this._announce(text, "error");
     } else {
       this._area.textContent = "Area: not measured until the boundary is valid.";
       items.push(h("li", { class: "rl-error" }, h("strong", {}, "The boundary is not valid: "), v.message));
@@ -581,9 +629,10 @@ export class RedlineMap extends HTMLElement {
       if (!res.ok) {
         const p = await this._problem(res);
         if (seq !== this._seq) return;
-        this.dataset.state = "error";
-        this._list.replaceChildren(h("p", { class: "rl-error" }, `The constraints check failed: ${p.message}`));
-        this._announce(`The constraints check failed: ${p.message}`, "error");
+        this.dataset.state = p.auth ? "unauthorised" : "error";
+        const text = p.auth ? `The constraints were not checked: not authorised: ${p.message}` : `The constraints check failed: ${p.message}`;
+        this._list.replaceChildren(h("p", { class: `rl-error${p.auth ? " rl-auth" : ""}` }, text));
+        this._announce(text, "error");
         return;
       }
       answer = await res.json();
@@ -620,9 +669,11 @@ export class RedlineMap extends HTMLElement {
   // Constraints: list and overlays ---------------------------------------------------------------------
   _entityLine(e, nearby) {
     const label = e.name || e.reference || `entity ${e.entity}`;
+    // Fields the answer leaves null (no relation for a live entity, no overlap for a point) are left out, never printed.
     const parts = [RELATIONS[e.relation] || e.relation];
-    if (e.overlap_m2 > 0) parts.push(`${pct.format(e.overlap_pct)}% of the site (${m2.format(e.overlap_m2)} m²)`);
-    return h("li", { "data-dataset": e.dataset, class: nearby ? "rl-nearby" : null }, h("span", { class: "rl-name" }, label), ` (${e.dataset}): ${parts.join(", ")}`);
+    if (e.overlap_m2 > 0 && e.overlap_pct != null) parts.push(`${pct.format(e.overlap_pct)}% of the site (${m2.format(e.overlap_m2)} m²)`);
+    const said = parts.filter((p) => p != null && p !== "");
+    return h("li", { "data-dataset": e.dataset, class: nearby ? "rl-nearby" : null }, h("span", { class: "rl-name" }, label), ` (${e.dataset})${said.length ? `: ${said.join(", ")}` : ""}`);
   }
 
   _showConstraints(answer) {
@@ -634,11 +685,13 @@ export class RedlineMap extends HTMLElement {
     const swatch = (c) => h("span", { class: "rl-swatch", style: `background:${COLOURS[c.category] || "#505a5f"}`, "aria-hidden": "true" });
     const section = (title, cls, list, render) =>
       list.length ? h("section", { class: cls }, h("h4", {}, title), h("ul", {}, list.map(render))) : null;
+    // Through h(): it drops the sections that are empty (null), where replaceChildren would print "null".
     this._list.replaceChildren(
+      ...h("div", {},
       h("h3", {}, "Planning constraints"),
       h("p", { class: "rl-summary" }, `${applies.length} apply, ${nearby.length} nearby only, ${unknown.length} not checked, ${clear.length} clear.`),
       section("Apply to this site", "rl-applies", applies, (c) =>
-        h("li", { "data-key": c.key }, swatch(c), h("strong", {}, c.text || c.key), ` — ${c.category} (${c.key})`, h("ul", {}, (c.entities || []).map((e) => this._entityLine(e, false)))),
+        h("li", { "data-key": c.key }, swatch(c), h("strong", {}, c.text || c.key), c.category ? ` — ${c.category} (${c.key})` : ` (${c.key})`, h("ul", {}, (c.entities || []).map((e) => this._entityLine(e, false)))),
       ),
       section("Nearby: touching or a sliver overlap, so they do not apply (dashed on the map)", "rl-nearby-list", nearby, (c) =>
         h("li", { "data-key": c.key }, h("strong", {}, c.key), h("ul", {}, c.nearby.map((e) => this._entityLine(e, true)))),
@@ -647,6 +700,7 @@ export class RedlineMap extends HTMLElement {
       clear.length
         ? h("details", { class: "rl-clear" }, h("summary", {}, `Clear (${clear.length})`), h("ul", {}, clear.map((c) => h("li", { "data-key": c.key }, c.text || c.key))))
         : null,
+      ).childNodes,
     );
     const named = (c) => {
       const names = (c.entities || []).map((e) => e.name || e.reference).filter(Boolean);

@@ -1,0 +1,94 @@
+"""Geometries held as WKB in a memory-mapped Arrow file and decoded only when asked for.
+
+A layer's EPSG:4326 geometries are needed only to show an entity (GeoJSON answers, entity search,
+the widget's map), never by the check itself, which works on the grid pieces. As shapely objects they
+were a third of the national index's memory (1.5 GB); as WKB in a file mapped into memory they cost
+nothing until a page is read, and the operating system can drop those pages again under pressure.
+
+Examples
+--------
+>>> import pyarrow as pa
+>>> column = WkbColumn(pa.array(shapely.to_wkb([shapely.Point(0, 1), shapely.Point(2, 3)]), pa.large_binary()))
+>>> len(column), column[1].wkt, [g.x for g in column[np.array([True, False])]]
+(2, 'POINT (2 3)', [0.0])
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.ipc as ipc
+import shapely
+
+from datasets.cache import atomic_path
+
+POINT, LINE, POLYGON = 0, 1, 2
+#: WKB geometry type -> the index's kind (1 Point, 2 LineString, 4 MultiPoint, 5 MultiLineString)
+_WKB_KIND = np.full(8, POLYGON, dtype=np.int8)
+_WKB_KIND[[1, 4]] = POINT
+_WKB_KIND[[2, 5]] = LINE
+
+
+class WkbColumn:
+    """A read-only array of geometries, indexed like a numpy object array of shapely geometries.
+
+    ``column[i]`` is one geometry; ``column[rows]`` and ``column[mask]`` an object array of them;
+    ``np.asarray(column)`` decodes them all (what ``shapely.STRtree(column)`` does).
+    """
+
+    def __init__(self, wkb: pa.Array):
+        self._wkb = wkb
+
+    def __len__(self) -> int:
+        return len(self._wkb)
+
+    def __getitem__(self, key):
+        if isinstance(key, int | np.integer):
+            return shapely.from_wkb(self._wkb[int(key)].as_py())
+        if isinstance(key, slice):
+            return shapely.from_wkb(self._wkb[key].to_numpy(zero_copy_only=False))
+        key = np.asarray(key)
+        if key.dtype == bool:
+            key = np.flatnonzero(key)
+        taken = self._wkb.take(pa.array(key.astype(np.int64, copy=False)))
+        return shapely.from_wkb(taken.to_numpy(zero_copy_only=False))
+
+    def __iter__(self):
+        return iter(self[:])
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        return self[:]
+
+    def kinds(self) -> np.ndarray:
+        """POINT, LINE or POLYGON per row, read from the WKB headers without decoding geometry."""
+        wkb = self._wkb
+        if len(wkb) == 0:
+            return np.zeros(0, dtype=np.int8)
+        if wkb.null_count:
+            raise ValueError("a geometry is missing")
+        width = np.int64 if pa.types.is_large_binary(wkb.type) else np.int32
+        offsets = np.frombuffer(wkb.buffers()[1], dtype=width)[wkb.offset : wkb.offset + len(wkb)].astype(np.int64)
+        data = np.frombuffer(wkb.buffers()[2], dtype=np.uint8)
+        little = data[offsets] == 1
+        b = [data[offsets + i].astype(np.uint32) for i in range(1, 5)]
+        code = np.where(little, b[0] | b[1] << 8 | b[2] << 16 | b[3] << 24, b[3] | b[2] << 8 | b[1] << 16 | b[0] << 24)
+        code = (code & 0x0FFFFFFF) % 1000  # EWKB flags, then ISO's Z/M thousands
+        return _WKB_KIND[np.where(code < 8, code, 7)]
+
+
+def write_wkb_file(wkb: pa.Array, path: Path) -> None:
+    """Persist WKB as an uncompressed Arrow file (one batch), atomically, so it can be mapped."""
+    table = pa.table({"wkb": wkb.cast(pa.large_binary())})
+    with atomic_path(path) as tmp:
+        with ipc.new_file(tmp, table.schema) as writer:
+            writer.write_table(table, max_chunksize=max(len(table), 1))
+
+
+def map_wkb_file(path: Path) -> WkbColumn:
+    """The geometries of a file written by :func:`write_wkb_file`, mapped rather than read."""
+    table = ipc.open_file(pa.memory_map(str(path), "r")).read_all()
+    column = table.column("wkb")
+    wkb = column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
+    return WkbColumn(wkb)

@@ -1,0 +1,96 @@
+"""The real service as a child process (uvicorn, ``create_app``) on loopback, configured by environment.
+
+Used where a test must kill the service (SIGKILL) or run several replicas on one store. In the child,
+``TEST_HANG_BEFORE_SEND=1`` replaces the notification dispatcher's ``send`` with a pause that prints
+``SENDING``: the moment between the commit of an event and its delivery.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import httpx
+from api_fixtures import free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+
+SERVICE = textwrap.dedent(
+    """
+    import os, sys, time
+    sys.path.insert(0, {root!r})
+    import uvicorn
+    from api import delivery
+    from api.app import create_app
+
+    if os.environ.get("TEST_HANG_BEFORE_SEND"):
+        def send(self, row):
+            print("SENDING", row["id"], row["channel"], flush=True)
+            time.sleep(600)  # killed here: committed, leased, not yet sent
+        delivery.Dispatcher.send = send
+    print("STARTING", flush=True)
+    uvicorn.run(create_app(), host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")
+    """
+)
+
+
+class Service:
+    def __init__(self, env: dict, hang: bool = False, port: int | None = None):
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = dict(env)
+        if hang:
+            env["TEST_HANG_BEFORE_SEND"] = "1"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", SERVICE.format(root=str(ROOT)), str(self.port)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            cwd=env["REDLINE_DATA_DIR"],
+        )
+        deadline = time.monotonic() + 180  # a loaded CI machine indexes the samples slowly
+        while True:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"the service exited: {self.proc.stderr.read()[-3000:]}")
+            try:
+                if httpx.get(self.url + "/readyz", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "the service was not ready within 180 s"
+            time.sleep(0.2)
+
+    def wait_for_line(self, word: str, timeout: float = 30) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if line.startswith(word):
+                return line
+            if not line and self.proc.poll() is not None:
+                raise AssertionError(f"the service exited before {word}: {self.proc.stderr.read()[-3000:]}")
+        raise AssertionError(f"the service did not print {word} within {timeout} s")
+
+    def kill(self) -> None:
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(30)
+        self.close()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.close()
+
+    def close(self) -> None:
+        self.proc.stdout.close()
+        self.proc.stderr.close()
