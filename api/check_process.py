@@ -125,8 +125,7 @@ class CheckProcess:
         frame = pickle.dumps(args, protocol=pickle.HIGHEST_PROTOCOL)
         future = loop.create_future()
         self._pending.append((future, loop.time()))
-        if len(self._pending) == 1:
-            self._watch()
+        self._watch()
         self._send(_LENGTH.pack(len(frame)) + frame)
         return await future
 
@@ -208,7 +207,6 @@ class CheckProcess:
             kind, value = pickle.loads(memoryview(self._inbox)[_LENGTH.size : _LENGTH.size + size])
             del self._inbox[: _LENGTH.size + size]
             future, _ = self._pending.popleft()
-            self._watch()
             if future.cancelled():  # its caller went away; the answer is dropped
                 continue
             if kind == "ok":
@@ -240,11 +238,9 @@ class CheckProcess:
             self._on_failure(self, reason)
 
     def _watch(self) -> None:
-        """Wake at the deadline of the first check waiting (the one being worked on)."""
-        if self._watchdog is not None:
-            self._watchdog.cancel()
-            self._watchdog = None
-        if self.deadline_s is not None and self._pending and self.loop is not None:
+        """Wake at the deadline of the first check waiting (the one being worked on), unless a wake-up
+        is already set: one timer, moved on when it fires early, costs less than one per check."""
+        if self._watchdog is None and self.deadline_s is not None and self._pending and self.loop is not None:
             self._watchdog = self.loop.call_at(self._pending[0][1] + self.deadline_s, self._overdue)
 
     def _overdue(self) -> None:
@@ -260,6 +256,8 @@ class CheckProcess:
         if self._watchdog is not None:
             self._watchdog.cancel()
             self._watchdog = None
+        if self._sock.fileno() == -1:  # released already (closed, then killed at shutdown)
+            return
         if self.loop is not None and not self.loop.is_closed():
             self.loop.remove_reader(self._sock.fileno())
             self.loop.remove_writer(self._sock.fileno())

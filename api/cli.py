@@ -99,7 +99,10 @@ def cmd_check(args) -> int:
         known = ", ".join(sorted(catalogue.article4)) or "none"
         return _fail(f"no article 4 rules for the council {args.council!r} (councils with rules: {known})")
     index = ConstraintIndex.from_cache(cache, catalogue, stale_after_hours=settings.stale_after_hours)
-    tolerance = Tolerance(args.tolerance_m2, args.tolerance_pct)
+    tolerance = Tolerance(
+        settings.tolerance_m2 if args.tolerance_m2 is None else args.tolerance_m2,
+        settings.tolerance_pct if args.tolerance_pct is None else args.tolerance_pct,
+    )
     answer = index.check(site, tolerance=tolerance, council=args.council)
     from .dataset_metadata import describer
 
@@ -252,14 +255,21 @@ def _is_loopback(host: str) -> bool:
 
 
 def cmd_serve(args) -> int:
-    from .keys import KeyStore
+    from .keys import KeyStore, KeyStoreError
     from .serve import serve
 
     if args.check_processes is not None:  # read by every worker's settings (they inherit the environment)
         os.environ["REDLINE_CHECK_PROCESSES"] = str(args.check_processes)
         get_settings.cache_clear()
+    if not _is_loopback(args.host) and not args.insecure:  # every worker then refuses requests if the keys go
+        os.environ["REDLINE_REQUIRE_KEYS"] = "true"
+        get_settings.cache_clear()
     settings = get_settings()
-    if not KeyStore(settings.data_dir).any_active():
+    try:
+        keyed = KeyStore(settings.data_dir).any_active()
+    except KeyStoreError as err:
+        return _fail(str(err))
+    if not keyed:
         if not _is_loopback(args.host) and not args.insecure:
             return _fail(
                 f"refusing to serve on {args.host} with no API keys: anyone could call it. "
@@ -275,12 +285,15 @@ def cmd_serve(args) -> int:
 def cmd_keys(args) -> int:
     from .keys import KeyStore, KeyStoreError
 
-    store = KeyStore(get_settings().data_dir)
+    try:
+        return _keys(KeyStore(get_settings().data_dir), args)
+    except KeyStoreError as err:
+        return _fail(str(err))
+
+
+def _keys(store, args) -> int:
     if args.keys_command == "create":
-        try:
-            key_id, token = store.create(args.name, args.scope)
-        except KeyStoreError as err:
-            return _fail(str(err))
+        key_id, token = store.create(args.name, args.scope)
         print(f"key {key_id} for {args.name} ({', '.join(args.scope)}); it is shown only now:\n{token}")
     elif args.keys_command == "revoke":
         if not store.revoke(args.key):
@@ -302,8 +315,8 @@ def build_parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check", help="check a site (GeoJSON file, or - for stdin) against the cached layers")
     check.add_argument("site")
     check.add_argument("--format", choices=[f.value for f in Format], default="native")
-    check.add_argument("--tolerance-m2", type=_tolerance, default=0.5, help="overlaps below this many m² count as nearby (default 0.5)")
-    check.add_argument("--tolerance-pct", type=_tolerance, default=0.1, help="overlaps below this %% of the site count as nearby (default 0.1)")
+    check.add_argument("--tolerance-m2", type=_tolerance, default=None, help="overlaps below this many m² count as nearby (default: the tolerance_m2 setting, 0.5)")
+    check.add_argument("--tolerance-pct", type=_tolerance, default=None, help="overlaps below this %% of the site count as nearby (default: the tolerance_pct setting, 0.1)")
     check.add_argument("--council", help="add this council's granular article 4 keys (e.g. lambeth)")
     check.set_defaults(func=cmd_check)
 

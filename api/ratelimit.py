@@ -19,6 +19,7 @@ Examples
 from __future__ import annotations
 
 import fcntl
+import functools
 import hashlib
 import logging
 import mmap
@@ -37,6 +38,7 @@ _PROBES = 16  # slots looked at for one name before the stalest is taken over
 _SIZE = len(_MAGIC) + _SLOT.size * _SLOTS
 
 
+@functools.lru_cache(maxsize=65536)  # the same few keys and addresses, request after request
 def _hash(name: str) -> int:
     return int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "little") or 1
 

@@ -212,6 +212,19 @@ class Boundaries:
     def _now(self) -> str:
         return iso(self.clock())
 
+    def _emit(self, tx: Tx, event: str, boundary: dict, request: dict, at: str, token=None, **data) -> None:
+        """Write a change-request event to the outbox, in the transaction of its state change."""
+        emit(
+            tx,
+            self.router,
+            audit_event=event,
+            boundary=boundary,
+            request=request,
+            at=at,
+            data=event_data(boundary, request, **data),
+            token=token,
+        )
+
     @staticmethod
     def _audit(tx: Tx, boundary_id: str, at: str, actor: str, event: str, **details) -> None:
         tx.append_audit(boundary_id, at, actor, event, details)
@@ -539,16 +552,7 @@ class Boundaries:
                 token_expires_at=expires,
                 auto_approval_due_at=due,
             )
-            emit(
-                tx,
-                self.router,
-                audit_event="change_request_opened",
-                boundary=record,
-                request=cr_record,
-                at=at,
-                data=event_data(record, cr_record, state=OPEN, actor=actor),
-                token=token,
-            )
+            self._emit(tx, "change_request_opened", record, cr_record, at, token=token, state=OPEN, actor=actor)
         self._committed_events()
         view = self.get_change_request(request_id)
         view["token"] = token
@@ -680,15 +684,7 @@ class Boundaries:
                     "due_at": cr["due_at"],
                 }
             self._audit(tx, record["id"], at, actor, event, **details)
-            emit(
-                tx,
-                self.router,
-                audit_event=event,
-                boundary=record,
-                request=cr,
-                at=at,
-                data=event_data(record, cr, state=state, actor=actor, decided_at=at, result_version=new),
-            )
+            self._emit(tx, event, record, cr, at, state=state, actor=actor, decided_at=at, result_version=new)
             self._audit(
                 tx,
                 record["id"],
@@ -746,15 +742,7 @@ class Boundaries:
                 decision_reason=reason,
             )
             self._audit(tx, cr["boundary_id"], at, actor, event, change_request=request_id, reason=reason)
-            emit(
-                tx,
-                self.router,
-                audit_event=event,
-                boundary=record,
-                request=cr,
-                at=at,
-                data=event_data(record, cr, state=state, actor=actor, decided_at=at, decision_reason=reason),
-            )
+            self._emit(tx, event, record, cr, at, state=state, actor=actor, decided_at=at, decision_reason=reason)
         self._committed_events()
         return self.get_change_request(request_id)
 
@@ -781,15 +769,7 @@ class Boundaries:
                     change_request=request_id,
                     token_expires_at=cr["token_expires_at"],
                 )
-                emit(
-                    tx,
-                    self.router,
-                    audit_event="change_request_expired",
-                    boundary=record,
-                    request=cr,
-                    at=at,
-                    data=event_data(record, cr, state=EXPIRED, actor=SYSTEM, decided_at=at),
-                )
+                self._emit(tx, "change_request_expired", record, cr, at, state=EXPIRED, actor=SYSTEM, decided_at=at)
             done.append(request_id)
         if done:
             self._committed_events()

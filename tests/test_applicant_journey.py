@@ -24,6 +24,7 @@ from browser_fixtures import *  # noqa: F403 - pytest fixtures: browser
 from browser_fixtures import LOOPBACK, ROOT
 from notify_fixtures import FakeNotify, WebhookReceiver
 from service_process import Service
+from tile_archive import ATTRIBUTION, write_pmtiles
 
 pytestmark = pytest.mark.browser
 
@@ -42,6 +43,8 @@ WIDGET = "document.querySelector('redline-map')"
 @pytest.fixture
 def journey_service(sample_cache, tmp_path):
     data_dir = copy_cache(sample_cache, tmp_path / "data")
+    tiles = tmp_path / "bath.pmtiles"
+    write_pmtiles(tiles, (-2.3680, 51.3780, -2.3540, 51.3850), range(15, 19))
     with WebhookReceiver() as hooks, FakeNotify(TEMPLATES) as notify:
         from api_fixtures import free_port
 
@@ -53,6 +56,7 @@ def journey_service(sample_cache, tmp_path):
                 "REDLINE_CHECK_PROCESS": "false",
                 "REDLINE_PUBLIC_URL": f"http://127.0.0.1:{port}",
                 "REDLINE_DELIVERY_POLL_S": "0.2",
+                "REDLINE_BASEMAP_ARCHIVE": str(tiles),
                 "REDLINE_NOTIFICATIONS": json.dumps(
                     {
                         COUNCIL: {
@@ -197,8 +201,13 @@ def test_officer_amends_applicant_rejects_then_approves_and_everything_is_notifi
         assert "The red line must follow the garden wall" in applicant.locator("#reason").inner_text()
         assert "Please answer by" in applicant.locator("#deadline").inner_text()
         assert applicant.locator("#gained li").count() >= 1 and applicant.locator("#lost li").count() >= 1
-        map_label = applicant.locator("#map").get_attribute("aria-label")
-        assert "current boundary" in map_label and "proposed boundary" in map_label
+        summary = applicant.locator("#map-summary").inner_text()  # the map in words, read with the map
+        assert "current boundary" in summary and "proposed boundary" in summary and "added" in summary
+        assert "map-summary" in applicant.locator("#map").get_attribute("aria-describedby")
+        # The background map is there, from the service itself, with its attribution.
+        applicant.wait_for_function("document.querySelectorAll('#map img.leaflet-tile-loaded').length >= 2", timeout=30_000)
+        assert ATTRIBUTION in applicant.locator("#map .leaflet-control-attribution").inner_text()
+        assert any("/basemap/" in url for url in applicant_guard.requests)
         # No request the applicant's page made carried the token in its address.
         assert not any("token" in url for url in applicant_guard.requests)
         shoot(applicant, "02-applicant-sees-the-change")
@@ -209,6 +218,7 @@ def test_officer_amends_applicant_rejects_then_approves_and_everything_is_notifi
         applicant.keyboard.press("Enter")
         applicant.wait_for_function("document.getElementById('page').dataset.state === 'done'", timeout=30_000)
         assert "You rejected this change" in applicant.locator("#status").inner_text()
+        assert applicant.locator("#deadline").inner_text() == "", "an answered request has no deadline"
         assert applicant.evaluate("document.activeElement.id") == "status-heading", "focus moves to the outcome"
         shoot(applicant, "03-applicant-rejected")
         # The link, used, says so (the token is kept for the session, so a reload works).

@@ -29,7 +29,7 @@ def whoami(delay: float = 0.0, value=None):
 
 
 def refuse(code: str):
-    raise SiteError("the ring is not closed", code=code, pointer="/coordinates/0", status=422)
+    raise SiteError("the ring is not closed", code=code, pointer="/coordinates/0", limit={"name": "max_parts", "value": 1})
 
 
 class Unpicklable(Exception):
@@ -71,7 +71,7 @@ def test_an_error_in_the_child_reaches_the_caller_whole():
 
     with pytest.raises(SiteError) as refused:
         run(scenario(refuse, "ring-not-closed"))
-    assert (refused.value.code, refused.value.pointer, refused.value.status) == ("ring-not-closed", "/coordinates/0", 422)
+    assert (refused.value.code, refused.value.pointer, refused.value.limit) == ("ring-not-closed", "/coordinates/0", {"name": "max_parts", "value": 1})
     with pytest.raises(RuntimeError, match=r"^Unpicklable: 1/2$"):  # described, since it cannot travel
         run(scenario(unpicklable))
 

@@ -142,3 +142,18 @@ def test_every_endpoint_that_reads_a_site_refuses_the_star_at_once(served, tmp_p
         problem = assert_problem(answer, 422)
         assert took < 1.0, name
         assert "limit max_self_intersections" in problem["detail"], (name, problem)
+
+
+def test_stopping_the_service_ends_a_stopped_check_process_too(served):
+    # last in this module: it stops the module's server
+    server, client = served
+    [stopped] = client.get("/readyz").json()["check_processes"]
+    os.kill(stopped, signal.SIGSTOP)
+    server.process.send_signal(signal.SIGTERM)
+    server.process.wait(DEADLINE_S + 30)
+    try:  # killed and reaped by the worker before it exited, not left to whoever inherits it
+        os.kill(stopped, 0)
+    except ProcessLookupError:
+        return
+    os.kill(stopped, signal.SIGKILL)
+    pytest.fail(f"the check process {stopped} outlived its service")

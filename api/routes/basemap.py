@@ -7,13 +7,13 @@ council's map quota.
 
 from __future__ import annotations
 
-import orjson
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import Response
 
 from ..basemap import TileMissing, TileSourceError, media_type, tile_source
 from ..deps import throttle
 from ..errors import Problem
+from ..responses import json_response
 
 router = APIRouter(tags=["widget"])
 TILE_MAX_AGE_S = 86_400
@@ -40,7 +40,7 @@ async def basemap_json(request: Request) -> Response:
             "maxzoom": info.maxzoom,
             "attribution": info.attribution,
         }
-    return Response(orjson.dumps(body), media_type="application/json", headers={"Cache-Control": "no-cache"})
+    return json_response(body, headers={"Cache-Control": "no-cache"})
 
 
 @router.get("/basemap/{z}/{x}/{y}", summary="One background map tile (from the archive or the proxied server)")

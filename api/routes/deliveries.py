@@ -8,7 +8,7 @@ from starlette.concurrency import run_in_threadpool
 from ..delivery import delivery_view, replay
 from ..deps import require_scope
 from ..errors import Problem
-from ..responses import json_response as _json
+from ..responses import json_response
 from .boundaries import build_workflow
 
 router = APIRouter(tags=["notifications"])
@@ -36,7 +36,7 @@ async def list_deliveries(
             rows = tx.list_deliveries(state=state, boundary_id=boundary_id, event_id=event_id, limit=limit)
         return [delivery_view(r) for r in rows]
 
-    return _json({"deliveries": await run_in_threadpool(read)})
+    return json_response({"deliveries": await run_in_threadpool(read)})
 
 
 def _missing(delivery_id: int) -> Problem:
@@ -55,7 +55,7 @@ async def get_delivery(request: Request, delivery_id: int = DELIVERY_ID, princip
     view = await run_in_threadpool(read)
     if view is None:
         raise _missing(delivery_id)
-    return _json(view)
+    return json_response(view)
 
 
 @router.post(
@@ -75,7 +75,7 @@ async def replay_delivery(request: Request, delivery_id: int = DELIVERY_ID, prin
         with store.transaction(write=False) as tx:
             return delivery_view(tx.get_delivery(new_id))
 
-    return _json(await run_in_threadpool(read), 202, headers={"Location": f"/v1/deliveries/{new_id}"})
+    return json_response(await run_in_threadpool(read), 202, headers={"Location": f"/v1/deliveries/{new_id}"})
 
 
 def install(app: FastAPI) -> list[type[Exception]]:

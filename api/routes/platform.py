@@ -37,7 +37,7 @@ from datasets.sync import is_stale
 from .. import entity_search as es
 from ..dataset_metadata import TYPOLOGIES, dataset_json, describer, specification
 from ..deps import app_settings, get_catalogue, get_index, require_scope
-from ..entity_search_params import EntitySearchParams, build_query
+from ..entity_search_params import MAX_ENTITY, EntitySearchParams, build_query
 from ..errors import Problem
 from ..responses import json_response
 from .check import site_limits, split_list
@@ -317,7 +317,7 @@ def _one_entity(index: ConstraintIndex, entity: int):
     return found
 
 
-ENTITY_ID = Path(..., ge=0, le=2**63 - 1, description="Entity number, e.g. 44000001")
+ENTITY_ID = Path(..., ge=0, le=MAX_ENTITY, description="Entity number, e.g. 44000001")
 
 
 @router.get(
@@ -357,23 +357,14 @@ class Suffix(StrEnum):
     geojson = "geojson"
 
 
-def _curie_redirect(request: Request, index: ConstraintIndex, prefix: str, reference: str, suffix: Suffix):
-    """The platform's CURIE links: 303 to the entity, or to a search when several entities share the CURIE."""
-    found = es.entities_with_curie(index.snapshot, prefix, reference)
-    if not found:
-        raise Problem(404, "Not found", f"entity not found: no entity held here has the CURIE {prefix}:{reference}", type="/problems/entity-not-found")
-    base = str(request.base_url).rstrip("/")
-    if len(found) > 1:
-        return RedirectResponse(f"{base}/entity.{suffix.value}?{urlencode({'curie': f'{prefix}:{reference}'})}", status_code=303)
-    return RedirectResponse(f"{base}/entity/{found[0]}.{suffix.value}", status_code=303)
+CURIE_LINK = {
+    "status_code": 303,
+    "responses": {303: {"description": "See /entity/{entity}.{suffix}"}, 404: {"description": "No entity held here has that CURIE"}},
+}
 
 
-@router.get(
-    "/curie/{prefix}:{reference}.{suffix}",
-    summary="The entity with a CURIE (the platform's /curie/{prefix}:{reference}.json): a 303 to it",
-    status_code=303,
-    responses={303: {"description": "See /entity/{entity}.{suffix}"}, 404: {"description": "No entity held here has that CURIE"}},
-)
+@router.get("/curie/{prefix}:{reference}.{suffix}", summary="The entity with a CURIE (the platform's /curie/{prefix}:{reference}.json): a 303 to it", **CURIE_LINK)
+@router.get("/prefix/{prefix}/reference/{reference}.{suffix}", summary="The same, in the platform's long form", **CURIE_LINK)
 def curie_redirect(
     request: Request,
     prefix: str = Path(..., max_length=200),
@@ -382,24 +373,14 @@ def curie_redirect(
     principal=require_scope("check", public=True),
     index: ConstraintIndex = Depends(get_index),
 ):
-    return _curie_redirect(request, index, prefix, reference, suffix)
-
-
-@router.get(
-    "/prefix/{prefix}/reference/{reference}.{suffix}",
-    summary="The entity with a prefix and reference (the platform's CURIE link, long form): a 303 to it",
-    status_code=303,
-    responses={303: {"description": "See /entity/{entity}.{suffix}"}, 404: {"description": "No entity held here has that CURIE"}},
-)
-def prefix_reference_redirect(
-    request: Request,
-    prefix: str = Path(..., max_length=200),
-    reference: str = Path(..., max_length=1000),
-    suffix: Suffix = Path(...),
-    principal=require_scope("check", public=True),
-    index: ConstraintIndex = Depends(get_index),
-):
-    return _curie_redirect(request, index, prefix, reference, suffix)
+    """The platform's CURIE links: 303 to the entity, or to a search when several entities share the CURIE."""
+    found = es.entities_with_curie(index.snapshot, prefix, reference)
+    if not found:
+        raise Problem(404, "Not found", f"entity not found: no entity held here has the CURIE {prefix}:{reference}", type="/problems/entity-not-found")
+    base = str(request.base_url).rstrip("/")
+    if len(found) > 1:
+        return RedirectResponse(f"{base}/entity.{suffix.value}?{urlencode({'curie': f'{prefix}:{reference}'})}", status_code=303)
+    return RedirectResponse(f"{base}/entity/{found[0]}.{suffix.value}", status_code=303)
 
 
 # -- /dataset.json ---------------------------------------------------------------------------------

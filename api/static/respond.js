@@ -135,9 +135,8 @@ function showMap(cr) {
   const current = L.geoJSON(cr.original, { style: () => style(AMEND.current, { className: "rl-current" }) }).addTo(map);
   const proposed = L.geoJSON(cr.proposed, { style: () => style(AMEND.proposed, { dashArray: "8 6", className: "rl-proposed" }) }).addTo(map);
   map.fitBounds(current.getBounds().extend(proposed.getBounds()), { padding: [30, 30], maxZoom: 19 });
-  document.getElementById("map").setAttribute(
-    "aria-label",
-    `Map: the current boundary (${areaText(cr.original_area_m2)}) in solid red and the proposed boundary (${areaText(cr.proposed_area_m2)}) in dashed blue; ${cr.area_added_m2 > 0 ? `${areaText(cr.area_added_m2)} added in green` : "no land added"}, ${cr.area_removed_m2 > 0 ? `${areaText(cr.area_removed_m2)} removed in orange` : "no land removed"}.`,
+  document.getElementById("map-summary").textContent = (
+    `In words: the current boundary (${areaText(cr.original_area_m2)}) in solid red and the proposed boundary (${areaText(cr.proposed_area_m2)}) in dashed blue; ${cr.area_added_m2 > 0 ? `${areaText(cr.area_added_m2)} added in green` : "no land added"}, ${cr.area_removed_m2 > 0 ? `${areaText(cr.area_removed_m2)} removed in orange` : "no land removed"}.`
   );
 }
 
@@ -149,6 +148,7 @@ function showState(cr) {
     return;
   }
   answer.hidden = true;
+  document.getElementById("deadline").textContent = ""; // answered: no deadline any more
   const [heading, line] = (CLOSED[cr.state] || (() => [`This request is ${cr.state}`, ""]))(cr);
   say(cr.state === "approved" || cr.state === "auto_approved" || cr.state === "rejected" ? "done" : cr.state, heading, line);
 }
