@@ -37,7 +37,7 @@ from datasets.sync import is_stale
 from .. import entity_search as es
 from ..dataset_metadata import TYPOLOGIES, dataset_json, describer, specification
 from ..deps import app_settings, get_catalogue, get_index, require_scope
-from ..entity_search_params import EntitySearchParams, build_query
+from ..entity_search_params import MAX_ENTITY, EntitySearchParams, build_query
 from ..errors import Problem
 from ..responses import json_response
 from .check import site_limits, split_list
@@ -307,7 +307,7 @@ def _one_entity(index: ConstraintIndex, entity: int):
     return found
 
 
-ENTITY_ID = Path(..., ge=0, le=2**63 - 1, description="Entity number, e.g. 44000001")
+ENTITY_ID = Path(..., ge=0, le=MAX_ENTITY, description="Entity number, e.g. 44000001")
 
 
 def _entity_route(path: str, summary: str, *, geojson: bool) -> None:
