@@ -19,18 +19,18 @@ import logging
 import re
 import threading
 
-import orjson
 from fastapi import APIRouter, FastAPI, Path, Request
 from fastapi.responses import PlainTextResponse
 from starlette.concurrency import run_in_threadpool
 
 from boundary.errors import BoundaryError, Forbidden, InvalidBoundary, Unauthorized
-from boundary.geometry import BoundaryLimits, parse_upload, validate_boundary
+from boundary.geometry import parse_upload, validate_boundary
 from boundary.odp import effective_answer, export_version
 from boundary.store import Store
 from boundary.workflow import Boundaries, WorkflowSettings
 from constraints.formats import Format, render
 
+from ..bodies import JSONRoute, read_body, read_json_object
 from ..dataset_metadata import describer
 from ..delivery import Dispatcher
 from ..delivery import router as notification_router
@@ -46,9 +46,9 @@ from ..deps import (
 from ..errors import Problem
 from ..keys import Principal
 from ..responses import json_response
-from .check import site_limits
+from .check import boundary_limits
 
-router = APIRouter(tags=["boundaries"])
+router = APIRouter(tags=["boundaries"], route_class=JSONRoute)
 log = logging.getLogger("redline.boundaries")
 
 READ_SCOPES = ("boundary:write", "officer")
@@ -133,7 +133,7 @@ def build_workflow(app: FastAPI) -> Boundaries:
             return wf
         settings = app.state.settings
         store = Store(settings.database_url, data_dir=settings.data_dir)
-        limits = BoundaryLimits(max_area_ha=settings.max_boundary_area_ha, site=site_limits(settings))
+        limits = boundary_limits(settings)
         wf_settings = WorkflowSettings(
             auto_approve_working_days=settings.auto_approve_working_days or None, limits=limits
         )
@@ -191,37 +191,6 @@ async def _applicant_or_officer(request: Request, wf: Boundaries, request_id: st
     return _actor(admit(request, "officer"))
 
 
-async def _readjson_response(request: Request) -> dict:
-    limit = request.app.state.settings.max_body_bytes
-    body = await request.body()
-    if len(body) > limit:
-        raise Problem(
-            413, "Payload too large", f"the request body is {len(body)} bytes; at most {limit} are accepted"
-        )
-    if not body:
-        raise Problem(
-            422,
-            "The request is not valid",
-            "the request body is empty: send a JSON object",
-            type="/problems/empty",
-        )
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError as err:
-        raise Problem(
-            422,
-            "The request is not valid",
-            f"the request body is not valid JSON: {err}",
-            type="/problems/not-json",
-        ) from None
-    if not isinstance(data, dict):
-        raise Problem(
-            422,
-            "The request is not valid",
-            "the request body must be a JSON object",
-            type="/problems/not-json",
-        )
-    return data
 
 
 def _text(data: dict, name: str, *, required: bool = True) -> str | None:
@@ -291,7 +260,7 @@ async def _site_and_fields(request: Request, wf: Boundaries, fields: tuple[str, 
         )
         data = {k: v for k, v in form.items() if isinstance(v, str)}
     else:
-        data = await _readjson_response(request)
+        data = await read_json_object(request)
         site = _site(data)
     values = {name: _text(data, name) for name in fields}
     values |= {name: _text(data, name, required=False) for name in optional}
@@ -424,7 +393,7 @@ async def audit(request: Request, boundary_id: str, format: str = "json", princi
 )
 async def propose(request: Request, boundary_id: str, principal: Principal = require_scope("officer")):
     wf = workflow(request)
-    data = await _readjson_response(request)
+    data = await read_json_object(request)
     reason = _text(data, "reason")
     base = data.get("base_version")
     if base is not None and (not isinstance(base, int) or isinstance(base, bool)):
@@ -475,7 +444,7 @@ async def approve(request: Request, request_id: str):
 async def reject(request: Request, request_id: str):
     wf = workflow(request)
     actor = await _applicant(request, wf, request_id)
-    data = await _readjson_response(request)
+    data = await read_json_object(request)
     reason = _text(data, "reason")
     return json_response(await run_in_threadpool(wf.reject, request_id, reason, actor))
 
@@ -486,8 +455,8 @@ async def reject(request: Request, request_id: str):
 async def cancel(request: Request, request_id: str, principal: Principal = require_scope("officer")):
     wf = workflow(request)
     reason = None
-    if await request.body():
-        reason = _text(await _readjson_response(request), "reason", required=False)
+    if await read_body(request):
+        reason = _text(await read_json_object(request), "reason", required=False)
     return json_response(await run_in_threadpool(wf.cancel, request_id, _actor(principal), reason))
 
 
@@ -513,7 +482,7 @@ async def cancel(request: Request, request_id: str, principal: Principal = requi
 )
 async def add_override(request: Request, boundary_id: str, principal: Principal = require_scope("officer")):
     wf = workflow(request)
-    data = await _readjson_response(request)
+    data = await read_json_object(request)
     entity = data.get("entity")
     if entity is not None and not isinstance(entity, str | int):
         raise Problem(422, "The request is not valid", "'entity' must be an entity number or string")
@@ -595,7 +564,7 @@ async def validate(request: Request, principal: Principal = require_scope("check
             parse_upload, upload.filename or "", await upload.read(), wf.settings.limits
         )
     else:
-        data = await _readjson_response(request)
+        data = await read_json_object(request)
         site = data["site"] if "site" in data and "type" not in data else data
     valid = await run_in_threadpool(validate_boundary, site, wf.settings.limits)
     summary = valid.summary()
