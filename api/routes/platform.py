@@ -59,55 +59,28 @@ GEOJSON_BY_MISTAKE = (
 def parse_wkt(text: str, name: str, settings) -> BaseGeometry:
     """A WKT query geometry, or a 422/413 problem that says what is wrong with it."""
     text = text.strip()
-    pointer = {"pointer": f"/{name}", "in": "query"}
+
+    def refuse(detail: str, kind: str, status: int = 422) -> Problem:
+        title = "Payload too large" if status == 413 else "The request is not valid"
+        return Problem(status, title, detail, type=f"/problems/{kind}", errors=[{"pointer": f"/{name}", "in": "query", "detail": detail}])
+
     if text.startswith("{") or text.startswith("["):
-        raise Problem(
-            422,
-            "The request is not valid",
-            GEOJSON_BY_MISTAKE,
-            type="/problems/geometry-not-wkt",
-            errors=[pointer | {"detail": GEOJSON_BY_MISTAKE}],
-        )
+        raise refuse(GEOJSON_BY_MISTAKE, "geometry-not-wkt")
     try:
         geom = shapely.from_wkt(text)
     except (shapely.errors.GEOSException, ValueError, TypeError) as err:
-        detail = f"{name} is not valid WKT ({err}); expected e.g. POINT(-0.1151 51.4745) or POLYGON((...)) in EPSG:4326 lon/lat"
-        raise Problem(
-            422,
-            "The request is not valid",
-            detail,
-            type="/problems/invalid-wkt",
-            errors=[pointer | {"detail": detail}],
+        raise refuse(
+            f"{name} is not valid WKT ({err}); expected e.g. POINT(-0.1151 51.4745) or POLYGON((...)) in EPSG:4326 lon/lat",
+            "invalid-wkt",
         ) from None
     if geom is None or geom.is_empty:
-        detail = f"{name} is an empty geometry; give a point or polygon in EPSG:4326 lon/lat"
-        raise Problem(
-            422,
-            "The request is not valid",
-            detail,
-            type="/problems/empty",
-            errors=[pointer | {"detail": detail}],
-        )
+        raise refuse(f"{name} is an empty geometry; give a point or polygon in EPSG:4326 lon/lat", "empty")
     vertices = int(shapely.get_num_coordinates(geom))
     if settings.max_vertices and vertices > settings.max_vertices:
-        detail = f"{name} has {vertices} vertices; at most {settings.max_vertices} are accepted: simplify it"
-        raise Problem(
-            413,
-            "Payload too large",
-            detail,
-            type="/problems/too-many-vertices",
-            errors=[pointer | {"detail": detail}],
-        )
+        raise refuse(f"{name} has {vertices} vertices; at most {settings.max_vertices} are accepted: simplify it", "too-many-vertices", 413)
     coords = shapely.get_coordinates(geom)
     if not shapely.is_valid_input(geom) or not (abs(coords) < 1e300).all():
-        detail = f"{name} has coordinates that are not finite numbers"
-        raise Problem(
-            422,
-            "The request is not valid",
-            detail,
-            type="/problems/not-finite",
-            errors=[pointer | {"detail": detail}],
-        )
+        raise refuse(f"{name} has coordinates that are not finite numbers", "not-finite")
     return geom
 
 
@@ -275,34 +248,24 @@ SEARCH_REFUSALS = {
 }
 
 
-@router.get(
-    "/entity.json",
-    summary="Search entities (the Planning Data Platform's /entity.json)",
-    responses=SEARCH_REFUSALS,
-)
-async def entity_search_json(
-    request: Request,
-    params: Annotated[EntitySearchParams, Query()],
-    principal=require_scope("check", public=True),
-    index: ConstraintIndex = Depends(get_index),
-    settings=Depends(app_settings),
-):
-    return await _entity_search(request, index, params, settings, geojson=False)
+def _search_route(path: str, summary: str, *, geojson: bool) -> None:
+    """``/entity.json`` and ``/entity.geojson``: one search, two shapes of answer."""
+
+    async def search(
+        request: Request,
+        params: Annotated[EntitySearchParams, Query()],
+        principal=require_scope("check", public=True),
+        index: ConstraintIndex = Depends(get_index),
+        settings=Depends(app_settings),
+    ):
+        return await _entity_search(request, index, params, settings, geojson=geojson)
+
+    search.__name__ = f"entity_search_{'geojson' if geojson else 'json'}"
+    router.get(path, summary=summary, responses=SEARCH_REFUSALS)(search)
 
 
-@router.get(
-    "/entity.geojson",
-    summary="Search entities as GeoJSON (the Planning Data Platform's /entity.geojson)",
-    responses=SEARCH_REFUSALS,
-)
-async def entity_search_geojson(
-    request: Request,
-    params: Annotated[EntitySearchParams, Query()],
-    principal=require_scope("check", public=True),
-    index: ConstraintIndex = Depends(get_index),
-    settings=Depends(app_settings),
-):
-    return await _entity_search(request, index, params, settings, geojson=True)
+_search_route("/entity.json", "Search entities (the Planning Data Platform's /entity.json)", geojson=False)
+_search_route("/entity.geojson", "Search entities as GeoJSON (the Planning Data Platform's /entity.geojson)", geojson=True)
 
 
 def _one_entity(index: ConstraintIndex, entity: int):
@@ -320,36 +283,27 @@ def _one_entity(index: ConstraintIndex, entity: int):
 ENTITY_ID = Path(..., ge=0, le=MAX_ENTITY, description="Entity number, e.g. 44000001")
 
 
-@router.get(
-    "/entity/{entity}.json",
-    summary="One entity (the Planning Data Platform's /entity/{id}.json)",
-    responses={404: {"description": "No such entity here"}},
-)
-def entity_json(
-    request: Request,
-    entity: int = ENTITY_ID,
-    principal=require_scope("check", public=True),
-    index: ConstraintIndex = Depends(get_index),
-):
-    layer, row = _one_entity(index, entity)
-    return json_response(es.entity_json(layer, row))
+def _entity_route(path: str, summary: str, *, geojson: bool) -> None:
+    """``/entity/{id}.json`` and ``/entity/{id}.geojson``: one entity, as the platform's JSON or a Feature."""
+
+    def one(
+        request: Request,
+        entity: int = ENTITY_ID,
+        principal=require_scope("check", public=True),
+        index: ConstraintIndex = Depends(get_index),
+    ):
+        layer, row = _one_entity(index, entity)
+        body = es.entity_json(layer, row)
+        if geojson:
+            return json_response(es.entity_feature(layer, row, body), media_type="application/geo+json")
+        return json_response(body)
+
+    one.__name__ = f"entity_{'geojson' if geojson else 'json'}"
+    router.get(path, summary=summary, responses={404: {"description": "No such entity here"}})(one)
 
 
-@router.get(
-    "/entity/{entity}.geojson",
-    summary="One entity as a GeoJSON Feature",
-    responses={404: {"description": "No such entity here"}},
-)
-def entity_geojson(
-    request: Request,
-    entity: int = ENTITY_ID,
-    principal=require_scope("check", public=True),
-    index: ConstraintIndex = Depends(get_index),
-):
-    layer, row = _one_entity(index, entity)
-    return json_response(
-        es.entity_feature(layer, row, es.entity_json(layer, row)), media_type="application/geo+json"
-    )
+_entity_route("/entity/{entity}.json", "One entity (the Planning Data Platform's /entity/{id}.json)", geojson=False)
+_entity_route("/entity/{entity}.geojson", "One entity as a GeoJSON Feature", geojson=True)
 
 
 class Suffix(StrEnum):
