@@ -233,13 +233,17 @@ def test_the_whole_red_line_story_over_http(service, saltford):
     assert [line.split()[2] for line in text.text.splitlines()] == [e["event"] for e in trail]
 
 
+def new_boundary(service, site, reference: str = "R") -> str:
+    """A boundary created by the applicant's service; its id."""
+    created = service.client(service.applicant_key).post(
+        "/v1/boundaries", json={"reference": reference, "local_authority": "LA", "site": site}
+    )
+    return created.json()["id"]
+
+
 def test_odp_export_validates_against_the_real_schema(shared_service, saltford):
     officer = shared_service.client(shared_service.officer_key)
-    bid = (
-        shared_service.client(shared_service.applicant_key)
-        .post("/v1/boundaries", json={"reference": "R", "local_authority": "LA", "site": saltford.over})
-        .json()["id"]
-    )
+    bid = new_boundary(shared_service, saltford.over)
     officer.post(
         f"/v1/boundaries/{bid}/overrides",
         json={
@@ -381,11 +385,7 @@ def test_create_from_an_uploaded_shapefile_in_british_national_grid(shared_servi
 
 def test_a_dismissed_conservation_area_no_longer_makes_the_site_designated_in_any_format(shared_service, saltford):
     officer = shared_service.client(shared_service.officer_key)
-    bid = (
-        shared_service.client(shared_service.applicant_key)
-        .post("/v1/boundaries", json={"reference": "R-designated", "local_authority": "LA", "site": saltford.over})
-        .json()["id"]
-    )
+    bid = new_boundary(shared_service, saltford.over, "R-designated")
     machine = officer.get(f"/v1/boundaries/{bid}").json()["constraints"]
     assert status(machine, CA)[0] == "intersects" and status(machine, "designated")[0] == "intersects"
     r = officer.post(
