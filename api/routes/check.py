@@ -45,7 +45,8 @@ def split_list(values: list[str] | None) -> list[str] | None:
     return [v.strip() for item in values for v in item.split(",") if v.strip()]
 
 
-async def read_body(request: Request, limit: int) -> bytes:
+async def read_body(request: Request, limit: int, *, empty: str = "send a GeoJSON geometry, Feature or FeatureCollection") -> bytes:
+    """The body, read as it streams and refused (413) as soon as it passes ``limit``; an empty one is a 422 asking for ``empty``."""
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise Problem(413, "Payload too large", f"the request body is {int(declared)} bytes; at most {limit} are accepted")
@@ -55,7 +56,7 @@ async def read_body(request: Request, limit: int) -> bytes:
         if len(body) > limit:
             raise Problem(413, "Payload too large", f"the request body is over {limit} bytes; at most {limit} are accepted")
     if not body:
-        raise Problem(422, "The site cannot be checked", "the request body is empty: send a GeoJSON geometry, Feature or FeatureCollection", type="/problems/empty")
+        raise Problem(422, "The site cannot be checked" if "GeoJSON" in empty else "The request is not valid", f"the request body is empty: {empty}", type="/problems/empty")
     return bytes(body)
 
 
