@@ -99,7 +99,10 @@ def cmd_check(args) -> int:
         known = ", ".join(sorted(catalogue.article4)) or "none"
         return _fail(f"no article 4 rules for the council {args.council!r} (councils with rules: {known})")
     index = ConstraintIndex.from_cache(cache, catalogue, stale_after_hours=settings.stale_after_hours)
-    tolerance = Tolerance(args.tolerance_m2, args.tolerance_pct)
+    tolerance = Tolerance(
+        settings.tolerance_m2 if args.tolerance_m2 is None else args.tolerance_m2,
+        settings.tolerance_pct if args.tolerance_pct is None else args.tolerance_pct,
+    )
     answer = index.check(site, tolerance=tolerance, council=args.council)
     from .dataset_metadata import describer
 
@@ -302,8 +305,8 @@ def build_parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check", help="check a site (GeoJSON file, or - for stdin) against the cached layers")
     check.add_argument("site")
     check.add_argument("--format", choices=[f.value for f in Format], default="native")
-    check.add_argument("--tolerance-m2", type=_tolerance, default=0.5, help="overlaps below this many m² count as nearby (default 0.5)")
-    check.add_argument("--tolerance-pct", type=_tolerance, default=0.1, help="overlaps below this %% of the site count as nearby (default 0.1)")
+    check.add_argument("--tolerance-m2", type=_tolerance, default=None, help="overlaps below this many m² count as nearby (default: the tolerance_m2 setting, 0.5)")
+    check.add_argument("--tolerance-pct", type=_tolerance, default=None, help="overlaps below this %% of the site count as nearby (default: the tolerance_pct setting, 0.1)")
     check.add_argument("--council", help="add this council's granular article 4 keys (e.g. lambeth)")
     check.set_defaults(func=cmd_check)
 

@@ -242,8 +242,10 @@ def platform_error(body: dict, exc: Exception) -> dict:
 def _speaking_platform(handler):
     """``handler``, answering in the platform's shape on the platform-compatible endpoints."""
 
-    def answer(request: Request, exc: Exception):
+    async def answer(request: Request, exc: Exception):
         response = handler(request, exc)
+        if inspect.isawaitable(response):
+            response = await response
         if not PLATFORM_PATHS.fullmatch(request.url.path):
             return response
         headers = {k: v for k, v in response.headers.items() if k.lower() not in ("content-length", "content-type")}

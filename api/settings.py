@@ -8,6 +8,7 @@ from pathlib import Path
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from constraints.index import Tolerance
 from datasets.data_dir import default_data_dir
 
 NOTIFY_API = "https://api.notifications.service.gov.uk"
@@ -39,26 +40,26 @@ class Settings(BaseSettings):
 
     pdp_files_url: str = "https://files.planning.data.gov.uk"
     pdp_api_url: str = "https://www.planning.data.gov.uk"
-    pdp_connect_timeout_s: float = 10.0
-    pdp_read_timeout_s: float = 60.0
-    pdp_retries: int = 4
+    pdp_connect_timeout_s: float = Field(10.0, gt=0)
+    pdp_read_timeout_s: float = Field(60.0, gt=0)
+    pdp_retries: int = Field(4, ge=0, le=20)
     sync_min_fraction: float = Field(0.5, description="Refuse a download with fewer features than this fraction of the last copy.")
-    stale_after_hours: float = 48.0
+    stale_after_hours: float = Field(48.0, gt=0)
     sync_interval_s: float | None = Field(None, description="Run the platform sync in the service every N seconds (off by default).")
     live_fallback: bool = Field(False, description="Ask the platform's live API for datasets that are not cached.")
-    live_cache_ttl_s: float = 300.0
+    live_cache_ttl_s: float = Field(300.0, ge=0)
     reload_poll_s: float = Field(5.0, description="How often a replica looks for a newer cache (written by a sync elsewhere).")
 
-    max_body_bytes: int = 2_000_000
-    max_vertices: int = 10_000
-    max_geometries: int = 100
+    max_body_bytes: int = Field(2_000_000, ge=1_000)
+    max_vertices: int = Field(10_000, ge=4)
+    max_geometries: int = Field(100, ge=1)
     max_parts: int = Field(100, ge=1, description="Separate polygons in one site.")
     max_holes: int = Field(100, ge=0, description="Holes in one site, all its polygons together.")
     max_repair_vertices: int = Field(5_000, ge=4, description="A site that crosses itself is repaired only up to this many vertices.")
     max_self_intersections: int = Field(50, ge=0, description="A site is repaired (or overlapping parts merged) only up to this many points where edges cross.")
-    max_boundary_area_ha: float = 100.0
-    tolerance_m2: float = 0.5
-    tolerance_pct: float = 0.1
+    max_boundary_area_ha: float = Field(100.0, gt=0)
+    tolerance_m2: float = Field(Tolerance.m2, ge=0, le=1e6, description="Overlaps below this many m² are slivers, listed as nearby.")
+    tolerance_pct: float = Field(Tolerance.pct, ge=0, le=100, description="Overlaps below this % of the site are slivers.")
 
     check_process: bool = Field(True, description="Answer POST /v1/check in child processes forked from each worker (sharing its memory), so checks and the event loop never trade the GIL; off runs them on a thread in the worker. Always a thread where fork is missing or with live_fallback.")
     check_processes: int = Field(1, ge=1, le=64, description="Check processes per worker: each check goes to the one with the fewest waiting.")
@@ -66,13 +67,13 @@ class Settings(BaseSettings):
 
     cors_origins: list[str] = Field(default_factory=list)
     rate_limit_per_s: float = Field(50.0, description="Token bucket refill rate per API key.")
-    rate_limit_burst: int = 100
+    rate_limit_burst: int = Field(100, ge=1)
     public_read: bool = Field(True, description="Answer the platform-compatible reads (/entity*, /dataset*, /gis/{team}) without an API key, as the platform and PlanX do; keys stay mandatory for everything else.")
     anonymous_rate_limit_per_s: float = Field(10.0, description="Token bucket refill rate per client address for requests without an API key.")
     anonymous_rate_limit_burst: int = Field(1000, description="Burst per client address without a key: 20 back-to-back PlanX checks of about 30 requests each fit.")
     failed_auth_per_s: float = Field(0.1, description="Refill rate of each client address's allowance of failed authentications.")
     failed_auth_burst: int = Field(10, description="Failed authentications a client address may make before its keyed requests get 429.")
-    auto_approve_working_days: int = 5
+    auto_approve_working_days: int = Field(5, ge=0, le=365)
 
     basemap_archive: Path | None = Field(None, description="A raster tile archive served as the background map: .mbtiles (e.g. from QGIS 'Generate XYZ tiles') or .pmtiles.")
     basemap_url: str | None = Field(None, description="An XYZ tile URL with {z}/{x}/{y} (e.g. Ordnance Survey's Maps API, key included) fetched through redline, so the key never reaches a browser.")

@@ -588,33 +588,31 @@ def limit_overlay(geometry: BaseGeometry, limits: SiteLimits, problem: str, advi
 
 def _repair_limits(geometry: BaseGeometry, limits: SiteLimits, problem: str, pointer: str | None, advice: str = "redraw the boundary so no edges cross") -> None:
     """Refuse to repair (or merge) a site whose repair would take unbounded time; ``problem`` says what is wrong."""
+
+    def refuse(why: str, code: str, name: str, value: int, *, or_simplify: bool = True) -> SiteError:
+        then = f"{advice}, or simplify it" if or_simplify else advice
+        return SiteError(f"{problem}{why} (limit {name}): {then}", code=code, pointer=pointer, limit=_limit(name, value))
+
     vertices = int(shapely.get_num_coordinates(geometry))
     if limits.max_repair_vertices is not None and vertices > limits.max_repair_vertices:
-        raise SiteError(
-            f"{problem}, and at {vertices} vertices it is too large to work through: redline repairs and compares sites of at most "
-            f"{limits.max_repair_vertices} vertices (limit max_repair_vertices): {advice}, or simplify it",
-            code="too-large-to-repair",
-            pointer=pointer,
-            limit=_limit("max_repair_vertices", limits.max_repair_vertices),
+        raise refuse(
+            f", and at {vertices} vertices it is too large to work through: redline repairs and compares sites of at most "
+            f"{limits.max_repair_vertices} vertices",
+            "too-large-to-repair", "max_repair_vertices", limits.max_repair_vertices,
         )
     if limits.max_self_intersections is None:
         return
     crossings = count_crossings(geometry, stop_after=limits.max_self_intersections, max_pairs=MAX_REPAIR_EDGE_PAIRS)
     if crossings is None:
-        raise SiteError(
-            f"{problem}, and so many of its edges run side by side that working through the crossings is refused "
-            f"(more than {MAX_REPAIR_EDGE_PAIRS:,} pairs of neighbouring edges, limit max_repair_edge_pairs): {advice}, or simplify it",
-            code="too-large-to-repair",
-            pointer=pointer,
-            limit=_limit("max_repair_edge_pairs", MAX_REPAIR_EDGE_PAIRS),
+        raise refuse(
+            f", and so many of its edges run side by side that working through the crossings is refused "
+            f"(more than {MAX_REPAIR_EDGE_PAIRS:,} pairs of neighbouring edges)",
+            "too-large-to-repair", "max_repair_edge_pairs", MAX_REPAIR_EDGE_PAIRS,
         )
     if crossings > limits.max_self_intersections:
-        raise SiteError(
-            f"{problem}: edges cross at least {crossings} times, and redline works through at most "
-            f"{limits.max_self_intersections} crossings (limit max_self_intersections): {advice}",
-            code="too-many-self-intersections",
-            pointer=pointer,
-            limit=_limit("max_self_intersections", limits.max_self_intersections),
+        raise refuse(
+            f": edges cross at least {crossings} times, and redline works through at most {limits.max_self_intersections} crossings",
+            "too-many-self-intersections", "max_self_intersections", limits.max_self_intersections, or_simplify=False,
         )
 
 

@@ -211,17 +211,16 @@ class LayerCache:
         return self.layers_dir / entry["file"]
 
     def read(self, dataset: str, columns: list[str] | None = None) -> gpd.GeoDataFrame:
-        path = self.path(dataset)
-        try:
-            return gpd.read_parquet(path, columns=columns)
-        except FileNotFoundError:
-            raise CacheError(f"{path} named by the manifest is missing") from None
+        return self._read_with(gpd.read_parquet, dataset, columns)
 
     def read_table(self, dataset: str, columns: list[str] | None = None) -> pa.Table:
         """The cached copy as an Arrow table: attribute columns as strings, ``geometry`` as WKB."""
+        return self._read_with(pq.read_table, dataset, columns)
+
+    def _read_with(self, reader, dataset: str, columns: list[str] | None):
         path = self.path(dataset)
         try:
-            return pq.read_table(path, columns=columns)
+            return reader(path, columns=columns)
         except FileNotFoundError:
             raise CacheError(f"{path} named by the manifest is missing") from None
 

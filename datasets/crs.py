@@ -135,22 +135,22 @@ def _ostn15_inverse(easting: np.ndarray, northing: np.ndarray) -> tuple[np.ndarr
     return lon, lat
 
 
+def _on_arrays(x, y, convert) -> tuple[np.ndarray, np.ndarray]:
+    x = np.ascontiguousarray(x, dtype=np.float64)
+    y = np.ascontiguousarray(y, dtype=np.float64)
+    if x.size == 0:
+        return x.copy(), y.copy()
+    return convert(x, y)
+
+
 def lonlat_to_bng(lon, lat) -> tuple[np.ndarray, np.ndarray]:
     """Longitudes and latitudes (ETRS89/WGS84) to eastings and northings; NaN outside OSTN15 cover."""
-    lon = np.ascontiguousarray(lon, dtype=np.float64)
-    lat = np.ascontiguousarray(lat, dtype=np.float64)
-    if lon.size == 0:
-        return lon.copy(), lat.copy()
-    return _ostn15(lon, lat)
+    return _on_arrays(lon, lat, _ostn15)
 
 
 def bng_to_lonlat(easting, northing) -> tuple[np.ndarray, np.ndarray]:
     """Eastings and northings to longitudes and latitudes; NaN outside OSTN15 cover."""
-    easting = np.ascontiguousarray(easting, dtype=np.float64)
-    northing = np.ascontiguousarray(northing, dtype=np.float64)
-    if easting.size == 0:
-        return easting.copy(), northing.copy()
-    return _ostn15_inverse(easting, northing)
+    return _on_arrays(easting, northing, _ostn15_inverse)
 
 
 def _transformer(convert):

@@ -110,6 +110,7 @@ COORDINATE_PAIRS = (
     ("x", "y", None),  # x/y say nothing about the coordinate system: --crs, or the file is refused
 )
 MISSING_GEOMETRY = "the geometry is empty or missing"
+BAD_LINE = "\x00redline:bad-line"  # stands in for the cells of a CSV line that cannot be split into the columns
 OFF_GRID = "coordinates lie outside Great Britain (OSTN15 grid): is the coordinate system right?"
 
 
@@ -160,7 +161,7 @@ def _wkt_geometry(cells: np.ndarray, column: str, problems: np.ndarray) -> np.nd
             reason = "unreadable"
         problems[i] = f"the {column} cell is not WKT ({reason}): {cells[i][:60]!r}"
     for i in np.flatnonzero(~filled):
-        problems[i] = f"the {column} cell is empty"
+        problems[i] = problems[i] or f"the {column} cell is empty"
     return geometry
 
 
@@ -187,13 +188,28 @@ def _read_csv(path: Path) -> FileRows:
     except csv.Error:
         sep = ","
     csv.field_size_limit(sys.maxsize)
+    long_lines: list[int] = []  # fields on each line with more than the header, in order
+
+    def too_long(fields: list[str]) -> list[str]:
+        # keep the line's place (so later rows keep their numbers), marked, and name it below
+        long_lines.append(len(fields))
+        return [BAD_LINE] * width
+
     try:
-        table = pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False, engine="python")
-    except (pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+        width = len(next(csv.reader(io.StringIO(text), delimiter=sep), []))
+        table = pd.read_csv(
+            io.StringIO(text), sep=sep, dtype=str, keep_default_na=False, engine="python", on_bad_lines=too_long
+        )
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, csv.Error) as err:
         raise LoadError(f"{path.name} could not be read as CSV: {err}") from None
     table.columns = [kebab(str(c)) for c in table.columns]
     notes = [f"read as {encoding} text (not UTF-8)"] if encoding else []
     problems = np.full(len(table), None, dtype=object)
+    if long_lines and len(table.columns):
+        marked = np.flatnonzero(table.iloc[:, 0].to_numpy() == BAD_LINE)
+        for i, fields in zip(marked, long_lines, strict=False):
+            problems[i] = f"the line has {fields} fields where the header has {len(table.columns)} (a comma in an unquoted cell?)"
+        table.iloc[marked] = ""
     crs: int | None = 4326
     wkt = next((c for c in WKT_COLUMNS if c in table.columns), None)
     pair = next(((x, y, epsg) for x, y, epsg in COORDINATE_PAIRS if x in table.columns and y in table.columns), None)

@@ -58,6 +58,12 @@ def csv_bom_windows_1252(folder: Path) -> Path:
     return _csv(folder / "cp1252.csv", "\n".join(lines) + "\n", "cp1252")
 
 
+def csv_long_line(folder: Path) -> Path:
+    """A line with a cell more than the header (an unquoted comma in a name)."""
+    lines = ["name,wkt", f'Gate,"{WKT[0]}"', "Smith, J and Sons,POINT (-0.1275 51.5003)", f'Hall,"{WKT[2]}"']
+    return _csv(folder / "long.csv", "\n".join(lines) + "\n")
+
+
 def csv_bom(folder: Path) -> Path:
     lines = ["geometry,name", f'"{WKT[0]}",first', ",blank"]
     return _csv(folder / "bom.csv", "\ufeff" + "\n".join(lines) + "\n", "utf-8")
@@ -105,6 +111,7 @@ FILES = {
     "csv-lat-lon": (csv_lat_lon, [(2, "the latitude cell is empty"), (3, "the latitude 'north' is not a number")], 2),
     "csv-windows-1252": (csv_bom_windows_1252, [(2, "the wkt cell is empty")], 2),
     "csv-bom": (csv_bom, [(2, "the geometry cell is empty")], 1),
+    "csv-long-line": (csv_long_line, [(2, "the line has 3 fields where the header has 2")], 2),
     "geojson-mixed": (
         geojson_mixed,
         [(3, "the geometry is empty or missing"), (4, "the geometry cannot be read: Points of LinearRing")],

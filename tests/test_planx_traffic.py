@@ -266,3 +266,19 @@ def test_twenty_planx_checks_back_to_back_without_credentials_get_no_401_and_no_
     assert set(statuses) <= {200, 404}, statuses
     # the only 404s: metadata of datasets this service has not loaded, which PlanX skips
     assert {p.removeprefix("/dataset/").removesuffix(".json") for p in not_found}.isdisjoint(loaded)
+
+
+def test_the_live_fallback_merges_the_platforms_entities_into_the_page_by_entity_number(redline_live, platform):
+    site = SITES["trees"]
+    both = [("dataset", "tree"), ("dataset", "listed-building-outline"), ("geometry", _square(-0.094959, 51.439306, 0.01)), ("geometry_relation", "intersects")]
+    whole = httpx.get(f"{redline_live.url}/entity.json", params=both + [("limit", "500")]).json()
+    truth = httpx.get(f"{platform.url}/entity.json", params=both + [("limit", "500")]).json()
+    assert whole["count"] == truth["count"] > 3
+    assert [e["entity"] for e in whole["entities"]] == [e["entity"] for e in truth["entities"]]
+    pages = [httpx.get(f"{redline_live.url}/entity.json", params=both + [("limit", "2"), ("offset", str(o))]).json() for o in range(0, whole["count"], 2)]
+    assert [e["entity"] for p in pages for e in p["entities"]] == [e["entity"] for e in whole["entities"]]
+    assert all(p["count"] == whole["count"] for p in pages)
+    features = httpx.get(f"{redline_live.url}/entity.geojson", params=[("dataset", "tree"), ("geometry", site), ("geometry_relation", "intersects")])
+    assert features.headers["x-redline-datasets-live"] == "tree"
+    found = features.json()["features"]
+    assert found and all(f["geometry"]["type"] == "Point" and f["properties"]["dataset"] == "tree" for f in found)
