@@ -21,6 +21,7 @@ from datasets.samples import load_samples
 from datasets.sync import BackgroundSync, Syncer
 
 from . import __version__, errors
+from .bodies import BodyLimit
 from .check_process import CheckProcessRunner, fork_available
 from .check_thread import CheckThread
 from .keys import KeyStore
@@ -84,13 +85,14 @@ def _start_background_sync(app: FastAPI):
         connect_timeout=settings.pdp_connect_timeout_s,
         read_timeout=settings.pdp_read_timeout_s,
         retries=settings.pdp_retries,
+        download_deadline=settings.pdp_download_deadline_s,
     )
 
     def reload(_names):
         if app.state.index is not None:
             app.state.index.reload()
 
-    syncer = Syncer(app.state.cache, client, min_fraction=settings.sync_min_fraction, stale_after_hours=settings.stale_after_hours, on_updated=reload)
+    syncer = Syncer(app.state.cache, client, min_fraction=settings.sync_min_fraction, count_tolerance=settings.sync_count_tolerance, stale_after_hours=settings.stale_after_hours, on_updated=reload)
     return BackgroundSync(syncer, platform_datasets(app.state.catalogue), settings.sync_interval_s).start()
 
 
@@ -168,7 +170,7 @@ def create_app(settings: Settings | None = None, *, load_in_background: bool = T
     state.settings = settings
     state.cache = LayerCache(settings.data_dir)
     state.catalogue = load_catalogue(settings.local_catalogue, settings.article4_dir)
-    state.keys = KeyStore(settings.data_dir)
+    state.keys = KeyStore(settings.data_dir, required=settings.require_keys)
     state.rate_limits = SharedBuckets(Path(settings.data_dir) / "ratelimit.bin")
     state.index = None
     state.load_error = None
@@ -186,10 +188,11 @@ def create_app(settings: Settings | None = None, *, load_in_background: bool = T
     app.router.add_route("/v1/check", check_endpoint, methods=["POST"], include_in_schema=False)
     app.fast_paths = {("POST", "/v1/check"): check_endpoint}
     fastapi_openapi = app.openapi
-    app.openapi = lambda: check.document(fastapi_openapi())
+    app.openapi = lambda: errors.declare_problems(check.document(fastapi_openapi()))
     for extend in _extensions():
         domain_errors.extend(extend(app) or ())
     errors.install(app, tuple(domain_errors))
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)  # inside CORS, so a 413 carries its headers
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"], allow_headers=["*"])
     return app

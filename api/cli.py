@@ -255,14 +255,21 @@ def _is_loopback(host: str) -> bool:
 
 
 def cmd_serve(args) -> int:
-    from .keys import KeyStore
+    from .keys import KeyStore, KeyStoreError
     from .serve import serve
 
     if args.check_processes is not None:  # read by every worker's settings (they inherit the environment)
         os.environ["REDLINE_CHECK_PROCESSES"] = str(args.check_processes)
         get_settings.cache_clear()
+    if not _is_loopback(args.host) and not args.insecure:  # every worker then refuses requests if the keys go
+        os.environ["REDLINE_REQUIRE_KEYS"] = "true"
+        get_settings.cache_clear()
     settings = get_settings()
-    if not KeyStore(settings.data_dir).any_active():
+    try:
+        keyed = KeyStore(settings.data_dir).any_active()
+    except KeyStoreError as err:
+        return _fail(str(err))
+    if not keyed:
         if not _is_loopback(args.host) and not args.insecure:
             return _fail(
                 f"refusing to serve on {args.host} with no API keys: anyone could call it. "
@@ -278,12 +285,15 @@ def cmd_serve(args) -> int:
 def cmd_keys(args) -> int:
     from .keys import KeyStore, KeyStoreError
 
-    store = KeyStore(get_settings().data_dir)
+    try:
+        return _keys(KeyStore(get_settings().data_dir), args)
+    except KeyStoreError as err:
+        return _fail(str(err))
+
+
+def _keys(store, args) -> int:
     if args.keys_command == "create":
-        try:
-            key_id, token = store.create(args.name, args.scope)
-        except KeyStoreError as err:
-            return _fail(str(err))
+        key_id, token = store.create(args.name, args.scope)
         print(f"key {key_id} for {args.name} ({', '.join(args.scope)}); it is shown only now:\n{token}")
     elif args.keys_command == "revoke":
         if not store.revoke(args.key):

@@ -134,6 +134,8 @@ def run_sync(args: argparse.Namespace) -> int:
         retries=int(_setting(settings, "pdp_retries", 4)),
         backoff=float(_setting(settings, "pdp_backoff", 0.5)),
         min_fraction=float(_setting(settings, "sync_min_fraction", 0.5)),
+        count_tolerance=float(_setting(settings, "sync_count_tolerance", 0.01)),
+        download_deadline=float(_setting(settings, "pdp_download_deadline_s", 1800.0)),
         stale_after_hours=float(_setting(settings, "stale_after_hours", 48.0)),
         progress=tqdm_progress(err),
     ) as syncer:

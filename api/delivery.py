@@ -160,6 +160,10 @@ class Dispatcher:
         """Lease and send up to ``limit`` due deliveries; returns how many were attempted."""
         now = self.clock()
         lease = now + timedelta(seconds=self.settings.delivery_lease_s)
+        # A read first: an idle replica must not take SQLite's write lock every poll.
+        with self.store.transaction(write=False) as tx:
+            if not tx.any_due_delivery(iso(now)):
+                return 0
         with self.store.transaction() as tx:
             claimed = tx.claim_deliveries(iso(now), iso(lease), self.worker, limit)
         for delivery in claimed:
@@ -218,7 +222,11 @@ class Dispatcher:
             raise PermanentFailure("webhook_secret is not set: webhooks are only sent signed")
         body = webhook_body(delivery)
         sent_at = utcnow()
-        signature = Webhook(config.webhook_secret).sign(delivery["event_id"], sent_at, body.decode())
+        try:
+            signer = Webhook(config.webhook_secret)
+        except (ValueError, TypeError) as exc:  # not base64: fixing the setting, not retrying, helps
+            raise PermanentFailure(f"webhook_secret is not a Standard Webhooks secret (whsec_ + base64): {exc}") from None
+        signature = signer.sign(delivery["event_id"], sent_at, body.decode())
         response = self._http.post(
             delivery["target"],
             content=body,

@@ -10,7 +10,7 @@ from constraints.index import ConstraintIndex
 from datasets.catalogue import Catalogue
 
 from .errors import Problem
-from .keys import SCOPES, KeyStore, Principal
+from .keys import SCOPES, KeyStore, KeyStoreUnavailable, Principal
 from .settings import Settings
 
 OPEN = Principal("anonymous (no API keys configured)", frozenset(SCOPES))
@@ -71,20 +71,26 @@ def record_failure(request: Request) -> None:
 
 
 def authenticate(request: Request) -> Principal | None:
-    """The caller's principal from an API key, OPEN when no keys exist, or None without a key.
+    """The caller's principal from an API key, OPEN when no keys were ever configured, or None without a key.
 
     A key that is not recognised or revoked is a 401, counted against the caller's address; past
     ``failed_auth_burst`` of them, keyed requests from that address are 429 until it refills.
+
+    Raises
+    ------
+    KeyStoreUnavailable
+        When the store must hold keys but has none usable (revoked, missing, corrupt): the service
+        stays closed rather than open to everyone (``admit`` answers 503).
     """
     keys: KeyStore = request.app.state.keys
+    if not keys.usable():
+        return OPEN
     token = bearer_token(request)
     if token is None:
-        return OPEN if not keys.any_active() else None
+        return None
     guard_failures(request)
     principal, why = keys.authenticate(token)
     if principal is None:
-        if not keys.any_active():
-            return OPEN
         record_failure(request)
         raise Problem(401, "Unauthorized", f"the API key is {'revoked' if why == 'revoked' else 'not recognised'}; ask your administrator for a valid key", headers={"WWW-Authenticate": "Bearer"})
     return principal
@@ -107,7 +113,12 @@ def admit(request: Request, *scopes: str, public: bool = False) -> Principal:
     settings: Settings = request.app.state.settings
     public = public and settings.public_read
     wanted = " or ".join(f"'{s}'" for s in scopes)
-    principal = authenticate(request)
+    try:
+        principal = authenticate(request)
+    except KeyStoreUnavailable as err:
+        if not public or bearer_token(request) is not None:
+            raise Problem(503, "API keys unavailable", str(err), type="/problems/no-usable-keys", headers={"Retry-After": "60"}) from None
+        principal = None  # a public read needs no key, so no key store either
     if principal is None:
         if not public:
             raise Problem(401, "Unauthorized", f"this endpoint needs an API key with scope {wanted}, sent as 'Authorization: Bearer KEY'", headers={"WWW-Authenticate": "Bearer"})

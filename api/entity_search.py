@@ -190,6 +190,12 @@ def _date_mask(snapshot: Snapshot, layer: Layer, condition: DateFilter) -> np.nd
     return dates == value
 
 
+def _comparable(values: list[str]) -> np.ndarray:
+    """Values to match exactly. numpy drops trailing NUL characters from its strings, so "\\x00" would
+    match an empty value and "A1\\x00" would match "A1"; no stored value holds a NUL, so those match nothing."""
+    return np.asarray([v for v in values if "\x00" not in v], dtype=object)
+
+
 def _attribute_mask(snapshot: Snapshot, layer: Layer, query: SearchQuery, today: np.datetime64) -> np.ndarray:
     mask = np.ones(len(layer), dtype=bool)
     if query.entities is not None:
@@ -204,9 +210,10 @@ def _attribute_mask(snapshot: Snapshot, layer: Layer, query: SearchQuery, today:
         ("quality", query.qualities),
     ):
         if wanted is not None:
-            mask &= np.isin(shown(layer, name), wanted)
+            mask &= np.isin(shown(layer, name), _comparable(wanted))
     for prefix, reference in query.curies or ():
-        mask &= (shown(layer, "prefix") == prefix) & (shown(layer, "reference") == reference)
+        same = (shown(layer, "prefix") == prefix) & (shown(layer, "reference") == reference)
+        mask &= same if "\x00" not in prefix + reference else False
     for condition in query.dates:
         mask &= _date_mask(snapshot, layer, condition)
     if query.periods and "all" not in query.periods:

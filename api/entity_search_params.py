@@ -57,7 +57,8 @@ class Period(StrEnum):
 
 DateMatch = StrEnum("DateMatch", {name: name for name in es.DATE_OPERATORS})
 
-EntityNumber = Annotated[int, Field(ge=1)]
+MAX_ENTITY = 2**63 - 1  # entity numbers are int64 in every layer; past that numpy cannot even compare them
+EntityNumber = Annotated[int, Field(ge=1, le=MAX_ENTITY)]
 _DATE_PART = "Empty means not given, as in the platform's search form"
 
 

@@ -191,6 +191,44 @@ def answering_errors(app: FastAPI, endpoint):
     return guarded
 
 
+# What the service's shared layers answer, so every operation's OpenAPI names the statuses it can return.
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+GUARDED = {
+    "401": "No valid API key (or change-request token) was sent",
+    "403": "The API key lacks the scope this operation needs",
+    "429": "Rate limit reached; see Retry-After",
+    "503": "Not ready (the layers are loading) or no usable API key is configured; see Retry-After",
+}
+WITH_BODY = {"400": "The body cannot be read as what its Content-Type says (e.g. a malformed multipart form)", "413": "The request body is larger than REDLINE_MAX_BODY_BYTES", "422": "The request is not valid"}
+WITH_PARAMETERS = {"422": "A parameter is not valid"}
+WITH_PATH_ID = {"404": "Nothing with that id here"}
+CHANGES_STATE = {"409": "The record is not in a state that allows this (e.g. a change request already closed)"}
+
+
+def declare_problems(schema: dict) -> dict:
+    """Add to each operation of an OpenAPI schema the problem answers it can give and does not declare.
+
+    Declared here, by what an operation has (an API key check, a body, parameters, an id in its path,
+    a workflow state), rather than route by route, so a new route cannot forget them.
+    """
+    for path, operations in schema.get("paths", {}).items():
+        for method, operation in operations.items():
+            if not isinstance(operation, dict) or "responses" not in operation:
+                continue
+            answers: dict[str, str] = {}
+            if path not in OPEN_PATHS:
+                answers |= GUARDED
+            if "requestBody" in operation or method in ("post", "put", "patch"):
+                answers |= WITH_BODY
+            if operation.get("parameters"):
+                answers |= WITH_PARAMETERS
+            if "{" in path:
+                answers |= WITH_PATH_ID
+            if "{" in path and method in ("post", "delete") and "/widget/" not in path:
+                answers |= CHANGES_STATE
+            for status, description in answers.items():
+                operation["responses"].setdefault(status, {"description": description})
+    return schema
 def invalid_parameter(name: str, msg: str, *, type: str = "value_error", ctx: dict | None = None, parsed: bool = True) -> Problem:
     """A 422 for one query parameter, in both shapes: the problem's pointer and the platform's ``loc``.
 

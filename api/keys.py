@@ -1,7 +1,12 @@
 """API keys with scopes, stored hashed in the data folder (``keys.json``), shared by replicas.
 
 A key is shown once, when created; the file keeps only its SHA-256. Scopes: ``check``,
-``boundary:write``, ``officer``, ``admin`` (``admin`` holds every scope).
+``boundary:write``, ``officer`` (which holds ``check`` too), ``admin`` (which holds every scope).
+
+A service with no keys at all is open (development on loopback). Once a store is *required* (the
+service started with keys, or was told to by ``require_keys``), losing every usable key never opens
+it: revoking the last key, deleting ``keys.json`` or corrupting it closes the protected endpoints
+(:class:`KeyStoreUnavailable`) until a key is created again.
 """
 
 from __future__ import annotations
@@ -17,11 +22,18 @@ from pathlib import Path
 from datasets.cache import atomic_write_bytes, now_iso
 
 SCOPES = ("check", "boundary:write", "officer", "admin")
+# An officer re-checks and amends boundaries on the officer page, which uses the check and the widget's
+# helpers (scope ``check``): an officer key holds that scope too.
+IMPLIED = {"admin": frozenset(SCOPES), "officer": frozenset({"officer", "check"})}
 PREFIX = "rl_"
 
 
 class KeyStoreError(ValueError):
     pass
+
+
+class KeyStoreUnavailable(KeyStoreError):
+    """No usable key in a store that must hold one: protected requests are refused, never let through."""
 
 
 @dataclass(frozen=True)
@@ -31,7 +43,7 @@ class Principal:
     key_id: str | None = None
 
     def has(self, scope: str) -> bool:
-        return "admin" in self.scopes or scope in self.scopes
+        return scope in self.scopes or any(scope in IMPLIED.get(held, ()) for held in self.scopes)
 
 
 def _hash(token: str) -> str:
@@ -39,20 +51,52 @@ def _hash(token: str) -> str:
 
 
 class KeyStore:
-    def __init__(self, data_dir: Path | str):
+    """The keys in ``data_dir/keys.json``.
+
+    ``required`` latches on: set at start when keys exist (or by the caller), and again whenever an
+    active key is seen, so a service that was ever protected stays protected in this process.
+    """
+
+    def __init__(self, data_dir: Path | str, *, required: bool = False):
         self.path = Path(data_dir) / "keys.json"
-        self._cache: tuple[float, dict] | None = None
+        self._cache: tuple[tuple[int, int], dict] | None = None
+        self.required = required
+        try:
+            self.required = required or bool(self._read()["keys"])
+        except KeyStoreError:
+            self.required = True  # unreadable at start: closed until it is readable again
 
     def _read(self) -> dict:
         try:
-            mtime = self.path.stat().st_mtime_ns
+            stat = self.path.stat()
         except FileNotFoundError:
             return {"keys": {}}
-        if self._cache and self._cache[0] == mtime:
+        stamp = (stat.st_mtime_ns, stat.st_size)
+        if self._cache and self._cache[0] == stamp:
             return self._cache[1]
-        data = json.loads(self.path.read_text())
-        self._cache = (mtime, data)
+        try:
+            data = json.loads(self.path.read_bytes())
+            if not isinstance(data, dict) or not isinstance(data.get("keys"), dict) or not all(isinstance(k, dict) and isinstance(k.get("hash"), str) for k in data["keys"].values()):
+                raise ValueError("it does not hold a 'keys' object of hashed keys")
+        except (ValueError, OSError) as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+            raise KeyStoreUnavailable(f"the API key store {self.path} is unreadable ({err}); restore it from a backup or remove it and create keys again with 'redline keys create'") from None
+        self._cache = (stamp, data)
         return data
+
+    def usable(self) -> bool:
+        """Whether protected requests need a key: True with active keys, False for a store never keyed.
+
+        Raises :class:`KeyStoreUnavailable` when the store is required but holds no active key, or
+        cannot be read.
+        """
+        active = self.any_active()
+        if active:
+            self.required = True
+            return True
+        if self.required:
+            why = "has no active API key (the last one was revoked)" if self.path.exists() else "is missing"
+            raise KeyStoreUnavailable(f"the API key store {self.path} {why}, so protected endpoints are closed; an administrator can create a key with 'redline keys create --name NAME --scope SCOPE'")
+        return False
 
     @contextlib.contextmanager
     def _locked(self):

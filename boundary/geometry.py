@@ -18,21 +18,23 @@ Examples
 
 from __future__ import annotations
 
-import json
 import math
 import os
+import shutil
 import tempfile
 import zipfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from zlib import error as zlib_error
 
 import numpy as np
+import orjson
 import shapely
 from shapely.geometry import mapping
 from shapely.geometry.base import BaseGeometry
 
 from boundary.errors import BoundaryTooLarge, InvalidBoundary
-from constraints.site import SiteError, SiteLimits, SiteTooLarge, limit_overlay, parse_site
+from constraints.site import SiteError, SiteLimits, SiteTooLarge, limit_overlay, load_json, parse_site
 from datasets import crs
 
 
@@ -45,6 +47,9 @@ class BoundaryLimits:
     max_area_ha: float = 100.0
     max_repair_change: float = 0.01  # fraction of the area a repair may change
     max_upload_bytes: int = 10 * 1024 * 1024
+    max_unpacked_bytes: int = 20_000_000  # what a zip may hold once unpacked, by its declared sizes
+    max_ratio: float = 100.0  # unpacked / packed size for a zip member over 1 MB
+    max_files: int = 20  # members of a zip
     site: SiteLimits = field(default_factory=SiteLimits)
 
 
@@ -115,7 +120,10 @@ def validate_boundary(obj, limits: BoundaryLimits | None = None) -> ValidBoundar
     )
     if isinstance(obj, dict):
         # parse_site reads GeoJSON lists; mappings built in Python (shapely's ``mapping``) hold tuples.
-        obj = json.loads(json.dumps(obj))
+        try:
+            obj = orjson.loads(orjson.dumps(obj))
+        except TypeError as exc:  # nested past orjson's limit, or an integer past 64 bits
+            raise InvalidBoundary(f"the boundary is not GeoJSON a parser can read ({exc})", code="not-geojson") from None
     try:
         site = parse_site(obj, site_limits)
     except SiteError as exc:
@@ -178,6 +186,69 @@ def _reproject_to_wgs84(frame) -> BaseGeometry:
     )
 
 
+ZIP_RATIO_FLOOR = 1 << 20  # members smaller than this may compress as well as they like (text, blanks)
+
+
+def _path_parts(name: str) -> list[str]:
+    return name.replace("\\", "/").split("/")
+
+
+def _unzip_shapefile(path: str, into: str, filename: str, limits: BoundaryLimits) -> str:
+    """Extract the one shapefile of a zip into ``into`` and return its ``.shp`` path.
+
+    The archive is judged by its directory before anything is unpacked: the number of members, their
+    names (no absolute paths, no ``..``), their declared sizes in total, and each large member's
+    compression ratio (a zip bomb declares its true size, or lies about it; ``zipfile`` reads no more
+    than the declared size and then fails the CRC, so a lie is caught while extracting).
+    """
+    try:
+        with zipfile.ZipFile(path) as zf:
+            members = [m for m in zf.infolist() if not m.is_dir() and not m.filename.startswith("__MACOSX")]
+            if len(members) > limits.max_files:
+                raise InvalidBoundary(
+                    f"{filename} holds {len(members)} files; a zipped shapefile holds at most {limits.max_files} "
+                    "(.shp, .shx, .dbf, .prj and a few more)",
+                    code="zip-refused",
+                )
+            names = set()
+            for m in members:
+                parts = _path_parts(m.filename)
+                if m.filename.startswith(("/", "\\")) or ".." in parts or "\x00" in m.filename or ":" in parts[0]:
+                    raise InvalidBoundary(f"{filename} holds a file named {m.filename!r}, outside the archive", code="zip-refused")
+                base = parts[-1]
+                if base.lower() in names:
+                    raise InvalidBoundary(f"{filename} holds two files named {base!r}", code="zip-refused")
+                names.add(base.lower())
+            total = sum(m.file_size for m in members)
+            if total > limits.max_unpacked_bytes:
+                raise BoundaryTooLarge(
+                    f"{filename} unpacks to {total / 1e6:.0f} MB; a boundary file may unpack to at most "
+                    f"{limits.max_unpacked_bytes / 1e6:.0f} MB (one site needs far less: simplify it)",
+                    code="zip-refused",
+                )
+            for m in members:
+                if m.file_size > ZIP_RATIO_FLOOR and m.file_size > limits.max_ratio * max(m.compress_size, 1):
+                    raise BoundaryTooLarge(
+                        f"{filename}: {m.filename} unpacks to {m.file_size / max(m.compress_size, 1):.0f} times its "
+                        f"packed size (at most {limits.max_ratio:g} accepted); this is not an ordinary shapefile",
+                        code="zip-refused",
+                    )
+            shp = [m for m in members if m.filename.lower().endswith(".shp")]
+            if len(shp) != 1:
+                raise InvalidBoundary(
+                    f"{filename} holds {len(shp)} shapefiles; zip exactly one (.shp with its .shx, .dbf, .prj)",
+                    code="one-site-per-file",
+                )
+            os.makedirs(into)
+            for m in members:
+                target = os.path.join(into, _path_parts(m.filename)[-1])
+                with zf.open(m) as src, open(target, "wb") as out:
+                    shutil.copyfileobj(src, out, 1 << 16)
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, EOFError, zlib_error) as exc:
+        raise InvalidBoundary(f"{filename} is not a readable zip file ({exc})", code="bad-file") from None
+    return os.path.join(into, _path_parts(shp[0].filename)[-1])
+
+
 def parse_upload(
     filename: str, content: bytes, limits: BoundaryLimits | None = None
 ) -> tuple[dict, list[str]]:
@@ -210,9 +281,9 @@ def parse_upload(
         )
     if suffix in (".geojson", ".json"):
         try:
-            data = json.loads(content)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise InvalidBoundary(f"{filename} is not valid GeoJSON: {exc}", code="not-json") from exc
+            data = load_json(content, SiteLimits(max_bytes=None), what=filename)
+        except SiteError as exc:
+            raise InvalidBoundary(f"{exc.message} (a GeoJSON file is expected)", code="not-json") from None
         # as posted to /v1/boundaries: a "crs" member (EPSG:27700) is read by parse_site, for both alike
         return data, []
     with tempfile.TemporaryDirectory(prefix="redline-upload-") as tmp:
@@ -220,21 +291,7 @@ def parse_upload(
         with open(path, "wb") as fh:
             fh.write(content)
         if suffix == ".zip":
-            try:
-                with zipfile.ZipFile(path) as zf:
-                    shp = [
-                        n
-                        for n in zf.namelist()
-                        if n.lower().endswith(".shp") and not n.startswith("__MACOSX")
-                    ]
-            except zipfile.BadZipFile as exc:
-                raise InvalidBoundary(f"{filename} is not a readable zip file", code="bad-file") from exc
-            if len(shp) != 1:
-                raise InvalidBoundary(
-                    f"{filename} holds {len(shp)} shapefiles; zip exactly one (.shp with its .shx, .dbf, .prj)",
-                    code="one-site-per-file",
-                )
-            path = f"/vsizip/{path}/{shp[0]}"
+            path = _unzip_shapefile(path, os.path.join(tmp, "unzipped"), filename, limits)
         try:
             layers = pyogrio.list_layers(path)
         except Exception as exc:  # GDAL's errors are not a stable hierarchy

@@ -403,6 +403,16 @@ class Tx:
         )
         return int(row["id"])
 
+    def any_due_delivery(self, now: str) -> bool:
+        return (
+            self.one(
+                "SELECT id FROM deliveries WHERE state = 'pending' AND next_attempt_at <= ? "
+                "AND (lease_until IS NULL OR lease_until <= ?) LIMIT 1",
+                (now, now),
+            )
+            is not None
+        )
+
     def claim_deliveries(self, now: str, lease_until: str, owner: str, limit: int) -> list[dict]:
         """Lease up to ``limit`` due deliveries to ``owner``: another replica skips them until the lease ends.
 
@@ -467,6 +477,19 @@ class Tx:
         return self.all("SELECT * FROM events WHERE boundary_id = ? ORDER BY seq", (boundary_id,))
 
 
+def _private(path: Path) -> None:
+    """Make the SQLite file (and its WAL and shared-memory files) readable by this user only, as keys.json is.
+
+    SQLite gives the files it creates the database file's permissions, so the file is created 0600
+    before SQLite opens it; an existing one is tightened.
+    """
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    for name in (path, Path(f"{path}-wal"), Path(f"{path}-shm"), Path(f"{path}-journal")):
+        with contextlib.suppress(FileNotFoundError):
+            if name.stat().st_mode & 0o077:
+                name.chmod(0o600)
+
+
 class Store:
     """A boundary store on SQLite or PostgreSQL.
 
@@ -490,6 +513,7 @@ class Store:
         self._local = threading.local()
         if self.dialect == "sqlite":
             self.config.path.parent.mkdir(parents=True, exist_ok=True)
+            _private(self.config.path)
         if migrate:
             self.migrate()
 

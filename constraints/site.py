@@ -123,25 +123,56 @@ def _reject_constant(name: str):
     )
 
 
-def load_json(data: bytes | str, limits: SiteLimits = SiteLimits()) -> object:
-    """Parse JSON text with the errors a person needs (size, not JSON, NaN)."""
+MAX_JSON_DEPTH = 1024  # orjson's own limit: it refuses deeper nesting before going any deeper
+MAX_INT_DIGITS = 20  # no coordinate, id or count needs more; Python's own parser would take thousands
+
+
+def _bounded_int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_INT_DIGITS:
+        raise SiteError(f"a number with {len(text)} digits is too large: numbers here are coordinates, ids and counts", code="number-too-large")
+    return int(text)
+
+
+def load_json(data: bytes | str, limits: SiteLimits = SiteLimits(), what: str = "the site") -> object:
+    """Parse JSON text with the errors a person needs (size, not JSON, NaN, too deep, too large a number).
+
+    The one JSON reader for requests and uploads. orjson refuses nesting deeper than
+    ``MAX_JSON_DEPTH`` and numbers beyond a double before it builds anything deep or huge; the standard
+    library only runs on text orjson refused, to say where and why (NaN, Infinity), with its integers
+    bounded and its recursion caught, so no input can make it raise anything but a ``SiteError``.
+    """
     size = len(data)
     if limits.max_bytes is not None and size > limits.max_bytes:
         raise SiteTooLarge(
-            f"the site is {size / 1e6:.1f} MB, more than the {limits.max_bytes / 1e6:.0f} MB accepted; "
+            f"{what} is {size / 1e6:.1f} MB, more than the {limits.max_bytes / 1e6:.0f} MB accepted; "
             "a planning site boundary needs far fewer vertices: simplify it",
             code="too-large",
         )
     try:
         return orjson.loads(data)
-    except orjson.JSONDecodeError:
-        pass
-    try:  # the standard library gives a position, and tells NaN and Infinity apart
-        return json.loads(data, parse_constant=_reject_constant)
+    except orjson.JSONDecodeError as err:
+        reason = str(err)
+    if reason.startswith("depth limit exceeded"):
+        raise SiteError(f"{what} is JSON nested more than {MAX_JSON_DEPTH} levels deep; GeoJSON needs fewer than ten", code="too-deep")
+    if "infinity when parsed as double" in reason:
+        raise SiteError(f"{what} holds a number too large for a coordinate ({reason})", code="number-too-large")
+    try:  # the standard library tells NaN and Infinity apart from other faults
+        json.loads(data, parse_constant=_reject_constant, parse_int=_bounded_int)
     except SiteError:
         raise
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise SiteError(f"the site is not valid JSON: {err}", code="not-json") from None
+    except RecursionError:
+        raise SiteError(f"{what} is JSON nested too deeply to read; GeoJSON needs fewer than ten levels", code="too-deep") from None
+    except (ValueError, TypeError):  # JSONDecodeError and UnicodeDecodeError among them
+        pass
+    raise SiteError(f"{what} is not valid JSON: {reason}", code="not-json")
+
+
+def _preview(value, width: int) -> str:
+    """The start of ``value`` as JSON for a message, however deep or large it is."""
+    try:
+        return orjson.dumps(value)[:width].decode("utf-8", "replace")
+    except TypeError:  # nested past orjson's limit, or an integer past 64 bits
+        return "a value that is not a number" if not isinstance(value, list) else "a deeply nested list"
 
 
 def declared_crs(obj: dict) -> int | None:
@@ -281,13 +312,17 @@ def _check_positions(coords, pointer: str, warnings: list[str]) -> np.ndarray:
     for i, position in enumerate(coords):
         if not isinstance(position, list | tuple) or len(position) < 2 or len(position) > 3:
             raise _position_error(
-                f"position {i} must be [longitude, latitude] (optionally with a height), got {json.dumps(position)[:60]}",
+                f"position {i} must be [longitude, latitude] (optionally with a height), got {_preview(position, 60)}",
                 f"{pointer}/{i}",
             )
         for value in position:
             if isinstance(value, bool) or not isinstance(value, int | float):
-                raise _position_error(f"position {i} holds {json.dumps(value)[:40]}, not a number", f"{pointer}/{i}")
-            if not math.isfinite(value):
+                raise _position_error(f"position {i} holds {_preview(value, 40)}, not a number", f"{pointer}/{i}")
+            try:
+                finite = math.isfinite(value)
+            except OverflowError:  # an integer beyond any float
+                raise SiteError(f"position {i} holds a number too large to be a coordinate", code="number-too-large", pointer=f"{pointer}/{i}") from None
+            if not finite:
                 raise SiteError(
                     f"position {i} holds {value}, not a finite number", code="not-finite", pointer=f"{pointer}/{i}"
                 )
@@ -374,9 +409,13 @@ def geometry_from_geojson(obj, warnings: list[str], limits: SiteLimits = SiteLim
         raise SiteError("expected a GeoJSON object (a geometry, Feature or FeatureCollection)", code="not-geojson", pointer=pointer or "/")
     kind = obj.get("type")
     if kind == "Feature":
-        if obj.get("geometry") is None:
+        geometry = obj.get("geometry")
+        if geometry is None:
             raise SiteError("the Feature has no geometry", code="empty", pointer=f"{pointer}/geometry")
-        return geometry_from_geojson(obj["geometry"], warnings, limits, f"{pointer}/geometry")
+        if isinstance(geometry, dict) and geometry.get("type") in ("Feature", "FeatureCollection"):
+            # RFC 7946: a Feature's geometry is a geometry; refusing here also bounds the recursion
+            raise SiteError(f"a Feature's geometry must be a Polygon, MultiPolygon or Point, not a {geometry['type']}", code="not-geojson", pointer=f"{pointer}/geometry/type")
+        return geometry_from_geojson(geometry, warnings, limits, f"{pointer}/geometry")
     if kind == "FeatureCollection":
         features = obj.get("features")
         if not isinstance(features, list | tuple) or not features:
@@ -387,6 +426,9 @@ def geometry_from_geojson(obj, warnings: list[str], limits: SiteLimits = SiteLim
                 code="too-many-geometries",
                 pointer=f"{pointer}/features",
             )
+        for i, f in enumerate(features):
+            if isinstance(f, dict) and f.get("type") == "FeatureCollection":
+                raise SiteError("a FeatureCollection cannot hold another FeatureCollection", code="not-geojson", pointer=f"{pointer}/features/{i}/type")
         parts = [geometry_from_geojson(f, warnings, limits, f"{pointer}/features/{i}") for i, f in enumerate(features)]
         if any(p.geom_type not in POLYGONAL for p in parts):
             raise SiteError(

@@ -79,7 +79,8 @@ def atomic_path(path: Path) -> Iterator[Path]:
     """A temporary file beside ``path`` to write; on success it is fsynced and renamed over ``path``.
 
     Readers see the old content or the new, never a part; on failure (or a kill) the temporary file
-    is removed (or left as ``.NAME.*.tmp`` for a sweep), and ``path`` is untouched.
+    is removed (or left as ``.NAME.PID.*.tmp`` for a sweep: :func:`sweep_temporary`), and ``path`` is
+    untouched.
 
     Usage::
 
@@ -88,7 +89,8 @@ def atomic_path(path: Path) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    # The writer's pid in the name: a sweep removes the file as soon as that process is gone.
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp")
     os.close(fd)
     tmp = Path(name)
     try:
@@ -101,6 +103,38 @@ def atomic_path(path: Path) -> Iterator[Path]:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         raise
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+ABANDONED_AFTER_S = 3600  # a temporary file whose writer cannot be told (no pid in its name, or pid reused)
+
+
+def sweep_temporary(folder: Path, pattern: str = ".*.tmp") -> int:
+    """Remove temporary files of :func:`atomic_path` writes whose process has died; returns how many.
+
+    A file whose writer is alive is kept (it is being written); one without a pid in its name, or whose
+    pid is now some other live process, goes once it is ``ABANDONED_AFTER_S`` old.
+    """
+    removed = 0
+    cutoff = time.time() - ABANDONED_AFTER_S
+    for stray in folder.glob(pattern):
+        parts = stray.name.split(".")
+        pid = int(parts[-3]) if len(parts) >= 4 and parts[-3].isdigit() else None
+        with contextlib.suppress(FileNotFoundError):
+            dead = pid is not None and pid != os.getpid() and not process_alive(pid)
+            if dead or stray.stat().st_mtime < cutoff:
+                stray.unlink()
+                removed += 1
+    return removed
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -311,12 +345,9 @@ class LayerCache:
                 for derived in self.derived_dir.glob(f"{dataset}.{version}.*"):
                     with contextlib.suppress(FileNotFoundError):
                         derived.unlink()
-        # temporary files of writes killed part way: anything over an hour old is abandoned
-        cutoff = time.time() - 3600
-        for stray in self.layers_dir.glob(f".{dataset}.*.tmp"):
-            with contextlib.suppress(FileNotFoundError):
-                if stray.stat().st_mtime < cutoff:
-                    stray.unlink()
+        # temporary files of writes killed part way, of any dataset: a load killed at night goes at the next
+        for folder in (self.root, self.layers_dir, self.derived_dir):
+            sweep_temporary(folder)
 
     def coverage(self, dataset: str, entry: dict | None = None) -> BaseGeometry | None:
         """The area a dataset's copy is complete for (EPSG:4326), or ``None`` for all of England."""

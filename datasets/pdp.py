@@ -39,7 +39,6 @@ DEFAULT_FILES_URL = "https://files.planning.data.gov.uk"
 DEFAULT_API_URL = "https://www.planning.data.gov.uk"
 FORMATS = ("parquet", "geojson", "csv")  # preference order: parquet is smallest and typed
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
-CHUNK = 1 << 16
 USER_AGENT = "redline (+https://github.com/redline; planning constraints cache)"
 
 
@@ -161,6 +160,9 @@ class PlatformClient:
         A ``Retry-After`` longer than this is not waited for: the request fails at once, saying so.
     formats
         Bulk formats in order of preference; the next is tried when one is missing (404).
+    download_deadline
+        Seconds one bulk file may take from first request to last byte, retries included: the read
+        timeout alone never ends a download from a server that sends a byte now and then. None: none.
     """
 
     def __init__(
@@ -178,7 +180,9 @@ class PlatformClient:
         sleep: Callable[[float], None] = time.sleep,
         rng: random.Random | None = None,
         transport: httpx.BaseTransport | None = None,
+        download_deadline: float | None = None,
     ):
+        self.download_deadline = download_deadline
         self.files_url = files_url.rstrip("/")
         self.api_url = api_url.rstrip("/")
         self.retries, self.backoff, self.max_backoff = retries, backoff, max_backoff
@@ -363,7 +367,18 @@ class PlatformClient:
     ) -> Download | NotModified:
         dest_dir.mkdir(parents=True, exist_ok=True)
         started = time.perf_counter()
+        deadline = started + self.download_deadline if self.download_deadline is not None else None
+
+        def check_deadline(written: int) -> None:
+            if deadline is not None and time.perf_counter() > deadline:
+                raise PlatformUnavailable(
+                    f"{url}: the download did not finish within {self.download_deadline:g} s "
+                    f"({written} bytes arrived in the last attempt); the server is stalled or too slow",
+                    url=url,
+                )
+
         for attempt in range(self.retries + 1):
+            check_deadline(0)
             fd, tmp = tempfile.mkstemp(dir=dest_dir, prefix=f".{name}.", suffix=f".{fmt}.part")
             bar = None
             try:
@@ -390,11 +405,14 @@ class PlatformClient:
                     bar = progress(f"{name}.{fmt}", total_n) if progress else None
                     # Stored as served, unless the server compressed it in transit anyway.
                     encoded = response.headers.get("Content-Encoding", "identity") != "identity"
-                    chunks = response.iter_bytes(CHUNK) if encoded else response.iter_raw(CHUNK)
+                    # Each read as it arrives (not gathered into fixed-size pieces), so the deadline is
+                    # checked even while a server trickles bytes in.
+                    chunks = response.iter_bytes() if encoded else response.iter_raw()
                     written = 0
                     for chunk in chunks:
                         out.write(chunk)
                         written += len(chunk)
+                        check_deadline(written)
                         if bar is not None:
                             bar.update(len(chunk))
                     if (

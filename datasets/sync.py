@@ -7,8 +7,12 @@ One sync of one dataset:
 2. A conditional GET of the bulk file (``If-None-Match`` / ``If-Modified-Since`` from the manifest).
    304: nothing is downloaded or rebuilt; the check time is recorded (the copy is confirmed current).
 3. 200: the body streams to a temporary file beside the cache (progress bar on a terminal), is parsed
-   (:mod:`datasets.flatten`) and checked for plausibility: not empty, and not below ``min_fraction``
-   of the cached copy's features unless forced (a half-built nightly file must not wipe a layer).
+   (:mod:`datasets.flatten`) and checked for plausibility unless forced: not empty, its rows within
+   ``count_tolerance`` of the platform's own published entity count for the dataset (a file cut at a
+   row boundary parses cleanly; only the count shows it), and not below ``min_fraction`` of the cached
+   copy's features (a half-built nightly file must not wipe a layer). The download itself has an
+   overall deadline (``PlatformClient(download_deadline=...)``), so a server that drips bytes cannot
+   hold the sync forever.
 4. :meth:`LayerCache.write` swaps it in atomically (new file, fsync, manifest rename last).
 
 Any failure leaves the previous copy current and records ``last_error`` in its manifest entry. A copy
@@ -30,9 +34,9 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from .cache import CacheError, LayerCache, now_iso
+from .cache import CacheError, LayerCache, now_iso, process_alive
 from .flatten import PlatformFileError, read_platform_file
-from .pdp import Download, NotModified, PlatformClient, PlatformError, ProgressFactory
+from .pdp import Download, NotModified, PlatformClient, PlatformError, ProgressFactory, entity_count
 
 log = logging.getLogger("redline.sync")
 
@@ -115,6 +119,9 @@ class Syncer:
         A :class:`PlatformClient` (it carries the URLs, timeouts and retry policy).
     min_fraction
         A new file with fewer than this fraction of the cached copy's features is refused unless forced.
+    count_tolerance
+        A new file whose rows differ from the platform's published ``entity-count`` by more than this
+        fraction of it is refused unless forced (not checked when the metadata could not be fetched).
     stale_after_hours
         A copy not confirmed current for this long is marked ``stale`` in the manifest.
     on_updated
@@ -131,14 +138,18 @@ class Syncer:
         client: PlatformClient,
         *,
         min_fraction: float = 0.5,
+        count_tolerance: float = 0.01,
         stale_after_hours: float = 48.0,
         on_updated: Callable[[list[str]], object] | None = None,
         progress: ProgressFactory | None = None,
     ):
         if not 0.0 <= min_fraction <= 1.0:
             raise ValueError(f"min_fraction must be between 0 and 1, got {min_fraction}")
+        if not 0.0 <= count_tolerance:
+            raise ValueError(f"count_tolerance must not be negative, got {count_tolerance}")
         self.cache, self.client = cache, client
         self.min_fraction, self.stale_after_hours = min_fraction, stale_after_hours
+        self.count_tolerance = count_tolerance
         self.on_updated, self.progress = on_updated, progress
 
     # -- one run ---------------------------------------------------------------------------------
@@ -212,6 +223,17 @@ class Syncer:
             return self._fail(
                 name, REFUSED, f"{got.url} has no usable features ({report.summary()})", prev, started
             )
+        expected = entity_count(metadata) if metadata else None
+        if expected is not None and not force and abs(report.rows - expected) > self.count_tolerance * expected:
+            return self._fail(
+                name,
+                REFUSED,
+                f"{got.url} has {report.rows} rows but the platform publishes {expected} entities for {name} "
+                f"(more than {self.count_tolerance:.0%} apart): the file looks cut short or mid-rebuild; "
+                "kept the cached copy (rerun later, or with --force to accept it)",
+                prev,
+                started,
+            )
         if prev and not force and n < self.min_fraction * prev:
             return self._fail(
                 name,
@@ -282,7 +304,7 @@ class Syncer:
                 pid = int(stale.name.split("-")[1])
             except (IndexError, ValueError):
                 continue
-            if pid != os.getpid() and not _alive(pid):
+            if pid != os.getpid() and not process_alive(pid):
                 shutil.rmtree(stale, ignore_errors=True)
 
     # -- staleness -------------------------------------------------------------------------------
@@ -383,16 +405,6 @@ def human_bytes(n: int) -> str:
     return f"{n} B"  # pragma: no cover
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 @contextlib.contextmanager
 def platform_syncer(
     data_dir: Path | str,
@@ -404,6 +416,8 @@ def platform_syncer(
     retries: int = 4,
     backoff: float = 0.5,
     min_fraction: float = 0.5,
+    count_tolerance: float = 0.01,
+    download_deadline: float | None = None,
     stale_after_hours: float = 48.0,
     on_updated: Callable[[list[str]], object] | None = None,
     progress: ProgressFactory | None = None,
@@ -416,12 +430,14 @@ def platform_syncer(
         read_timeout=read_timeout,
         retries=retries,
         backoff=backoff,
+        download_deadline=download_deadline,
     )
     try:
         yield Syncer(
             LayerCache(data_dir),
             client,
             min_fraction=min_fraction,
+            count_tolerance=count_tolerance,
             stale_after_hours=stale_after_hours,
             on_updated=on_updated,
             progress=progress,

@@ -90,6 +90,10 @@ def live_service(tmp_path_factory):
         log.close()
 
 
+_playwright = _chromium = None
+_users = 0
+
+
 @pytest.fixture(scope="session")
 def browser():
     """Debian's Chromium, headless. Missing: the test fails with what to install (CI and locally)."""
@@ -99,14 +103,23 @@ def browser():
             "'apt-get install chromium' (make test does this as root); never 'playwright install'.",
             pytrace=False,
         )
-    from playwright.sync_api import sync_playwright
+    # Every module that star-imports this fixture gets its own copy of it; Playwright's sync API runs one
+    # instance per thread, so the copies share one Chromium, closed when the last of them is torn down.
+    global _playwright, _chromium, _users
+    if _chromium is None:
+        from playwright.sync_api import sync_playwright
 
-    with sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
+        _playwright = sync_playwright().start()
+        _chromium = _playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+    _users += 1
+    try:
+        yield _chromium
+    finally:
+        _users -= 1
+        if _users == 0:
+            _chromium.close()
+            _playwright.stop()
+            _playwright = _chromium = None
 
 
 class GuardedPage:

@@ -62,14 +62,17 @@ class Published:
 class Fault:
     """One injected misbehaviour: ``kind`` is ``status`` (with ``status`` and optional ``retry_after``),
     ``reset`` (send headers and half the body, then a TCP RST), ``truncate`` (a complete response whose
-    body is the first half of the file), ``empty`` (200 with no body) or ``hang`` (say nothing for
-    ``seconds``)."""
+    body is the first half of the file), ``cut`` (a complete response holding the first ``fraction``
+    of the file's rows, cut at a row boundary, as a proxy or a half-built file gives), ``empty`` (200
+    with no body), ``hang`` (say nothing for ``seconds``) or ``drip`` (the headers, then one byte of
+    the body every ``seconds``, for as long as the client waits)."""
 
     kind: str
     times: int | None = 1  # None: every time
     status: int = 500
     retry_after: str | None = None
     seconds: float = 5.0
+    fraction: float = 0.5
 
 
 @dataclass
@@ -115,10 +118,10 @@ class FakePlatform:
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._clock = 1_700_000_000.0  # fixed, so Last-Modified is deterministic; bumped on each publish
-        for path in sorted((data_dir / "files").iterdir()):
-            self.publish_file(path.name, path.read_bytes())
         for path in sorted((data_dir / "metadata").glob("*.json")):
             self.metadata[path.stem] = json.loads(path.read_text())
+        for path in sorted((data_dir / "files").iterdir()):
+            self.publish_file(path.name, path.read_bytes())
         self._entities: list[dict] | None = None
         self.server: ThreadingHTTPServer | None = None
 
@@ -130,7 +133,26 @@ class FakePlatform:
             pub = Published(body, _etag(body), self._clock)
             self.files[filename] = pub
             self._entities = None
+            self._count_entities(filename, body)
             return pub
+
+    def _count_entities(self, filename: str, body: bytes) -> None:
+        """The rebuild updates the dataset's published ``entity-count`` too, as the platform's does."""
+        name = filename.rsplit(".", 1)[0]
+        meta = self.metadata.get(name)
+        if meta is None:
+            return
+        try:
+            import tempfile
+
+            with tempfile.TemporaryDirectory() as tmp:
+                path = Path(tmp) / filename
+                path.write_bytes(body)
+                count = len(_rows_from_file(path))
+        except Exception:  # a deliberately broken file: the count stays what it was
+            return
+        current = meta.get("entity-count")
+        meta["entity-count"] = {**current, "count": count} if isinstance(current, dict) else count
 
     def unpublish(self, filename: str) -> None:
         with self._lock:
@@ -311,6 +333,26 @@ class _Handler(BaseHTTPRequestHandler):
             return True
         if fault.kind == "truncate":
             self._send(200, half, {"ETag": _etag(half), "Content-Type": "application/octet-stream"})
+            return True
+        if fault.kind == "cut":
+            cut = make_fraction(body, path.rsplit(".", 1)[1], fault.fraction)
+            self._send(200, cut, {"ETag": _etag(cut), "Content-Type": "application/octet-stream"})
+            return True
+        if fault.kind == "drip":
+            self._log.status = 200
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.close_connection = True
+            try:
+                for i in range(len(body)):
+                    self.wfile.write(body[i : i + 1])
+                    self.wfile.flush()
+                    self._log.sent_bytes += 1
+                    if self.platform._stopping.wait(fault.seconds):
+                        break
+            except OSError:  # the client gave up
+                pass
             return True
         if fault.kind == "reset":
             self._log.status, self._log.sent_bytes = 200, len(half)

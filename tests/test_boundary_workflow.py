@@ -418,3 +418,18 @@ def test_schema_migration_is_idempotent(backend_url):
     assert first.schema_version() == second.schema_version() == len(MIGRATIONS)
     first.close()
     second.close()
+
+
+def test_the_sqlite_store_is_readable_by_its_owner_only(tmp_path, checker, saltford):
+    """Boundaries, tokens' hashes and the audit trail are as private as keys.json: 0600, WAL files too."""
+    import os
+    import stat
+
+    store = Store(None, data_dir=tmp_path)
+    Boundaries(store, checker, WorkflowSettings()).create("PRIV-1", "Bath and North East Somerset", saltford.outside, "test")
+    files = [p for p in tmp_path.iterdir() if p.name.startswith("boundaries.sqlite3")]
+    assert {p.name for p in files} >= {"boundaries.sqlite3", "boundaries.sqlite3-wal"}
+    assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in files), {p.name: oct(p.stat().st_mode) for p in files}
+    os.chmod(tmp_path / "boundaries.sqlite3", 0o644)  # made by an older version: tightened when opened
+    Store(None, data_dir=tmp_path)
+    assert stat.S_IMODE((tmp_path / "boundaries.sqlite3").stat().st_mode) == 0o600

@@ -272,3 +272,35 @@ def test_a_copy_remembers_the_area_it_is_complete_for_until_it_is_swept(tmp_path
     assert cache.coverage("listed-building-outline") is None
     cache.write("listed-building-outline", frame, source={"type": "test"})
     assert not (tmp_path / "layers" / first["coverage"]).exists(), "swept with its copy"
+
+
+def test_temporary_files_of_killed_writes_go_at_the_next_write_not_an_hour_later(tmp_path, real_data):
+    """A write names its temporary file with its pid: once that process is gone, the next write of any
+    dataset removes it; one whose writer still runs is kept (it is being written)."""
+    cache = LayerCache(tmp_path)
+    frame = outlines(real_data, rows=3)
+    cache.write("listed-building-outline", frame, source={"type": "test"})
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout.strip()
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        layers, derived = tmp_path / "layers", tmp_path / "derived"
+        derived.mkdir(exist_ok=True)
+        killed = [
+            layers / f".listed-building-outline.20260101T000000-abcd1234.parquet.{dead}.k1x2_3.tmp",
+            derived / f".tree.20260101T000000-abcd1234.pieces.parquet.{dead}.zz9.tmp",
+            tmp_path / f".manifest.json.{dead}.q7.tmp",
+        ]
+        running = layers / f".tree.20260101T000000-abcd1234.parquet.{alive.pid}.r5.tmp"
+        unnamed = layers / ".tree.20260101T000000-abcd1234.parquet.oldstyle.tmp"  # before pids were in names
+        for path in [*killed, running, unnamed]:
+            path.write_bytes(b"part of a copy")
+        cache.write("conservation-area", frame.head(1), source={"type": "test"})
+        assert not any(p.exists() for p in killed)
+        assert running.exists() and unnamed.exists()
+        an_hour_ago = time.time() - 3601
+        os.utime(unnamed, (an_hour_ago, an_hour_ago))
+        cache.write("conservation-area", frame.head(2), source={"type": "test"})
+        assert not unnamed.exists() and running.exists()
+    finally:
+        alive.kill()
+        alive.wait()

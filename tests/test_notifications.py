@@ -373,5 +373,5 @@ def test_an_expired_link_is_refused_as_expired_not_as_a_wrong_token(backend_url,
     clock.now += timedelta(days=31)
     with pytest.raises(Unauthorized) as refused:
         wf.authorize_applicant(cr["id"], cr["token"])
-    # The applicant page tells this apart from a wrong link by the problem type.
-    assert refused.value.to_problem()["type"].endswith("/link-expired")
+    # The applicant page tells this apart from a wrong link by the problem type, /problems/link-expired.
+    assert refused.value.code == "link-expired"

@@ -72,6 +72,7 @@ def make_syncer(platform, cache, **options) -> Syncer:
         read_timeout=options.pop("read_timeout", 1.0),
         retries=options.pop("retries", 2),
         backoff=0.01,
+        download_deadline=options.pop("download_deadline", None),
     )
     return Syncer(cache, client, **options)
 
@@ -582,3 +583,46 @@ def test_the_sync_command_watches_until_terminated(platform, cache):
             proc.wait()
     assert proc.returncode == 0, err
     assert "1 updated" in out and "1 not modified" in out
+
+
+@pytest.mark.parametrize("fraction", [528 / 952, 675 / 952, 864 / 952, 0.98])
+def test_a_csv_cut_at_a_row_boundary_is_refused_against_the_platforms_entity_count(platform, cache, fraction):
+    """The file parses cleanly (every row whole), so only the platform's published count shows the cut."""
+    (first,) = make_syncer(platform, cache).sync([LBO])
+    assert first.status == UPDATED
+    before = cache.entry(LBO), cache.read(LBO)
+    platform.unpublish("listed-building-outline.parquet")  # the CSV is what the platform serves now
+    body = platform.files["listed-building-outline.csv"].body
+    platform.publish_file("listed-building-outline.csv", body)  # a new build: same rows, new validators
+    platform.fault("/dataset/listed-building-outline.csv", "cut", fraction=fraction)
+    (result,) = make_syncer(platform, cache).sync([LBO])
+    assert result.status == REFUSED, result.message
+    assert "platform publishes 952 entities" in result.message and "--force" in result.message
+    assert "serving the last good copy (945 features)" in result.message
+    assert_last_good_copy_serves(cache, before, "cut short")
+    (whole,) = make_syncer(platform, cache).sync([LBO])  # the next night the whole file comes through
+    assert whole.status == UPDATED and whole.features == 945
+
+
+def test_a_file_within_the_count_tolerance_is_accepted(platform, cache):
+    meta = platform.metadata[LBO]
+    meta["entity-count"] = {**meta["entity-count"], "count": 955}  # counted a moment after the file was built
+    (result,) = make_syncer(platform, cache).sync([LBO])
+    assert result.status == UPDATED and result.features == 945
+    body = platform.files["listed-building-outline.parquet"].body
+    platform.publish_file("listed-building-outline.parquet", make_fraction(body, "parquet", 1.0))  # rebuilt
+    meta["entity-count"]["count"] = 1100  # the count disagrees with the new build by 13 %
+    (refused,) = make_syncer(platform, cache).sync([LBO])
+    assert refused.status == REFUSED and "952 rows" in refused.message
+    (loose,) = make_syncer(platform, cache, count_tolerance=0.2).sync([LBO])
+    assert loose.status == UPDATED
+
+
+def test_a_server_dripping_bytes_is_abandoned_at_the_download_deadline(platform, cache, synced):
+    platform.fault(LBO_FILE, "drip", seconds=0.2, times=None)  # each byte within the read timeout
+    started = time.monotonic()
+    (result,) = make_syncer(platform, cache, read_timeout=1.0, download_deadline=2.0).sync([LBO])
+    assert time.monotonic() - started < 6
+    assert result.status == FAILED and "did not finish within 2 s" in result.message
+    assert_last_good_copy_serves(cache, synced, "did not finish within 2 s")
+    assert not list(cache.root.glob(".sync-*")) and not list(cache.root.rglob("*.part"))

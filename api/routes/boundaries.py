@@ -18,18 +18,18 @@ import asyncio
 import logging
 import threading
 
-import orjson
 from fastapi import APIRouter, FastAPI, Path, Request
 from fastapi.responses import PlainTextResponse
 from starlette.concurrency import run_in_threadpool
 
 from boundary.errors import BoundaryError, Forbidden, InvalidBoundary, Unauthorized
-from boundary.geometry import BoundaryLimits, parse_upload, validate_boundary
+from boundary.geometry import parse_upload, validate_boundary
 from boundary.odp import effective_answer, export_version
 from boundary.store import Store
 from boundary.workflow import Boundaries, WorkflowSettings
 from constraints.formats import Format, render
 
+from ..bodies import JSONRoute, read_body, read_json_object
 from ..dataset_metadata import describer
 from ..delivery import Dispatcher
 from ..delivery import router as notification_router
@@ -60,9 +60,9 @@ from .boundary_bodies import (
     request_body,
     site_to_validate,
 )
-from .check import read_body, site_limits
+from .check import boundary_limits
 
-router = APIRouter(tags=["boundaries"])
+router = APIRouter(tags=["boundaries"], route_class=JSONRoute)
 log = logging.getLogger("redline.boundaries")
 
 READ_SCOPES = ("boundary:write", "officer")
@@ -86,7 +86,7 @@ def build_workflow(app: FastAPI) -> Boundaries:
             return wf
         settings = app.state.settings
         store = Store(settings.database_url, data_dir=settings.data_dir)
-        limits = BoundaryLimits(max_area_ha=settings.max_boundary_area_ha, site=site_limits(settings))
+        limits = boundary_limits(settings)
         wf_settings = WorkflowSettings(
             auto_approve_working_days=settings.auto_approve_working_days or None, limits=limits
         )
@@ -144,28 +144,6 @@ async def _applicant_or_officer(request: Request, wf: Boundaries, request_id: st
     return _actor(admit(request, "officer"))
 
 
-async def _readjson_response(request: Request) -> dict:
-    """The body as a JSON object, read within ``max_body_bytes`` as it streams (413 past it), or a 422."""
-    body = await read_body(request, request.app.state.settings.max_body_bytes, empty="send a JSON object")
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError as err:
-        raise Problem(
-            422,
-            "The request is not valid",
-            f"the request body is not valid JSON: {err}",
-            type="/problems/not-json",
-        ) from None
-    if not isinstance(data, dict):
-        raise Problem(
-            422,
-            "The request is not valid",
-            "the request body must be a JSON object",
-            type="/problems/not-json",
-        )
-    return data
-
-
 def _clean(value: str | None, name: str) -> str | None:
     """Free text from a query parameter, held to the bodies' rule (see ``boundary_bodies.Text``)."""
     if value is None:
@@ -199,7 +177,7 @@ async def _new_boundary(request: Request, wf: Boundaries) -> tuple:
             parse_upload, upload.filename or "", content, wf.settings.limits
         )
     else:
-        fields = parse(CreateBoundary, await _readjson_response(request))
+        fields = parse(CreateBoundary, await read_json_object(request))
         site = fields.site
     valid = await run_in_threadpool(validate_boundary, site, wf.settings.limits)
     valid.warnings = upload_warnings + valid.warnings
@@ -314,7 +292,7 @@ async def audit(request: Request, boundary_id: str, format: str = "json", princi
 )
 async def propose(request: Request, boundary_id: str, principal: Principal = require_scope("officer")):
     wf = workflow(request)
-    body = parse(ProposeChange, await _readjson_response(request))
+    body = parse(ProposeChange, await read_json_object(request))
     valid = await run_in_threadpool(validate_boundary, body.site, wf.settings.limits)
     view = await run_in_threadpool(
         lambda: wf.propose(
@@ -354,7 +332,7 @@ async def approve(request: Request, request_id: str):
 async def reject(request: Request, request_id: str):
     wf = workflow(request)
     actor = await _applicant(request, wf, request_id)
-    body = parse(RejectChange, await _readjson_response(request))
+    body = parse(RejectChange, await read_json_object(request))
     return json_response(await run_in_threadpool(wf.reject, request_id, body.reason, actor))
 
 
@@ -366,8 +344,8 @@ async def reject(request: Request, request_id: str):
 async def cancel(request: Request, request_id: str, principal: Principal = require_scope("officer")):
     wf = workflow(request)
     body = CancelChange()
-    if await request.body():
-        body = parse(CancelChange, await _readjson_response(request))
+    if await read_body(request):
+        body = parse(CancelChange, await read_json_object(request))
     return json_response(await run_in_threadpool(wf.cancel, request_id, _actor(principal), body.reason))
 
 
@@ -380,7 +358,7 @@ async def cancel(request: Request, request_id: str, principal: Principal = requi
 )
 async def add_override(request: Request, boundary_id: str, principal: Principal = require_scope("officer")):
     wf = workflow(request)
-    body = parse(AddOverride, await _readjson_response(request))
+    body = parse(AddOverride, await read_json_object(request))
     out = await run_in_threadpool(
         lambda: wf.add_override(boundary_id, actor=_actor(principal), **body.model_dump())
     )
@@ -439,7 +417,7 @@ async def validate(request: Request, principal: Principal = require_scope("check
             parse_upload, upload.filename or "", await upload.read(), wf.settings.limits
         )
     else:
-        site = site_to_validate(await _readjson_response(request))
+        site = site_to_validate(await read_json_object(request))
     valid = await run_in_threadpool(validate_boundary, site, wf.settings.limits)
     summary = valid.summary()
     summary["warnings"] = warnings + summary["warnings"]

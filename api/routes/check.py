@@ -8,10 +8,12 @@ from urllib.parse import parse_qsl
 import orjson
 from fastapi import Request
 
+from boundary.geometry import BoundaryLimits
 from constraints.formats import Format, render
 from constraints.index import ConstraintIndex, Tolerance
 from constraints.site import SiteLimits, load_json
 
+from ..bodies import read_body
 from ..dataset_metadata import describer
 from ..deps import admit, get_index
 from ..errors import Problem
@@ -39,25 +41,29 @@ def site_limits(settings) -> SiteLimits:
     )
 
 
+def boundary_limits(settings) -> BoundaryLimits:
+    """The limits of a red-line boundary and of an uploaded boundary file, from the settings."""
+    return BoundaryLimits(
+        max_area_ha=settings.max_boundary_area_ha,
+        max_upload_bytes=settings.max_body_bytes,
+        max_unpacked_bytes=settings.max_upload_unpacked_bytes,
+        max_ratio=settings.max_upload_ratio,
+        max_files=settings.max_upload_files,
+        site=site_limits(settings),
+    )
+
+
 def split_list(values: list[str] | None) -> list[str] | None:
     if not values:
         return None
     return [v.strip() for item in values for v in item.split(",") if v.strip()]
 
 
-async def read_body(request: Request, limit: int, *, empty: str = "send a GeoJSON geometry, Feature or FeatureCollection") -> bytes:
-    """The body, read as it streams and refused (413) as soon as it passes ``limit``; an empty one is a 422 asking for ``empty``."""
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise Problem(413, "Payload too large", f"the request body is {int(declared)} bytes; at most {limit} are accepted")
-    body = bytearray()
-    async for chunk in request.stream():
-        body.extend(chunk)
-        if len(body) > limit:
-            raise Problem(413, "Payload too large", f"the request body is over {limit} bytes; at most {limit} are accepted")
+async def read_site(request: Request) -> bytes:
+    body = await read_body(request)
     if not body:
-        raise Problem(422, "The site cannot be checked" if "GeoJSON" in empty else "The request is not valid", f"the request body is empty: {empty}", type="/problems/empty")
-    return bytes(body)
+        raise Problem(422, "The site cannot be checked", "the request body is empty: send a GeoJSON geometry, Feature or FeatureCollection", type="/problems/empty")
+    return body
 
 
 def run_check(index: ConstraintIndex, catalogue, site, fmt: Format, *, tolerance: Tolerance, datasets=None, council=None, keys=None, source_request: str = "", snapshot=None):
@@ -170,7 +176,7 @@ class CheckEndpoint:
             raise Problem(422, "The request is not valid", f"query format: {raw_format!r} is not one of native, planx, odp, geojson", type="/problems/invalid-request", errors=[{"in": "query", "pointer": "/format", "detail": "native, planx, odp or geojson"}]) from None
         tolerance_m2 = _number(query, "tolerance_m2", 0, 1e6)
         tolerance_pct = _number(query, "tolerance_pct", 0, 100)
-        body = await read_body(request, settings.max_body_bytes)
+        body = await read_site(request)
         tolerance = Tolerance(
             settings.tolerance_m2 if tolerance_m2 is None else tolerance_m2,
             settings.tolerance_pct if tolerance_pct is None else tolerance_pct,

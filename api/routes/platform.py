@@ -37,7 +37,7 @@ from datasets.sync import is_stale
 from .. import entity_search as es
 from ..dataset_metadata import TYPOLOGIES, dataset_json, describer, specification
 from ..deps import app_settings, get_catalogue, get_index, require_scope
-from ..entity_search_params import EntitySearchParams, build_query
+from ..entity_search_params import MAX_ENTITY, EntitySearchParams, build_query
 from ..errors import Problem
 from ..responses import json_response
 from .check import site_limits, split_list
@@ -275,34 +275,24 @@ SEARCH_REFUSALS = {
 }
 
 
-@router.get(
-    "/entity.json",
-    summary="Search entities (the Planning Data Platform's /entity.json)",
-    responses=SEARCH_REFUSALS,
-)
-async def entity_search_json(
-    request: Request,
-    params: Annotated[EntitySearchParams, Query()],
-    principal=require_scope("check", public=True),
-    index: ConstraintIndex = Depends(get_index),
-    settings=Depends(app_settings),
-):
-    return await _entity_search(request, index, params, settings, geojson=False)
+def _search_route(path: str, summary: str, *, geojson: bool) -> None:
+    """``/entity.json`` and ``/entity.geojson``: one search, two shapes of answer."""
+
+    async def search(
+        request: Request,
+        params: Annotated[EntitySearchParams, Query()],
+        principal=require_scope("check", public=True),
+        index: ConstraintIndex = Depends(get_index),
+        settings=Depends(app_settings),
+    ):
+        return await _entity_search(request, index, params, settings, geojson=geojson)
+
+    search.__name__ = f"entity_search_{'geojson' if geojson else 'json'}"
+    router.get(path, summary=summary, responses=SEARCH_REFUSALS)(search)
 
 
-@router.get(
-    "/entity.geojson",
-    summary="Search entities as GeoJSON (the Planning Data Platform's /entity.geojson)",
-    responses=SEARCH_REFUSALS,
-)
-async def entity_search_geojson(
-    request: Request,
-    params: Annotated[EntitySearchParams, Query()],
-    principal=require_scope("check", public=True),
-    index: ConstraintIndex = Depends(get_index),
-    settings=Depends(app_settings),
-):
-    return await _entity_search(request, index, params, settings, geojson=True)
+_search_route("/entity.json", "Search entities (the Planning Data Platform's /entity.json)", geojson=False)
+_search_route("/entity.geojson", "Search entities as GeoJSON (the Planning Data Platform's /entity.geojson)", geojson=True)
 
 
 def _one_entity(index: ConstraintIndex, entity: int):
@@ -317,39 +307,30 @@ def _one_entity(index: ConstraintIndex, entity: int):
     return found
 
 
-ENTITY_ID = Path(..., ge=0, le=2**63 - 1, description="Entity number, e.g. 44000001")
+ENTITY_ID = Path(..., ge=0, le=MAX_ENTITY, description="Entity number, e.g. 44000001")
 
 
-@router.get(
-    "/entity/{entity}.json",
-    summary="One entity (the Planning Data Platform's /entity/{id}.json)",
-    responses={404: {"description": "No such entity here"}},
-)
-def entity_json(
-    request: Request,
-    entity: int = ENTITY_ID,
-    principal=require_scope("check", public=True),
-    index: ConstraintIndex = Depends(get_index),
-):
-    layer, row = _one_entity(index, entity)
-    return json_response(es.entity_json(layer, row))
+def _entity_route(path: str, summary: str, *, geojson: bool) -> None:
+    """``/entity/{id}.json`` and ``/entity/{id}.geojson``: one entity, as the platform's JSON or a Feature."""
+
+    def one(
+        request: Request,
+        entity: int = ENTITY_ID,
+        principal=require_scope("check", public=True),
+        index: ConstraintIndex = Depends(get_index),
+    ):
+        layer, row = _one_entity(index, entity)
+        body = es.entity_json(layer, row)
+        if geojson:
+            return json_response(es.entity_feature(layer, row, body), media_type="application/geo+json")
+        return json_response(body)
+
+    one.__name__ = f"entity_{'geojson' if geojson else 'json'}"
+    router.get(path, summary=summary, responses={404: {"description": "No such entity here"}})(one)
 
 
-@router.get(
-    "/entity/{entity}.geojson",
-    summary="One entity as a GeoJSON Feature",
-    responses={404: {"description": "No such entity here"}},
-)
-def entity_geojson(
-    request: Request,
-    entity: int = ENTITY_ID,
-    principal=require_scope("check", public=True),
-    index: ConstraintIndex = Depends(get_index),
-):
-    layer, row = _one_entity(index, entity)
-    return json_response(
-        es.entity_feature(layer, row, es.entity_json(layer, row)), media_type="application/geo+json"
-    )
+_entity_route("/entity/{entity}.json", "One entity (the Planning Data Platform's /entity/{id}.json)", geojson=False)
+_entity_route("/entity/{entity}.geojson", "One entity as a GeoJSON Feature", geojson=True)
 
 
 class Suffix(StrEnum):

@@ -27,15 +27,16 @@ from shapely.geometry import box, mapping
 from starlette.concurrency import run_in_threadpool
 
 from boundary.errors import BoundaryError
-from boundary.geometry import BoundaryLimits, amendment, parse_upload
+from boundary.geometry import amendment, parse_upload
 from constraints.index import ConstraintIndex, is_current
 from constraints.site import SiteLimits, limit_overlay, parse_site
 from datasets import crs
 
+from ..bodies import JSONRoute
 from ..deps import get_index, require_scope
 from ..errors import Problem
 from ..responses import json_response
-from .check import site_limits
+from .check import boundary_limits, site_limits
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
 VENDOR = STATIC / "vendor"
@@ -47,7 +48,7 @@ REQUEST_ID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA
 BOUNDARY_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
 
-router = APIRouter(tags=["widget"])
+router = APIRouter(tags=["widget"], route_class=JSONRoute)
 pages = APIRouter(include_in_schema=False)
 
 
@@ -397,7 +398,7 @@ async def upload(
     file: UploadFile = File(..., description="One site per file, any CRS"),
     principal=require_scope("check"),
 ) -> Response:
-    limits = BoundaryLimits(max_area_ha=request.app.state.settings.max_boundary_area_ha, site=site_limits(request.app.state.settings))
+    limits = boundary_limits(request.app.state.settings)
     content = await file.read(limits.max_upload_bytes + 1)
     geometry, warnings = await run_in_threadpool(parse_upload, file.filename or "", content, limits)
     if isinstance(geometry, dict) and geometry.get("type") == "Feature":
