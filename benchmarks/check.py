@@ -202,6 +202,7 @@ def child(args) -> int:
         "baseline_agreement": round(agree / k, 4) if k else None,
         "check_p50_us_baseline_sites": same_sites["p50"],
         "rss_peak_mb": round(peak, 1),
+        "loadavg": [round(v, 2) for v in os.getloadavg()],  # the machine's load: the figures' context
         "pieces": int(len(index.snapshot.piece_geometry)),
         "slowest_site_vertices": int(len(timed[worst].exterior.coords) - 1),
         "slowest_site_entities": len(_overlaps_in(answers[worst])),

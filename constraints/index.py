@@ -445,9 +445,10 @@ class ConstraintIndex:
         out: list[list[Match]] = [[] for _ in sites]
         if snap is None or snap.tree is None or not sites:
             return out
+        one = len(sites) == 1  # the service's case: the site stays a scalar, broadcast by each operation
         geoms = np.empty(len(sites), dtype=object)
         geoms[:] = [site.bng for site in sites]
-        if len(sites) == 1:
+        if one:
             hits = snap.tree.query(geoms[0])  # pieces whose boxes meet the site's box
             site_of = np.zeros(len(hits), dtype=np.intp)
         else:
@@ -464,20 +465,26 @@ class ConstraintIndex:
         piece_area = snap.piece_area[hits]
         site_areas = shapely.area(geoms)
         shapely.prepare(geoms)
-        site_geom, site_area = geoms[site_of], site_areas[site_of]
-        polygon_site = site_area > 0
+
+        def per_pair(values, mask=None):
+            """A per-site value for each site-piece pair (or those in ``mask``); the scalar for one site."""
+            if one:
+                return values[0]
+            return values[site_of] if mask is None else values[site_of[mask]]
+
+        polygon_site = per_pair(site_areas) > 0
         poly_piece = piece_area > 0
         # Which boxes really meet the site. The pieces are prepared when the index is built, so asking
         # each piece costs half of STRtree.query(predicate="intersects"), which prepares the site anew on
         # every call; a piece the site holds properly needs no asking at all.
         inside = poly_piece & polygon_site
         if inside.any():
-            inside[inside] = shapely.contains_properly(site_geom[inside], pieces[inside])
+            inside[inside] = shapely.contains_properly(per_pair(geoms, inside), pieces[inside])
         meets = inside.copy()
-        meets[~inside] = shapely.intersects(pieces[~inside], site_geom[~inside])
+        meets[~inside] = shapely.intersects(pieces[~inside], per_pair(geoms, ~inside))
         if not meets.all():
-            site_of, hits, pieces, piece_area, inside = site_of[meets], hits[meets], pieces[meets], piece_area[meets], inside[meets]
-            site_geom, site_area, polygon_site, poly_piece = site_geom[meets], site_area[meets], polygon_site[meets], poly_piece[meets]
+            site_of, hits, pieces, piece_area, inside, poly_piece = site_of[meets], hits[meets], pieces[meets], piece_area[meets], inside[meets], poly_piece[meets]
+            polygon_site = per_pair(site_areas) > 0
             if not len(hits):
                 return out
         area = np.zeros(len(hits))
@@ -486,26 +493,34 @@ class ConstraintIndex:
         if rest.any():
             # a piece that holds the whole site overlaps it by the site's area; the others are first
             # cut to the site's bounding box (cheap, no topology) so the exact intersection has less to do
-            partial, partial_site = pieces[rest], site_geom[rest]
+            partial, partial_site = pieces[rest], per_pair(geoms, rest)
             whole = shapely.contains_properly(partial, partial_site)
-            overlap = site_area[rest].copy()
+            overlap = np.full(len(partial), site_areas[0]) if one else site_areas[site_of[rest]]
             if not whole.all():
-                cut, cut_site, cut_of = partial[~whole], partial_site[~whole], site_of[rest][~whole]
-                clipped = np.empty(len(cut), dtype=object)
-                starts = np.flatnonzero(np.r_[True, cut_of[1:] != cut_of[:-1]]).tolist() + [len(cut)]
-                for lo, hi in zip(starts[:-1], starts[1:], strict=True):  # clip_by_rect takes one rectangle
-                    clipped[lo:hi] = shapely.clip_by_rect(cut[lo:hi], *cut_site[lo].bounds)
+                cut = partial[~whole]
+                if one:
+                    cut_site = partial_site
+                    clipped = shapely.clip_by_rect(cut, *partial_site.bounds)
+                else:
+                    cut_site, cut_of = partial_site[~whole], site_of[rest][~whole]
+                    clipped = np.empty(len(cut), dtype=object)
+                    starts = np.flatnonzero(np.r_[True, cut_of[1:] != cut_of[:-1]]).tolist() + [len(cut)]
+                    for lo, hi in zip(starts[:-1], starts[1:], strict=True):  # clip_by_rect takes one rectangle
+                        clipped[lo:hi] = shapely.clip_by_rect(cut[lo:hi], *cut_site[lo].bounds)
                 overlap[~whole] = shapely.area(shapely.intersection(clipped, cut_site))
             area[rest] = overlap
         # a point or line entity counts when it reaches the site's interior, not only its edge
         interior = np.ones(len(hits), dtype=bool)
         edge_only = ~poly_piece | ~polygon_site
         if edge_only.any():
-            interior[edge_only] = ~shapely.touches(pieces[edge_only], site_geom[edge_only])
+            interior[edge_only] = ~shapely.touches(pieces[edge_only], per_pair(geoms, edge_only))
         # one row per entity: pieces of one entity add up
         key = snap.piece_layer[hits].astype(np.int64) << 40 | snap.piece_row[hits]
-        bounds = np.searchsorted(site_of, np.arange(len(sites) + 1))
         today = _today()
+        if one:
+            out[0] = self._entities(snap, key, area, interior, float(site_areas[0]), tolerance, today)
+            return out
+        bounds = np.searchsorted(site_of, np.arange(len(sites) + 1))
         for i in np.flatnonzero(bounds[1:] > bounds[:-1]).tolist():
             lo, hi = bounds[i], bounds[i + 1]
             out[i] = self._entities(snap, key[lo:hi], area[lo:hi], interior[lo:hi], float(site_areas[i]), tolerance, today)

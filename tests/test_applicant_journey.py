@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import uuid
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -76,7 +77,7 @@ def journey_service(sample_cache, tmp_path):
         )
         service = Service(env, port=port)
         try:
-            yield service.url, hooks, notify
+            yield service.url, hooks, notify, data_dir
         finally:
             service.stop()
 
@@ -153,7 +154,7 @@ def open_link(page, link: str) -> None:
 def test_officer_amends_applicant_rejects_then_approves_and_everything_is_notified_and_audited(
     browser, journey_service
 ):
-    base, hooks, notify = journey_service
+    base, hooks, notify, data_dir = journey_service
     created = httpx.post(
         f"{base}/v1/boundaries",
         json={
@@ -301,3 +302,28 @@ def test_officer_amends_applicant_rejects_then_approves_and_everything_is_notifi
     assert rejected["details"]["reason"] == "The strip by the gate belongs to my neighbour"
     deliveries = httpx.get(f"{base}/v1/deliveries", params={"boundary_id": boundary_id}, timeout=30).json()
     assert len(deliveries["deliveries"]) == 11 and all(d["state"] == "delivered" for d in deliveries["deliveries"])
+
+    # 8. A link past its expiry says so (not "wrong link"): the store is set back 31 days for this one.
+    fourth = httpx.post(
+        f"{base}/v1/boundaries/{boundary_id}/change-requests",
+        json={"site": BATH_SITE, "reason": "One more try"},
+        timeout=30,
+    ).json()
+    db = sqlite3.connect(data_dir / "boundaries.sqlite3", timeout=30)
+    with db:
+        db.execute(
+            "UPDATE change_requests SET token_expires_at = ? WHERE id = ?",
+            ("2026-01-01T00:00:00.000000Z", fourth["id"]),
+        )
+    db.close()
+    context = browser.new_context(viewport={"width": 1280, "height": 700}, device_scale_factor=1)
+    guard = Guard(context)
+    try:
+        late = guard.watch(context.new_page())
+        open_link(late, f"{base}/respond/{fourth['id']}#token={fourth['token']}")
+        assert late.evaluate("document.getElementById('page').dataset.state") == "expired"
+        assert "This link has expired" in late.locator("#status").inner_text()
+        shoot(late, "08-applicant-link-expired")
+    finally:
+        context.close()
+    assert not guard.blocked and not guard.errors, (guard.blocked, guard.errors)

@@ -59,55 +59,28 @@ GEOJSON_BY_MISTAKE = (
 def parse_wkt(text: str, name: str, settings) -> BaseGeometry:
     """A WKT query geometry, or a 422/413 problem that says what is wrong with it."""
     text = text.strip()
-    pointer = {"pointer": f"/{name}", "in": "query"}
+
+    def refuse(detail: str, kind: str, status: int = 422) -> Problem:
+        title = "Payload too large" if status == 413 else "The request is not valid"
+        return Problem(status, title, detail, type=f"/problems/{kind}", errors=[{"pointer": f"/{name}", "in": "query", "detail": detail}])
+
     if text.startswith("{") or text.startswith("["):
-        raise Problem(
-            422,
-            "The request is not valid",
-            GEOJSON_BY_MISTAKE,
-            type="/problems/geometry-not-wkt",
-            errors=[pointer | {"detail": GEOJSON_BY_MISTAKE}],
-        )
+        raise refuse(GEOJSON_BY_MISTAKE, "geometry-not-wkt")
     try:
         geom = shapely.from_wkt(text)
     except (shapely.errors.GEOSException, ValueError, TypeError) as err:
-        detail = f"{name} is not valid WKT ({err}); expected e.g. POINT(-0.1151 51.4745) or POLYGON((...)) in EPSG:4326 lon/lat"
-        raise Problem(
-            422,
-            "The request is not valid",
-            detail,
-            type="/problems/invalid-wkt",
-            errors=[pointer | {"detail": detail}],
+        raise refuse(
+            f"{name} is not valid WKT ({err}); expected e.g. POINT(-0.1151 51.4745) or POLYGON((...)) in EPSG:4326 lon/lat",
+            "invalid-wkt",
         ) from None
     if geom is None or geom.is_empty:
-        detail = f"{name} is an empty geometry; give a point or polygon in EPSG:4326 lon/lat"
-        raise Problem(
-            422,
-            "The request is not valid",
-            detail,
-            type="/problems/empty",
-            errors=[pointer | {"detail": detail}],
-        )
+        raise refuse(f"{name} is an empty geometry; give a point or polygon in EPSG:4326 lon/lat", "empty")
     vertices = int(shapely.get_num_coordinates(geom))
     if settings.max_vertices and vertices > settings.max_vertices:
-        detail = f"{name} has {vertices} vertices; at most {settings.max_vertices} are accepted: simplify it"
-        raise Problem(
-            413,
-            "Payload too large",
-            detail,
-            type="/problems/too-many-vertices",
-            errors=[pointer | {"detail": detail}],
-        )
+        raise refuse(f"{name} has {vertices} vertices; at most {settings.max_vertices} are accepted: simplify it", "too-many-vertices", 413)
     coords = shapely.get_coordinates(geom)
     if not shapely.is_valid_input(geom) or not (abs(coords) < 1e300).all():
-        detail = f"{name} has coordinates that are not finite numbers"
-        raise Problem(
-            422,
-            "The request is not valid",
-            detail,
-            type="/problems/not-finite",
-            errors=[pointer | {"detail": detail}],
-        )
+        raise refuse(f"{name} has coordinates that are not finite numbers", "not-finite")
     return geom
 
 
