@@ -60,6 +60,33 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_ready(url: str, timeout: float, what: str = "the server", exited=lambda: None) -> None:
+    """Wait until ``url``/readyz answers 200; raise if ``exited()`` says why the server is gone, or at ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        gone = exited()
+        if gone:
+            raise RuntimeError(f"{what} exited: {gone}")
+        try:
+            if httpx.get(url + "/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{what} did not become ready within {timeout:g} s")
+
+
+def stop(process: subprocess.Popen, wait_s: float = 15) -> None:
+    """SIGTERM ``process`` and wait; SIGKILL it if it has not exited within ``wait_s``."""
+    if process.poll() is None:
+        process.terminate()
+    try:
+        process.wait(wait_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 class LiveServer:
     """The app under uvicorn on 127.0.0.1, in a thread, for real HTTP."""
 
@@ -73,15 +100,8 @@ class LiveServer:
 
     def __enter__(self) -> LiveServer:
         self.thread.start()
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(self.url + "/readyz", timeout=2).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError("the server did not become ready within 60 s")
+        wait_ready(self.url, 60)
+        return self
 
     def __exit__(self, *exc) -> None:
         self.server.should_exit = True
@@ -108,18 +128,16 @@ class ServedProcess:
     def __enter__(self) -> ServedProcess:
         self._log = open(self._log_path, "wb")
         self.process = subprocess.Popen(self._command, cwd=ROOT, env=self._env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
+        def exited():
             if self.process.poll() is not None:
-                raise RuntimeError(f"redline serve exited with {self.process.returncode}: {self._log_path.read_text()[-2000:]}")
-            try:
-                if httpx.get(self.url + "/readyz", timeout=2).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        self.__exit__()
-        raise RuntimeError("redline serve did not become ready within 120 s")
+                return f"status {self.process.returncode}: {self._log_path.read_text()[-2000:]}"
+
+        try:
+            wait_ready(self.url, 120, "redline serve", exited)
+        except RuntimeError:
+            self.__exit__()
+            raise
+        return self
 
     def __exit__(self, *exc) -> None:
         if self.process is not None and self.process.poll() is None:

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import httpx
-from api_fixtures import free_port
+from api_fixtures import free_port, stop
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -82,13 +82,7 @@ class Service:
         self.close()
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop(self.proc)
         self.close()
 
     def close(self) -> None:

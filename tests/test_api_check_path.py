@@ -81,3 +81,20 @@ def test_the_answer_names_the_data_version_it_used(client):
     answer = client.post("/v1/check", json=BATH_SITE)
     assert answer.headers["x-redline-data-version"] == client.app.state.index.data_version
     assert answer.json()["provenance"]["data_version"] == answer.headers["x-redline-data-version"]
+
+
+def test_the_query_is_one_model_that_parses_it_and_documents_it(client):
+    from api.routes.check import CheckQuery
+
+    documented = {p["name"]: p for p in client.get("/openapi.json").json()["paths"]["/v1/check"]["post"]["parameters"]}
+    assert set(documented) == set(CheckQuery.model_fields)
+    assert documented["tolerance_pct"]["schema"] == {"type": "number", "minimum": 0, "maximum": 100}
+    assert documented["format"]["schema"]["enum"] == ["native", "planx", "odp", "geojson"]
+    assert documented["datasets"]["explode"] is True
+
+    refused = client.post("/v1/check", params={"format": "pdf", "tolerance_pct": "101", "tolerance_m2": "nan"}, json=BATH_SITE)
+    assert refused.status_code == 422 and refused.headers["content-type"] == "application/problem+json"
+    assert [e["pointer"] for e in refused.json()["errors"]] == ["/format", "/tolerance_m2", "/tolerance_pct"]
+    assert "'geojson'" in refused.json()["detail"] and "100" in refused.json()["detail"]
+    blank = client.post("/v1/check", params={"format": "", "tolerance_pct": "", "council": ""}, json=BATH_SITE)
+    assert blank.status_code == 200, blank.text

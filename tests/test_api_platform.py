@@ -18,6 +18,7 @@ from api_fixtures import BATH_SITE, BATH_WKT, assert_problem, copy_cache, make_a
 from fastapi.testclient import TestClient
 
 from api.entity_search import ENTITY_FIELDS, RELATIONS
+from constraints.formats import PLANX_DATA_FIELDS
 
 csv.field_size_limit(sys.maxsize)
 
@@ -139,18 +140,7 @@ def test_gis_data_entries_have_the_types_of_planx_entities(client, real_data):
     assert body["constraints"]["designated"]["value"] is True  # derived from designated.* as PlanX does
     ours = [e for c in body["constraints"].values() for e in c.get("data", [])]
     assert ours
-    for field in (
-        "entry-date",
-        "start-date",
-        "end-date",
-        "entity",
-        "name",
-        "dataset",
-        "typology",
-        "reference",
-        "prefix",
-        "organisation-entity",
-    ):
+    for field in PLANX_DATA_FIELDS:
         expected = _types(e[field] for e in theirs)
         assert _types(e[field] for e in ours) <= expected, field
 

@@ -233,13 +233,17 @@ def test_the_whole_red_line_story_over_http(service, saltford):
     assert [line.split()[2] for line in text.text.splitlines()] == [e["event"] for e in trail]
 
 
+def new_boundary(service, site, reference: str = "R") -> str:
+    """A boundary created by the applicant's service; its id."""
+    created = service.client(service.applicant_key).post(
+        "/v1/boundaries", json={"reference": reference, "local_authority": "LA", "site": site}
+    )
+    return created.json()["id"]
+
+
 def test_odp_export_validates_against_the_real_schema(shared_service, saltford):
     officer = shared_service.client(shared_service.officer_key)
-    bid = (
-        shared_service.client(shared_service.applicant_key)
-        .post("/v1/boundaries", json={"reference": "R", "local_authority": "LA", "site": saltford.over})
-        .json()["id"]
-    )
+    bid = new_boundary(shared_service, saltford.over)
     officer.post(
         f"/v1/boundaries/{bid}/overrides",
         json={
@@ -381,11 +385,7 @@ def test_create_from_an_uploaded_shapefile_in_british_national_grid(shared_servi
 
 def test_a_dismissed_conservation_area_no_longer_makes_the_site_designated_in_any_format(shared_service, saltford):
     officer = shared_service.client(shared_service.officer_key)
-    bid = (
-        shared_service.client(shared_service.applicant_key)
-        .post("/v1/boundaries", json={"reference": "R-designated", "local_authority": "LA", "site": saltford.over})
-        .json()["id"]
-    )
+    bid = new_boundary(shared_service, saltford.over, "R-designated")
     machine = officer.get(f"/v1/boundaries/{bid}").json()["constraints"]
     assert status(machine, CA)[0] == "intersects" and status(machine, "designated")[0] == "intersects"
     r = officer.post(
@@ -408,3 +408,47 @@ def test_a_dismissed_conservation_area_no_longer_makes_the_site_designated_in_an
     assert not [f for f in features if CA in f["properties"]["keys"] or "designated" in f["properties"]["keys"]]
     # the machine answer itself is kept as it was
     assert status(officer.get(f"/v1/boundaries/{bid}").json()["constraints"], "designated")[0] == "intersects"
+
+
+def test_each_request_body_is_one_model_that_parses_it_and_documents_it(shared_service, saltford):
+    from api.routes.boundary_bodies import AddOverride, CreateBoundary, ProposeChange, inline_schema
+
+    planx = shared_service.client(shared_service.applicant_key)
+    officer = shared_service.client(shared_service.officer_key)
+    spec = planx.get("/openapi.json").json()["paths"]
+    create = spec["/v1/boundaries"]["post"]["requestBody"]["content"]
+    assert create["application/json"]["schema"] == inline_schema(CreateBoundary)
+    assert create["multipart/form-data"]["schema"]["properties"]["file"]["format"] == "binary"
+    overrides = spec["/v1/boundaries/{boundary_id}/overrides"]["post"]["requestBody"]["content"]["application/json"]
+    assert overrides["schema"] == inline_schema(AddOverride)
+    assert overrides["schema"]["properties"]["action"]["enum"] == ["confirmed", "added", "dismissed"]
+    proposal = spec["/v1/boundaries/{boundary_id}/change-requests"]["post"]["requestBody"]["content"]
+    assert "$ref" not in str(proposal) and proposal["application/json"]["schema"] == inline_schema(ProposeChange)
+
+    # A bad field answers 422 with a pointer to it and what to send instead, whichever the field.
+    bad = problem(planx.post("/v1/boundaries", json={"reference": " ", "local_authority": 7, "site": saltford.outside, "applicant_email": "nobody"}), 422)
+    assert {e["pointer"]: e["detail"] for e in bad["errors"]} == {
+        "/reference": "is required",
+        "/local_authority": "must be a string",
+        "/applicant_email": "'nobody' is not an email address",
+    }
+    form = problem(planx.post("/v1/boundaries", data={"local_authority": "LA"}, files={"file": ("site.geojson", b"{}")}), 422)
+    assert form["errors"][0]["pointer"] == "/reference"
+
+    bid = planx.post("/v1/boundaries", json={"reference": "R-models", "local_authority": "LA", "site": saltford.outside}).json()["id"]
+    body = problem(officer.post(f"/v1/boundaries/{bid}/overrides", json={"key": "tpo", "action": "maybe", "version": "2", "reason": "a\x00b"}), 422)
+    assert [e["pointer"] for e in body["errors"]] == ["/action", "/reason", "/version"]
+    assert "'dismissed'" in body["detail"] and "NUL" in body["detail"] and "integer" in body["detail"]
+    body = problem(officer.post(f"/v1/boundaries/{bid}/change-requests", json={"site": saltford.over, "reason": "r", "base_version": True}), 422)
+    assert body["errors"] == [{"pointer": "/base_version", "in": "body", "detail": "must be an integer"}]
+    assert officer.post(f"/v1/boundaries/{bid}/change-requests", json={"site": saltford.over, "reason": " wall ", "base_version": 1}).json()["reason"] == "wall"
+
+
+def test_a_boundary_body_over_the_limit_is_refused_while_it_streams(shared_service):
+    officer = shared_service.client(shared_service.officer_key)
+
+    def chunks():
+        for _ in range(2_100):  # past the 2 MB default, without a Content-Length
+            yield b" " * 1_000
+
+    problem(officer.post("/v1/boundaries/any/change-requests", content=chunks(), headers={"content-type": "application/json"}), 413)

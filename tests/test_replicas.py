@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 import shapely
+from api_fixtures import stop, wait_ready
 from boundary_fixtures import postgres
 
 from api.keys import KeyStore
@@ -47,27 +48,17 @@ class Replica:
         )
 
     def wait_ready(self, timeout: float = 90) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        def exited():
             if self.process.poll() is not None:
-                raise RuntimeError(f"replica {self.name} exited: {Path(self.log.name).read_text()[-2000:]}")
-            try:
-                if httpx.get(f"{self.base}/readyz", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError(f"replica {self.name} was not ready in {timeout} s")
+                return Path(self.log.name).read_text()[-2000:]
+
+        wait_ready(self.base, timeout, f"replica {self.name}", exited)
 
     def client(self, token: str) -> httpx.Client:
         return httpx.Client(base_url=self.base, headers={"Authorization": f"Bearer {token}"}, timeout=30)
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
+        stop(self.process, 20)
         self.log.close()
 
 

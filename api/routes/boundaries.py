@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import threading
 
 from fastapi import APIRouter, FastAPI, Path, Request
@@ -46,6 +45,21 @@ from ..deps import (
 from ..errors import Problem
 from ..keys import Principal
 from ..responses import json_response
+from .boundary_bodies import (
+    MAX_TEXT,
+    AddOverride,
+    BoundaryFields,
+    CancelChange,
+    CreateBoundary,
+    ProposeChange,
+    RejectChange,
+    UploadBoundary,
+    UploadSite,
+    ValidateSite,
+    parse,
+    request_body,
+    site_to_validate,
+)
 from .check import boundary_limits
 
 router = APIRouter(tags=["boundaries"], route_class=JSONRoute)
@@ -55,67 +69,6 @@ READ_SCOPES = ("boundary:write", "officer")
 _build_lock = threading.Lock()
 VERSION_NUMBER = Path(..., ge=1, le=2_147_483_647, description="Version number, from 1")
 AUTO_APPROVAL_SWEEP_S = 60.0
-# One @, something either side, a dot in the domain: enough to catch a name typed in the wrong field;
-# GOV.UK Notify validates the address itself.
-EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]{2,}$")
-
-SITE_EXAMPLE = {
-    "type": "Polygon",
-    "coordinates": [
-        [[-2.3614, 51.3812], [-2.3606, 51.3812], [-2.3606, 51.3817], [-2.3614, 51.3817], [-2.3614, 51.3812]]
-    ],
-}
-CREATE_BODY = {
-    "required": True,
-    "content": {
-        "application/json": {
-            "schema": {
-                "type": "object",
-                "required": ["reference", "local_authority", "site"],
-                "properties": {
-                    "reference": {
-                        "type": "string",
-                        "description": "Application reference (PlanX session id, BOPS number...)",
-                    },
-                    "local_authority": {"type": "string"},
-                    "site": {"type": "object", "description": "GeoJSON Feature or geometry (EPSG:4326)"},
-                    "applicant_email": {
-                        "type": "string",
-                        "description": "Where change requests are emailed (GOV.UK Notify), when the council has it set up",
-                    },
-                },
-            },
-            "example": {
-                "reference": "PLX-1234",
-                "local_authority": "Bath and North East Somerset",
-                "site": SITE_EXAMPLE,
-            },
-        },
-        "multipart/form-data": {
-            "schema": {
-                "type": "object",
-                "required": ["reference", "local_authority", "file"],
-                "properties": {
-                    "reference": {"type": "string"},
-                    "local_authority": {"type": "string"},
-                    "file": {
-                        "type": "string",
-                        "format": "binary",
-                        "description": "GeoJSON, KML, GeoPackage or zipped Shapefile",
-                    },
-                },
-            }
-        },
-    },
-}
-
-
-def _json_object_body(required: list[str], properties: dict, example: dict | None = None) -> dict:
-    content = {"schema": {"type": "object", "required": required, "properties": properties}}
-    if example:
-        content["example"] = example
-    return {"required": True, "content": {"application/json": content}}
-
 
 # --- wiring ----------------------------------------------------------------------------------------------
 def workflow(request: Request) -> Boundaries:
@@ -191,60 +144,24 @@ async def _applicant_or_officer(request: Request, wf: Boundaries, request_id: st
     return _actor(admit(request, "officer"))
 
 
-
-
-def _text(data: dict, name: str, *, required: bool = True) -> str | None:
-    value = data.get(name)
-    if value is None or (isinstance(value, str) and not value.strip()):
-        if required:
-            raise Problem(
-                422,
-                "The request is not valid",
-                f"'{name}' is required",
-                errors=[{"pointer": f"/{name}", "detail": "required"}],
-            )
-        return None
-    if not isinstance(value, str):
-        raise Problem(
-            422,
-            "The request is not valid",
-            f"'{name}' must be a string",
-            errors=[{"pointer": f"/{name}", "detail": "must be a string"}],
-        )
-    return _clean(value, name)
-
-
 def _clean(value: str | None, name: str) -> str | None:
-    """Free text as stored: no NUL characters (PostgreSQL text cannot hold them), at most 10,000 characters."""
+    """Free text from a query parameter, held to the bodies' rule (see ``boundary_bodies.Text``)."""
     if value is None:
         return None
-    if "\x00" in value or len(value) > 10_000:
+    if "\x00" in value or len(value) > MAX_TEXT:
         raise Problem(
             422,
             "The request is not valid",
-            f"'{name}' must be text of at most 10,000 characters without NUL characters",
-            errors=[{"pointer": f"/{name}", "detail": "invalid text"}],
+            f"'{name}' must be text of at most {MAX_TEXT:,} characters without NUL characters",
+            errors=[{"pointer": f"/{name}", "in": "query", "detail": "invalid text"}],
         )
     return value.strip()
 
 
-def _site(data: dict):
-    site = data.get("site")
-    if site is None:
-        raise Problem(
-            422,
-            "The request is not valid",
-            "'site' is required: a GeoJSON Feature or geometry",
-            errors=[{"pointer": "/site", "detail": "required"}],
-        )
-    return site
-
-
-async def _site_and_fields(request: Request, wf: Boundaries, fields: tuple[str, ...], optional=()):
-    """A site from a JSON body (``site``) or a multipart upload (``file``), with the named text fields."""
-    content_type = request.headers.get("content-type", "")
+async def _new_boundary(request: Request, wf: Boundaries) -> tuple:
+    """The site and fields of a new boundary: GeoJSON in a JSON body, or a file in a multipart form."""
     upload_warnings: list[str] = []
-    if content_type.startswith("multipart/form-data"):
+    if request.headers.get("content-type", "").startswith("multipart/form-data"):
         form = await request.form()
         upload = form.get("file")
         if upload is None or isinstance(upload, str):
@@ -252,21 +169,19 @@ async def _site_and_fields(request: Request, wf: Boundaries, fields: tuple[str, 
                 422,
                 "The request is not valid",
                 "upload the boundary file in the form field 'file'",
-                errors=[{"pointer": "/file", "detail": "required"}],
+                errors=[{"pointer": "/file", "in": "body", "detail": "is required"}],
             )
+        fields = parse(BoundaryFields, {k: v for k, v in form.items() if isinstance(v, str)})
         content = await upload.read(wf.settings.limits.max_upload_bytes + 1)
         site, upload_warnings = await run_in_threadpool(
             parse_upload, upload.filename or "", content, wf.settings.limits
         )
-        data = {k: v for k, v in form.items() if isinstance(v, str)}
     else:
-        data = await read_json_object(request)
-        site = _site(data)
-    values = {name: _text(data, name) for name in fields}
-    values |= {name: _text(data, name, required=False) for name in optional}
+        fields = parse(CreateBoundary, await read_json_object(request))
+        site = fields.site
     valid = await run_in_threadpool(validate_boundary, site, wf.settings.limits)
     valid.warnings = upload_warnings + valid.warnings
-    return valid, values
+    return valid, fields
 
 
 # --- boundaries ----------------------------------------------------------------------------------------
@@ -274,7 +189,7 @@ async def _site_and_fields(request: Request, wf: Boundaries, fields: tuple[str, 
     "/v1/boundaries",
     status_code=201,
     summary="Create a red-line boundary (version 1) from GeoJSON or an uploaded file",
-    openapi_extra={"requestBody": CREATE_BODY},
+    openapi_extra={"requestBody": request_body(CreateBoundary, form=UploadBoundary)},
     responses={
         201: {"description": "The boundary, its area and its constraints answer"},
         413: {"description": "Too large"},
@@ -283,25 +198,15 @@ async def _site_and_fields(request: Request, wf: Boundaries, fields: tuple[str, 
 )
 async def create_boundary(request: Request, principal: Principal = require_scope("boundary:write")):
     wf = workflow(request)
-    valid, values = await _site_and_fields(
-        request, wf, ("reference", "local_authority"), optional=("applicant_email",)
-    )
-    email = values["applicant_email"]
-    if email is not None and not EMAIL.match(email):
-        raise Problem(
-            422,
-            "The request is not valid",
-            f"'applicant_email' {email[:100]!r} is not an email address",
-            errors=[{"pointer": "/applicant_email", "detail": "not an email address"}],
-        )
+    valid, fields = await _new_boundary(request, wf)
     view = await run_in_threadpool(
         lambda: wf.create(
-            values["reference"],
-            values["local_authority"],
+            fields.reference,
+            fields.local_authority,
             None,
             _actor(principal),
             valid=valid,
-            applicant_email=email,
+            applicant_email=fields.applicant_email,
         )
     )
     return json_response(view, 201, headers={"Location": f"/v1/boundaries/{view['id']}"})
@@ -383,29 +288,16 @@ async def audit(request: Request, boundary_id: str, format: str = "json", princi
     "/v1/boundaries/{boundary_id}/change-requests",
     status_code=201,
     summary="An officer proposes an amended boundary; the answer carries the applicant's token, once",
-    openapi_extra={
-        "requestBody": _json_object_body(
-            ["site", "reason"],
-            {"site": {"type": "object"}, "reason": {"type": "string"}, "base_version": {"type": "integer"}},
-            {"site": SITE_EXAMPLE, "reason": "The red line must follow the garden wall"},
-        )
-    },
+    openapi_extra={"requestBody": request_body(ProposeChange)},
 )
 async def propose(request: Request, boundary_id: str, principal: Principal = require_scope("officer")):
     wf = workflow(request)
-    data = await read_json_object(request)
-    reason = _text(data, "reason")
-    base = data.get("base_version")
-    if base is not None and (not isinstance(base, int) or isinstance(base, bool)):
-        raise Problem(
-            422,
-            "The request is not valid",
-            "'base_version' must be an integer",
-            errors=[{"pointer": "/base_version", "detail": "must be an integer"}],
-        )
-    valid = await run_in_threadpool(validate_boundary, _site(data), wf.settings.limits)
+    body = parse(ProposeChange, await read_json_object(request))
+    valid = await run_in_threadpool(validate_boundary, body.site, wf.settings.limits)
     view = await run_in_threadpool(
-        lambda: wf.propose(boundary_id, None, reason, _actor(principal), base_version=base, valid=valid)
+        lambda: wf.propose(
+            boundary_id, None, body.reason, _actor(principal), base_version=body.base_version, valid=valid
+        )
     )
     return json_response(view, 201, headers={"Location": f"/v1/change-requests/{view['id']}"})
 
@@ -434,30 +326,27 @@ async def approve(request: Request, request_id: str):
 @router.post(
     "/v1/change-requests/{request_id}/reject",
     summary="The applicant rejects, with a reason",
-    openapi_extra={
-        "requestBody": _json_object_body(
-            ["reason"], {"reason": {"type": "string"}}, {"reason": "That strip is my neighbour's garden"}
-        )
-    },
+    openapi_extra={"requestBody": request_body(RejectChange)},
     dependencies=[APPLICANT_TOKEN],
 )
 async def reject(request: Request, request_id: str):
     wf = workflow(request)
     actor = await _applicant(request, wf, request_id)
-    data = await read_json_object(request)
-    reason = _text(data, "reason")
-    return json_response(await run_in_threadpool(wf.reject, request_id, reason, actor))
+    body = parse(RejectChange, await read_json_object(request))
+    return json_response(await run_in_threadpool(wf.reject, request_id, body.reason, actor))
 
 
 @router.post(
-    "/v1/change-requests/{request_id}/cancel", summary="The officer withdraws an open change request"
+    "/v1/change-requests/{request_id}/cancel",
+    summary="The officer withdraws an open change request",
+    openapi_extra={"requestBody": request_body(CancelChange, required=False)},
 )
 async def cancel(request: Request, request_id: str, principal: Principal = require_scope("officer")):
     wf = workflow(request)
-    reason = None
+    body = CancelChange()
     if await read_body(request):
-        reason = _text(await read_json_object(request), "reason", required=False)
-    return json_response(await run_in_threadpool(wf.cancel, request_id, _actor(principal), reason))
+        body = parse(CancelChange, await read_json_object(request))
+    return json_response(await run_in_threadpool(wf.cancel, request_id, _actor(principal), body.reason))
 
 
 # --- overrides -----------------------------------------------------------------------------------------
@@ -465,41 +354,13 @@ async def cancel(request: Request, request_id: str, principal: Principal = requi
     "/v1/boundaries/{boundary_id}/overrides",
     status_code=201,
     summary="An officer confirms, adds by hand or dismisses a constraint (kept apart from the machine answer)",
-    openapi_extra={
-        "requestBody": _json_object_body(
-            ["key", "action"],
-            {
-                "key": {"type": "string"},
-                "action": {"type": "string", "enum": ["confirmed", "added", "dismissed"]},
-                "entity": {"type": ["string", "integer"]},
-                "text": {"type": "string"},
-                "reason": {"type": "string"},
-                "version": {"type": "integer"},
-            },
-            {"key": "tpo", "action": "added", "text": "TPO 12/1998 on the oak by the gate"},
-        )
-    },
+    openapi_extra={"requestBody": request_body(AddOverride)},
 )
 async def add_override(request: Request, boundary_id: str, principal: Principal = require_scope("officer")):
     wf = workflow(request)
-    data = await read_json_object(request)
-    entity = data.get("entity")
-    if entity is not None and not isinstance(entity, str | int):
-        raise Problem(422, "The request is not valid", "'entity' must be an entity number or string")
-    version = data.get("version")
-    if version is not None and (not isinstance(version, int) or isinstance(version, bool)):
-        raise Problem(422, "The request is not valid", "'version' must be an integer")
+    body = parse(AddOverride, await read_json_object(request))
     out = await run_in_threadpool(
-        lambda: wf.add_override(
-            boundary_id,
-            key=_text(data, "key"),
-            action=_text(data, "action"),
-            actor=_actor(principal),
-            entity=entity,
-            text=_text(data, "text", required=False),
-            reason=_text(data, "reason", required=False),
-            version=version,
-        )
+        lambda: wf.add_override(boundary_id, actor=_actor(principal), **body.model_dump())
     )
     return json_response(out, 201)
 
@@ -535,18 +396,7 @@ async def review_override(request: Request, boundary_id: str, override_id: str, 
     "/v1/validate",
     summary="Validate a boundary and measure it; stores nothing (the widget's live feedback)",
     openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {
-                "application/json": {"schema": {"type": "object"}, "example": SITE_EXAMPLE},
-                "multipart/form-data": {
-                    "schema": {
-                        "type": "object",
-                        "properties": {"file": {"type": "string", "format": "binary"}},
-                    }
-                },
-            },
-        }
+        "requestBody": request_body(ValidateSite, form=UploadSite, bare_site=True)
     },
 )
 async def validate(request: Request, principal: Principal = require_scope("check", "boundary:write", "officer")):
@@ -558,14 +408,16 @@ async def validate(request: Request, principal: Principal = require_scope("check
         upload = form.get("file")
         if upload is None or isinstance(upload, str):
             raise Problem(
-                422, "The request is not valid", "upload the boundary file in the form field 'file'"
+                422,
+                "The request is not valid",
+                "upload the boundary file in the form field 'file'",
+                errors=[{"pointer": "/file", "in": "body", "detail": "is required"}],
             )
         site, warnings = await run_in_threadpool(
             parse_upload, upload.filename or "", await upload.read(), wf.settings.limits
         )
     else:
-        data = await read_json_object(request)
-        site = data["site"] if "site" in data and "type" not in data else data
+        site = site_to_validate(await read_json_object(request))
     valid = await run_in_threadpool(validate_boundary, site, wf.settings.limits)
     summary = valid.summary()
     summary["warnings"] = warnings + summary["warnings"]

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import functools
+from typing import Annotated
 from urllib.parse import parse_qsl
 
 import orjson
 from fastapi import Request
+from pydantic import AfterValidator, BaseModel, Field, ValidationError
 
 from boundary.geometry import BoundaryLimits
 from constraints.formats import Format, render
@@ -83,28 +85,55 @@ def answer_check(index: ConstraintIndex, catalogue, limits: SiteLimits, body: by
     return orjson.dumps(answer, option=orjson.OPT_SERIALIZE_NUMPY), snapshot.data_version
 
 
-def _number(query, name: str, low: float, high: float) -> float | None:
-    raw = query.get(name)
-    if raw is None or raw == "":
-        return None
-    try:
-        value = float(raw)
-    except ValueError:
-        value = float("nan")
-    if not (low <= value <= high):  # NaN fails too
-        raise Problem(422, "The request is not valid", f"query {name}: must be a number from {low:g} to {high:g}, got {raw!r}", type="/problems/invalid-request", errors=[{"in": "query", "pointer": f"/{name}", "detail": f"a number from {low:g} to {high:g}"}])
-    return value
+class CheckQuery(BaseModel):
+    """The check's query parameters, declared once: :class:`CheckEndpoint` parses with it and the
+    OpenAPI lists them from it (:func:`query_parameters`). A blank value is the same as leaving it out."""
+
+    format: Format = Field(Format.native, description="native, planx (PlanX GIS shape), odp (ODP designations) or geojson")
+    datasets: Annotated[list[str] | None, AfterValidator(split_list)] = Field(None, description="Restrict to these datasets (repeat, or comma-separated); other keys answer unknown")
+    keys: Annotated[list[str] | None, AfterValidator(split_list)] = Field(None, description="Answer only these keys")
+    council: str | None = Field(None, description="Add this council's granular article 4 keys, e.g. lambeth")
+    tolerance_m2: float | None = Field(None, ge=0, le=1e6, allow_inf_nan=False, description="Overlaps below this many m² are slivers (listed as nearby)")
+    tolerance_pct: float | None = Field(None, ge=0, le=100, allow_inf_nan=False, description="Overlaps below this % of the site are slivers")
+
+    @classmethod
+    def parse(cls, raw: bytes) -> CheckQuery:
+        """The query string's values (the first of a repeated single value, every one of a list), or a 422."""
+        data: dict = {}
+        for name, value in parse_qsl(raw.decode("latin-1"), keep_blank_values=True) if raw else ():
+            if name in _LISTS:
+                data.setdefault(name, []).append(value)
+            elif value != "":
+                data.setdefault(name, value)
+        try:
+            return cls.model_validate(data)
+        except ValidationError as err:
+            errors = [{"in": "query", "pointer": f"/{e['loc'][0]}", "detail": e["msg"]} for e in err.errors(include_url=False)]
+        detail = "; ".join(f"query {e['pointer'][1:]}: {e['detail']}" for e in errors)
+        raise Problem(422, "The request is not valid", detail, type="/problems/invalid-request", errors=errors)
 
 
-# Documented by hand: the endpoint is plain ASGI (see CheckEndpoint), so FastAPI cannot infer them.
-CHECK_PARAMETERS = [
-    {"name": "format", "in": "query", "required": False, "description": "native, planx (PlanX GIS shape), odp (ODP designations) or geojson", "schema": {"type": "string", "enum": [f.value for f in Format], "default": "native"}},
-    {"name": "datasets", "in": "query", "required": False, "description": "Restrict to these datasets (repeat, or comma-separated); other keys answer unknown", "schema": {"type": "array", "items": {"type": "string"}}, "style": "form", "explode": True},
-    {"name": "keys", "in": "query", "required": False, "description": "Answer only these keys", "schema": {"type": "array", "items": {"type": "string"}}, "style": "form", "explode": True},
-    {"name": "council", "in": "query", "required": False, "description": "Add this council's granular article 4 keys, e.g. lambeth", "schema": {"type": "string"}},
-    {"name": "tolerance_m2", "in": "query", "required": False, "description": "Overlaps below this many m² are slivers (listed as nearby)", "schema": {"type": "number", "minimum": 0, "maximum": 1e6}},
-    {"name": "tolerance_pct", "in": "query", "required": False, "description": "Overlaps below this % of the site are slivers", "schema": {"type": "number", "minimum": 0, "maximum": 100}},
-]
+_LISTS = frozenset(name for name, field in CheckQuery.model_fields.items() if "list" in str(field.annotation))
+
+
+def query_parameters(model: type[BaseModel]) -> list[dict]:
+    """OpenAPI query parameters from a model's fields (none required; lists repeat or take commas)."""
+    parameters = []
+    for name, prop in model.model_json_schema()["properties"].items():
+        schema = next((s for s in prop.get("anyOf", [prop]) if s.get("type") != "null"), prop)
+        schema = {k: v for k, v in schema.items() if k not in ("title", "description")}
+        if "$ref" in schema:  # the Format enum
+            schema = {"type": "string", "enum": [f.value for f in Format]}
+        if prop.get("default") is not None:
+            schema["default"] = prop["default"]
+        parameter = {"name": name, "in": "query", "required": False, "description": prop.get("description", ""), "schema": schema}
+        if schema.get("type") == "array":
+            parameter |= {"style": "form", "explode": True}
+        parameters.append(parameter)
+    return parameters
+
+
+CHECK_PARAMETERS = query_parameters(CheckQuery)
 
 
 CHECK_OPERATION = {
@@ -133,22 +162,6 @@ def document(schema: dict) -> dict:
     return schema
 
 
-class _Query:
-    """The query string, parsed once: ``get`` and ``getlist`` as on Starlette's ``QueryParams``."""
-
-    def __init__(self, raw: bytes) -> None:
-        self._pairs = parse_qsl(raw.decode("latin-1"), keep_blank_values=True) if raw else []
-
-    def get(self, name: str) -> str | None:
-        for key, value in self._pairs:
-            if key == name:
-                return value
-        return None
-
-    def getlist(self, name: str) -> list[str]:
-        return [value for key, value in self._pairs if key == name]
-
-
 class CheckEndpoint:
     """``POST /v1/check`` as a plain ASGI app.
 
@@ -168,20 +181,14 @@ class CheckEndpoint:
         state = app.state
         index: ConstraintIndex = await get_index(request)
         settings = state.settings
-        query = _Query(scope.get("query_string", b""))
-        raw_format = query.get("format") or "native"
-        try:
-            fmt = Format(raw_format)
-        except ValueError:
-            raise Problem(422, "The request is not valid", f"query format: {raw_format!r} is not one of native, planx, odp, geojson", type="/problems/invalid-request", errors=[{"in": "query", "pointer": "/format", "detail": "native, planx, odp or geojson"}]) from None
-        tolerance_m2 = _number(query, "tolerance_m2", 0, 1e6)
-        tolerance_pct = _number(query, "tolerance_pct", 0, 100)
+        query = CheckQuery.parse(scope.get("query_string", b""))
         body = await read_site(request)
         tolerance = Tolerance(
-            settings.tolerance_m2 if tolerance_m2 is None else tolerance_m2,
-            settings.tolerance_pct if tolerance_pct is None else tolerance_pct,
+            settings.tolerance_m2 if query.tolerance_m2 is None else query.tolerance_m2,
+            settings.tolerance_pct if query.tolerance_pct is None else query.tolerance_pct,
         )
-        options = (fmt, tolerance, split_list(query.getlist("datasets")), query.get("council") or None, split_list(query.getlist("keys")))
+        fmt = query.format
+        options = (fmt, tolerance, query.datasets, query.council, query.keys)
         runner = state.check_process
         if runner is not None:  # in the worker's check process (see api/check_process.py), in arrival order
             payload, data_version = await runner.run(index.snapshot, body, *options)
