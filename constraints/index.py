@@ -48,7 +48,7 @@ from .wkb_column import LINE, POINT, POLYGON, WkbColumn, map_wkb_file, write_wkb
 log = logging.getLogger("redline.index")
 
 MAX_PIECE_VERTICES = 256
-DERIVED_FORMAT = "pieces-v2"  # v2: layers reprojected by the same OSTN15 interpolation as sites
+DERIVED_FORMAT = "pieces-v3"  # v3: layers reprojected by the OSTN15 grid read once from convertbng, both ways, as sites are (v2 mixed in convertbng calls)
 WGS84_FORMAT = "wgs84-wkb-v1.arrow"  # the layer's own geometries, for mapping into memory
 RELATIVE_EPS = 1e-9
 
