@@ -156,8 +156,12 @@ def start_server(root: Path, port: int, workers: int, check_processes: int = 1) 
     env = os.environ | {
         "REDLINE_DATA_DIR": str(root),
         "REDLINE_LOAD_SAMPLES": "false",
+        # the benchmark is one caller at full speed, keyed or not: rate limits (per key and, with no keys, per
+        # address, shared by the workers) are out of its way, as a deployment sets them for a trusted client
         "REDLINE_RATE_LIMIT_PER_S": "1000000",
         "REDLINE_RATE_LIMIT_BURST": "1000000",
+        "REDLINE_ANONYMOUS_RATE_LIMIT_PER_S": "1000000",
+        "REDLINE_ANONYMOUS_RATE_LIMIT_BURST": "1000000",
     }
     command = [sys.executable, "-m", "api.cli", "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers), "--check-processes", str(check_processes), "--log-level", "warning"]
     return subprocess.Popen(

@@ -90,7 +90,7 @@ _playwright = _chromium = None
 _users = 0
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")  # not session: Playwright's loop must end with the module, or asyncio.run fails after it
 def browser():
     """Debian's Chromium, headless. Missing: the test fails with what to install (CI and locally)."""
     if not os.access(CHROMIUM, os.X_OK):
