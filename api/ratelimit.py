@@ -11,9 +11,12 @@ Replicas on different machines each limit on their own: put a shared limit in th
 
 Examples
 --------
->>> buckets = SharedBuckets(tmp_path / "ratelimit.bin")  # doctest: +SKIP
->>> buckets.take("addr:192.0.2.1", rate=10, burst=100)  # doctest: +SKIP
+>>> import tempfile
+>>> buckets = SharedBuckets(Path(tempfile.mkdtemp()) / "ratelimit.bin")
+>>> buckets.take("addr:192.0.2.1", rate=1, burst=1)
 0.0
+>>> buckets.take("addr:192.0.2.1", rate=1, burst=1) > 0  # the second must wait for the refill
+True
 """
 
 from __future__ import annotations
