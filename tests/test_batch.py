@@ -19,6 +19,7 @@ import shapely
 
 from constraints.batch import (
     BatchError,
+    BatchOptions,
     BatchRunError,
     hilbert_distance,
     partition,
@@ -362,7 +363,7 @@ def test_a_failed_run_leaves_no_result_and_resume_redoes_only_the_missing_parts(
         run_batch(source, out, resume=True, **{**common, "keys": ["listed"]})
 
     blocker.rmdir()
-    report = run_batch(source, out, resume=True, **common)
+    report = run_batch(source, out, BatchOptions(**common), resume=True)  # the options as one object, one of them overridden
     # parts still running when the run failed may have finished since: they are reused too
     assert report.parts == 8 and len(finished) <= report.skipped_parts < 8
     assert not parts_dir(out).exists()  # the parts made way for the one final file
