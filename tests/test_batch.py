@@ -19,6 +19,7 @@ import shapely
 
 from constraints.batch import (
     BatchError,
+    BatchOptions,
     BatchRunError,
     hilbert_distance,
     partition,
@@ -119,9 +120,13 @@ def _results(path) -> pd.DataFrame:
     return gpd.read_parquet(path)
 
 
-def _batch(source, out, sample_cache, **options):
-    """``run_batch`` over the sample layers, the sites keyed by their title number, without a progress bar."""
-    return run_batch(source, out, cache_root=sample_cache.root, id_field="title_no", progress=False, **options)
+def _options(sample_cache, **fields) -> BatchOptions:
+    """A batch over the sample layers, the sites keyed by their title number, without a progress bar."""
+    return BatchOptions(cache_root=sample_cache.root, id_field="title_no", progress=False, **fields)
+
+
+def _batch(source, out, sample_cache, **fields):
+    return run_batch(source, out, _options(sample_cache), **fields)
 
 
 def _assert_the_services_answers(out, index, geometry, ids, keys=None) -> pd.DataFrame:
@@ -309,24 +314,24 @@ def test_a_failed_run_leaves_no_result_and_resume_redoes_only_the_missing_parts(
     out = tmp_path / "results.parquet"
     out.write_bytes(b"an old result that must not pass for the new one")
     blocker = parts_dir(out) / "part-00007.parquet"
-    common = dict(scheduler=cluster.scheduler_address, partition_size=50)
+    options = _options(sample_cache, scheduler=cluster.scheduler_address, partition_size=50)
 
     def block_the_last_part(result):
         # a folder where the last part must go (its task is not submitted yet): it cannot be written
         blocker.mkdir(exist_ok=True)
 
     with pytest.raises(BatchRunError, match="--resume"):
-        _batch(source, out, sample_cache, on_part=block_the_last_part, **common)
+        run_batch(source, out, options, on_part=block_the_last_part)
     assert not out.exists() and not out.with_name(out.name + ".errors.csv").exists()
     assert not list(tmp_path.glob(".results.parquet*"))  # no half-written final file either
     finished = {p.name: p.stat().st_mtime_ns for p in parts_dir(out).glob("part-*.parquet") if p.is_file()}
     assert 0 < len(finished) < 8
 
     with pytest.raises(BatchError, match="different input or options"):
-        _batch(source, out, sample_cache, resume=True, keys=["listed"], **common)
+        run_batch(source, out, options, resume=True, keys=["listed"])
 
     blocker.rmdir()
-    report = _batch(source, out, sample_cache, resume=True, **common)
+    report = run_batch(source, out, options, resume=True)  # the options as one object, one of them overridden
     # parts still running when the run failed may have finished since: they are reused too
     assert report.parts == 8 and len(finished) <= report.skipped_parts < 8
     assert not parts_dir(out).exists()  # the parts made way for the one final file
