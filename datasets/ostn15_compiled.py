@@ -37,7 +37,7 @@ def _compiled(signature):
     return decorate
 
 
-@numba.njit(cache=True)
+@numba.njit(inline="always")
 def _shift(east, north, grid, covered):
     """OSTN15's (east, north) shift at one ETRS89 grid position; NaN off its cover."""
     rows, columns = covered.shape
