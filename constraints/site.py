@@ -29,6 +29,7 @@ from datasets.crs import (
     GB_NORTHING,
     WGS84,
     OutsideGridError,
+    geodesic_area_perimeter,
     grid_reference,
     lonlat_points_to_bng,
     to_bng,
@@ -670,6 +671,9 @@ def _parts_together(bng: BaseGeometry, limits: SiteLimits) -> None:
     parts = shapely.get_parts(bng)
     if gap is None or len(parts) < 2:
         return
+    xmin, ymin, xmax, ymax = shapely.bounds(bng).tolist()
+    if math.hypot(xmax - xmin, ymax - ymin) < gap - 1e-6:
+        return  # no two points of the site lie a gap apart (a micrometre to spare for rounding)
     left, right = shapely.STRtree(parts).query(parts, predicate="dwithin", distance=gap)
     group = np.arange(len(parts))
     changed = True
@@ -901,7 +905,7 @@ def parse_site(obj, limits: SiteLimits = SiteLimits()) -> Site:
             warnings.append("rings were rewound: outer rings anticlockwise, holes clockwise (RFC 7946)")
         bng = oriented
         geometry = to_wgs84(bng) if changed else shapely.orient_polygons(geometry, exterior_cw=False)
-        area, perimeter = WGS84.geometry_area_perimeter(geometry)
+        area, perimeter = geodesic_area_perimeter(geometry)
         area, perimeter = abs(area), abs(perimeter)
         _check_area(area, limits)
         centre, centre_bng = geometry.centroid, bng.centroid
