@@ -16,9 +16,8 @@ from constraints.index import ConstraintIndex
 from datasets.cache import LayerCache
 from datasets.catalogue import load_catalogue
 from datasets.live import LiveLookup
-from datasets.pdp import PlatformClient
 from datasets.samples import load_samples
-from datasets.sync import BackgroundSync, Syncer
+from datasets.sync import BackgroundSync
 
 from . import __version__, errors
 from .bodies import BodyLimit
@@ -27,7 +26,7 @@ from .check_thread import CheckThread
 from .keys import KeyStore
 from .ratelimit import SharedBuckets
 from .routes import check, health
-from .settings import Settings, get_settings
+from .settings import Settings, get_settings, platform_syncer
 
 log = logging.getLogger("redline.api")
 STATIC = Path(__file__).parent / "static"
@@ -69,31 +68,18 @@ async def _watch_cache(app: FastAPI) -> None:
                 log.exception("reloading the index failed; still serving the previous data")
 
 
-def platform_datasets(catalogue) -> list[str]:
-    """The datasets behind the national keys; a council's own keys name layers the platform does not publish."""
-    return list(dict.fromkeys(name for c in catalogue.constraints if not c.local for name in c.datasets))
-
-
 def _start_background_sync(app: FastAPI):
     """The service's own sync scheduler (off by default: most deployments run one scheduled job)."""
     settings = app.state.settings
     if not settings.sync_interval_s:
         return None
-    client = PlatformClient(
-        settings.pdp_files_url,
-        settings.pdp_api_url,
-        connect_timeout=settings.pdp_connect_timeout_s,
-        read_timeout=settings.pdp_read_timeout_s,
-        retries=settings.pdp_retries,
-        download_deadline=settings.pdp_download_deadline_s,
-    )
 
     def reload(_names):
         if app.state.index is not None:
             app.state.index.reload()
 
-    syncer = Syncer(app.state.cache, client, min_fraction=settings.sync_min_fraction, count_tolerance=settings.sync_count_tolerance, stale_after_hours=settings.stale_after_hours, on_updated=reload)
-    return BackgroundSync(syncer, platform_datasets(app.state.catalogue), settings.sync_interval_s).start()
+    syncer = platform_syncer(settings, app.state.cache, on_updated=reload)
+    return BackgroundSync(syncer, app.state.catalogue.platform_datasets(), settings.sync_interval_s).start()
 
 
 class RedlineAPI(FastAPI):

@@ -14,6 +14,7 @@ Exit codes: 0 when every dataset is fresh (updated or not modified), 1 when any 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import re
@@ -21,7 +22,9 @@ import signal
 import sys
 import threading
 
-from datasets.sync import FAILED, NOT_MODIFIED, REFUSED, UPDATED, SyncResult, platform_syncer, tqdm_progress
+from datasets.cache import LayerCache
+from datasets.catalogue import load_catalogue
+from datasets.sync import FAILED, NOT_MODIFIED, REFUSED, UPDATED, SyncResult, tqdm_progress
 
 DATASET_NAME = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
 SYMBOLS = {UPDATED: "updated ", NOT_MODIFIED: "current ", FAILED: "FAILED  ", REFUSED: "REFUSED "}
@@ -62,32 +65,6 @@ def add_sync_parser(subparsers: argparse._SubParsersAction) -> argparse.Argument
     return parser
 
 
-def _settings():
-    """The service settings (REDLINE_* environment variables and .env)."""
-    from api.settings import get_settings  # noqa: PLC0415 - the CLI only needs settings when it runs
-
-    return get_settings()
-
-
-def _setting(settings, name: str, default):
-    value = getattr(settings, name, None)
-    return default if value is None else value
-
-
-def _catalogue_datasets(settings) -> list[str]:
-    from datasets.catalogue import load_catalogue
-
-    local = _setting(settings, "local_catalogue", None)
-    catalogue = load_catalogue(local)
-    # A council's own keys name its own layers, which the platform does not publish.
-    seen: dict[str, None] = {}
-    for constraint in catalogue.constraints:
-        if not constraint.local:
-            for name in constraint.datasets:
-                seen.setdefault(name, None)
-    return list(seen)
-
-
 def _print_results(results: list[SyncResult], out) -> None:
     for r in results:
         print(f"{SYMBOLS.get(r.status, r.status)} {r.message} ({r.seconds:.2f} s)", file=out)
@@ -116,29 +93,19 @@ def run_sync(args: argparse.Namespace) -> int:
     if args.watch is not None and not args.watch > 0:
         print("redline datasets sync: --watch takes a positive number of seconds", file=err)
         return 2
-    settings = _settings()
+    from api.settings import get_settings, platform_syncer  # noqa: PLC0415 - the CLI only needs settings when it runs
+
+    settings = get_settings()
     names = list(args.dataset)
     if args.all:
-        names += _catalogue_datasets(settings)
+        names += load_catalogue(settings.local_catalogue).platform_datasets()
     names = list(dict.fromkeys(names))
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if not getattr(args, "verbose", False):  # one line per dataset is the report; not one per request
         logging.getLogger("httpx").setLevel(logging.WARNING)
 
-    with platform_syncer(
-        settings.data_dir,
-        files_url=_setting(settings, "pdp_files_url", "https://files.planning.data.gov.uk"),
-        api_url=_setting(settings, "pdp_api_url", "https://www.planning.data.gov.uk"),
-        connect_timeout=float(_setting(settings, "pdp_connect_timeout_s", 10.0)),
-        read_timeout=float(_setting(settings, "pdp_read_timeout_s", 60.0)),
-        retries=int(_setting(settings, "pdp_retries", 4)),
-        backoff=float(_setting(settings, "pdp_backoff", 0.5)),
-        min_fraction=float(_setting(settings, "sync_min_fraction", 0.5)),
-        count_tolerance=float(_setting(settings, "sync_count_tolerance", 0.01)),
-        download_deadline=float(_setting(settings, "pdp_download_deadline_s", 1800.0)),
-        stale_after_hours=float(_setting(settings, "stale_after_hours", 48.0)),
-        progress=tqdm_progress(err),
-    ) as syncer:
+    syncer = platform_syncer(settings, LayerCache(settings.data_dir), progress=tqdm_progress(err))
+    with contextlib.closing(syncer.client):
         if args.watch is None:
             results = syncer.sync(names, force=args.force)
             _print_results(results, sys.stdout)

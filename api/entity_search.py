@@ -117,11 +117,11 @@ _cache_lock = threading.Lock()
 def _per_snapshot(snapshot: Snapshot, kind: str, key: str, build):
     """Something derived from one layer, built once per snapshot (a reload makes a new snapshot)."""
     with _cache_lock:
-        # kept on the snapshot itself, so it goes when a reload replaces it
-        store = snapshot.__dict__.setdefault(f"_entity_search_{kind}", {})
-        value = store.get(key)
+        # kept on the snapshot itself (SnapshotCaches.per_layer), so it goes when a reload replaces it
+        store = snapshot.caches.per_layer
+        value = store.get((kind, key))
         if value is None:
-            value = store[key] = build()
+            value = store[(kind, key)] = build()
         return value
 
 

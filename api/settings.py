@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from constraints.index import Tolerance
 from datasets.data_dir import default_data_dir
+
+if TYPE_CHECKING:
+    from datasets.sync import Syncer
 
 NOTIFY_API = "https://api.notifications.service.gov.uk"
 
@@ -99,3 +103,30 @@ class Settings(BaseSettings):
 @lru_cache
 def get_settings() -> Settings:
     return Settings()
+
+
+def platform_syncer(settings: Settings, cache, **hooks) -> Syncer:
+    """The sync the settings describe: the platform's URLs, timeouts and retries, and the refusal rules.
+
+    The service's background sync and ``redline datasets sync`` both take it from here. ``hooks`` are
+    the :class:`~datasets.sync.Syncer`'s ``on_updated`` and ``progress``. The caller closes ``.client``.
+    """
+    from datasets.pdp import PlatformClient
+    from datasets.sync import Syncer
+
+    client = PlatformClient(
+        settings.pdp_files_url,
+        settings.pdp_api_url,
+        connect_timeout=settings.pdp_connect_timeout_s,
+        read_timeout=settings.pdp_read_timeout_s,
+        retries=settings.pdp_retries,
+        download_deadline=settings.pdp_download_deadline_s,
+    )
+    return Syncer(
+        cache,
+        client,
+        min_fraction=settings.sync_min_fraction,
+        count_tolerance=settings.sync_count_tolerance,
+        stale_after_hours=settings.stale_after_hours,
+        **hooks,
+    )

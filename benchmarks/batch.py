@@ -24,7 +24,6 @@ It prints ONE JSON line::
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import subprocess
@@ -144,13 +143,11 @@ def baseline(root: Path, sites_path: Path, n: int) -> tuple[int, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from benchmarks.synth import scale_argument
+    from benchmarks.synth import benchmark_parser
 
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.batch", description=__doc__.split("\n")[0])
-    parser.add_argument("--scale", type=scale_argument, default=0.05, help="1 = national counts (default 0.05)")
+    parser = benchmark_parser("benchmarks.batch", __doc__, default_scale=0.05)
     parser.add_argument("--sites", type=int, default=20000, help="sites to check (default 20000)")
     parser.add_argument("--workers", type=int, default=2, help="local worker processes (default 2)")
-    parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--partition-size", type=int, help="sites per task (default: the batch default)")
     parser.add_argument(
         "--baseline-sites", type=int, default=2000, help="sites the baseline runs on (default 2000)"

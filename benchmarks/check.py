@@ -226,12 +226,10 @@ def _run_child(argv: list[str], timeout: float) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from benchmarks.synth import scale_argument
+    from benchmarks.synth import benchmark_parser
 
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.check", description=__doc__.split("\n")[0])
-    parser.add_argument("--scale", type=scale_argument, default=0.01, help="1 = national counts (default 0.01)")
+    parser = benchmark_parser("benchmarks.check", __doc__)
     parser.add_argument("--sites", type=int, default=200, help="number of timed checks (default 200)")
-    parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--baseline-sites", type=int, default=200, help="at most this many baseline checks")
     parser.add_argument("--baseline-seconds", type=float, default=90.0, help="time budget of the baseline")
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds allowed to each child process")

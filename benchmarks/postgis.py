@@ -239,12 +239,10 @@ def measure(args, layers_root: Path, sites_file: Path, loaded: dict) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from benchmarks.synth import scale_argument
+    from benchmarks.synth import benchmark_parser
 
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.postgis", description=__doc__.split("\n")[0])
-    parser.add_argument("--scale", type=scale_argument, default=0.01, help="1 = national counts (default 0.01)")
+    parser = benchmark_parser("benchmarks.postgis", __doc__)
     parser.add_argument("--sites", type=int, default=200, help="number of timed sites (default 200)")
-    parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--block", type=int, default=50, help="sites per block; the sides alternate by block")
     parser.add_argument("--timeout", type=float, default=7200.0, help="seconds allowed to each child process")
     parser.add_argument("--child-load", type=Path, help=argparse.SUPPRESS)

@@ -174,6 +174,16 @@ def scale_argument(text: str) -> float:
     return scale
 
 
+def benchmark_parser(module: str, doc: str, default_scale: float = 0.01) -> argparse.ArgumentParser:
+    """The command line the benchmarks share: the ``--scale`` of the synthetic layers and their ``--seed``."""
+    parser = argparse.ArgumentParser(prog=f"python -m {module}", description=doc.split("\n")[0])
+    parser.add_argument(
+        "--scale", type=scale_argument, default=default_scale, help=f"1 = national counts (default {default_scale:g})"
+    )
+    parser.add_argument("--seed", type=int, default=42)
+    return parser
+
+
 # --------------------------------------------------------------------------------------------
 # Vectorised geometry
 # --------------------------------------------------------------------------------------------
@@ -852,9 +862,7 @@ def cached_layers(scale: float, seed: int = 42) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.synth", description=__doc__.split("\n")[0])
-    parser.add_argument("--scale", type=scale_argument, default=0.01, help="1 = national counts (default 0.01)")
-    parser.add_argument("--seed", type=int, default=42)
+    parser = benchmark_parser("benchmarks.synth", __doc__)
     parser.add_argument("--out", type=Path, required=True, help="cache folder to fill (a LayerCache root)")
     args = parser.parse_args(argv)
     from datasets.cache import LayerCache

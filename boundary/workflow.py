@@ -72,6 +72,16 @@ class WorkflowSettings:
     limits: BoundaryLimits = BoundaryLimits()
 
 
+#: The columns that hold a validated boundary: a version and a change request store it alike.
+BOUNDARY_COLUMNS = ("geometry", "min_lon", "min_lat", "max_lon", "max_lat", "area_m2", "perimeter_m", "warnings")
+
+
+def _boundary_columns(valid: ValidBoundary) -> dict:
+    minx, miny, maxx, maxy = valid.bounds
+    columns = (valid.geojson(), minx, miny, maxx, maxy, valid.area_m2, valid.perimeter_m, valid.warnings)
+    return dict(zip(BOUNDARY_COLUMNS, columns, strict=True))
+
+
 def _is_id(value: str) -> bool:
     """Ids are UUIDs; anything else cannot name a record (and never reaches the database)."""
     try:
@@ -243,18 +253,10 @@ class Boundaries:
 
     @staticmethod
     def _version_record(boundary_id, n, valid: ValidBoundary, at, actor, reason, request_id=None) -> dict:
-        minx, miny, maxx, maxy = valid.bounds
         return {
             "boundary_id": boundary_id,
             "n": n,
-            "geometry": valid.geojson(),
-            "min_lon": minx,
-            "min_lat": miny,
-            "max_lon": maxx,
-            "max_lat": maxy,
-            "area_m2": valid.area_m2,
-            "perimeter_m": valid.perimeter_m,
-            "warnings": valid.warnings,
+            **_boundary_columns(valid),
             "created_at": at,
             "created_by": actor,
             "reason": reason,
@@ -487,7 +489,6 @@ class Boundaries:
         due = iso(auto_approval_due(opened, days)) if days else None
         expires = iso(opened + timedelta(days=self.settings.token_ttl_days))
         request_id = str(uuid.uuid4())
-        minx, miny, maxx, maxy = valid.bounds
         with self.store.transaction() as tx:
             # The row lock (PostgreSQL) or the write lock (SQLite) makes concurrent proposals take turns;
             # the second one then sees the first one's open request or the moved version.
@@ -508,14 +509,7 @@ class Boundaries:
                     "id": request_id,
                     "boundary_id": boundary_id,
                     "base_version": current,
-                    "geometry": valid.geojson(),
-                    "min_lon": minx,
-                    "min_lat": miny,
-                    "max_lon": maxx,
-                    "max_lat": maxy,
-                    "area_m2": valid.area_m2,
-                    "perimeter_m": valid.perimeter_m,
-                    "warnings": valid.warnings,
+                    **_boundary_columns(valid),
                     "reason": reason,
                     "state": OPEN,
                     "token_hash": hash_token(token),
@@ -645,14 +639,7 @@ class Boundaries:
                 {
                     "boundary_id": record["id"],
                     "n": new,
-                    "geometry": cr["geometry"],
-                    "min_lon": cr["min_lon"],
-                    "min_lat": cr["min_lat"],
-                    "max_lon": cr["max_lon"],
-                    "max_lat": cr["max_lat"],
-                    "area_m2": cr["area_m2"],
-                    "perimeter_m": cr["perimeter_m"],
-                    "warnings": cr["warnings"],
+                    **{column: cr[column] for column in BOUNDARY_COLUMNS},
                     "created_at": at,
                     "created_by": cr["created_by"],
                     "reason": cr["reason"],
@@ -879,41 +866,45 @@ class Boundaries:
     def remove_override(
         self, boundary_id: str, override_id: str, actor: str, reason: str | None = None
     ) -> dict:
-        at = self._now()
-        with self.store.transaction() as tx:
-            self._require_boundary(tx, boundary_id, for_update=True)
-            o = tx.get_override(override_id) if _is_id(override_id) else None
-            if o is None or o["boundary_id"] != boundary_id:
-                raise NotFound(f"boundary {boundary_id} has no override {override_id!r}")
+        def removal(o: dict, at: str) -> dict:
             if o["removed_at"] is not None:
                 raise InvalidState(f"override {override_id} was already removed at {o['removed_at']}")
-            tx.update_override(override_id, removed_at=at, removed_by=actor, removed_reason=reason)
-            self._audit(
-                tx,
-                boundary_id,
-                at,
-                actor,
-                "override_removed",
-                override=override_id,
-                key=o["key"],
-                reason=reason,
-            )
-            return self._override_view(tx.get_override(override_id))
+            return {"removed_at": at, "removed_by": actor, "removed_reason": reason}
+
+        return self._change_override(
+            boundary_id, override_id, actor, "override_removed", removal, live=False, reason=reason
+        )
 
     def review_override(
         self, boundary_id: str, override_id: str, actor: str, note: str | None = None
     ) -> dict:
         """An officer confirms a flagged override still stands after the change."""
+        return self._change_override(
+            boundary_id,
+            override_id,
+            actor,
+            "override_reviewed",
+            lambda o, at: {"needs_review": False, "review_note": note},
+            live=True,
+            note=note,
+        )
+
+    def _change_override(
+        self, boundary_id: str, override_id: str, actor: str, event: str, changes, *, live: bool, **details
+    ) -> dict:
+        """Update one override of the boundary and audit it, in one transaction under the boundary's row lock.
+
+        ``changes(override, at)`` gives the columns to set, or raises when the change is not allowed;
+        ``live``: only an override not yet removed may be changed.
+        """
         at = self._now()
         with self.store.transaction() as tx:
             self._require_boundary(tx, boundary_id, for_update=True)
             o = tx.get_override(override_id) if _is_id(override_id) else None
-            if o is None or o["boundary_id"] != boundary_id or o["removed_at"] is not None:
-                raise NotFound(f"boundary {boundary_id} has no live override {override_id!r}")
-            tx.update_override(override_id, needs_review=False, review_note=note)
-            self._audit(
-                tx, boundary_id, at, actor, "override_reviewed", override=override_id, key=o["key"], note=note
-            )
+            if o is None or o["boundary_id"] != boundary_id or (live and o["removed_at"] is not None):
+                raise NotFound(f"boundary {boundary_id} has no {'live ' if live else ''}override {override_id!r}")
+            tx.update_override(override_id, **changes(o, at))
+            self._audit(tx, boundary_id, at, actor, event, override=override_id, key=o["key"], **details)
             return self._override_view(tx.get_override(override_id))
 
     # -- audit -----------------------------------------------------------------------------------------

@@ -52,7 +52,7 @@ import shutil
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -542,26 +542,76 @@ def _progress(total: int, parts: int, enabled: bool):
     )
 
 
-def run_batch(
-    sites: Path | str,
-    out: Path | str,
-    *,
-    cache_root: Path | str,
-    local_catalogue: Path | str | None = None,
-    article4_dir: Path | str | None = None,
-    id_field: str | None = None,
-    keys: list[str] | None = None,
-    tolerance: Tolerance = Tolerance(),
-    scheduler: str | None = None,
-    workers: int = 2,
-    resume: bool = False,
-    partition_size: int | None = None,
-    layer: str | None = None,
-    crs: str | int | None = None,
-    progress: bool = True,
-    on_part: Callable[[dict], None] | None = None,
-) -> BatchReport:
+@dataclass(frozen=True)
+class BatchOptions:
+    """How a batch runs: where the layers are, what to answer, on which cluster. ``run_batch`` takes
+    one of these, or its fields as keywords."""
+
+    cache_root: Path | str  # the layer cache folder; every worker must see the same one
+    local_catalogue: Path | str | None = None
+    article4_dir: Path | str | None = None
+    id_field: str | None = None  # the input column naming each site; else the 1-based row number
+    keys: list[str] | None = None  # answer only these catalogue keys
+    tolerance: Tolerance = Tolerance()
+    scheduler: str | None = None  # a Dask scheduler's address; else a local cluster of ``workers``
+    workers: int = 2
+    resume: bool = False  # reuse the finished parts of a failed run of the same input and options
+    partition_size: int | None = None  # sites per task; by default from the input's size and the workers
+    layer: str | None = None  # the input file's layer, when it has several
+    crs: str | int | None = None  # the input's CRS, when the file does not say
+    progress: bool = True
+    on_part: Callable[[dict], None] | None = None  # told of each part as it finishes
+
+    def index_spec(self) -> IndexSpec:
+        return IndexSpec(str(Path(self.cache_root).resolve()), _str(self.local_catalogue), _str(self.article4_dir))
+
+
+@dataclass(frozen=True)
+class _Run:
+    """One run's inputs, read and settled: what the later stages work from."""
+
+    out: Path
+    kind: str  # of output: "parquet" or "csv"
+    options: BatchOptions
+    spec: IndexSpec
+    keys: list[str] | None  # checked against the catalogue, without repeats
+    table: SiteTable
+    fingerprint: dict  # the input and options, as recorded for --resume
+    resuming: bool  # the parts on disk are an earlier run's of this same input and options
+    chunks: list[np.ndarray]  # the sites' positions, partition by partition
+
+    @property
+    def parts(self) -> Path:
+        return parts_dir(self.out)
+
+    @property
+    def token(self) -> str:
+        """Names this run's parts: a part made from other inputs or options is never taken for one of them."""
+        return hashlib.sha256(json.dumps(self.fingerprint).encode()).hexdigest()[:12]
+
+    @property
+    def id_type(self) -> pa.DataType:
+        return pa.int64() if self.table.ids.dtype.kind in "iu" else pa.string()
+
+    def part_path(self, n: int) -> Path:
+        return self.parts / f"part-{n:05d}.parquet"
+
+
+@dataclass(frozen=True)
+class _Checked:
+    """What running the tasks on the cluster came to."""
+
+    data_version: str  # the layer data every part was checked on
+    skipped: int  # finished parts reused from the run resumed
+    cluster_seconds: float
+    check_seconds: float
+
+
+def run_batch(sites: Path | str, out: Path | str, options: BatchOptions | None = None, **fields) -> BatchReport:
     """Check every site of ``sites`` against every catalogue key (or ``keys``) and write ``out``.
+
+    ``options`` is a :class:`BatchOptions`; its fields may be given as keywords instead (or as well,
+    to override some): ``run_batch("titles.gpkg", "out.parquet", cache_root=".redline", workers=4)``.
 
     Raises
     ------
@@ -571,148 +621,201 @@ def run_batch(
         The run failed part way; finished parts are kept and ``resume=True`` reuses them.
     """
     started = time.perf_counter()
+    options = BatchOptions(**fields) if options is None else replace(options, **fields)
     sites, out = Path(sites), Path(out)
+    kind = _check_output_and_options(out, options)
+    spec = options.index_spec()
+    keys = _check_keys(spec, options.keys)
+    table = read_sites(sites, id_field=options.id_field, layer=options.layer, crs=options.crs)
+    run = _plan(sites, out, kind, options, spec, keys, table)
+    _start_parts(run)
+    checked = _check_on_cluster(run)
+    t_final = time.perf_counter()
+    errors, rows = _finalise(run, checked.data_version)
+    return BatchReport(
+        out=out,
+        errors_path=errors_path(out),
+        sites=len(table) + len(table.errors),
+        checked=len(table) + len(table.errors) - errors,
+        errors=errors,
+        rows=rows,
+        parts=len(run.chunks),
+        skipped_parts=checked.skipped,
+        data_version=checked.data_version,
+        seconds=time.perf_counter() - started,
+        check_seconds=checked.check_seconds,
+        cluster_seconds=checked.cluster_seconds,
+        finalise_seconds=time.perf_counter() - t_final,
+    )
+
+
+def _check_output_and_options(out: Path, options: BatchOptions) -> str:
+    """Refuse an output path or options the run cannot use, before anything is read; the output's kind."""
     kind = _out_kind(out)
     if out.is_dir():
         raise BatchError(f"--out {out} is a folder; give a file name")
     if not out.parent.is_dir():
         raise BatchError(f"--out {out}: the folder {out.parent} does not exist")
-    if workers < 1:
+    if options.workers < 1:
         raise BatchError("--workers must be at least 1")
-    if scheduler is not None and "://" not in scheduler:
-        raise BatchError(f"--scheduler {scheduler!r}: give an address such as tcp://HOST:8786")
-    if partition_size is not None and partition_size < 1:
+    if options.scheduler is not None and "://" not in options.scheduler:
+        raise BatchError(f"--scheduler {options.scheduler!r}: give an address such as tcp://HOST:8786")
+    if options.partition_size is not None and options.partition_size < 1:
         raise BatchError("--partition-size must be at least 1")
-    spec = IndexSpec(str(Path(cache_root).resolve()), _str(local_catalogue), _str(article4_dir))
-    keys = _check_keys(spec, keys)
+    return kind
 
-    parts = parts_dir(out)
-    run_file = parts / "run.json"
-    previous = None
-    if resume and run_file.exists():
-        with contextlib.suppress(ValueError, OSError):
-            previous = json.loads(run_file.read_text())
-    table = read_sites(sites, id_field=id_field, layer=layer, crs=crs)
+
+def _plan(sites: Path, out: Path, kind: str, options: BatchOptions, spec: IndexSpec, keys: list[str] | None, table: SiteTable) -> _Run:
+    """Fingerprint the input and options, hold a resumed run to the ones it began with, and cut the
+    sites into partitions.
+
+    A resumed run uses the partition size its first run recorded, so it cuts the same partitions.
+    Nothing is written yet: a refused resume leaves the earlier run's parts as they were.
+    """
+    previous = _previous_fingerprint(out) if options.resume else None
+    partition_size = options.partition_size
     if partition_size is None:
         partition_size = (previous or {}).get("partition_size") or auto_partition_size(
-            len(table), None if scheduler else workers
+            len(table), None if options.scheduler else options.workers
         )
     fingerprint = _fingerprint(
         sites,
-        id_field=id_field,
+        id_field=options.id_field,
         keys=keys,
-        tolerance=(tolerance.m2, tolerance.pct),
+        tolerance=(options.tolerance.m2, options.tolerance.pct),
         partition_size=partition_size,
-        layer=layer,
-        crs=crs,
+        layer=options.layer,
+        crs=options.crs,
     )
-    if resume and previous is not None and previous != fingerprint:
+    if previous is not None and previous != fingerprint:
         changed = sorted(k for k in fingerprint if previous.get(k) != fingerprint[k])
         raise BatchError(
-            f"--resume: the parts in {parts} were made from a different input or options ({', '.join(changed)} changed); "
+            f"--resume: the parts in {parts_dir(out)} were made from a different input or options ({', '.join(changed)} changed); "
             "run again without --resume to start afresh"
         )
-    # whatever was there is about to be replaced: an old result must not pass for this run's
-    for stale in (out, errors_path(out)):
-        with contextlib.suppress(FileNotFoundError):
-            stale.unlink()
-    if not resume or previous is None:
-        shutil.rmtree(parts, ignore_errors=True)
-    parts.mkdir(parents=True, exist_ok=True)
+    chunks = partition(table.geometry, partition_size)
+    return _Run(out, kind, options, spec, keys, table, fingerprint, previous is not None, chunks)
+
+
+def _previous_fingerprint(out: Path) -> dict | None:
+    """What the run being resumed recorded of its input and options; None when there is none to read."""
+    run_file = parts_dir(out) / "run.json"
+    if run_file.exists():
+        with contextlib.suppress(ValueError, OSError):
+            return json.loads(run_file.read_text())
+    return None
+
+
+def _start_parts(run: _Run) -> None:
+    """Make way for this run's parts: old results go, old parts too unless they are being resumed."""
     from datasets.cache import atomic_write_bytes
 
-    atomic_write_bytes(run_file, json.dumps(fingerprint, indent=1).encode())
+    # whatever was there is about to be replaced: an old result must not pass for this run's
+    for stale in (run.out, errors_path(run.out)):
+        with contextlib.suppress(FileNotFoundError):
+            stale.unlink()
+    if not run.resuming:
+        shutil.rmtree(run.parts, ignore_errors=True)
+    run.parts.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(run.parts / "run.json", json.dumps(run.fingerprint, indent=1).encode())
 
-    id_type = pa.int64() if table.ids.dtype.kind in "iu" else pa.string()
-    chunks = partition(table.geometry, partition_size)
-    wkb_all = shapely.to_wkb(table.geometry) if len(table) else np.array([], dtype=object)
-    run_token = hashlib.sha256(json.dumps(fingerprint).encode()).hexdigest()[:12]
 
+def _check_on_cluster(run: _Run) -> _Checked:
+    """Start (or reach) the cluster, have every worker build its index, and run the parts still to do."""
+    options = run.options
     t_cluster = time.perf_counter()
-    client, cluster = _connect(scheduler, workers)
+    client, cluster = _connect(options.scheduler, options.workers)
     try:
-        # build every worker's index now, in parallel; a worker that joins later builds its own lazily
-        versions = set(client.run(worker_data_version, spec).values())
-        if len(versions) != 1:
-            raise BatchRunError(
-                f"the workers see different layer data ({', '.join(sorted(versions))}): do they share one cache folder?"
-            )
-        data_version = versions.pop()
+        data_version = _workers_data_version(client, run.spec)
         cluster_seconds = time.perf_counter() - t_cluster
-
-        todo, skipped = [], 0
-        for n, positions in enumerate(chunks):
-            path = parts / f"part-{n:05d}.parquet"
-            if resume:
-                meta = read_part_meta(path)
-                if (
-                    meta is not None
-                    and meta["run"] == run_token
-                    and meta["data_version"] == data_version
-                    and meta["sites"] == len(positions)
-                ):
-                    skipped += 1
-                    continue
-            todo.append(
-                {
-                    "part": n,
-                    "path": str(path),
-                    "run": run_token,
-                    "spec": spec,
-                    "data_version": data_version,
-                    "ids": table.ids[positions],
-                    "rows": table.rows[positions],
-                    "wkb": wkb_all[positions],
-                    "id_field": table.id_field,
-                    "id_type": id_type,
-                    "keys": keys,
-                    "tolerance": (tolerance.m2, tolerance.pct),
-                }
-            )
+        todo, skipped = _tasks(run, data_version)
         t_check = time.perf_counter()
-        _run_tasks(client, todo, len(chunks), skipped, progress, on_part)
+        _run_tasks(client, todo, len(run.chunks), skipped, options.progress, options.on_part)
         check_seconds = time.perf_counter() - t_check
     finally:
         client.close()
         if cluster is not None:
             cluster.close()
+    return _Checked(data_version, skipped, cluster_seconds, check_seconds)
 
-    t_final = time.perf_counter()
-    metas = [read_part_meta(parts / f"part-{n:05d}.parquet") for n in range(len(chunks))]
-    missing = [n for n, m in enumerate(metas) if m is None or m["run"] != run_token]
+
+def _workers_data_version(client, spec: IndexSpec) -> str:
+    """Build every worker's index now, in parallel, and the one layer data version they all hold.
+
+    A worker that joins later builds its own lazily."""
+    versions = set(client.run(worker_data_version, spec).values())
+    if len(versions) != 1:
+        raise BatchRunError(
+            f"the workers see different layer data ({', '.join(sorted(versions))}): do they share one cache folder?"
+        )
+    return versions.pop()
+
+
+def _tasks(run: _Run, data_version: str) -> tuple[list[dict], int]:
+    """One task per partition not already finished (by this run's token, on this layer data), and
+    how many were."""
+    table = run.table
+    wkb_all = shapely.to_wkb(table.geometry) if len(table) else np.array([], dtype=object)
+    tolerance = (run.options.tolerance.m2, run.options.tolerance.pct)
+    token, id_type = run.token, run.id_type
+    todo, skipped = [], 0
+    for n, positions in enumerate(run.chunks):
+        path = run.part_path(n)
+        if run.resuming:
+            meta = read_part_meta(path)
+            if (
+                meta is not None
+                and meta["run"] == token
+                and meta["data_version"] == data_version
+                and meta["sites"] == len(positions)
+            ):
+                skipped += 1
+                continue
+        todo.append(
+            {
+                "part": n,
+                "path": str(path),
+                "run": token,
+                "spec": run.spec,
+                "data_version": data_version,
+                "ids": table.ids[positions],
+                "rows": table.rows[positions],
+                "wkb": wkb_all[positions],
+                "id_field": table.id_field,
+                "id_type": id_type,
+                "keys": run.keys,
+                "tolerance": tolerance,
+            }
+        )
+    return todo, skipped
+
+
+def _finalise(run: _Run, data_version: str) -> tuple[int, int]:
+    """Gather the parts into the one output file (and the bad rows into theirs); the bad rows and
+    output rows there are.
+
+    Every part must be this run's, on the same layer data, or nothing is written. The errors file is
+    written before the result, so a result on disk always has its errors beside it.
+    """
+    part_files = [run.part_path(n) for n in range(len(run.chunks))]
+    metas = [read_part_meta(path) for path in part_files]
+    token = run.token
+    missing = [n for n, m in enumerate(metas) if m is None or m["run"] != token]
     if missing:
         raise BatchRunError(f"parts {missing[:10]} are missing after the run; rerun with --resume")
     if {m["data_version"] for m in metas} - {data_version}:
         raise BatchRunError(
             "parts were checked on different layer data; rerun with --resume to redo the old ones"
         )
+    table = run.table
     errors = list(table.errors) + [tuple(e) for m in metas for e in m["errors"]]
     errors.sort(key=lambda e: e[0])
-    _write_errors(errors_path(out), table.id_field, errors)
-    part_files = [parts / f"part-{n:05d}.parquet" for n in range(len(chunks))]
-    schema = result_schema(table.id_field, id_type)
-    rows = (
-        _finalise_parquet(part_files, schema, out)
-        if kind == "parquet"
-        else _finalise_csv(part_files, schema, out)
-    )
-    shutil.rmtree(parts, ignore_errors=True)
-    finalise_seconds = time.perf_counter() - t_final
-    return BatchReport(
-        out=out,
-        errors_path=errors_path(out),
-        sites=len(table) + len(table.errors),
-        checked=len(table) + len(table.errors) - len(errors),
-        errors=len(errors),
-        rows=rows,
-        parts=len(chunks),
-        skipped_parts=skipped,
-        data_version=data_version,
-        seconds=time.perf_counter() - started,
-        check_seconds=check_seconds,
-        cluster_seconds=cluster_seconds,
-        finalise_seconds=finalise_seconds,
-    )
+    _write_errors(errors_path(run.out), table.id_field, errors)
+    schema = result_schema(table.id_field, run.id_type)
+    finalise = _finalise_parquet if run.kind == "parquet" else _finalise_csv
+    rows = finalise(part_files, schema, run.out)
+    shutil.rmtree(run.parts, ignore_errors=True)
+    return len(errors), rows
 
 
 def _str(value) -> str | None:
@@ -881,6 +984,7 @@ def _finalise_csv(part_files: list[Path], schema: pa.Schema, out: Path) -> int:
 
 __all__ = [
     "BatchError",
+    "BatchOptions",
     "BatchReport",
     "BatchRunError",
     "IndexSpec",

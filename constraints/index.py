@@ -26,7 +26,8 @@ import hashlib
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from datetime import date
 
 import numpy as np
@@ -130,6 +131,25 @@ class Layer:
 
 
 @dataclass
+class SnapshotCaches:
+    """Work derived from one snapshot's data and kept with it, so a reload (a new snapshot) drops it.
+
+    Each cache is only ever a copy of what could be worked out again from the snapshot; none changes
+    an answer. Filled lazily by the checks (and the entity search) that read the snapshot.
+    """
+
+    # The answer of each catalogue key for a site that meets none of its datasets: it depends only on
+    # which datasets this snapshot holds, so the common "nothing here" answer is copied, not rebuilt.
+    unmet_answers: dict[str, dict] = field(default_factory=dict)
+    # Per-dataset provenance and the minute it was worked out: its staleness is by the clock, so it
+    # is redone once a minute rather than on every check.
+    provenance: tuple[int, dict] | None = None
+    # Structures built on demand from one layer (the entity search's EPSG:4326 trees and parsed date
+    # columns), by (kind, layer name): a search pays for them once per snapshot, not per request.
+    per_layer: dict[tuple[str, str], object] = field(default_factory=dict)
+
+
+@dataclass
 class Snapshot:
     """An immutable, complete index: a check reads one snapshot from start to finish."""
 
@@ -144,6 +164,7 @@ class Snapshot:
     built_at: str
     data_version: str
     build_seconds: float = 0.0
+    caches: SnapshotCaches = field(default_factory=SnapshotCaches, repr=False, compare=False)
 
     @property
     def features(self) -> int:
@@ -321,7 +342,7 @@ def build_snapshot(cache: LayerCache, datasets: list[str] | None = None, previou
         key = (name, entry.get("version"))
         if key in reuse:
             layer, pieces, rows = reuse[key]
-            layer = Layer(**{**layer.__dict__, "entry": entry})
+            layer = replace(layer, entry=entry)
         else:
             try:
                 layer, pieces, rows = _load_layer(cache, name, entry)
@@ -368,18 +389,153 @@ class Match:
     overlap_m2: float
     overlap_pct: float
     material: bool
+    # the entity's answer dict, built on first use: a match is shown by every key of its dataset
+    shown: dict | None = field(default=None, init=False, repr=False, compare=False)
 
     def as_dict(self) -> dict:
         """The entity as answers show it (a fresh dict each time: callers may add to it)."""
-        cached = self.__dict__.get("_dict")
-        if cached is not None:
-            return dict(cached)
-        props = self.layer.properties(self.row)
-        props["relation"] = self.relation
-        props["overlap_m2"] = round(self.overlap_m2, 3)
-        props["overlap_pct"] = round(self.overlap_pct, 4)
-        self.__dict__["_dict"] = props
-        return dict(props)
+        shown = self.shown
+        if shown is None:
+            shown = self.layer.properties(self.row)
+            shown["relation"] = self.relation
+            shown["overlap_m2"] = round(self.overlap_m2, 3)
+            shown["overlap_pct"] = round(self.overlap_pct, 4)
+            self.shown = shown
+        return dict(shown)
+
+
+@dataclass(slots=True)
+class _Pairs:
+    """The site-piece pairs of one :meth:`ConstraintIndex.match_many` call, narrowed stage by stage.
+
+    A single site (the service's case) stays a scalar that each GEOS operation broadcasts; with many,
+    ``site_of`` names each pair's site, the pairs grouped by site and each site's in the tree's order.
+    """
+
+    one: bool
+    sites: np.ndarray  # the sites' BNG geometries, prepared
+    site_areas: np.ndarray
+    site_of: np.ndarray  # per pair: the position of its site
+    hits: np.ndarray  # per pair: the piece
+    pieces: np.ndarray
+    piece_area: np.ndarray
+    # set by keep_meeting
+    inside: np.ndarray | None = None  # the site holds the piece properly
+    poly_piece: np.ndarray | None = None  # the piece is (part of) a polygon
+    polygon_site: np.ndarray | np.bool_ | None = None  # the pair's site is an area
+
+    @classmethod
+    def candidates(cls, snap: Snapshot, sites: list[Site], datasets: set[str] | None) -> _Pairs | None:
+        """The pieces whose boxes meet each site's box (one tree query), of the datasets asked for; None if none."""
+        one = len(sites) == 1
+        geoms = np.empty(len(sites), dtype=object)
+        geoms[:] = [site.bng for site in sites]
+        if one:
+            hits = snap.tree.query(geoms[0])
+            site_of = np.zeros(len(hits), dtype=np.intp)
+        else:
+            site_of, hits = snap.tree.query(geoms)
+            order = np.argsort(site_of, kind="stable")  # by site, each site's pieces in the tree's order
+            site_of, hits = site_of[order], hits[order]
+        if datasets is not None and len(hits):
+            wanted = np.array([i for i, layer in enumerate(snap.layer_list) if layer.name in datasets], dtype=np.int32)
+            keep = np.isin(snap.piece_layer[hits], wanted)
+            site_of, hits = site_of[keep], hits[keep]
+        if not len(hits):
+            return None
+        site_areas = shapely.area(geoms)
+        shapely.prepare(geoms)
+        return cls(one, geoms, site_areas, site_of, hits, snap.piece_geometry[hits], snap.piece_area[hits])
+
+    def per_site(self, values, mask=None):
+        """A per-site value for each pair (or those in ``mask``); the scalar for one site."""
+        if self.one:
+            return values[0]
+        return values[self.site_of] if mask is None else values[self.site_of[mask]]
+
+    def keep_meeting(self) -> bool:
+        """Keep the pairs whose piece really meets its site (not only its box); whether any are left.
+
+        The pieces are prepared when the index is built, so asking each piece costs half of
+        ``STRtree.query(predicate="intersects")``, which prepares the site anew on every call; a piece
+        the site holds properly needs no asking at all.
+        """
+        polygon_site = self.per_site(self.site_areas) > 0
+        poly_piece = self.piece_area > 0
+        inside = poly_piece & polygon_site
+        if inside.any():
+            inside[inside] = shapely.contains_properly(self.per_site(self.sites, inside), self.pieces[inside])
+        meets = inside.copy()
+        meets[~inside] = shapely.intersects(self.pieces[~inside], self.per_site(self.sites, ~inside))
+        if not meets.all():
+            self.site_of, self.hits, self.pieces, self.piece_area = self.site_of[meets], self.hits[meets], self.pieces[meets], self.piece_area[meets]
+            inside, poly_piece = inside[meets], poly_piece[meets]
+            polygon_site = self.per_site(self.site_areas) > 0
+        self.inside, self.poly_piece, self.polygon_site = inside, poly_piece, polygon_site
+        return len(self.hits) > 0
+
+    def overlap_areas(self) -> np.ndarray:
+        """The area each polygon piece shares with its site (0 for points, lines and address sites)."""
+        inside = self.inside
+        area = np.zeros(len(self.hits))
+        area[inside] = self.piece_area[inside]
+        rest = self.poly_piece & self.polygon_site & ~inside
+        if rest.any():
+            # a piece that holds the whole site overlaps it by the site's area; the others are first
+            # cut to the site's bounding box (cheap, no topology) so the exact intersection has less to do
+            partial, partial_site = self.pieces[rest], self.per_site(self.sites, rest)
+            whole = shapely.contains_properly(partial, partial_site)
+            overlap = np.full(len(partial), self.site_areas[0]) if self.one else self.site_areas[self.site_of[rest]]
+            if not whole.all():
+                cut = partial[~whole]
+                if self.one:
+                    cut_site = partial_site
+                    clipped = shapely.clip_by_rect(cut, *partial_site.bounds)
+                else:
+                    cut_site, cut_of = partial_site[~whole], self.site_of[rest][~whole]
+                    clipped = np.empty(len(cut), dtype=object)
+                    starts = np.flatnonzero(np.r_[True, cut_of[1:] != cut_of[:-1]]).tolist() + [len(cut)]
+                    for lo, hi in zip(starts[:-1], starts[1:], strict=True):  # clip_by_rect takes one rectangle
+                        clipped[lo:hi] = shapely.clip_by_rect(cut[lo:hi], *cut_site[lo].bounds)
+                overlap[~whole] = shapely.area(shapely.intersection(clipped, cut_site))
+            area[rest] = overlap
+        return area
+
+    def reach_interior(self) -> np.ndarray:
+        """Whether each pair's piece reaches into its site, not only its edge: what a point or line
+        entity, or any entity against an address (point) site, needs to count."""
+        interior = np.ones(len(self.hits), dtype=bool)
+        edge_only = ~self.poly_piece | ~self.polygon_site
+        if edge_only.any():
+            interior[edge_only] = ~shapely.touches(self.pieces[edge_only], self.per_site(self.sites, edge_only))
+        return interior
+
+
+@dataclass(frozen=True, slots=True)
+class _Live:
+    """What the live platform said for the catalogue's datasets that are not held here."""
+
+    datasets: Sequence[str]  # asked of the platform
+    results: dict[str, list[dict]]  # dataset -> entities the site meets
+    error: str | None  # why the platform could not answer; those keys are unknown, never clear
+
+
+_NO_LIVE = _Live((), {}, None)
+
+
+def _by_dataset(matches: list[Match]) -> dict[str, list[Match]]:
+    by_dataset: dict[str, list[Match]] = {}
+    for m in matches:
+        by_dataset.setdefault(m.layer.name, []).append(m)
+    return by_dataset
+
+
+def _unknown_outside_england(answers: dict[str, dict]) -> None:
+    """A site wholly outside England: no layer here can rule a key out, so each key not met is unknown."""
+    for key, answer in answers.items():
+        if answer["status"] != "intersects":
+            reasons = [OUTSIDE_ENGLAND] + [r for r in (answer["reason"] or "").split("; ") if r and r != OUTSIDE_ENGLAND]
+            answers[key] = {**answer, "status": "unknown", "reason": "; ".join(reasons), "text": f"could not be checked: {OUTSIDE_ENGLAND}"}
 
 
 @dataclass
@@ -442,88 +598,25 @@ class ConstraintIndex:
         for all of them, so a batch pays the fixed cost of each array operation once, not per site.
         Each site's matches are exactly (and in the same order as) what it would get alone."""
         snap = snapshot or self.snapshot
-        out: list[list[Match]] = [[] for _ in sites]
         if snap is None or snap.tree is None or not sites:
-            return out
-        one = len(sites) == 1  # the service's case: the site stays a scalar, broadcast by each operation
-        geoms = np.empty(len(sites), dtype=object)
-        geoms[:] = [site.bng for site in sites]
-        if one:
-            hits = snap.tree.query(geoms[0])  # pieces whose boxes meet the site's box
-            site_of = np.zeros(len(hits), dtype=np.intp)
-        else:
-            site_of, hits = snap.tree.query(geoms)
-            order = np.argsort(site_of, kind="stable")  # by site, each site's pieces in the tree's order
-            site_of, hits = site_of[order], hits[order]
-        if datasets is not None and len(hits):
-            wanted = np.array([i for i, layer in enumerate(snap.layer_list) if layer.name in datasets], dtype=np.int32)
-            keep = np.isin(snap.piece_layer[hits], wanted)
-            site_of, hits = site_of[keep], hits[keep]
-        if not len(hits):
-            return out
-        pieces = snap.piece_geometry[hits]
-        piece_area = snap.piece_area[hits]
-        site_areas = shapely.area(geoms)
-        shapely.prepare(geoms)
+            return [[] for _ in sites]
+        pairs = _Pairs.candidates(snap, sites, datasets)
+        if pairs is None or not pairs.keep_meeting():
+            return [[] for _ in sites]
+        return self._per_entity(snap, pairs, pairs.overlap_areas(), pairs.reach_interior(), len(sites), tolerance)
 
-        def per_pair(values, mask=None):
-            """A per-site value for each site-piece pair (or those in ``mask``); the scalar for one site."""
-            if one:
-                return values[0]
-            return values[site_of] if mask is None else values[site_of[mask]]
-
-        polygon_site = per_pair(site_areas) > 0
-        poly_piece = piece_area > 0
-        # Which boxes really meet the site. The pieces are prepared when the index is built, so asking
-        # each piece costs half of STRtree.query(predicate="intersects"), which prepares the site anew on
-        # every call; a piece the site holds properly needs no asking at all.
-        inside = poly_piece & polygon_site
-        if inside.any():
-            inside[inside] = shapely.contains_properly(per_pair(geoms, inside), pieces[inside])
-        meets = inside.copy()
-        meets[~inside] = shapely.intersects(pieces[~inside], per_pair(geoms, ~inside))
-        if not meets.all():
-            site_of, hits, pieces, piece_area, inside, poly_piece = site_of[meets], hits[meets], pieces[meets], piece_area[meets], inside[meets], poly_piece[meets]
-            polygon_site = per_pair(site_areas) > 0
-            if not len(hits):
-                return out
-        area = np.zeros(len(hits))
-        area[inside] = piece_area[inside]
-        rest = poly_piece & polygon_site & ~inside
-        if rest.any():
-            # a piece that holds the whole site overlaps it by the site's area; the others are first
-            # cut to the site's bounding box (cheap, no topology) so the exact intersection has less to do
-            partial, partial_site = pieces[rest], per_pair(geoms, rest)
-            whole = shapely.contains_properly(partial, partial_site)
-            overlap = np.full(len(partial), site_areas[0]) if one else site_areas[site_of[rest]]
-            if not whole.all():
-                cut = partial[~whole]
-                if one:
-                    cut_site = partial_site
-                    clipped = shapely.clip_by_rect(cut, *partial_site.bounds)
-                else:
-                    cut_site, cut_of = partial_site[~whole], site_of[rest][~whole]
-                    clipped = np.empty(len(cut), dtype=object)
-                    starts = np.flatnonzero(np.r_[True, cut_of[1:] != cut_of[:-1]]).tolist() + [len(cut)]
-                    for lo, hi in zip(starts[:-1], starts[1:], strict=True):  # clip_by_rect takes one rectangle
-                        clipped[lo:hi] = shapely.clip_by_rect(cut[lo:hi], *cut_site[lo].bounds)
-                overlap[~whole] = shapely.area(shapely.intersection(clipped, cut_site))
-            area[rest] = overlap
-        # a point or line entity counts when it reaches the site's interior, not only its edge
-        interior = np.ones(len(hits), dtype=bool)
-        edge_only = ~poly_piece | ~polygon_site
-        if edge_only.any():
-            interior[edge_only] = ~shapely.touches(pieces[edge_only], per_pair(geoms, edge_only))
-        # one row per entity: pieces of one entity add up
-        key = snap.piece_layer[hits].astype(np.int64) << 40 | snap.piece_row[hits]
+    @classmethod
+    def _per_entity(cls, snap: Snapshot, pairs: _Pairs, area: np.ndarray, interior: np.ndarray, sites: int, tolerance: Tolerance) -> list[list[Match]]:
+        """Each site's matches: its pairs added up by entity (the pieces of one entity add up)."""
+        key = snap.piece_layer[pairs.hits].astype(np.int64) << 40 | snap.piece_row[pairs.hits]
         today = _today()
-        if one:
-            out[0] = self._entities(snap, key, area, interior, float(site_areas[0]), tolerance, today)
-            return out
-        bounds = np.searchsorted(site_of, np.arange(len(sites) + 1))
+        if pairs.one:
+            return [cls._entities(snap, key, area, interior, float(pairs.site_areas[0]), tolerance, today)]
+        out: list[list[Match]] = [[] for _ in range(sites)]
+        bounds = np.searchsorted(pairs.site_of, np.arange(sites + 1))
         for i in np.flatnonzero(bounds[1:] > bounds[:-1]).tolist():
             lo, hi = bounds[i], bounds[i + 1]
-            out[i] = self._entities(snap, key[lo:hi], area[lo:hi], interior[lo:hi], float(site_areas[i]), tolerance, today)
+            out[i] = cls._entities(snap, key[lo:hi], area[lo:hi], interior[lo:hi], float(pairs.site_areas[i]), tolerance, today)
         return out
 
     @staticmethod
@@ -596,35 +689,57 @@ class ConstraintIndex:
         allowed = set(datasets) if datasets is not None else None
         if matches is None:
             matches = self.match(site, tolerance, snap, allowed)
-        by_dataset: dict[str, list[Match]] = {}
-        for m in matches:
-            by_dataset.setdefault(m.layer.name, []).append(m)
+        by_dataset = _by_dataset(matches)
         uncovered = coverage_gaps(site, snap)
-        touched = set(by_dataset) | set(uncovered)
+        live = self._live_answers(site, snap, allowed)
+        answers = self._answer_keys(snap, by_dataset, uncovered, allowed, live)
+        self._combine_any_of(answers)
+        answers.update(self._article4(answers, council))
+        if (uncovered or not snap.layers) and england_part(site.geometry) == "outside":
+            _unknown_outside_england(answers)
+        return self._assemble(site, snap, answers, keys, live, tolerance)
 
-        live_results: dict[str, list[dict]] = {}
-        live_error: str | None = None
-        live_datasets: list[str] = []
-        if self.live is not None:
-            live_datasets = [d for d in self.catalogue.datasets() if d not in snap.layers and (allowed is None or d in allowed)]
-            if live_datasets:
-                try:
-                    live_results = self.live.lookup(site.geometry.wkt, live_datasets)
-                except Exception as err:  # any failure of the platform makes those keys unknown, never clear
-                    live_error = f"the live Planning Data query failed: {err}"
+    def _live_answers(self, site: Site, snap: Snapshot, allowed: set[str] | None) -> _Live:
+        """Ask the live platform about the catalogue's datasets not held here (when there is one to ask)."""
+        if self.live is None:
+            return _NO_LIVE
+        wanted = [d for d in self.catalogue.datasets() if d not in snap.layers and (allowed is None or d in allowed)]
+        if not wanted:
+            return _NO_LIVE
+        try:
+            return _Live(wanted, self.live.lookup(site.geometry.wkt, wanted), None)
+        except Exception as err:  # any failure of the platform makes those keys unknown, never clear
+            return _Live(wanted, {}, f"the live Planning Data query failed: {err}")
 
-        constraints = []
+    def _answer_keys(self, snap: Snapshot, by_dataset: dict[str, list[Match]], uncovered: dict[str, str], allowed: set[str] | None, live: _Live) -> dict[str, dict]:
+        """Every catalogue key not derived from others, in catalogue order, answered from the evidence."""
         answers: dict[str, dict] = {}
-        templates = snap.__dict__.get("_templates", {})
-        simple = allowed is None and not live_datasets
+        touched = set(by_dataset) | set(uncovered)
+        # With every dataset asked for and none live, a key whose datasets the site neither meets nor
+        # falls outside of has the snapshot's stock answer (the common case): copied, not worked out.
+        stock = allowed is None and not live.datasets
+        unmet = snap.caches.unmet_answers
         for constraint in self.catalogue.constraints:
             if constraint.any_of:
                 continue
-            template = templates.get(constraint.key) if simple and touched.isdisjoint(constraint.datasets) else None
-            if template is not None:  # the common case, inlined: nothing met and every layer covers the site
+            if stock and touched.isdisjoint(constraint.datasets):
+                template = unmet.get(constraint.key) or self._unmet_answer(constraint, snap)
                 answers[constraint.key] = {**template, "entities": [], "nearby": [], "datasets": list(constraint.datasets)}
             else:
-                answers[constraint.key] = self._answer(constraint, snap, by_dataset, allowed, live_results, live_error, live_datasets, uncovered, touched)
+                answers[constraint.key] = self._answer(constraint, snap, by_dataset, uncovered, allowed, live)
+        return answers
+
+    def _unmet_answer(self, constraint, snap: Snapshot) -> dict:
+        """A key's answer for a site that meets none of its datasets, each covering the site: clear when
+        every one is loaded, else unknown. It is what :meth:`_answer` would say, kept on the snapshot."""
+        missing = [f"the {name} dataset is not loaded" for name in constraint.datasets if name not in snap.layers]
+        status, reason = ("unknown", "; ".join(missing)) if missing else ("clear", None)
+        template = self._shape(constraint.key, constraint.category, constraint.positive, constraint.negative, status, [], [], list(constraint.datasets), reason)
+        snap.caches.unmet_answers[constraint.key] = template
+        return template
+
+    def _combine_any_of(self, answers: dict[str, dict]) -> None:
+        """Answer the keys made of others (``any_of``): met when any part is, clear when all are, else unknown."""
         for constraint in self.catalogue.constraints:
             if constraint.any_of:
                 parts = [answers[k] for k in constraint.any_of if k in answers]
@@ -639,23 +754,19 @@ class ConstraintIndex:
                     [e for p in parts for e in p["entities"]], [], [],
                     None if status != "unknown" else "a designation behind it could not be checked: " + "; ".join(p["reason"] for p in parts if p["status"] == "unknown"),
                 )
-        answers.update(self._article4(answers, council))
-        if (uncovered or not snap.layers) and england_part(site.geometry) == "outside":
-            for key, answer in answers.items():
-                if answer["status"] != "intersects":
-                    reasons = [OUTSIDE_ENGLAND] + [r for r in (answer["reason"] or "").split("; ") if r and r != OUTSIDE_ENGLAND]
-                    answers[key] = {**answer, "status": "unknown", "reason": "; ".join(reasons), "text": f"could not be checked: {OUTSIDE_ENGLAND}"}
-        for answer in answers.values():
-            answer.pop("_gaps", None)
+
+    def _assemble(self, site: Site, snap: Snapshot, answers: dict[str, dict], keys: list[str] | None, live: _Live, tolerance: Tolerance) -> dict:
+        """The answer as returned: the keys asked for, and where each dataset's data came from."""
+        constraints = []
         for key, answer in answers.items():
+            answer.pop("_gaps", None)
             if keys is None or key in keys:
                 constraints.append(answer)
-
         provenance = self._provenance(snap)
-        if live_datasets:
+        if live.datasets:
             provenance = dict(provenance)
-            for name in live_datasets:
-                provenance[name] = {"source": "live", "error": live_error}
+            for name in live.datasets:
+                provenance[name] = {"source": "live", "error": live.error}
         return {
             "site": site.summary(),
             "constraints": constraints,
@@ -670,7 +781,7 @@ class ConstraintIndex:
     def _provenance(self, snap: Snapshot) -> dict:
         """Per-dataset provenance, worked out once a minute rather than on every check."""
         minute = int(time.time() // 60)
-        cached = getattr(snap, "_provenance", None)
+        cached = snap.caches.provenance
         if cached is not None and cached[0] == minute:
             return cached[1]
         provenance = {}
@@ -690,7 +801,7 @@ class ConstraintIndex:
                 "checked_at": entry.get("checked_at"),
                 "metadata": entry.get("metadata"),
             }
-        snap._provenance = (minute, provenance)
+        snap.caches.provenance = (minute, provenance)
         return provenance
 
     @staticmethod
@@ -706,31 +817,19 @@ class ConstraintIndex:
             "reason": reason,
         }
 
-    def _answer(self, constraint, snap, by_dataset, allowed, live_results, live_error, live_datasets, uncovered=None, touched=None) -> dict:
-        uncovered = uncovered if uncovered is not None else {}
-        if touched is None:
-            touched = set(by_dataset) | set(uncovered)
-        if allowed is None and not live_datasets and touched.isdisjoint(constraint.datasets):
-            # nothing met: the answer depends only on which datasets are loaded, so it is worked out once
-            # per snapshot and copied
-            templates = snap.__dict__.setdefault("_templates", {})
-            template = templates.get(constraint.key)
-            if template is None:
-                missing = [f"the {name} dataset is not loaded" for name in constraint.datasets if name not in snap.layers]
-                status, reason = ("unknown", "; ".join(missing)) if missing else ("clear", None)
-                template = templates[constraint.key] = self._shape(constraint.key, constraint.category, constraint.positive, constraint.negative, status, [], [], list(constraint.datasets), reason)
-            return {**template, "entities": [], "nearby": [], "datasets": list(constraint.datasets)}
+    def _answer(self, constraint, snap: Snapshot, by_dataset: dict[str, list[Match]], uncovered: dict[str, str], allowed: set[str] | None, live: _Live) -> dict:
+        """One key's answer from the entities the site meets in its datasets, their coverage and the live platform."""
         entities, nearby, missing = [], [], []
         for name in constraint.datasets:
             if allowed is not None and name not in allowed:
                 missing.append(f"{name} was left out of this check")
                 continue
             if name not in snap.layers:
-                if name in live_datasets:
-                    if live_error:
-                        missing.append(live_error)
+                if name in live.datasets:
+                    if live.error:
+                        missing.append(live.error)
                     else:
-                        for found in live_results.get(name, []):
+                        for found in live.results.get(name, []):
                             if self._selected(constraint, found):
                                 entities.append({**found, "relation": "intersects", "overlap_m2": None, "overlap_pct": None, "provenance": "live"})
                     continue

@@ -149,6 +149,10 @@ class Catalogue:
                 seen.setdefault(name, None)
         return list(seen)
 
+    def platform_datasets(self) -> list[str]:
+        """The datasets behind the national keys: a council's own keys name layers the platform does not publish."""
+        return list(dict.fromkeys(name for c in self.constraints if not c.local for name in c.datasets))
+
     def article4_rules(self, council: str | None = None) -> list[Article4Rule]:
         """Granular article 4 keys: of one team (its PlanX slug, matched exactly), or of all."""
         if council is None:

@@ -21,7 +21,6 @@ not confirmed for ``stale_after_hours`` is marked ``stale`` so answers built on 
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import shutil
@@ -403,44 +402,3 @@ def human_bytes(n: int) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return f"{n} B"  # pragma: no cover
-
-
-@contextlib.contextmanager
-def platform_syncer(
-    data_dir: Path | str,
-    *,
-    files_url: str,
-    api_url: str,
-    connect_timeout: float = 10.0,
-    read_timeout: float = 60.0,
-    retries: int = 4,
-    backoff: float = 0.5,
-    min_fraction: float = 0.5,
-    count_tolerance: float = 0.01,
-    download_deadline: float | None = None,
-    stale_after_hours: float = 48.0,
-    on_updated: Callable[[list[str]], object] | None = None,
-    progress: ProgressFactory | None = None,
-):
-    """A :class:`Syncer` over a cache folder and a platform, from plain settings values."""
-    client = PlatformClient(
-        files_url,
-        api_url,
-        connect_timeout=connect_timeout,
-        read_timeout=read_timeout,
-        retries=retries,
-        backoff=backoff,
-        download_deadline=download_deadline,
-    )
-    try:
-        yield Syncer(
-            LayerCache(data_dir),
-            client,
-            min_fraction=min_fraction,
-            count_tolerance=count_tolerance,
-            stale_after_hours=stale_after_hours,
-            on_updated=on_updated,
-            progress=progress,
-        )
-    finally:
-        client.close()

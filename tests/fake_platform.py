@@ -33,7 +33,10 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pyarrow.parquet as pq
+import pytest
 import shapely
+
+__all__ = ["platform"]  # the fixture a test module star-imports; the rest is imported by name
 
 DATA = Path(__file__).resolve().parent / "data" / "pdp"
 FORMATS = ("parquet", "geojson", "csv")
@@ -104,6 +107,13 @@ def _rows_from_file(path: Path) -> list[dict]:
         row["geometry"] = shapely.geometry.shape(feat["geometry"]).wkt if feat["geometry"] else ""
         rows.append(row)
     return rows
+
+
+@pytest.fixture
+def platform():
+    """A fake platform for one test (a test module imports this fixture by name)."""
+    with FakePlatform() as fake:
+        yield fake
 
 
 class FakePlatform:

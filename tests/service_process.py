@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import httpx
-from api_fixtures import free_port, stop
+from api_fixtures import BATH_SITE, free_port, stop
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -88,3 +88,19 @@ class Service:
     def close(self) -> None:
         self.proc.stdout.close()
         self.proc.stderr.close()
+
+
+def create_boundary(base_url: str, reference: str, local_authority: str) -> str:
+    """Create a boundary over ``BATH_SITE`` whose applicant is emailed, over HTTP; returns its id."""
+    created = httpx.post(
+        f"{base_url}/v1/boundaries",
+        json={
+            "reference": reference,
+            "local_authority": local_authority,
+            "site": BATH_SITE,
+            "applicant_email": "applicant@example.com",
+        },
+        timeout=30,
+    )
+    assert created.status_code == 201, created.text
+    return created.json()["id"]

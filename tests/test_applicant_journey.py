@@ -24,7 +24,7 @@ from api_fixtures import BATH_SITE, copy_cache
 from browser_fixtures import *  # noqa: F403 - pytest fixtures: browser
 from browser_fixtures import LOOPBACK, ROOT
 from notify_fixtures import FakeNotify, WebhookReceiver
-from service_process import Service
+from service_process import Service, create_boundary
 from tile_archive import ATTRIBUTION, write_pmtiles
 
 pytestmark = pytest.mark.browser
@@ -155,18 +155,7 @@ def test_officer_amends_applicant_rejects_then_approves_and_everything_is_notifi
     browser, journey_service
 ):
     base, hooks, notify, data_dir = journey_service
-    created = httpx.post(
-        f"{base}/v1/boundaries",
-        json={
-            "reference": "PLX-JOURNEY",
-            "local_authority": COUNCIL,
-            "site": BATH_SITE,
-            "applicant_email": "applicant@example.com",
-        },
-        timeout=30,
-    )
-    assert created.status_code == 201, created.text
-    boundary_id = created.json()["id"]
+    boundary_id = create_boundary(base, "PLX-JOURNEY", COUNCIL)
 
     context = browser.new_context(viewport={"width": 1280, "height": 900}, device_scale_factor=1)
     guard = Guard(context)

@@ -19,6 +19,7 @@ import shapely
 
 from constraints.batch import (
     BatchError,
+    BatchOptions,
     BatchRunError,
     hilbert_distance,
     partition,
@@ -119,24 +120,30 @@ def _results(path) -> pd.DataFrame:
     return gpd.read_parquet(path)
 
 
+def _options(sample_cache, **fields) -> BatchOptions:
+    """A batch over the sample layers, the sites keyed by their title number, without a progress bar."""
+    return BatchOptions(cache_root=sample_cache.root, id_field="title_no", progress=False, **fields)
+
+
+def _batch(source, out, sample_cache, **fields):
+    return run_batch(source, out, _options(sample_cache), **fields)
+
+
+def _assert_the_services_answers(out, index, geometry, ids, keys=None) -> pd.DataFrame:
+    """Every row of the batch's result file is what ``ConstraintIndex.check`` answers for that site."""
+    result = _results(out)
+    assert _normalise(result, "title_no") == _normalise(_expected(index, geometry, ids, keys=keys), "id")
+    return result
+
+
 def test_every_row_is_the_services_answer_for_that_site(tmp_path, sample_cache, sites, index, cluster):
     source = tmp_path / "titles.parquet"
     sites.to_parquet(source)
     out = tmp_path / "results.parquet"
-    report = run_batch(
-        source,
-        out,
-        cache_root=sample_cache.root,
-        id_field="title_no",
-        scheduler=cluster.scheduler_address,
-        partition_size=60,
-        progress=False,
-    )
+    report = _batch(source, out, sample_cache, scheduler=cluster.scheduler_address, partition_size=60)
 
-    result = _results(out)
-    expected = _expected(index, sites.geometry, sites["title_no"])
-    assert _normalise(result, "title_no") == _normalise(expected, "id")
-    assert report.checked == N_SITES and report.errors == 0 and report.rows == len(expected)
+    result = _assert_the_services_answers(out, index, sites.geometry, sites["title_no"])
+    assert report.checked == N_SITES and report.errors == 0 and report.rows == len(result)
     assert report.parts == 7 and not parts_dir(out).exists()
     # every catalogue key is answered for every site, and some sites really do meet designations
     keys = {c.key for c in index.catalogue.constraints}
@@ -192,21 +199,10 @@ def test_british_national_grid_input_without_a_scheduler_writes_csv(tmp_path, sa
     )
     out = tmp_path / "results.csv"
     keys = ["listed", "designated.conservationArea", "nature.ASNW", "greenBelt"]
-    report = run_batch(
-        source,
-        out,
-        cache_root=sample_cache.root,
-        id_field="title_no",
-        keys=keys,
-        workers=1,
-        partition_size=50,
-        progress=False,
-    )
+    report = _batch(source, out, sample_cache, keys=keys, workers=1, partition_size=50)
 
     read = read_sites(source, id_field="title_no")  # the sites as the batch read them: OSTN15 to lon/lat
-    expected = _expected(index, read.geometry, read.ids, keys=keys)
-    result = _results(out)
-    assert _normalise(result, "title_no") == _normalise(expected, "id")
+    result = _assert_the_services_answers(out, index, read.geometry, read.ids, keys=keys)
     assert set(result["key"]) == set(keys) and report.rows == 120 * 4
     assert "geometry" not in result.columns
 
@@ -235,15 +231,7 @@ def test_bad_rows_are_listed_with_their_reasons_and_do_not_stop_the_run(
     source = tmp_path / "mixed.gpkg"
     frame.to_file(source)
     out = tmp_path / "results.parquet"
-    report = run_batch(
-        source,
-        out,
-        cache_root=sample_cache.root,
-        id_field="title_no",
-        scheduler=cluster.scheduler_address,
-        partition_size=10,
-        progress=False,
-    )
+    report = _batch(source, out, sample_cache, scheduler=cluster.scheduler_address, partition_size=10)
 
     errors = pd.read_csv(report.errors_path, dtype={"title_no": str})
     assert list(errors.columns) == ["row", "title_no", "reason"]
@@ -257,11 +245,8 @@ def test_bad_rows_are_listed_with_their_reasons_and_do_not_stop_the_run(
     assert "British National Grid" in reason["METRES"]
     assert "outside Great Britain" in reason["PARIS"]
     assert "line" in reason["LINE"]
-    result = _results(out)
+    result = _assert_the_services_answers(out, index, good.geometry, good["title_no"])
     assert set(result["title_no"]) == set(good["title_no"])
-    assert _normalise(result, "title_no") == _normalise(
-        _expected(index, good.geometry, good["title_no"]), "id"
-    )
     assert report.errors == len(bad) and report.checked == 30
 
 
@@ -310,24 +295,14 @@ def test_a_worker_killed_mid_run_is_replaced_and_the_output_is_complete(tmp_path
             )
             os.kill(victim, signal.SIGKILL)
 
-        report = run_batch(
-            source,
-            out,
-            cache_root=sample_cache.root,
-            id_field="title_no",
-            scheduler=local.scheduler_address,
-            partition_size=50,
-            progress=False,
-            on_part=kill_one,
+        report = _batch(
+            source, out, sample_cache, scheduler=local.scheduler_address, partition_size=50, on_part=kill_one
         )
         after = set(client.run(os.getpid).values())
 
     assert killed and killed["parts_done"] < report.parts  # tasks were still to run when it died
     assert killed["pid"] not in after  # the nanny started a new worker process in its place
-    result = _results(out)
-    assert _normalise(result, "title_no") == _normalise(
-        _expected(index, frame.geometry, frame["title_no"]), "id"
-    )
+    _assert_the_services_answers(out, index, frame.geometry, frame["title_no"])
     assert report.checked == 1500 and report.errors == 0
 
 
@@ -339,37 +314,28 @@ def test_a_failed_run_leaves_no_result_and_resume_redoes_only_the_missing_parts(
     out = tmp_path / "results.parquet"
     out.write_bytes(b"an old result that must not pass for the new one")
     blocker = parts_dir(out) / "part-00007.parquet"
-    common = dict(
-        cache_root=sample_cache.root,
-        id_field="title_no",
-        scheduler=cluster.scheduler_address,
-        partition_size=50,
-        progress=False,
-    )
+    options = _options(sample_cache, scheduler=cluster.scheduler_address, partition_size=50)
 
     def block_the_last_part(result):
         # a folder where the last part must go (its task is not submitted yet): it cannot be written
         blocker.mkdir(exist_ok=True)
 
     with pytest.raises(BatchRunError, match="--resume"):
-        run_batch(source, out, on_part=block_the_last_part, **common)
+        run_batch(source, out, options, on_part=block_the_last_part)
     assert not out.exists() and not out.with_name(out.name + ".errors.csv").exists()
     assert not list(tmp_path.glob(".results.parquet*"))  # no half-written final file either
     finished = {p.name: p.stat().st_mtime_ns for p in parts_dir(out).glob("part-*.parquet") if p.is_file()}
     assert 0 < len(finished) < 8
 
     with pytest.raises(BatchError, match="different input or options"):
-        run_batch(source, out, resume=True, **{**common, "keys": ["listed"]})
+        run_batch(source, out, options, resume=True, keys=["listed"])
 
     blocker.rmdir()
-    report = run_batch(source, out, resume=True, **common)
+    report = run_batch(source, out, options, resume=True)  # the options as one object, one of them overridden
     # parts still running when the run failed may have finished since: they are reused too
     assert report.parts == 8 and len(finished) <= report.skipped_parts < 8
     assert not parts_dir(out).exists()  # the parts made way for the one final file
-    result = _results(out)
-    assert _normalise(result, "title_no") == _normalise(
-        _expected(index, sites.geometry, sites["title_no"]), "id"
-    )
+    _assert_the_services_answers(out, index, sites.geometry, sites["title_no"])
 
 
 def test_partitions_are_spatially_compact_and_deterministic(sample_cache):

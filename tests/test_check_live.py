@@ -10,16 +10,10 @@ from datasets.cache import LayerCache
 from datasets.catalogue import load_catalogue
 from datasets.live import LiveLookup
 from datasets.samples import load_samples
-from tests.fake_platform import FakePlatform
+from tests.fake_platform import *  # noqa: F403 - the pytest fixture: platform
 
 # Rosendale Road, Lambeth: the fake platform serves a real conservation area and three real trees here
 SITE = shapely.box(-0.0955, 51.4390, -0.0945, 51.4396)
-
-
-@pytest.fixture
-def platform():
-    with FakePlatform() as fake:
-        yield fake
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ import httpx
 from api_fixtures import BATH_SITE, copy_cache
 from boundary_fixtures import *  # noqa: F403 - pytest fixtures: backend_url, checker, saltford
 from notify_fixtures import FakeNotify, WebhookReceiver
-from service_process import Service
+from service_process import Service, create_boundary
 
 COUNCIL = "Bath and North East Somerset"
 OPENED = str(uuid.uuid4())
@@ -60,18 +60,7 @@ def test_killed_between_commit_and_delivery_the_event_still_arrives_exactly_once
         env = service_env(data_dir, backend_url, hooks, notify)
         first = Service(env, hang=True)
         try:
-            created = httpx.post(
-                first.url + "/v1/boundaries",
-                json={
-                    "reference": "PLX-KILL",
-                    "local_authority": COUNCIL,
-                    "site": BATH_SITE,
-                    "applicant_email": "applicant@example.com",
-                },
-                timeout=30,
-            )
-            assert created.status_code == 201, created.text
-            boundary_id = created.json()["id"]
+            boundary_id = create_boundary(first.url, "PLX-KILL", COUNCIL)
             shifted = {
                 "type": "Polygon",
                 "coordinates": [[[x + 0.0002, y] for x, y in BATH_SITE["coordinates"][0]]],

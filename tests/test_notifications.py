@@ -81,6 +81,14 @@ def workflow(url, checker, service: Settings, **kwargs) -> Boundaries:
     return Boundaries(Store(url), checker, router=router(service), **kwargs)
 
 
+@pytest.fixture
+def notified(backend_url, checker, receivers, tmp_path):
+    """A workflow whose council's events go to the receivers: (webhook receiver, Notify, settings, workflow)."""
+    hooks, notify = receivers
+    settings = service_settings(hooks, notify, tmp_path)
+    return hooks, notify, settings, workflow(backend_url, checker, settings)
+
+
 def drain(dispatcher: Dispatcher) -> None:
     while dispatcher.run_once():
         pass
@@ -92,12 +100,8 @@ def deliveries(store: Store, **filters) -> list[dict]:
 
 
 # --- written with the state change ---------------------------------------------------------------------
-def test_an_event_and_its_deliveries_are_written_in_the_transaction_of_the_state_change(
-    backend_url, checker, saltford, receivers, tmp_path
-):
-    hooks, notify = receivers
-    settings = service_settings(hooks, notify, tmp_path)
-    wf = workflow(backend_url, checker, settings)
+def test_an_event_and_its_deliveries_are_written_in_the_transaction_of_the_state_change(saltford, notified):
+    hooks, notify, settings, wf = notified
     b = wf.create("PLX-1", COUNCIL, saltford.outside, "planx", applicant_email="applicant@example.com")
     cr = wf.propose(b["id"], saltford.over, "follow the wall", "officer")
 
@@ -172,11 +176,9 @@ def test_every_kind_of_event_reaches_the_webhook_signed_and_once(backend_url, ch
 
 
 def test_the_applicant_email_goes_through_notify_with_the_link_that_opens_the_request(
-    backend_url, checker, saltford, receivers, tmp_path
+    backend_url, saltford, notified
 ):
-    hooks, notify = receivers
-    settings = service_settings(hooks, notify, tmp_path)
-    wf = workflow(backend_url, checker, settings)
+    hooks, notify, settings, wf = notified
     b = wf.create("PLX-4", COUNCIL, saltford.outside, "planx", applicant_email="applicant@example.com")
     cr = wf.propose(b["id"], saltford.over, "the red line must follow the garden wall", "officer")
     drain(Dispatcher(Store(backend_url), settings))
@@ -197,11 +199,9 @@ def test_the_applicant_email_goes_through_notify_with_the_link_that_opens_the_re
 
 # --- retries, give-up, replay --------------------------------------------------------------------------
 def test_a_failing_receiver_is_retried_with_growing_waits_and_every_attempt_is_logged(
-    backend_url, checker, saltford, receivers, tmp_path
+    backend_url, saltford, notified
 ):
-    hooks, notify = receivers
-    settings = service_settings(hooks, notify, tmp_path)
-    wf = workflow(backend_url, checker, settings)
+    hooks, notify, settings, wf = notified
     b = wf.create("PLX-5", COUNCIL, saltford.outside, "planx")
     hooks.fail_next = 2
     wf.propose(b["id"], saltford.over, "r", "officer")
@@ -247,11 +247,9 @@ def test_a_receiver_down_for_good_is_given_up_and_can_be_replayed(backend_url, c
         assert tx.get_delivery(again)["replay_of"] == failed["id"]
 
 
-def test_notify_refusing_a_message_is_not_retried(backend_url, checker, saltford, receivers, tmp_path):
-    hooks, notify = receivers
+def test_notify_refusing_a_message_is_not_retried(backend_url, saltford, notified):
+    hooks, notify, settings, wf = notified
     notify.templates[OPENED] = "((link)) ((a_placeholder_redline_does_not_send))"
-    settings = service_settings(hooks, notify, tmp_path)
-    wf = workflow(backend_url, checker, settings)
     b = wf.create("PLX-7", COUNCIL, saltford.outside, "planx", applicant_email="applicant@example.com")
     wf.propose(b["id"], saltford.over, "r", "officer")
     drain(Dispatcher(Store(backend_url), settings))
@@ -262,10 +260,8 @@ def test_notify_refusing_a_message_is_not_retried(backend_url, checker, saltford
 
 
 # --- several replicas -----------------------------------------------------------------------------------
-def test_several_dispatchers_on_one_store_deliver_each_event_once(backend_url, checker, saltford, receivers, tmp_path):
-    hooks, notify = receivers
-    settings = service_settings(hooks, notify, tmp_path)
-    wf = workflow(backend_url, checker, settings)
+def test_several_dispatchers_on_one_store_deliver_each_event_once(backend_url, saltford, notified):
+    hooks, notify, settings, wf = notified
     b = wf.create("PLX-8", COUNCIL, saltford.outside, "planx", applicant_email="applicant@example.com")
     for i in range(6):
         wf.cancel(wf.propose(b["id"], saltford.over, f"round {i}", "officer")["id"], "officer")
@@ -332,13 +328,13 @@ def test_the_delivery_log_over_http_needs_an_admin_key_and_replays(saltford, rec
         assert hooks.ids()[0] == hooks.ids()[1]  # the same webhook-id: receivers see a duplicate, by design
 
 
-def test_the_cli_lists_shows_and_replays_deliveries(backend_url, checker, saltford, receivers, tmp_path, monkeypatch, capsys):
+def test_the_cli_lists_shows_and_replays_deliveries(
+    backend_url, saltford, notified, tmp_path, monkeypatch, capsys
+):
     from api import cli
     from api.settings import get_settings
 
-    hooks, notify = receivers
-    settings = service_settings(hooks, notify, tmp_path)
-    wf = workflow(backend_url, checker, settings)
+    hooks, notify, settings, wf = notified
     b = wf.create("PLX-10", COUNCIL, saltford.outside, "planx", applicant_email="applicant@example.com")
     wf.propose(b["id"], saltford.over, "r", "officer")
     hooks.fail_next = 1

@@ -7,7 +7,8 @@ import random
 import time
 
 import pytest
-from fake_platform import FakePlatform, make_fraction
+from fake_platform import *  # noqa: F403 - the pytest fixture: platform
+from fake_platform import make_fraction
 
 from datasets.flatten import read_platform_file
 from datasets.live import LiveLookup, LiveLookupError
@@ -25,12 +26,6 @@ from datasets.pdp import (
 # A box over south London holding 951 of the 952 real listed-building outlines, the Rosendale Road
 # conservation area and three trees: more than one page of 500.
 SOUTH_LONDON = "POLYGON((-0.2 51.3,0.1 51.3,0.1 51.6,-0.2 51.6,-0.2 51.3))"
-
-
-@pytest.fixture
-def platform():
-    with FakePlatform() as fp:
-        yield fp
 
 
 @pytest.fixture

@@ -169,6 +169,13 @@ def planx_check(client: httpx.Client, base_url: str, wkt: str, schema: dict) -> 
     return planx_gis(search.json(), schema), search, [client.get(url) for url in metadata_urls]
 
 
+def side_by_side(platform_url: str, redline_url: str, wkt: str, schema: dict) -> tuple[dict, tuple]:
+    """PlanX's answer from the platform, and its whole exchange with redline (answer, search, metadata)."""
+    with httpx.Client(timeout=60) as client:
+        theirs, _, _ = planx_check(client, platform_url, wkt, schema)
+        return theirs, planx_check(client, redline_url, wkt, schema)
+
+
 # -- the tests ------------------------------------------------------------------------------------------
 
 
@@ -205,10 +212,7 @@ def test_the_editor_records_every_gis_key_where_the_platform_would_and_nothing_u
 
 @pytest.mark.parametrize("site", SITES)
 def test_planx_unmodified_gis_code_pointed_at_redline_places_every_loaded_key_as_the_platform(redline, platform, schema, site):
-    wkt = SITES[site]
-    with httpx.Client(timeout=60) as client:
-        theirs, _, _ = planx_check(client, platform.url, wkt, schema)
-        ours, search, metadata = planx_check(client, redline.url, wkt, schema)
+    theirs, (ours, search, metadata) = side_by_side(platform.url, redline.url, SITES[site], schema)
     assert search.status_code == 200, search.text[:300]  # never refused for the datasets it lacks
     loaded = redline.server.config.app.state.index.snapshot.layers
     asked = list(dict.fromkeys(d for names in schema.values() for d in names))
@@ -222,10 +226,7 @@ def test_planx_unmodified_gis_code_pointed_at_redline_places_every_loaded_key_as
 
 @pytest.mark.parametrize("site", SITES)
 def test_with_the_live_fallback_planx_gets_the_platforms_answer_for_every_key(redline_live, platform, schema, site):
-    wkt = SITES[site]
-    with httpx.Client(timeout=60) as client:
-        theirs, _, _ = planx_check(client, platform.url, wkt, schema)
-        ours, search, _ = planx_check(client, redline_live.url, wkt, schema)
+    theirs, (ours, search, _) = side_by_side(platform.url, redline_live.url, SITES[site], schema)
     assert search.status_code == 200, search.text[:300]
     assert "x-redline-datasets-not-loaded" not in search.headers
     assert "tree" in search.headers["x-redline-datasets-live"].split(",")

@@ -4,22 +4,15 @@ budget of failed authentications per address. Over real HTTP on 127.0.0.1."""
 from __future__ import annotations
 
 import multiprocessing
-import os
-import signal
 import socket
-import subprocess
-import sys
-from pathlib import Path
 
 import httpx
 import pytest
-from api_fixtures import LiveServer, assert_problem, copy_cache, make_app
-from test_serve import free_port, wait_for, workers_answering
+from api_fixtures import LiveServer, ServedProcess, assert_problem, copy_cache, make_app
+from test_serve import wait_for, workers_answering
 
 from api.keys import KeyStore
 from api.ratelimit import SharedBuckets
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _take_many(path: str, n: int, results) -> None:
@@ -52,36 +45,20 @@ def test_a_full_table_reuses_buckets_that_have_refilled(tmp_path):
 def test_two_workers_give_a_key_and_an_address_one_budget_between_them(sample_cache, tmp_path):
     data = copy_cache(sample_cache, tmp_path / "data")
     token = KeyStore(data).create("planx", ["check"])[1]
-    port = free_port()
-    env = os.environ | {
-        "REDLINE_DATA_DIR": str(data),
-        "REDLINE_LOAD_SAMPLES": "false",
+    limits = {
         "REDLINE_RATE_LIMIT_BURST": "30",
         "REDLINE_RATE_LIMIT_PER_S": "0.01",
         "REDLINE_ANONYMOUS_RATE_LIMIT_BURST": "30",
         "REDLINE_ANONYMOUS_RATE_LIMIT_PER_S": "0.01",
     }
-    log = open(tmp_path / "serve.log", "wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "api.cli", "serve", "--port", str(port), "--workers", "2", "--log-level", "warning"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_for(workers_answering(url, 2), 120, "two workers to answer")
+    with ServedProcess(data, tmp_path / "serve.log", env=limits, args=("--workers", "2")) as server:
+        wait_for(workers_answering(server.url, 2), 120, "two workers to answer")
         for headers in ({"Authorization": f"Bearer {token}"}, {}):
             statuses = []
             for _ in range(80):  # each on a new connection, so both workers take a share
-                statuses.append(httpx.get(f"{url}/dataset.json", headers=headers | {"Connection": "close"}, timeout=10).status_code)
+                statuses.append(httpx.get(f"{server.url}/dataset.json", headers=headers | {"Connection": "close"}, timeout=10).status_code)
             assert set(statuses) == {200, 429}
             assert statuses.count(200) == 30, statuses  # not 60: the budget is not per worker
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-        log.close()
 
 
 def test_failed_authentications_are_limited_per_address(sample_cache, tmp_path):

@@ -19,7 +19,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from fake_platform import FakePlatform, make_fraction
+from fake_platform import *  # noqa: F403 - the pytest fixture: platform
+from fake_platform import make_fraction
 
 from constraints.index import ConstraintIndex
 from datasets.cache import LayerCache
@@ -51,12 +52,6 @@ LBO_FILE = "/dataset/listed-building-outline.parquet"
 # The platform's own point for entity 42101001, Church of St Mary, Newington (a real listed building outline).
 ST_MARY = {"type": "Point", "coordinates": [-0.104538, 51.489006]}
 KEPT = ("file", "version", "features", "etag", "last_modified", "source", "loaded_at")
-
-
-@pytest.fixture
-def platform():
-    with FakePlatform() as fp:
-        yield fp
 
 
 @pytest.fixture

@@ -17,6 +17,8 @@ from pathlib import Path
 from datasets.catalogue import load_catalogue
 from datasets.samples import sample_files
 
+from . import write_bundled_json
+
 OUT = Path(__file__).with_name("datasets.json")
 MOCKS = (
     "planx-new__digitalLandResponseMock.json",
@@ -100,15 +102,11 @@ if __name__ == "__main__":
         raise SystemExit("usage: python -m api.data.build_datasets FOLDER_OF_REAL_EXTRACTS")
     real = Path(sys.argv[1])
     data = build(real)
-    OUT.write_text(
-        json.dumps(
-            {
-                "_source": "digital-land/specification dataset.csv (MIT) and PlanX mocks of /dataset/{name}.json (OGL v3); built by api/data/build_datasets.py",
-                "datasets": data,
-            },
-            indent=1,
-            ensure_ascii=False,
-        )
-        + "\n"
+    write_bundled_json(
+        OUT,
+        {
+            "_source": "digital-land/specification dataset.csv (MIT) and PlanX mocks of /dataset/{name}.json (OGL v3); built by api/data/build_datasets.py",
+            "datasets": data,
+        },
     )
     print(f"{len(data)} datasets -> {OUT}")

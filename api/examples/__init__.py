@@ -223,23 +223,19 @@ def main() -> int:
     from fastapi.testclient import TestClient
 
     from api.app import create_app
+    from api.data import write_bundled_json
     from api.settings import Settings
 
     with tempfile.TemporaryDirectory(prefix="redline-examples-") as tmp:
         app = create_app(Settings(data_dir=Path(tmp), load_samples=True), load_in_background=False)
         with TestClient(app) as client:
             captured = capture(client)
-    PATH.write_text(
-        json.dumps(
-            {
-                "_about": "Real answers over the bundled samples, abridged; rebuilt by python -m api.examples",
-                "operations": captured,
-            },
-            indent=1,
-            ensure_ascii=False,
-        )
-        + "\n",
-        encoding="utf-8",
+    write_bundled_json(
+        PATH,
+        {
+            "_about": "Real answers over the bundled samples, abridged; rebuilt by python -m api.examples",
+            "operations": captured,
+        },
     )
     print(f"{len(captured)} operations -> {PATH}")
     return 0

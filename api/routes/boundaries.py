@@ -21,6 +21,7 @@ import threading
 from fastapi import APIRouter, FastAPI, Path, Request
 from fastapi.responses import PlainTextResponse
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
 
 from boundary.errors import BoundaryError, Forbidden, InvalidBoundary, Unauthorized
 from boundary.geometry import parse_upload, validate_boundary
@@ -158,19 +159,25 @@ def _clean(value: str | None, name: str) -> str | None:
     return value.strip()
 
 
+def _uploaded_file(form) -> UploadFile:
+    """The boundary file of a multipart form: its field 'file', which must hold a file."""
+    upload = form.get("file")
+    if upload is None or isinstance(upload, str):
+        raise Problem(
+            422,
+            "The request is not valid",
+            "upload the boundary file in the form field 'file'",
+            errors=[{"pointer": "/file", "in": "body", "detail": "is required"}],
+        )
+    return upload
+
+
 async def _new_boundary(request: Request, wf: Boundaries) -> tuple:
     """The site and fields of a new boundary: GeoJSON in a JSON body, or a file in a multipart form."""
     upload_warnings: list[str] = []
     if request.headers.get("content-type", "").startswith("multipart/form-data"):
         form = await request.form()
-        upload = form.get("file")
-        if upload is None or isinstance(upload, str):
-            raise Problem(
-                422,
-                "The request is not valid",
-                "upload the boundary file in the form field 'file'",
-                errors=[{"pointer": "/file", "in": "body", "detail": "is required"}],
-            )
+        upload = _uploaded_file(form)
         fields = parse(BoundaryFields, {k: v for k, v in form.items() if isinstance(v, str)})
         content = await upload.read(wf.settings.limits.max_upload_bytes + 1)
         site, upload_warnings = await run_in_threadpool(
@@ -365,17 +372,18 @@ async def add_override(request: Request, boundary_id: str, principal: Principal 
     return json_response(out, 201)
 
 
+async def _override_action(request: Request, action, boundary_id: str, override_id: str, principal: Principal, text: str | None, text_name: str):
+    """Withdraw or review an override: ``action`` is the workflow's method, ``text`` the officer's query parameter."""
+    wf = workflow(request)
+    return json_response(await run_in_threadpool(action, wf, boundary_id, override_id, _actor(principal), _clean(text, text_name)))
+
+
 @router.delete(
     "/v1/boundaries/{boundary_id}/overrides/{override_id}",
     summary="Withdraw an override (kept in the record)",
 )
 async def remove_override(request: Request, boundary_id: str, override_id: str, reason: str | None = None, principal: Principal = require_scope("officer")):
-    wf = workflow(request)
-    return json_response(
-        await run_in_threadpool(
-            wf.remove_override, boundary_id, override_id, _actor(principal), _clean(reason, "reason")
-        )
-    )
+    return await _override_action(request, Boundaries.remove_override, boundary_id, override_id, principal, reason, "reason")
 
 
 @router.post(
@@ -383,12 +391,7 @@ async def remove_override(request: Request, boundary_id: str, override_id: str, 
     summary="Clear an override's review flag after checking it",
 )
 async def review_override(request: Request, boundary_id: str, override_id: str, note: str | None = None, principal: Principal = require_scope("officer")):
-    wf = workflow(request)
-    return json_response(
-        await run_in_threadpool(
-            wf.review_override, boundary_id, override_id, _actor(principal), _clean(note, "note")
-        )
-    )
+    return await _override_action(request, Boundaries.review_override, boundary_id, override_id, principal, note, "note")
 
 
 # --- validation only -----------------------------------------------------------------------------------
@@ -405,14 +408,7 @@ async def validate(request: Request, principal: Principal = require_scope("check
     warnings: list[str] = []
     if content_type.startswith("multipart/form-data"):
         form = await request.form()
-        upload = form.get("file")
-        if upload is None or isinstance(upload, str):
-            raise Problem(
-                422,
-                "The request is not valid",
-                "upload the boundary file in the form field 'file'",
-                errors=[{"pointer": "/file", "in": "body", "detail": "is required"}],
-            )
+        upload = _uploaded_file(form)
         site, warnings = await run_in_threadpool(
             parse_upload, upload.filename or "", await upload.read(), wf.settings.limits
         )
