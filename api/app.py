@@ -93,6 +93,11 @@ class RedlineAPI(FastAPI):
 
     fast_paths: dict[tuple[str, str], object]
 
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        # each fast path's middleware stack, by endpoint: built on first use, once every middleware is added
+        self._fast_stacks: dict[int, object] = {}
+
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] == "http":
             endpoint = self.fast_paths.get((scope["method"], scope["path"]))
@@ -103,13 +108,12 @@ class RedlineAPI(FastAPI):
         return await super().__call__(scope, receive, send)
 
     def _fast_stack(self, endpoint):
-        stacks = self.__dict__.setdefault("_fast_stacks", {})
-        stack = stacks.get(id(endpoint))
-        if stack is None:  # built on first use, when every middleware has been added
+        stack = self._fast_stacks.get(id(endpoint))
+        if stack is None:
             stack = errors.answering_errors(self, endpoint)
             for cls, args, kwargs in reversed(self.user_middleware):
                 stack = cls(stack, *args, **kwargs)
-            stacks[id(endpoint)] = stack
+            self._fast_stacks[id(endpoint)] = stack
         return stack
 
 

@@ -62,10 +62,10 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import shapely
 
-from datasets.cache import atomic_path
+from datasets.cache import CacheError, atomic_path
 from datasets.crs import GB_LAT, GB_LON
 
-from .index import ConstraintIndex, Tolerance
+from .index import ConstraintIndex, Evidence, Tolerance
 from .site import SiteError
 
 log = logging.getLogger("redline.batch")
@@ -295,16 +295,12 @@ def check_sites(
 ) -> tuple[pa.Table, list[tuple[int, object, str]]]:
     """Check each site as the service does; one row per site and key, and the sites refused.
 
-    Every site goes through ``parse_site`` with the index's limits and then ``index.check`` with
-    ``tolerance``: the statuses, entities and overlaps are the service's, copied, not recomputed.
+    Every site goes through ``parse_site`` with the index's limits, and its answers are the index's
+    (``ConstraintIndex.evidence`` and ``answers``, what ``check`` answers with) at ``tolerance``: the
+    statuses, entities and overlaps are the service's, copied, not recomputed.
     """
     from .site import parse_sites
 
-    slot_col, key_col, status_col, entities_col, names_col, overlap_col = [], [], [], [], [], []
-    reason_col, nearby_col = [], []
-    checked_ids: list = []  # per checked site (its slot)
-    areas: list[float] = []
-    wkbs: list[bytes] = []
     errors: list[tuple[int, object, str]] = []
     geometry = np.asarray(geometry, dtype=object)
     try:
@@ -313,58 +309,126 @@ def check_sites(
         parsed = [_parse_one(geom, index) for geom in geometry]
     good = [i for i, site in enumerate(parsed) if not isinstance(site, Exception)]
     snapshot = index.snapshot
+    if snapshot is None and good:
+        raise CacheError("the index is not loaded yet")
     # one tree query and one call of each GEOS operation for the whole partition; answers per site
     try:
         found = index.match_many([parsed[i] for i in good], tolerance, snapshot)
     except (ValueError, shapely.errors.GEOSException):
         found = [None] * len(good)  # each site matched alone below, so the one at fault is named
     matched = dict(zip(good, found, strict=True))
+    out = _Rows(index, snapshot, keys)
+    checked: list[int] = []  # positions of the sites checked
+    areas: list[float] = []
     for i, site in enumerate(parsed):
         try:
             if isinstance(site, Exception):
                 raise site
-            answer = index.check(site, tolerance=tolerance, keys=keys, snapshot=snapshot, matches=matched[i])
+            matches = matched[i]
+            if matches is None:
+                matches = index.match(site, tolerance, snapshot)
+            site_rows = out.rows_of(index.evidence(site, snapshot, matches))
         except SiteError as err:
             errors.append((int(rows[i]), _plain(ids[i]), err.message))
             continue
         except (ValueError, shapely.errors.GEOSException) as err:  # a geometry GEOS or OSTN15 cannot take
             errors.append((int(rows[i]), _plain(ids[i]), f"the geometry cannot be checked: {err}"))
             continue
-        slot = len(wkbs)
-        checked_ids.append(_plain(ids[i]))
-        wkbs.append(shapely.to_wkb(site.geometry))
-        areas.append(answer["site"]["area_m2"])
-        for constraint in answer["constraints"]:
-            found = constraint["entities"]
-            slot_col.append(slot)
-            key_col.append(constraint["key"])
-            status_col.append(constraint["status"])
-            entities_col.append([int(e["entity"]) for e in found])
-            names_col.append([e.get("name") for e in found])
-            overlap_col.append([e.get("overlap_m2") for e in found])
-            reason_col.append(constraint.get("reason") if constraint["status"] == "unknown" else None)
-            nearby_col.append([int(e["entity"]) for e in constraint.get("nearby") or ()])
-    slots = np.asarray(slot_col, dtype=np.int32)
-    table = pa.table(
-        {
-            id_field: pa.array([checked_ids[s] for s in slot_col], type=id_type),
-            "key": pa.array(key_col, type=pa.string()).dictionary_encode(),
-            "status": pa.DictionaryArray.from_arrays(
-                pa.array([STATUSES.index(s) for s in status_col], type=pa.int8()), pa.array(STATUSES)
-            ),
-            "entities": pa.array(entities_col, type=pa.list_(pa.int64())),
-            "reason": pa.array(reason_col, type=pa.string()).dictionary_encode(),
-            "names": pa.array(names_col, type=pa.list_(pa.string())),
-            "overlap_m2": pa.array(overlap_col, type=pa.list_(pa.float64())),
-            "nearby": pa.array(nearby_col, type=pa.list_(pa.int64())),
-            "site_area_m2": pa.array(np.asarray(areas, dtype=np.float64)[slots], type=pa.float64()),
-            "geometry": pa.DictionaryArray.from_arrays(
-                pa.array(slots, type=pa.int32()), pa.array(wkbs, type=pa.binary())
-            ),
-        },
-        schema=result_schema(id_field, id_type),
-    )
-    return table, errors
+        checked.append(i)
+        areas.append(site.summary()["area_m2"])
+        out.add(site_rows)
+    geoms = np.empty(len(checked), dtype=object)
+    geoms[:] = [parsed[i].geometry for i in checked]
+    ids_checked = pa.array([_plain(ids[i]) for i in checked], type=id_type)
+    return out.table(id_field, ids_checked, np.asarray(areas, dtype=np.float64), shapely.to_wkb(geoms)), errors
+
+
+class _Rows:
+    """A partition's output rows, gathered as columns.
+
+    A row is a key's answer for a site. The distinct rows are kept once each, and each output row
+    names its distinct row: a key's stock answer (the site meets none of its datasets) is one object
+    shared by all the sites that have it (``ConstraintIndex.answers``), so it is one row for all of
+    them, and so are all the rows of sites with the same evidence that meets nothing.
+    """
+
+    def __init__(self, index: ConstraintIndex, snapshot, keys: list[str] | None):
+        self.index, self.snapshot = index, snapshot
+        self.keys = None if keys is None else set(keys)
+        self.key: list[str] = []
+        self.status: list[int] = []
+        self.reason: list[str | None] = []
+        self.entities: list[list[int]] = []
+        self.names: list[list[str | None]] = []
+        self.overlap: list[list[float | None]] = []
+        self.nearby: list[list[int]] = []
+        self.stock: dict[str, tuple[dict, int]] = {}  # key -> its stock answer and that answer's row
+        self.meeting_nothing: dict[tuple, list[int]] = {}  # (uncovered, outside) -> the rows of a site that meets nothing
+        self.which: list[int] = []  # per output row: its distinct row
+        self.per_site: list[int] = []  # output rows of each site
+
+    def rows_of(self, evidence: Evidence) -> list[int]:
+        """The distinct rows of a site's answers, in answer order (the keys asked for)."""
+        if evidence.meets_nothing:  # then its answers are decided by these two alone
+            memo = (tuple(evidence.uncovered.items()), evidence.outside)
+            found = self.meeting_nothing.get(memo)
+            if found is None:
+                found = self.meeting_nothing[memo] = self._rows(self.index.answers(evidence, self.snapshot))
+            return found
+        return self._rows(self.index.answers(evidence, self.snapshot))
+
+    def add(self, site_rows: list[int]) -> None:
+        self.which.extend(site_rows)
+        self.per_site.append(len(site_rows))
+
+    def _rows(self, answers: dict[str, dict]) -> list[int]:
+        keys, stock = self.keys, self.stock
+        out = []
+        for key, answer in answers.items():
+            if keys is not None and key not in keys:
+                continue
+            shared = stock.get(key)
+            if shared is not None and shared[0] is answer:
+                out.append(shared[1])
+                continue
+            row = self._row(answer)
+            if self.index.stock_answer(key, self.snapshot) is answer:
+                stock[key] = (answer, row)
+            out.append(row)
+        return out
+
+    def _row(self, answer: dict) -> int:
+        found = answer["entities"]
+        self.key.append(answer["key"])
+        self.status.append(STATUSES.index(answer["status"]))
+        self.entities.append([int(e["entity"]) for e in found])
+        self.names.append([e.get("name") for e in found])
+        self.overlap.append([e.get("overlap_m2") for e in found])
+        self.reason.append(answer.get("reason") if answer["status"] == "unknown" else None)
+        self.nearby.append([int(e["entity"]) for e in answer.get("nearby") or ()])
+        return len(self.key) - 1
+
+    def table(self, id_field: str, ids: pa.Array, areas: np.ndarray, wkbs: np.ndarray) -> pa.Table:
+        """The output rows as a table: each column its distinct rows' values, taken per output row."""
+        which = pa.array(np.asarray(self.which, dtype=np.int64))
+        slots = np.repeat(np.arange(len(self.per_site), dtype=np.int32), self.per_site)
+        return pa.table(
+            {
+                id_field: ids.take(pa.array(slots)),
+                "key": pa.array(self.key, type=pa.string()).take(which).dictionary_encode(),
+                "status": pa.DictionaryArray.from_arrays(
+                    pa.array(self.status, type=pa.int8()).take(which), pa.array(STATUSES)
+                ),
+                "entities": pa.array(self.entities, type=pa.list_(pa.int64())).take(which),
+                "reason": pa.array(self.reason, type=pa.string()).take(which).dictionary_encode(),
+                "names": pa.array(self.names, type=pa.list_(pa.string())).take(which),
+                "overlap_m2": pa.array(self.overlap, type=pa.list_(pa.float64())).take(which),
+                "nearby": pa.array(self.nearby, type=pa.list_(pa.int64())).take(which),
+                "site_area_m2": pa.array(areas[slots], type=pa.float64()),
+                "geometry": pa.DictionaryArray.from_arrays(pa.array(slots, type=pa.int32()), pa.array(wkbs, type=pa.binary())),
+            },
+            schema=result_schema(id_field, ids.type),
+        )
 
 
 def _parse_one(geom, index: ConstraintIndex):

@@ -523,6 +523,22 @@ class _Live:
 _NO_LIVE = _Live((), {}, None)
 
 
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """What one site's answer is made from (:meth:`ConstraintIndex.evidence`); with the snapshot and the
+    options, it decides every key's answer (:meth:`ConstraintIndex.answers`)."""
+
+    by_dataset: dict[str, list[Match]]  # the entities the site meets, by dataset
+    uncovered: dict[str, str]  # layers that cannot answer "not" for the site: why (``coverage_gaps``)
+    outside: bool  # wholly outside England, and that decides keys (some layer does not cover it, or none is held)
+    live: _Live
+
+    @property
+    def meets_nothing(self) -> bool:
+        """No entity met and no live platform asked: the answers then depend on ``uncovered`` and ``outside`` alone."""
+        return not self.by_dataset and not self.live.datasets
+
+
 def _by_dataset(matches: list[Match]) -> dict[str, list[Match]]:
     by_dataset: dict[str, list[Match]] = {}
     for m in matches:
@@ -689,15 +705,33 @@ class ConstraintIndex:
         allowed = set(datasets) if datasets is not None else None
         if matches is None:
             matches = self.match(site, tolerance, snap, allowed)
-        by_dataset = _by_dataset(matches)
+        evidence = self.evidence(site, snap, matches, allowed)
+        return self._assemble(site, snap, self.answers(evidence, snap, allowed, council), keys, evidence.live, tolerance)
+
+    def evidence(self, site: Site, snap: Snapshot, matches: list[Match], allowed: set[str] | None = None) -> Evidence:
+        """All that a site's answer depends on besides the snapshot and the options: its matches,
+        the layers that cannot answer "not" for it, whether it lies outside England, the live platform's word."""
         uncovered = coverage_gaps(site, snap)
-        live = self._live_answers(site, snap, allowed)
-        answers = self._answer_keys(snap, by_dataset, uncovered, allowed, live)
-        self._combine_any_of(answers)
+        outside = bool(uncovered or not snap.layers) and england_part(site.geometry) == "outside"
+        return Evidence(_by_dataset(matches), uncovered, outside, self._live_answers(site, snap, allowed))
+
+    def answers(self, evidence: Evidence, snap: Snapshot, allowed: set[str] | None = None, council: str | None = None) -> dict[str, dict]:
+        """Every key's answer (catalogue order, then article 4's) from the evidence: the one place the
+        status rules are applied, for the service's answers and the batch's rows alike.
+
+        The answers are read-only: a key the site does not meet has the snapshot's stock answer for it
+        (one object shared by every such site), and :meth:`_assemble` hands out copies.
+        """
+        answers = self._answer_keys(snap, evidence.by_dataset, evidence.uncovered, allowed, evidence.live)
+        self._combine_any_of(answers, snap)
         answers.update(self._article4(answers, council))
-        if (uncovered or not snap.layers) and england_part(site.geometry) == "outside":
+        if evidence.outside:
             _unknown_outside_england(answers)
-        return self._assemble(site, snap, answers, keys, live, tolerance)
+        return answers
+
+    def stock_answer(self, key: str, snap: Snapshot) -> dict | None:
+        """The shared answer of ``key`` for a site that meets none of its datasets (see :meth:`answers`), if any yet."""
+        return snap.caches.unmet_answers.get(key)
 
     def _live_answers(self, site: Site, snap: Snapshot, allowed: set[str] | None) -> _Live:
         """Ask the live platform about the catalogue's datasets not held here (when there is one to ask)."""
@@ -716,15 +750,14 @@ class ConstraintIndex:
         answers: dict[str, dict] = {}
         touched = set(by_dataset) | set(uncovered)
         # With every dataset asked for and none live, a key whose datasets the site neither meets nor
-        # falls outside of has the snapshot's stock answer (the common case): copied, not worked out.
+        # falls outside of has the snapshot's stock answer (the common case): shared, not worked out.
         stock = allowed is None and not live.datasets
         unmet = snap.caches.unmet_answers
         for constraint in self.catalogue.constraints:
             if constraint.any_of:
                 continue
             if stock and touched.isdisjoint(constraint.datasets):
-                template = unmet.get(constraint.key) or self._unmet_answer(constraint, snap)
-                answers[constraint.key] = {**template, "entities": [], "nearby": [], "datasets": list(constraint.datasets)}
+                answers[constraint.key] = unmet.get(constraint.key) or self._unmet_answer(constraint, snap)
             else:
                 answers[constraint.key] = self._answer(constraint, snap, by_dataset, uncovered, allowed, live)
         return answers
@@ -738,11 +771,16 @@ class ConstraintIndex:
         snap.caches.unmet_answers[constraint.key] = template
         return template
 
-    def _combine_any_of(self, answers: dict[str, dict]) -> None:
+    def _combine_any_of(self, answers: dict[str, dict], snap: Snapshot) -> None:
         """Answer the keys made of others (``any_of``): met when any part is, clear when all are, else unknown."""
+        unmet = snap.caches.unmet_answers
         for constraint in self.catalogue.constraints:
             if constraint.any_of:
                 parts = [answers[k] for k in constraint.any_of if k in answers]
+                stock = all(answers.get(k) is not None and answers[k] is unmet.get(k) for k in constraint.any_of)
+                if stock and constraint.key in unmet:  # made of stock answers only: so is this one
+                    answers[constraint.key] = unmet[constraint.key]
+                    continue
                 if any(p["status"] == "intersects" for p in parts):
                     status = "intersects"
                 elif all(p["status"] == "clear" for p in parts):
@@ -754,14 +792,18 @@ class ConstraintIndex:
                     [e for p in parts for e in p["entities"]], [], [],
                     None if status != "unknown" else "a designation behind it could not be checked: " + "; ".join(p["reason"] for p in parts if p["status"] == "unknown"),
                 )
+                if stock:
+                    unmet[constraint.key] = answers[constraint.key]
 
     def _assemble(self, site: Site, snap: Snapshot, answers: dict[str, dict], keys: list[str] | None, live: _Live, tolerance: Tolerance) -> dict:
         """The answer as returned: the keys asked for, and where each dataset's data came from."""
         constraints = []
         for key, answer in answers.items():
-            answer.pop("_gaps", None)
             if keys is None or key in keys:
-                constraints.append(answer)
+                # a copy: the answers may be shared with other sites, and callers may change what they get
+                out = {**answer, "datasets": list(answer["datasets"]), "entities": list(answer["entities"]), "nearby": list(answer["nearby"])}
+                out.pop("_gaps", None)
+                constraints.append(out)
         provenance = self._provenance(snap)
         if live.datasets:
             provenance = dict(provenance)
@@ -951,4 +993,4 @@ def geometry_of(answer_entity: dict, snapshot: Snapshot) -> BaseGeometry | None:
     return layer.geometry[rows[0]] if len(rows) else None
 
 
-__all__ = ["BASE_COLUMNS", "ConstraintIndex", "Match", "Snapshot", "Tolerance", "build_snapshot", "geometry_of", "subdivide"]
+__all__ = ["BASE_COLUMNS", "ConstraintIndex", "Evidence", "Match", "Snapshot", "Tolerance", "build_snapshot", "geometry_of", "subdivide"]

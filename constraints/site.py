@@ -29,8 +29,9 @@ from datasets.crs import (
     GB_NORTHING,
     WGS84,
     OutsideGridError,
+    geodesic_area_perimeter,
     grid_reference,
-    lonlat_to_bng,
+    lonlat_points_to_bng,
     to_bng,
     to_wgs84,
 )
@@ -670,6 +671,9 @@ def _parts_together(bng: BaseGeometry, limits: SiteLimits) -> None:
     parts = shapely.get_parts(bng)
     if gap is None or len(parts) < 2:
         return
+    xmin, ymin, xmax, ymax = shapely.bounds(bng).tolist()
+    if math.hypot(xmax - xmin, ymax - ymin) < gap - 1e-6:
+        return  # no two points of the site lie a gap apart (a micrometre to spare for rounding)
     left, right = shapely.STRtree(parts).query(parts, predicate="dwithin", distance=gap)
     group = np.arange(len(parts))
     changed = True
@@ -726,14 +730,13 @@ def _simple_polygon(obj: dict | shapely.Polygon, limits: SiteLimits) -> Site | N
         lonlat = _positions_fast(rings[0])
     if lonlat is None or not _three_distinct(lonlat) or lonlat[0].tolist() != lonlat[-1].tolist():
         return None
-    (xmin, ymin), (xmax, ymax) = lonlat.min(axis=0).tolist(), lonlat.max(axis=0).tolist()
-    if not (GB_LON[0] <= xmin and xmax <= GB_LON[1] and GB_LAT[0] <= ymin and ymax <= GB_LAT[1]):
-        return None
     vertices = len(lonlat)
-    _vertex_limit(vertices, limits)
-    east, north = lonlat_to_bng(lonlat[:, 0], lonlat[:, 1])
-    grid = np.column_stack([east, north])
-    if not np.isfinite(grid).all() or (grid[1:] == grid[:-1]).all(axis=1).any():
+    if limits.max_vertices is not None and vertices > limits.max_vertices:
+        return None  # the general path says so, after whatever it finds wrong first
+    # OSTN15's cover lies within Great Britain's box (GB_LON, GB_LAT), so a point outside the box,
+    # or a NaN, comes out off the grid: a site anywhere but Great Britain is handed back here
+    grid, off_grid = lonlat_points_to_bng(lonlat)
+    if off_grid or (grid[1:] == grid[:-1]).all(axis=1).any():
         return None  # off the grid, or repeated points: the general path says which
     turn, turn_grid = _ring_turn(lonlat), _ring_turn(grid)
     if turn == 0 or (turn > 0) != (turn_grid > 0):
@@ -799,11 +802,7 @@ def _simple_polygons(geometries: np.ndarray, counts: np.ndarray, positions: np.n
     first, second, third, last = lonlat[starts], lonlat[starts + 1], lonlat[starts + 2], lonlat[ends - 1]
     ok = (first != second).any(axis=1) & (second != third).any(axis=1) & (first != third).any(axis=1)
     ok &= (first == last).all(axis=1)
-    xmin, ymin = np.minimum.reduceat(lonlat[:, 0], starts), np.minimum.reduceat(lonlat[:, 1], starts)
-    xmax, ymax = np.maximum.reduceat(lonlat[:, 0], starts), np.maximum.reduceat(lonlat[:, 1], starts)
-    ok &= (GB_LON[0] <= xmin) & (xmax <= GB_LON[1]) & (GB_LAT[0] <= ymin) & (ymax <= GB_LAT[1])
-    east, north = lonlat_to_bng(lonlat[:, 0], lonlat[:, 1])
-    grid = np.column_stack([east, north])
+    grid, _ = lonlat_points_to_bng(lonlat)  # a point outside Great Britain comes out off the grid (NaN)
     finite = np.isfinite(grid).all(axis=1)
     ok &= np.logical_and.reduceat(finite, starts)
     repeated = np.r_[(grid[1:] == grid[:-1]).all(axis=1), False]
@@ -906,7 +905,7 @@ def parse_site(obj, limits: SiteLimits = SiteLimits()) -> Site:
             warnings.append("rings were rewound: outer rings anticlockwise, holes clockwise (RFC 7946)")
         bng = oriented
         geometry = to_wgs84(bng) if changed else shapely.orient_polygons(geometry, exterior_cw=False)
-        area, perimeter = WGS84.geometry_area_perimeter(geometry)
+        area, perimeter = geodesic_area_perimeter(geometry)
         area, perimeter = abs(area), abs(perimeter)
         _check_area(area, limits)
         centre, centre_bng = geometry.centroid, bng.centroid

@@ -16,11 +16,14 @@ Examples
 from __future__ import annotations
 
 import threading
+from types import ModuleType
+from typing import NamedTuple
 
 import numpy as np
 import shapely
 from convertbng.cutil import convert_etrs89_to_osgb36
 from pyproj import Geod, Transformer
+from pyproj.enums import TransformDirection
 from shapely.geometry.base import BaseGeometry
 
 WGS84 = Geod(ellps="WGS84")
@@ -44,9 +47,10 @@ class OutsideGridError(ValueError):
 # a check process forked from a worker that had used it hung on its first call. So the shift at each
 # of the 701 x 1251 grid nodes is read out of convertbng once per process (in the worker, before any
 # check process is forked: see ``constraints.index.build_snapshot``) and every transform is computed
-# here, never by convertbng: OSTN15's answer to within convertbng's own 1 mm rounding, which tests
-# hold it to. Sites and layers go through the very same functions, or an edge a site shares with a
-# designation would come out a fraction of a millimetre apart.
+# here, never by convertbng (the shift lookup compiled in ``datasets.ostn15_compiled``): OSTN15's
+# answer to within convertbng's own 1 mm rounding, which tests hold it to. Sites and layers go
+# through the very same functions, or an edge a site shares with a designation would come out a
+# fraction of a millimetre apart.
 _ETRS89_TM = Transformer.from_crs(
     "EPSG:4258",
     "+proj=tmerc +lat_0=49 +lon_0=-2 +k=0.9996012717 +x_0=400000 +y_0=-100000 +ellps=GRS80 +units=m +no_defs",
@@ -59,9 +63,49 @@ OSTN15_LON = (-8.579, 1.78)
 OSTN15_LAT = (49.922, 60.84)
 _NUDGE_M = 0.001  # into a neighbouring cell, to read a node's shift where its own cell has none
 _INVERSE_ITERATIONS = 8  # the shifts vary by centimetres a kilometre: three or four iterations settle them
+_INVERSE_TOLERANCE_M = 1e-6
+_ACCEPTED = np.array([OSTN15_LON[0], OSTN15_LON[1], OSTN15_LAT[0], OSTN15_LAT[1]])
+
+
+class _Grid(NamedTuple):
+    shifts: np.ndarray  # (rows + 1, columns + 1, 2): east and north shift at each node, NaN off cover
+    covered: np.ndarray  # (rows, columns): cells whose four corners carry shifts
+    compiled: ModuleType  # datasets.ostn15_compiled, the bilinear lookup over all points in one call
+
+
 _grid_lock = threading.Lock()
-_shift_grid: np.ndarray | None = None
-_covered_cells: np.ndarray | None = None
+_grid: _Grid | None = None
+
+
+def _read_grid() -> _Grid:
+    east, north = np.meshgrid(np.arange(_COLUMNS + 1) * 1000.0, np.arange(_ROWS + 1) * 1000.0)
+    east, north = east.ravel(), north.ravel()
+    shifts = np.full((east.size, 2), np.nan)
+    # convertbng answers a point from its cell's four corners, so a node is read from a
+    # cell that has all four: its own (node at the south-west corner), else the cell to
+    # its west, south or south-west, a millimetre inside (the shift moves by a millionth)
+    for de, dn in ((0.0, 0.0), (-_NUDGE_M, 0.0), (0.0, -_NUDGE_M), (-_NUDGE_M, -_NUDGE_M)):
+        todo = np.flatnonzero(np.isnan(shifts[:, 0]))
+        e, n = east[todo] + de, north[todo] + dn
+        grid_east, grid_north = convert_etrs89_to_osgb36(np.ascontiguousarray(e), np.ascontiguousarray(n))
+        shifts[todo, 0], shifts[todo, 1] = grid_east - e, grid_north - n
+    grid = shifts.reshape(_ROWS + 1, _COLUMNS + 1, 2)
+    nodes = np.isfinite(grid[..., 0])
+    covered = nodes[:-1, :-1] & nodes[1:, :-1] & nodes[:-1, 1:] & nodes[1:, 1:]
+    # numba is imported, and the lookup compiled or loaded from its cache, here: once per process,
+    # before it forks check processes, and not by every program that imports redline
+    from datasets import ostn15_compiled
+
+    return _Grid(grid, covered, ostn15_compiled)
+
+
+def _loaded() -> _Grid:
+    global _grid
+    if _grid is None:
+        with _grid_lock:
+            if _grid is None:
+                _grid = _read_grid()
+    return _grid
 
 
 def ostn15_grid() -> np.ndarray:
@@ -69,70 +113,51 @@ def ostn15_grid() -> np.ndarray:
 
     The only call into convertbng: made once per process, before it forks check processes.
     """
-    global _shift_grid, _covered_cells
-    if _shift_grid is None:
-        with _grid_lock:
-            if _shift_grid is None:
-                east, north = np.meshgrid(np.arange(_COLUMNS + 1) * 1000.0, np.arange(_ROWS + 1) * 1000.0)
-                east, north = east.ravel(), north.ravel()
-                shifts = np.full((east.size, 2), np.nan)
-                # convertbng answers a point from its cell's four corners, so a node is read from a
-                # cell that has all four: its own (node at the south-west corner), else the cell to
-                # its west, south or south-west, a millimetre inside (the shift moves by a millionth)
-                for de, dn in ((0.0, 0.0), (-_NUDGE_M, 0.0), (0.0, -_NUDGE_M), (-_NUDGE_M, -_NUDGE_M)):
-                    todo = np.flatnonzero(np.isnan(shifts[:, 0]))
-                    e, n = east[todo] + de, north[todo] + dn
-                    grid_east, grid_north = convert_etrs89_to_osgb36(np.ascontiguousarray(e), np.ascontiguousarray(n))
-                    shifts[todo, 0], shifts[todo, 1] = grid_east - e, grid_north - n
-                grid = shifts.reshape(_ROWS + 1, _COLUMNS + 1, 2)
-                nodes = np.isfinite(grid[..., 0])
-                _covered_cells = nodes[:-1, :-1] & nodes[1:, :-1] & nodes[:-1, 1:] & nodes[1:, 1:]
-                _shift_grid = grid
-    return _shift_grid
+    return _loaded().shifts
 
 
-def _shifts(east: np.ndarray, north: np.ndarray) -> np.ndarray:
-    """OSTN15's (east, north) shift at ETRS89 grid positions, shape (n, 2); NaN outside its cover."""
-    grid = ostn15_grid()
-    fe, fn = east / 1000.0, north / 1000.0
-    inside = np.isfinite(fe) & np.isfinite(fn) & (fe >= 0) & (fn >= 0) & (fe < _COLUMNS) & (fn < _ROWS)
-    fe, fn = np.where(inside, fe, 0.0), np.where(inside, fn, 0.0)
-    column, row = fe.astype(np.intp), fn.astype(np.intp)
-    inside &= _covered_cells[row, column]
-    fx, fy = (fe - column)[:, None], (fn - row)[:, None]
-    shift = (
-        grid[row, column] * ((1 - fx) * (1 - fy))
-        + grid[row, column + 1] * (fx * (1 - fy))
-        + grid[row + 1, column] * ((1 - fx) * fy)
-        + grid[row + 1, column + 1] * (fx * fy)
+def _project_in_place(x: np.ndarray, y: np.ndarray, direction: TransformDirection) -> None:
+    """ETRS89 lon/lat <-> its transverse Mercator grid, overwriting ``x`` and ``y`` (contiguous float64).
+
+    The very PROJ call ``Transformer.transform`` makes, without the wrapping that cost 5 of its 7 µs
+    on a site's thirty points: a scalar attempt refused with a TypeError, and a copy of each array.
+    """
+    _ETRS89_TM._transformer._transform(
+        inx=x, iny=y, inz=None, intime=None, direction=direction, radians=False, errcheck=False
     )
-    shift[~inside] = np.nan
-    return shift
+
+
+def _ostn15_points(lon: np.ndarray, lat: np.ndarray, easting: np.ndarray, northing: np.ndarray) -> int:
+    """National Grid positions of ``lon``, ``lat`` into ``easting``, ``northing``; returns how many are
+    off OSTN15's cover (NaN there)."""
+    grid = _loaded()
+    projected = np.empty((2, len(lon)))
+    projected[0], projected[1] = lon, lat
+    _project_in_place(projected[0], projected[1], TransformDirection.FORWARD)
+    return grid.compiled.forward(
+        lon, lat, projected[0], projected[1], grid.shifts, grid.covered, _ACCEPTED, easting, northing
+    )
 
 
 def _ostn15(lon: np.ndarray, lat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    east, north = _ETRS89_TM.transform(lon, lat)
-    shift = _shifts(east, north)
-    accepted = (lon >= OSTN15_LON[0]) & (lon <= OSTN15_LON[1]) & (lat >= OSTN15_LAT[0]) & (lat <= OSTN15_LAT[1])
-    shift[~accepted] = np.nan
-    return east + shift[:, 0], north + shift[:, 1]
+    out = np.empty((2, len(lon)))
+    _ostn15_points(lon, lat, out[0], out[1])
+    return out[0], out[1]
 
 
 def _ostn15_inverse(easting: np.ndarray, northing: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     # the shift is looked up where the point lies on the ETRS89 grid, which is what is being sought:
     # start from the National Grid position and move by the shift found there until it stops changing
-    east, north = easting, northing
-    for _ in range(_INVERSE_ITERATIONS):
-        shift = _shifts(east, north)
-        next_east, next_north = easting - shift[:, 0], northing - shift[:, 1]
-        moved = np.nanmax(np.abs(np.concatenate([next_east - east, next_north - north])), initial=0.0)
-        east, north = next_east, next_north
-        if moved < 1e-6:
-            break
-    lon, lat = _ETRS89_TM.transform(east, north, direction="INVERSE")
+    grid = _loaded()
+    out = np.empty((2, len(easting)))
+    east, north = out
+    grid.compiled.inverse(
+        easting, northing, grid.shifts, grid.covered, _INVERSE_ITERATIONS, _INVERSE_TOLERANCE_M, east, north
+    )
     lost = ~np.isfinite(east)
-    lon[lost], lat[lost] = np.nan, np.nan
-    return lon, lat
+    _project_in_place(east, north, TransformDirection.INVERSE)
+    east[lost], north[lost] = np.nan, np.nan
+    return east, north
 
 
 def _on_arrays(x, y, convert) -> tuple[np.ndarray, np.ndarray]:
@@ -153,24 +178,35 @@ def bng_to_lonlat(easting, northing) -> tuple[np.ndarray, np.ndarray]:
     return _on_arrays(easting, northing, _ostn15_inverse)
 
 
-def _transformer(convert):
-    def transform(coords: np.ndarray) -> np.ndarray:
-        if len(coords) == 0:
-            return coords
-        x, y = convert(np.ascontiguousarray(coords[:, 0]), np.ascontiguousarray(coords[:, 1]))
-        out = np.column_stack([x, y])
-        if not np.isfinite(out).all():
-            bad = coords[~np.isfinite(out).all(axis=1)][0]
-            raise OutsideGridError(
-                f"coordinate ({bad[0]:.6f}, {bad[1]:.6f}) lies outside Great Britain (OSTN15 cover)"
-            )
-        return out
-
-    return transform
+def lonlat_points_to_bng(lonlat: np.ndarray) -> tuple[np.ndarray, int]:
+    """(n, 2) longitudes and latitudes to (n, 2) eastings and northings, and how many of the
+    points are off OSTN15's cover (NaN there): the one call a site's ring needs."""
+    lonlat = np.asarray(lonlat, dtype=np.float64)
+    out = np.empty((len(lonlat), 2))
+    if len(lonlat) == 0:
+        return out, 0
+    return out, _ostn15_points(lonlat[:, 0], lonlat[:, 1], out[:, 0], out[:, 1])
 
 
-_to_bng = _transformer(lonlat_to_bng)
-_to_wgs84 = _transformer(bng_to_lonlat)
+def _refuse_off_grid(coords: np.ndarray, out: np.ndarray):
+    bad = coords[~np.isfinite(out).all(axis=1)][0]
+    raise OutsideGridError(f"coordinate ({bad[0]:.6f}, {bad[1]:.6f}) lies outside Great Britain (OSTN15 cover)")
+
+
+def _to_bng(coords: np.ndarray) -> np.ndarray:
+    out, off = lonlat_points_to_bng(coords)
+    if off:
+        _refuse_off_grid(coords, out)
+    return out
+
+
+def _to_wgs84(coords: np.ndarray) -> np.ndarray:
+    if len(coords) == 0:
+        return coords
+    out = np.column_stack(bng_to_lonlat(coords[:, 0], coords[:, 1]))
+    if not np.isfinite(out).all():
+        _refuse_off_grid(coords, out)
+    return out
 
 
 def to_bng(geometry):
@@ -215,11 +251,45 @@ def grid_reference(easting: float, northing: float, digits: int = 10) -> str:
     return f"{letters} {e:0{half}d} {n:0{half}d}"
 
 
+def _ring_area_perimeter(ring: BaseGeometry) -> tuple[float, float]:
+    lon, lat = shapely.get_coordinates(ring).T
+    return WGS84.polygon_area_perimeter(lon, lat)
+
+
+def _polygon_area_perimeter(polygon: shapely.Polygon) -> tuple[float, float]:
+    area, perimeter = _ring_area_perimeter(polygon.exterior)
+    for hole in polygon.interiors:  # holes add their (negative) area, not their perimeter
+        area += _ring_area_perimeter(hole)[0]
+    return area, perimeter
+
+
+def geodesic_area_perimeter(geometry: BaseGeometry) -> tuple[float, float]:
+    """Signed area in m² (anticlockwise positive) and perimeter in metres on the WGS84 ellipsoid
+    (lon/lat input), the very doubles ``Geod.geometry_area_perimeter`` answers.
+
+    For polygons it adds up the same geodesic sums over the same coordinates in the same order, but
+    reads each ring's coordinates in one call where pyproj's ``.xy`` loops over them in Python (two
+    thirds of its time on a site of sixty vertices).
+    """
+    if geometry.geom_type == "Polygon" and not geometry.is_empty:
+        return _polygon_area_perimeter(geometry)
+    if geometry.geom_type == "MultiPolygon":
+        polygons = shapely.get_parts(geometry)
+        if len(polygons) and not shapely.is_empty(polygons).any():
+            total_area = total_perimeter = 0.0
+            for polygon in polygons:
+                area, perimeter = _polygon_area_perimeter(polygon)
+                total_area += area
+                total_perimeter += perimeter
+            return total_area, total_perimeter
+    return WGS84.geometry_area_perimeter(geometry)
+
+
 def geodesic_area(geometry: BaseGeometry) -> float:
     """True ground area in m² on the WGS84 ellipsoid (lon/lat input); 0 for points and lines."""
     if geometry.is_empty or geometry.geom_type not in ("Polygon", "MultiPolygon", "GeometryCollection"):
         return 0.0
-    area, _ = WGS84.geometry_area_perimeter(shapely.force_2d(geometry))
+    area, _ = geodesic_area_perimeter(shapely.force_2d(geometry))
     return abs(area)
 
 
@@ -227,5 +297,5 @@ def geodesic_perimeter(geometry: BaseGeometry) -> float:
     """Perimeter (or length) in metres on the WGS84 ellipsoid (lon/lat input)."""
     if geometry.is_empty:
         return 0.0
-    _, perimeter = WGS84.geometry_area_perimeter(shapely.force_2d(geometry))
+    _, perimeter = geodesic_area_perimeter(shapely.force_2d(geometry))
     return abs(perimeter)

@@ -85,3 +85,52 @@ def test_a_process_forked_after_convertbng_ran_reprojects_and_repairs_without_it
     assert time.monotonic() - started < 5
     warning, lon, grid_reference = answer.decode().split("|")
     assert warning == "repeated points were removed" and lon == "-0.11515" and grid_reference.startswith("SW 34")
+
+
+def _bilinear_shift(east: np.ndarray, north: np.ndarray) -> np.ndarray:
+    """OSTN15's shift by the numpy formula layers were indexed with before the lookup was compiled."""
+    grid, covered = crs.ostn15_grid(), crs._loaded().covered
+    fe, fn = east / 1000.0, north / 1000.0
+    inside = (fe >= 0) & (fn >= 0) & (fe < covered.shape[1]) & (fn < covered.shape[0])  # NaN fails
+    column, row = np.where(inside, fe, 0.0).astype(np.intp), np.where(inside, fn, 0.0).astype(np.intp)
+    inside &= covered[row, column]
+    fx, fy = (fe - column)[:, None], (fn - row)[:, None]
+    shift = (
+        grid[row, column] * ((1 - fx) * (1 - fy))
+        + grid[row, column + 1] * (fx * (1 - fy))
+        + grid[row + 1, column] * ((1 - fx) * fy)
+        + grid[row + 1, column + 1] * (fx * fy)
+    )
+    shift[~inside] = np.nan
+    return shift
+
+
+def test_the_compiled_lookup_gives_the_bilinear_formula_to_the_bit_both_ways():
+    # a derived piece cached before the lookup was compiled must still share its edges with a site
+    # to the bit: numba must neither reorder nor fuse (FMA) the arithmetic on the CPU it compiles for
+    rng = np.random.default_rng(5)
+    lon, lat = rng.uniform(-9.0, 2.5, 300_000), rng.uniform(49.5, 61.2, 300_000)
+    lon[:50], lat[50:100] = np.nan, np.inf
+    east, north = crs._ETRS89_TM.transform(lon, lat)
+    with np.errstate(invalid="ignore"):
+        shift = _bilinear_shift(east, north)
+    accepted = (lon >= crs.OSTN15_LON[0]) & (lon <= crs.OSTN15_LON[1]) & (lat >= crs.OSTN15_LAT[0]) & (lat <= crs.OSTN15_LAT[1])
+    shift[~accepted] = np.nan
+    ours = crs.lonlat_to_bng(lon, lat)
+    assert np.array_equal(ours[0], east + shift[:, 0], equal_nan=True)
+    assert np.array_equal(ours[1], north + shift[:, 1], equal_nan=True)
+    assert np.isfinite(ours[0]).sum() > 150_000
+
+    easting, northing = rng.uniform(-5_000.0, 705_000.0, 100_000), rng.uniform(-5_000.0, 1_255_000.0, 100_000)
+    east, north = easting, northing
+    with np.errstate(invalid="ignore"):
+        for _ in range(8):  # every point moves until none moves by a micrometre, as the numpy loop did
+            shift = _bilinear_shift(east, north)
+            moved = np.nanmax(np.abs(np.r_[easting - shift[:, 0] - east, northing - shift[:, 1] - north]), initial=0.0)
+            east, north = easting - shift[:, 0], northing - shift[:, 1]
+            if moved < 1e-6:
+                break
+    lon, lat = crs._ETRS89_TM.transform(east, north, direction="INVERSE")
+    lon[~np.isfinite(east)], lat[~np.isfinite(east)] = np.nan, np.nan
+    ours = crs.bng_to_lonlat(easting, northing)
+    assert np.array_equal(ours[0], lon, equal_nan=True) and np.array_equal(ours[1], lat, equal_nan=True)
