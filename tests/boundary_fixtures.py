@@ -21,7 +21,7 @@ from shapely.geometry import mapping
 
 from datasets import crs
 
-__all__ = ["backend_url", "checker", "saltford"]  # the fixtures a test module star-imports
+__all__ = ["backend_url", "checker", "saltford", "sample_cache_copy"]  # the fixtures a test module star-imports
 
 ROOT = Path(__file__).resolve().parents[1]
 _pg = None
@@ -43,8 +43,12 @@ def postgres():
     return _pg
 
 
-def sample_index(tmp_root=None):
-    """The real ConstraintIndex over every bundled sample layer (built once per session)."""
+def sample_index(cache_root=None):
+    """The real ConstraintIndex over every bundled sample layer (built once per process).
+
+    ``cache_root``: a folder already holding them (a copy of the session's ``sample_cache``), which
+    saves loading the samples again (seconds); without it they are loaded into a temporary folder.
+    """
     global _index
     if _index is None:
         import tempfile
@@ -54,10 +58,21 @@ def sample_index(tmp_root=None):
         from datasets.catalogue import load_catalogue
         from datasets.samples import load_samples
 
-        cache = LayerCache(tempfile.mkdtemp(prefix="redline-boundary-cache-"))
-        load_samples(cache)
+        if cache_root is None:
+            cache = LayerCache(tempfile.mkdtemp(prefix="redline-boundary-cache-"))
+            load_samples(cache)
+        else:
+            cache = LayerCache(cache_root)
         _index = ConstraintIndex.from_cache(cache, load_catalogue())
     return _index
+
+
+@pytest.fixture(scope="session")
+def sample_cache_copy(sample_cache, tmp_path_factory):
+    """A copy of the session's sample cache that processes other than this one may read."""
+    from api_fixtures import copy_cache
+
+    return copy_cache(sample_cache, tmp_path_factory.mktemp("boundary-cache"))
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -69,8 +84,8 @@ def backend_url(request, tmp_path):
 
 
 @pytest.fixture
-def checker():
-    index = sample_index()
+def checker(sample_cache_copy):
+    index = sample_index(sample_cache_copy)
     return lambda geometry: index.check(geometry)
 
 

@@ -18,7 +18,7 @@ import textwrap
 import time
 from pathlib import Path
 
-from boundary_fixtures import *  # noqa: F403 - pytest fixtures: backend_url, checker, saltford
+from boundary_fixtures import *  # noqa: F403 - pytest fixtures: backend_url, checker, saltford, sample_cache_copy
 
 from boundary.store import Store
 from boundary.workflow import Boundaries
@@ -36,7 +36,7 @@ CHILD = textwrap.dedent(
 
     mode, url = sys.argv[1], sys.argv[2]
     sites = SaltfordSites()
-    index = sample_index()
+    index = sample_index({cache!r})
     wf = Boundaries(Store(url), lambda g: index.check(g))
 
     if mode == "hang-in-approval":
@@ -67,8 +67,9 @@ CHILD = textwrap.dedent(
 )
 
 
-def spawn(*args: str) -> subprocess.Popen:
-    code = CHILD.format(root=str(ROOT), tests=str(ROOT / "tests"))
+def spawn(cache: Path, *args: str) -> subprocess.Popen:
+    """The child, its index built over ``cache`` (a copy of the samples)."""
+    code = CHILD.format(root=str(ROOT), tests=str(ROOT / "tests"), cache=str(cache))
     return subprocess.Popen(
         [sys.executable, "-c", code, *args],
         stdout=subprocess.PIPE,
@@ -135,7 +136,7 @@ def assert_consistent(store: Store) -> None:
             assert added == versions
 
 
-def test_kill_inside_the_approval_transaction_leaves_nothing_half_written(backend_url, checker, saltford):
+def test_kill_inside_the_approval_transaction_leaves_nothing_half_written(backend_url, checker, saltford, sample_cache_copy):
     store = Store(backend_url)
     wf = Boundaries(store, checker)
     b = wf.create("R", "LA", saltford.outside, "applicant")
@@ -143,7 +144,7 @@ def test_kill_inside_the_approval_transaction_leaves_nothing_half_written(backen
     before = len(wf.audit(b["id"]))
     store.close()
 
-    child = spawn("hang-in-approval", backend_url, b["id"], cr["id"])
+    child = spawn(sample_cache_copy, "hang-in-approval", backend_url, b["id"], cr["id"])
     wait_for(child, "IN_TX")
     kill(child)
 
@@ -159,9 +160,9 @@ def test_kill_inside_the_approval_transaction_leaves_nothing_half_written(backen
     store.close()
 
 
-def test_kill_at_a_random_moment_of_busy_writing_keeps_the_store_consistent(backend_url, checker, saltford):
+def test_kill_at_a_random_moment_of_busy_writing_keeps_the_store_consistent(backend_url, checker, saltford, sample_cache_copy):
     rng = random.Random(20261127)
-    child = spawn("loop", backend_url)
+    child = spawn(sample_cache_copy, "loop", backend_url)
     wait_for(child, "READY")
     wait_for(child, "ROUND")
     time.sleep(rng.uniform(0.0, 0.4))
