@@ -179,8 +179,9 @@ def bng_to_lonlat(easting, northing) -> tuple[np.ndarray, np.ndarray]:
 
 
 def lonlat_points_to_bng(lonlat: np.ndarray) -> tuple[np.ndarray, int]:
-    """(n, 2) longitudes and latitudes (float64) to (n, 2) eastings and northings, and how many of the
+    """(n, 2) longitudes and latitudes to (n, 2) eastings and northings, and how many of the
     points are off OSTN15's cover (NaN there): the one call a site's ring needs."""
+    lonlat = np.asarray(lonlat, dtype=np.float64)
     out = np.empty((len(lonlat), 2))
     if len(lonlat) == 0:
         return out, 0

@@ -40,7 +40,10 @@ SERVICE = textwrap.dedent(
 
 
 class Service:
-    def __init__(self, env: dict, hang: bool = False, port: int | None = None):
+    """``wait=False`` returns once the process is spawned: start several, then ``wait_ready()`` each, and
+    they start side by side (each start imports the service and indexes the samples: seconds)."""
+
+    def __init__(self, env: dict, hang: bool = False, port: int | None = None, wait: bool = True):
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = dict(env)
@@ -54,6 +57,10 @@ class Service:
             env=env,
             cwd=env["REDLINE_DATA_DIR"],
         )
+        if wait:
+            self.wait_ready()
+
+    def wait_ready(self) -> None:
         deadline = time.monotonic() + 180  # a loaded CI machine indexes the samples slowly
         while True:
             if self.proc.poll() is not None:

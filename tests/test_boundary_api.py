@@ -23,6 +23,7 @@ import jsonschema
 import pytest
 import shapely
 import uvicorn
+from api_fixtures import copy_cache
 from boundary_fixtures import *  # noqa: F403 - pytest fixtures: backend_url, saltford
 from boundary_fixtures import status
 from conftest import REAL_DATA
@@ -88,16 +89,16 @@ class Service:
 
 
 @pytest.fixture
-def service(backend_url, tmp_path):
-    with Service(tmp_path / "data", backend_url) as svc:
+def service(backend_url, sample_cache, tmp_path):
+    with Service(copy_cache(sample_cache, tmp_path / "data"), backend_url) as svc:
         yield svc
 
 
 @pytest.fixture(scope="module")
-def shared_service(tmp_path_factory):
+def shared_service(sample_cache, tmp_path_factory):
     """One SQLite-backed service for the tests that do not depend on the store's engine."""
     root = tmp_path_factory.mktemp("shared")
-    with Service(root / "data", f"sqlite:///{root / 'boundaries.sqlite3'}") as svc:
+    with Service(copy_cache(sample_cache, root / "data"), f"sqlite:///{root / 'boundaries.sqlite3'}") as svc:
         yield svc
 
 

@@ -11,6 +11,7 @@ import jsonschema
 import numpy as np
 import pytest
 import shapely
+from api_fixtures import copy_cache
 from conftest import REAL_DATA
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -21,13 +22,11 @@ from constraints.site import SiteError, parse_site
 from datasets.cache import LayerCache
 from datasets.catalogue import load_catalogue
 from datasets.crs import to_bng
-from datasets.samples import load_samples
 
 
 @pytest.fixture(scope="module")
-def sample_index(tmp_path_factory) -> ConstraintIndex:
-    cache = LayerCache(tmp_path_factory.mktemp("cache"))
-    load_samples(cache)
+def sample_index(sample_cache, tmp_path_factory) -> ConstraintIndex:
+    cache = LayerCache(copy_cache(sample_cache, tmp_path_factory.mktemp("cache")))
     return ConstraintIndex.from_cache(cache, load_catalogue())
 
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 import shapely
+from api_fixtures import copy_cache
 
 from constraints.index import ConstraintIndex
 from datasets.cache import LayerCache
 from datasets.catalogue import load_catalogue
 from datasets.live import LiveLookup
-from datasets.samples import load_samples
 from tests.fake_platform import *  # noqa: F403 - the pytest fixture: platform
 
 # Rosendale Road, Lambeth: the fake platform serves a real conservation area and three real trees here
@@ -17,15 +17,13 @@ SITE = shapely.box(-0.0955, 51.4390, -0.0945, 51.4396)
 
 
 @pytest.fixture(scope="module")
-def sample_cache(tmp_path_factory):
-    cache = LayerCache(tmp_path_factory.mktemp("cache"))
-    load_samples(cache)  # the samples have no trees and no flood zones
-    return cache
+def samples(sample_cache, tmp_path_factory):
+    return LayerCache(copy_cache(sample_cache, tmp_path_factory.mktemp("cache")))  # the samples have no trees and no flood zones
 
 
 @pytest.fixture
-def index_with_live(sample_cache, platform):
-    cache = sample_cache
+def index_with_live(samples, platform):
+    cache = samples
     live = LiveLookup(platform.url, ttl_seconds=60, retries=0, read_timeout=1)
     yield ConstraintIndex.from_cache(cache, load_catalogue(), live=live)
     live.close()

@@ -10,18 +10,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import shapely
+from api_fixtures import copy_cache
 
 from constraints.index import ConstraintIndex, Tolerance
 from constraints.site import SiteError, parse_site, parse_sites
 from datasets.cache import LayerCache
 from datasets.catalogue import load_catalogue
-from datasets.samples import load_samples
 
 
 @pytest.fixture(scope="module")
-def sample_index(tmp_path_factory) -> ConstraintIndex:
-    cache = LayerCache(tmp_path_factory.mktemp("cache"))
-    load_samples(cache)
+def sample_index(sample_cache, tmp_path_factory) -> ConstraintIndex:
+    cache = LayerCache(copy_cache(sample_cache, tmp_path_factory.mktemp("cache")))
     return ConstraintIndex.from_cache(cache, load_catalogue())
 
 

@@ -79,8 +79,10 @@ def test_killed_between_commit_and_delivery_the_event_still_arrives_exactly_once
         assert hooks.received == [] and notify.sent == [], "nothing was sent before the kill"
 
         # Restart: two replicas on the same store.
-        replicas = [Service(env), Service(env)]
+        replicas = [Service(env, wait=False), Service(env, wait=False)]
         try:
+            for replica in replicas:
+                replica.wait_ready()
             hooks.wait_for(lambda h: len(h.received) >= 1, timeout=LEASE_S + 30)
             notify.wait_for(lambda n: len(n.sent) >= 1, timeout=LEASE_S + 30)
             time.sleep(3 * LEASE_S)  # time for a duplicate to show up, if one were coming

@@ -134,3 +134,12 @@ def test_the_compiled_lookup_gives_the_bilinear_formula_to_the_bit_both_ways():
     lon[~np.isfinite(east)], lat[~np.isfinite(east)] = np.nan, np.nan
     ours = crs.bng_to_lonlat(easting, northing)
     assert np.array_equal(ours[0], lon, equal_nan=True) and np.array_equal(ours[1], lat, equal_nan=True)
+
+
+def test_the_grid_accepts_nothing_outside_great_britains_box():
+    # the simple-polygon path in constraints.site hands a site back to the general one (which names the
+    # point outside Great Britain) when any point comes out off the grid, with no box check of its own
+    assert crs.GB_LON[0] <= crs.OSTN15_LON[0] and crs.OSTN15_LON[1] <= crs.GB_LON[1]
+    assert crs.GB_LAT[0] <= crs.OSTN15_LAT[0] and crs.OSTN15_LAT[1] <= crs.GB_LAT[1]
+    _, off = crs.lonlat_points_to_bng(np.array([[-1.5, 52.5], [crs.GB_LON[1] + 0.01, 52.5], [np.nan, 52.5]]))
+    assert off == 2

@@ -9,22 +9,18 @@ import socket
 import httpx
 import pytest
 from api_fixtures import LiveServer, ServedProcess, assert_problem, copy_cache, make_app
+from ratelimit_worker import take_many
 from test_serve import wait_for, workers_answering
 
 from api.keys import KeyStore
 from api.ratelimit import SharedBuckets
 
 
-def _take_many(path: str, n: int, results) -> None:
-    buckets = SharedBuckets(path)
-    results.put(sum(buckets.take("key:shared", rate=0.001, burst=50) == 0 for _ in range(n)))
-
-
 def test_processes_sharing_the_file_share_one_bucket(tmp_path):
     path = str(tmp_path / "ratelimit.bin")
     context = multiprocessing.get_context("spawn")
     results = context.Queue()
-    workers = [context.Process(target=_take_many, args=(path, 40, results)) for _ in range(3)]
+    workers = [context.Process(target=take_many, args=(path, 40, results)) for _ in range(3)]
     for w in workers:
         w.start()
     granted = sum(results.get(timeout=60) for _ in workers)

@@ -14,12 +14,10 @@ from pathlib import Path
 import httpx
 import pytest
 import shapely
-from api_fixtures import stop, wait_ready
+from api_fixtures import copy_cache, stop, wait_ready
 from boundary_fixtures import postgres
 
 from api.keys import KeyStore
-from datasets.cache import LayerCache
-from datasets.samples import load_samples
 from tests.fake_platform import FakePlatform
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,10 +60,12 @@ class Replica:
         self.log.close()
 
 
-@pytest.fixture
-def replicas(tmp_path):
-    data_dir = tmp_path / "shared-cache"
-    load_samples(LayerCache(data_dir))
+@pytest.fixture(scope="module")
+def replicas(sample_cache, tmp_path_factory):
+    """Two replicas, started once for the module: only the sync test adds a layer (the tree layer), and
+    nothing else here depends on that layer's absence, so the tests may share them in any order."""
+    tmp_path = tmp_path_factory.mktemp("replicas")
+    data_dir = copy_cache(sample_cache, tmp_path / "shared-cache")
     keys = KeyStore(data_dir)
     _, planx = keys.create("planx", ["boundary:write", "check"])
     _, officer = keys.create("officer:sam", ["officer"])

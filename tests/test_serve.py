@@ -62,27 +62,58 @@ def wait_for(condition, timeout: float, what: str):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-@pytest.fixture
-def two_workers(sample_cache, tmp_path):
-    data_dir = tmp_path / "cache"
-    shutil.copytree(sample_cache.root, data_dir)
-    port = free_port()
-    log = open(tmp_path / "serve.log", "wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "api.cli", "serve", "--port", str(port), "--workers", "2", "--log-level", "warning"],
-        cwd=ROOT,
-        env=os.environ | {"REDLINE_DATA_DIR": str(data_dir), "REDLINE_LOAD_SAMPLES": "false"},
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
+class TwoWorkers:
+    """``redline serve --workers 2`` over a private copy of the samples, started when first asked for.
+
+    Starting one costs two spawned workers, each importing the service and indexing the samples, so the
+    tests share it; a test that stops the supervisor (SIGTERM) leaves the next test a newly started one.
+    """
+
+    def __init__(self, sample_cache, folder: Path):
+        self.sample_cache = sample_cache
+        self.folder = folder
+        self.process: subprocess.Popen | None = None
+        self.started = 0
+
+    def running(self) -> tuple[subprocess.Popen, str, int]:
+        if self.process is None or self.process.poll() is not None:
+            self.close()
+            self.started += 1
+            data_dir = self.folder / f"cache-{self.started}"
+            shutil.copytree(self.sample_cache.root, data_dir)
+            self.port = free_port()
+            self.log = open(self.folder / f"serve-{self.started}.log", "wb")
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "api.cli", "serve", "--port", str(self.port), "--workers", "2", "--log-level", "warning"],
+                cwd=ROOT,
+                env=os.environ | {"REDLINE_DATA_DIR": str(data_dir), "REDLINE_LOAD_SAMPLES": "false"},
+                stdout=self.log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        return self.process, f"http://127.0.0.1:{self.port}", self.port
+
+    def close(self) -> None:
+        if self.process is not None:
+            if self.process.poll() is None:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(30)
+            self.log.close()
+            self.process = None
+
+
+@pytest.fixture(scope="module")
+def two_workers_service(sample_cache, tmp_path_factory):
+    service = TwoWorkers(sample_cache, tmp_path_factory.mktemp("two-workers"))
     try:
-        yield process, url, port
+        yield service
     finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-        log.close()
+        service.close()
+
+
+@pytest.fixture
+def two_workers(two_workers_service):
+    return two_workers_service.running()
 
 
 def test_both_workers_take_connections_and_a_dead_one_is_replaced(two_workers):

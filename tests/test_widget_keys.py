@@ -25,15 +25,18 @@ ARTIFACTS = ROOT / "test-artifacts" / "widget-keys"
 WIDGET = "document.querySelector('redline-map')"
 
 
-@pytest.fixture
-def keyed_service(sample_cache, tmp_path):
-    data_dir = copy_cache(sample_cache, tmp_path / "data")
+@pytest.fixture(scope="module")
+def keyed_service(sample_cache, tmp_path_factory):
+    """One service for the module's tests. The demo test sends keys the service does not know, which count
+    against this address's failed authentications: the allowance is raised so that the officer test never
+    depends on the order the tests run in (test_rate_limits is where that limit is tested)."""
+    data_dir = copy_cache(sample_cache, tmp_path_factory.mktemp("widget-keys") / "data")
     keys = KeyStore(data_dir)
     _, check_key = keys.create("demo page", ["check"])
     _, officer_key = keys.create("planning officer", ["officer", "check"])
     _, planx_key = keys.create("planx", ["boundary:write"])
     env = {k: v for k, v in os.environ.items() if not k.startswith("REDLINE_")}
-    env |= {"REDLINE_DATA_DIR": str(data_dir), "REDLINE_CHECK_PROCESS": "false"}
+    env |= {"REDLINE_DATA_DIR": str(data_dir), "REDLINE_CHECK_PROCESS": "false", "REDLINE_FAILED_AUTH_BURST": "1000"}
     service = Service(env)
     try:
         yield service.url, {"check": check_key, "officer": officer_key, "planx": planx_key}
