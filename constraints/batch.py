@@ -51,8 +51,10 @@ import os
 import shutil
 import threading
 import time
+from array import array
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
+from itertools import chain
 from pathlib import Path
 
 import numpy as np
@@ -346,29 +348,26 @@ def check_sites(
 class _Rows:
     """A partition's output rows, gathered as columns.
 
-    A row is a key's answer for a site. The distinct rows are kept once each, and each output row
-    names its distinct row: a key's stock answer (the site meets none of its datasets) is one object
-    shared by all the sites that have it (``ConstraintIndex.answers``), so it is one row for all of
-    them, and so are all the rows of sites with the same evidence that meets nothing.
+    A row is a key's answer for a site. The distinct answers are kept once each, and each output row
+    names its distinct answer: a key's stock answer (the site meets none of its datasets) is one
+    object shared by all the sites that have it (``ConstraintIndex.answers``), so it is one row for
+    all of them, and so are all the rows of sites with the same evidence that meets nothing. The
+    columns are made at the end, from the distinct answers, and taken per output row.
     """
 
     def __init__(self, index: ConstraintIndex, snapshot, keys: list[str] | None):
         self.index, self.snapshot = index, snapshot
         self.keys = None if keys is None else set(keys)
-        self.key: list[str] = []
-        self.status: list[int] = []
-        self.reason: list[str | None] = []
-        self.entities: list[list[int]] = []
-        self.names: list[list[str | None]] = []
-        self.overlap: list[list[float | None]] = []
-        self.nearby: list[list[int]] = []
-        self.stock: dict[str, tuple[dict, int]] = {}  # key -> its stock answer and that answer's row
+        self.answers: list[dict] = []  # the distinct answers (kept alive, so their ids stay theirs)
+        self.stock: dict[int, int] = {}  # id of a stock answer -> its row
+        self.held: list[dict] = []  # the stock answers in ``stock``
+        self.empty: dict[tuple, int] = {}  # (key, status, reason) -> the row of answers that list no entity
         self.meeting_nothing: dict[tuple, list[int]] = {}  # (uncovered, outside) -> the rows of a site that meets nothing
-        self.which: list[int] = []  # per output row: its distinct row
+        self.which = array("q")  # per output row: its distinct answer
         self.per_site: list[int] = []  # output rows of each site
 
     def rows_of(self, evidence: Evidence) -> list[int]:
-        """The distinct rows of a site's answers, in answer order (the keys asked for)."""
+        """The distinct answers of a site's keys (those asked for), in answer order."""
         if evidence.meets_nothing:  # then its answers are decided by these two alone
             memo = (tuple(evidence.uncovered.items()), evidence.outside)
             found = self.meeting_nothing.get(memo)
@@ -387,48 +386,77 @@ class _Rows:
         for key, answer in answers.items():
             if keys is not None and key not in keys:
                 continue
-            shared = stock.get(key)
-            if shared is not None and shared[0] is answer:
-                out.append(shared[1])
-                continue
-            row = self._row(answer)
-            if self.index.stock_answer(key, self.snapshot) is answer:
-                stock[key] = (answer, row)
+            row = stock.get(id(answer))
+            if row is None:
+                row = self._row(key, answer)
             out.append(row)
         return out
 
-    def _row(self, answer: dict) -> int:
-        found = answer["entities"]
-        self.key.append(answer["key"])
-        self.status.append(STATUSES.index(answer["status"]))
-        self.entities.append([int(e["entity"]) for e in found])
-        self.names.append([e.get("name") for e in found])
-        self.overlap.append([e.get("overlap_m2") for e in found])
-        self.reason.append(answer.get("reason") if answer["status"] == "unknown" else None)
-        self.nearby.append([int(e["entity"]) for e in answer.get("nearby") or ()])
-        return len(self.key) - 1
+    def _row(self, key: str, answer: dict) -> int:
+        """A new distinct answer's row; one that lists no entity is the row of any other like it."""
+        empty = None
+        row = None
+        if not answer["entities"] and not answer.get("nearby"):
+            empty = (answer["key"], answer["status"], answer.get("reason") if answer["status"] == "unknown" else None)
+            row = self.empty.get(empty)
+        if row is None:
+            row = len(self.answers)
+            self.answers.append(answer)
+            if empty is not None:
+                self.empty[empty] = row
+        if self.index.stock_answer(key, self.snapshot) is answer:
+            self.stock[id(answer)] = row
+            self.held.append(answer)  # its id is its own while it lives
+        return row
 
     def table(self, id_field: str, ids: pa.Array, areas: np.ndarray, wkbs: np.ndarray) -> pa.Table:
-        """The output rows as a table: each column its distinct rows' values, taken per output row."""
-        which = pa.array(np.asarray(self.which, dtype=np.int64))
+        """The output rows as a table: each column made from the distinct answers, taken per output row."""
+        distinct = self.answers
+        which = np.frombuffer(self.which, dtype=np.int64) if len(self.which) else np.zeros(0, dtype=np.int64)
+        taken = pa.array(which)
         slots = np.repeat(np.arange(len(self.per_site), dtype=np.int32), self.per_site)
+        found = [a["entities"] for a in distinct]
+        found_at = _offsets(found)
+        flat = list(chain.from_iterable(found))
+        near = [a.get("nearby") or () for a in distinct]
         return pa.table(
             {
                 id_field: ids.take(pa.array(slots)),
-                "key": pa.array(self.key, type=pa.string()).take(which).dictionary_encode(),
+                "key": _encoded([a["key"] for a in distinct], which),
                 "status": pa.DictionaryArray.from_arrays(
-                    pa.array(self.status, type=pa.int8()).take(which), pa.array(STATUSES)
+                    pa.array([STATUSES.index(a["status"]) for a in distinct], type=pa.int8()).take(taken), pa.array(STATUSES)
                 ),
-                "entities": pa.array(self.entities, type=pa.list_(pa.int64())).take(which),
-                "reason": pa.array(self.reason, type=pa.string()).take(which).dictionary_encode(),
-                "names": pa.array(self.names, type=pa.list_(pa.string())).take(which),
-                "overlap_m2": pa.array(self.overlap, type=pa.list_(pa.float64())).take(which),
-                "nearby": pa.array(self.nearby, type=pa.list_(pa.int64())).take(which),
+                "entities": pa.ListArray.from_arrays(found_at, pa.array([int(e["entity"]) for e in flat], type=pa.int64())).take(taken),
+                "reason": _encoded([a.get("reason") if a["status"] == "unknown" else None for a in distinct], which),
+                "names": pa.ListArray.from_arrays(found_at, pa.array([e.get("name") for e in flat], type=pa.string())).take(taken),
+                "overlap_m2": pa.ListArray.from_arrays(found_at, pa.array([e.get("overlap_m2") for e in flat], type=pa.float64())).take(taken),
+                "nearby": pa.ListArray.from_arrays(
+                    _offsets(near), pa.array([int(e["entity"]) for e in chain.from_iterable(near)], type=pa.int64())
+                ).take(taken),
                 "site_area_m2": pa.array(areas[slots], type=pa.float64()),
                 "geometry": pa.DictionaryArray.from_arrays(pa.array(slots, type=pa.int32()), pa.array(wkbs, type=pa.binary())),
             },
             schema=result_schema(id_field, ids.type),
         )
+
+
+def _offsets(groups: list) -> pa.Array:
+    """Where each group starts in the groups laid end to end, and where the last ends (list offsets)."""
+    offsets = np.zeros(len(groups) + 1, dtype=np.int32)
+    np.cumsum(np.fromiter(map(len, groups), dtype=np.int32, count=len(groups)), out=offsets[1:])
+    return pa.array(offsets)
+
+
+def _encoded(values: list[str | None], which: np.ndarray) -> pa.DictionaryArray:
+    """``values[which]`` dictionary-encoded as ``dictionary_encode`` would (its dictionary in order of
+    first appearance, a None a null), without making a string per output row first."""
+    codes: dict[str | None, int] = {}
+    code_of = np.fromiter((codes.setdefault(v, len(codes)) for v in values), dtype=np.int64, count=len(values))
+    strings = list(codes)
+    none = codes.get(None, -1)
+    per_row = code_of[which]
+    encoded = pa.array(per_row, mask=per_row == none if none >= 0 else None).dictionary_encode()
+    return pa.DictionaryArray.from_arrays(encoded.indices, pa.array(strings, type=pa.string()).take(encoded.dictionary))
 
 
 def _parse_one(geom, index: ConstraintIndex):

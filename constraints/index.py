@@ -141,6 +141,7 @@ class SnapshotCaches:
     # The answer of each catalogue key for a site that meets none of its datasets: it depends only on
     # which datasets this snapshot holds, so the common "nothing here" answer is copied, not rebuilt.
     unmet_answers: dict[str, dict] = field(default_factory=dict)
+    stock_answers: dict[str, dict] | None = None  # those of every key not derived from others, in catalogue order
     # Per-dataset provenance and the minute it was worked out: its staleness is by the clock, so it
     # is redone once a minute rather than on every check.
     provenance: tuple[int, dict] | None = None
@@ -394,6 +395,10 @@ class Match:
 
     def as_dict(self) -> dict:
         """The entity as answers show it (a fresh dict each time: callers may add to it)."""
+        return dict(self.shown_dict())
+
+    def shown_dict(self) -> dict:
+        """The entity as answers show it, read-only: the one dict :meth:`as_dict` copies."""
         shown = self.shown
         if shown is None:
             shown = self.layer.properties(self.row)
@@ -401,7 +406,7 @@ class Match:
             shown["overlap_m2"] = round(self.overlap_m2, 3)
             shown["overlap_pct"] = round(self.overlap_pct, 4)
             self.shown = shown
-        return dict(shown)
+        return shown
 
 
 @dataclass(slots=True)
@@ -747,20 +752,23 @@ class ConstraintIndex:
 
     def _answer_keys(self, snap: Snapshot, by_dataset: dict[str, list[Match]], uncovered: dict[str, str], allowed: set[str] | None, live: _Live) -> dict[str, dict]:
         """Every catalogue key not derived from others, in catalogue order, answered from the evidence."""
-        answers: dict[str, dict] = {}
-        touched = set(by_dataset) | set(uncovered)
-        # With every dataset asked for and none live, a key whose datasets the site neither meets nor
-        # falls outside of has the snapshot's stock answer (the common case): shared, not worked out.
-        stock = allowed is None and not live.datasets
-        unmet = snap.caches.unmet_answers
-        for constraint in self.catalogue.constraints:
-            if constraint.any_of:
-                continue
-            if stock and touched.isdisjoint(constraint.datasets):
-                answers[constraint.key] = unmet.get(constraint.key) or self._unmet_answer(constraint, snap)
-            else:
+        if allowed is None and not live.datasets:
+            # With every dataset asked for and none live, a key whose datasets the site neither meets nor
+            # falls outside of has the snapshot's stock answer (the common case): shared, not worked out.
+            answers = dict(self._stock_answers(snap))
+            for constraint in self.catalogue.direct_keys(set(by_dataset) | set(uncovered)):
                 answers[constraint.key] = self._answer(constraint, snap, by_dataset, uncovered, allowed, live)
-        return answers
+            return answers
+        return {c.key: self._answer(c, snap, by_dataset, uncovered, allowed, live) for c in self.catalogue.constraints if not c.any_of}
+
+    def _stock_answers(self, snap: Snapshot) -> dict[str, dict]:
+        """Every key not derived from others with its stock answer, in catalogue order (kept on the snapshot)."""
+        stock = snap.caches.stock_answers
+        if stock is None:
+            unmet = snap.caches.unmet_answers
+            stock = {c.key: unmet.get(c.key) or self._unmet_answer(c, snap) for c in self.catalogue.constraints if not c.any_of}
+            snap.caches.stock_answers = stock
+        return stock
 
     def _unmet_answer(self, constraint, snap: Snapshot) -> dict:
         """A key's answer for a site that meets none of its datasets, each covering the site: clear when
@@ -879,12 +887,12 @@ class ConstraintIndex:
                 continue
             blank = 0
             for m in by_dataset.get(name, ()):
-                props = m.as_dict()
+                props = m.shown_dict()
                 if not self._selected(constraint, props):
                     if m.material and constraint.field and any(not str(props.get(f) or "").strip() for f in constraint.field):
                         blank += 1  # it may be one of these: its record does not say
                     continue
-                (entities if m.material else nearby).append(props)
+                (entities if m.material else nearby).append(dict(props))
             if blank:
                 fields = " or ".join(constraint.field)
                 missing.append(f"{blank} {name} entit{'y' if blank == 1 else 'ies'} the site meets ha{'s' if blank == 1 else 've'} no {fields}")
@@ -925,8 +933,8 @@ class ConstraintIndex:
         team = self.catalogue.article4_council(council)
         if parent is None or (council is not None and team is None):
             return {}
-        teams = [team] if team is not None else list(self.catalogue.article4.values())
         entities = parent["entities"] if parent["status"] == "intersects" else []
+        teams = [team] if team is not None else self.catalogue.article4_teams_for(entities)
         gaps = parent.get("_gaps") or (parent["reason"] if parent["status"] == "unknown" else None)
         out: dict[str, dict] = {}
         for each in teams:

@@ -733,8 +733,8 @@ def _simple_polygon(obj: dict | shapely.Polygon, limits: SiteLimits) -> Site | N
     vertices = len(lonlat)
     if limits.max_vertices is not None and vertices > limits.max_vertices:
         return None  # the general path says so, after whatever it finds wrong first
-    # OSTN15's cover lies within Great Britain's box (GB_LON, GB_LAT), so a point outside the box,
-    # or a NaN, comes out off the grid: a site anywhere but Great Britain is handed back here
+    # OSTN15's cover lies within Great Britain's box (GB_LON, GB_LAT; a test holds it there), so a
+    # point outside the box, or a NaN, comes out off the grid: such a site is handed back here
     grid, off_grid = lonlat_points_to_bng(lonlat)
     if off_grid or (grid[1:] == grid[:-1]).all(axis=1).any():
         return None  # off the grid, or repeated points: the general path says which

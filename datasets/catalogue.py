@@ -112,7 +112,7 @@ class Article4Council:
         for entity in entities:
             reference = entity.get("reference")
             direction = entity.get("article-4-direction")
-            exact = {re.sub(r"\r?\n|\r", " ", str(entity.get("name") or "")), reference, entity.get("notes")}
+            exact = {_match_name(entity), reference, entity.get("notes")}
             if not (direction in self.shared_directions and reference in by_value):
                 exact.add(direction)
             hits = {key for value in exact if isinstance(value, str) for key in by_value.get(value, ())}
@@ -122,6 +122,14 @@ class Article4Council:
             for key in hits:
                 out[key].append(entity)
         return out
+
+
+def _match_name(entity: dict) -> str:
+    """An article 4 area's name as matched against the rules' values: line breaks read as spaces."""
+    return _LINE_BREAK.sub(" ", str(entity.get("name") or ""))
+
+
+_LINE_BREAK = re.compile(r"\r?\n|\r")
 
 
 @dataclass
@@ -153,6 +161,23 @@ class Catalogue:
         """The datasets behind the national keys: a council's own keys name layers the platform does not publish."""
         return list(dict.fromkeys(name for c in self.constraints if not c.local for name in c.datasets))
 
+    def direct_keys(self, datasets: set[str]) -> list[Constraint]:
+        """The keys not derived from others (no ``any_of``) behind any of ``datasets``, in catalogue order."""
+        if not datasets:
+            return []
+        by_dataset = self._direct_keys_by_dataset
+        found = {position for name in datasets for position in by_dataset.get(name, ())}
+        return [self.constraints[position] for position in sorted(found)]
+
+    @cached_property
+    def _direct_keys_by_dataset(self) -> dict[str, list[int]]:
+        by_dataset: dict[str, list[int]] = {}
+        for position, constraint in enumerate(self.constraints):
+            if not constraint.any_of:
+                for name in constraint.datasets:
+                    by_dataset.setdefault(name, []).append(position)
+        return by_dataset
+
     def article4_rules(self, council: str | None = None) -> list[Article4Rule]:
         """Granular article 4 keys: of one team (its PlanX slug, matched exactly), or of all."""
         if council is None:
@@ -163,6 +188,47 @@ class Catalogue:
     def article4_council(self, council: str | None) -> Article4Council | None:
         """The team's granular article 4 keys, or ``None``: slugs match exactly, as in PlanX."""
         return self.article4.get(council) if council else None
+
+    def article4_teams_for(self, entities: list[dict]) -> list[Article4Council]:
+        """The teams (in catalogue order) whose :meth:`Article4Council.match` may find a key among
+        ``entities``; the others would find none. Without this, every one of some 30 teams is asked
+        about every article 4 area a site meets.
+
+        A team can only match a value it has: an entity's name (as ``match`` reads it), reference,
+        notes or direction, or a start of its description. Looked up in one table of all the teams'
+        values, so it never leaves out a team ``match`` would find something for.
+
+        Examples
+        --------
+        >>> catalogue = load_catalogue()
+        >>> [t.slug for t in catalogue.article4_teams_for([{"name": "", "reference": "A4D_CA2", "article-4-direction": "A4D_CA"}])]
+        ['brent']
+        >>> catalogue.article4_teams_for([{"name": "nowhere", "description": "a made-up direction"}])
+        []
+        """
+        teams_of, lengths = self._article4_values
+        found: set[str] = set()
+        for entity in entities:
+            name = _match_name(entity)
+            for value in (name, entity.get("reference"), entity.get("notes"), entity.get("article-4-direction")):
+                if isinstance(value, str):
+                    found.update(teams_of.get(value, ()))
+            description = str(entity.get("description") or "")
+            if description:
+                for length in lengths:
+                    if length > len(description):
+                        break
+                    found.update(teams_of.get(description[:length], ()))
+        return [team for slug, team in self.article4.items() if slug in found] if found else []
+
+    @cached_property
+    def _article4_values(self) -> tuple[dict[str, set[str]], list[int]]:
+        """Every team's values, each with the teams that have it, and their lengths (ascending)."""
+        teams_of: dict[str, set[str]] = {}
+        for slug, team in self.article4.items():
+            for value in team._by_value:
+                teams_of.setdefault(value, set()).add(slug)
+        return teams_of, sorted({len(value) for value in teams_of})
 
 
 def _constraint_from(raw: dict, *, local: bool, source: str) -> Constraint:

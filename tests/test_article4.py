@@ -167,3 +167,15 @@ def test_gis_team_slugs_match_exactly(tmp_path, cache):
     assert "articleFour.caz" not in exact and "articleFour.caz" not in body["unknown"]
     assert "articleFour.lambeth.caz" in body["unknown"]
     assert not [k for k in other_case if k.startswith("articleFour.lambeth.")]
+
+
+def test_without_a_council_only_the_teams_that_can_match_are_asked_and_none_is_left_out():
+    catalogue = load_catalogue()
+    for team in catalogue.article4.values():
+        for value in team._by_value:
+            for field in ("name", "reference", "notes", "article-4-direction", "description"):
+                entity = {field: value if field != "description" else value + " (the rest of its description)"}
+                found = team.match([entity])
+                if any(found.values()):
+                    assert team in catalogue.article4_teams_for([entity]), (team.slug, field, value)
+    assert catalogue.article4_teams_for([{"name": "", "reference": None, "description": ""}]) == []
