@@ -122,9 +122,12 @@ def _project_in_place(x: np.ndarray, y: np.ndarray, direction: TransformDirectio
     The very PROJ call ``Transformer.transform`` makes, without the wrapping that cost 5 of its 7 µs
     on a site's thirty points: a scalar attempt refused with a TypeError, and a copy of each array.
     """
-    _ETRS89_TM._transformer._transform(
-        inx=x, iny=y, inz=None, intime=None, direction=direction, radians=False, errcheck=False
-    )
+    try:
+        _ETRS89_TM._transformer._transform(
+            inx=x, iny=y, inz=None, intime=None, direction=direction, radians=False, errcheck=False
+        )
+    except (AttributeError, TypeError):  # a pyproj whose internals moved: the public call, same PROJ answer
+        _ETRS89_TM.transform(x, y, direction=direction, inplace=True)
 
 
 def _ostn15_points(lon: np.ndarray, lat: np.ndarray, easting: np.ndarray, northing: np.ndarray) -> int:

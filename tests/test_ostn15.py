@@ -10,6 +10,7 @@ import time
 
 import numpy as np
 from convertbng.cutil import convert_bng, convert_lonlat
+from pyproj.enums import TransformDirection
 
 from constraints.site import parse_site
 from datasets import crs
@@ -143,3 +144,24 @@ def test_the_grid_accepts_nothing_outside_great_britains_box():
     assert crs.GB_LAT[0] <= crs.OSTN15_LAT[0] and crs.OSTN15_LAT[1] <= crs.GB_LAT[1]
     _, off = crs.lonlat_points_to_bng(np.array([[-1.5, 52.5], [crs.GB_LON[1] + 0.01, 52.5], [np.nan, 52.5]]))
     assert off == 2
+
+
+def test_the_direct_proj_call_and_the_public_transform_it_falls_back_to_give_the_same_doubles(monkeypatch):
+    rng = np.random.default_rng(7)
+    lon, lat = rng.uniform(-8.5, 1.7, 5000), rng.uniform(49.95, 60.8, 5000)
+    direct = np.array([lon, lat])
+    crs._project_in_place(direct[0], direct[1], TransformDirection.FORWARD)
+
+    real = crs._ETRS89_TM
+
+    class Moved:  # a pyproj whose private transform is gone
+        def __getattr__(self, name):
+            if name == "_transformer":
+                raise AttributeError(name)
+            return getattr(real, name)
+
+    monkeypatch.setattr(crs, "_ETRS89_TM", Moved())
+    public = np.array([lon, lat])
+    crs._project_in_place(public[0], public[1], TransformDirection.FORWARD)
+    assert np.array_equal(direct, public)
+    assert not np.array_equal(direct[0], lon)  # it did project
