@@ -2,8 +2,10 @@
 
 A GIS team's table of sites (hundreds of thousands to millions of land titles or past applications)
 is checked with exactly the service's core: each site goes through ``parse_site`` (the same
-validation, repair and limits) and ``ConstraintIndex.check`` (the same index, relations and
-tolerance rules), so a row of the batch output says what ``POST /check`` would say for that site.
+validation, repair and limits), ``ConstraintIndex.match_many`` (the same index, relations and
+tolerance rules, for a whole partition at once) and ``ConstraintIndex.evidence`` and ``answers``
+(the status rules ``check`` answers with), so a row of the batch output says what ``POST /check``
+would say for that site.
 
 How a run goes:
 
