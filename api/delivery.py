@@ -127,12 +127,19 @@ class Dispatcher:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        # start and stop may run at once on two threads: a replica shut down while its store was
+        # still being opened stops the dispatcher before (or while) the opening thread starts it
+        self._lifecycle = threading.Lock()
         self._http = httpx.Client(timeout=SEND_TIMEOUT_S, follow_redirects=False)
 
     # -- the loop ----------------------------------------------------------------------------------------
     def start(self) -> Dispatcher:
-        self._thread = threading.Thread(target=self._loop, name="redline-delivery", daemon=True)
-        self._thread.start()
+        """Run the loop on its own thread; does nothing once :meth:`stop` has been called."""
+        with self._lifecycle:
+            if not self._stop.is_set() and self._thread is None:
+                thread = threading.Thread(target=self._loop, name="redline-delivery", daemon=True)
+                thread.start()
+                self._thread = thread
         return self
 
     def wake(self) -> None:
@@ -140,10 +147,12 @@ class Dispatcher:
         self._wake.set()
 
     def stop(self, timeout: float = 15.0) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
+        with self._lifecycle:
+            self._stop.set()
+            self._wake.set()
+            thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
         self._http.close()
 
     def _loop(self) -> None:

@@ -371,3 +371,16 @@ def test_an_expired_link_is_refused_as_expired_not_as_a_wrong_token(backend_url,
         wf.authorize_applicant(cr["id"], cr["token"])
     # The applicant page tells this apart from a wrong link by the problem type, /problems/link-expired.
     assert refused.value.code == "link-expired"
+
+
+
+def test_a_dispatcher_stopped_before_it_started_never_starts_and_stopping_it_does_not_fail(backend_url, notified):
+    # a replica shut down while its store was still being opened stops the dispatcher first
+    _, _, settings, _ = notified
+    dispatcher = Dispatcher(Store(backend_url), settings)
+    dispatcher.stop(timeout=1)
+    assert dispatcher.start()._thread is None
+    running = Dispatcher(Store(backend_url), settings).start()
+    assert running._thread.is_alive()
+    running.stop(timeout=5)
+    assert not running._thread.is_alive()
