@@ -19,7 +19,10 @@
 It prints ONE JSON line::
 
     {"sites", "workers", "seconds", "sites_per_s", "baseline": "geopandas-sjoin",
-     "baseline_sites_per_s", "speedup", "one_worker_sites_per_s", "scaling", ...}
+     "baseline_sites_per_s", "speedup", "one_worker_sites_per_s", "scaling", "agreement", ...}
+
+``agreement`` is the share of ``--sample`` sites (spread evenly over the input) whose rows in the
+W-worker result are exactly those the service's ``ConstraintIndex.check`` gives the same site.
 """
 
 from __future__ import annotations
@@ -61,7 +64,56 @@ def prime(root: Path) -> float:
     return float(done.stdout.strip().splitlines()[-1])
 
 
-def batch_run(sites: Path, root: Path, workers: int, partition_size: int | None) -> dict:
+def _row(key, status, reason, entities, nearby, area) -> tuple:
+    return (
+        key,
+        status,
+        reason if status == "unknown" else None,
+        tuple(int(e["entity"]) for e in entities),
+        tuple(e.get("name") for e in entities),
+        tuple(e.get("overlap_m2") for e in entities),
+        tuple(int(e["entity"]) for e in nearby),
+        area,
+    )
+
+
+def rows_agreement(out: Path, sites_path: Path, root: Path, n: int) -> tuple[int, int]:
+    """Of ``n`` sites spread evenly over the input, how many have in ``out`` exactly the rows that the
+    service's own ``ConstraintIndex.check`` of that site gives (every key, status, reason, entity, name,
+    overlap and nearby entity, and the site's area); returns (identical, compared)."""
+    import geopandas as gpd
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from constraints.index import ConstraintIndex
+    from constraints.site import parse_site
+    from datasets.cache import LayerCache
+    from datasets.catalogue import load_catalogue
+
+    sites = gpd.read_parquet(sites_path)
+    picks = sites.iloc[np.unique(np.linspace(0, len(sites) - 1, min(n, len(sites))).astype(int))]
+    columns = ["site_id", "key", "status", "reason", "entities", "names", "overlap_m2", "nearby", "site_area_m2"]
+    table = pq.read_table(out, columns=columns, filters=[("site_id", "in", list(picks["site_id"]))])
+    written: dict[str, list[tuple]] = {}
+    for r in table.to_pylist():
+        written.setdefault(r["site_id"], []).append(
+            (r["key"], r["status"], r["reason"], tuple(r["entities"]), tuple(r["names"]), tuple(r["overlap_m2"]), tuple(r["nearby"]), r["site_area_m2"])
+        )
+    index = ConstraintIndex.from_cache(LayerCache(root), load_catalogue())
+    identical = 0
+    for ident, geometry in zip(picks["site_id"], picks.geometry, strict=True):
+        try:
+            answer = index.check(parse_site(geometry))
+        except Exception:  # a site the check refuses must be in the errors file, not in the rows
+            identical += ident not in written
+            continue
+        area = answer["site"]["area_m2"]
+        expected = [_row(c["key"], c["status"], c.get("reason"), c["entities"], c.get("nearby") or (), area) for c in answer["constraints"]]
+        identical += sorted(written.get(ident, []), key=repr) == sorted(expected, key=repr)
+    return identical, len(picks)
+
+
+def batch_run(sites: Path, root: Path, workers: int, partition_size: int | None, sample: int = 0) -> dict:
     from constraints.batch import run_batch
 
     out = BENCH_DIR / f"batch-out-w{workers}.parquet"
@@ -78,9 +130,15 @@ def batch_run(sites: Path, root: Path, workers: int, partition_size: int | None)
     log(
         f"  cluster + indexes {report.cluster_seconds:.1f} s, checks {report.check_seconds:.1f} s, final file {report.finalise_seconds:.1f} s"
     )
+    identical = compared = 0
+    if sample:
+        identical, compared = rows_agreement(out, sites, root, sample)
+        log(f"  rows of {identical} of {compared} sampled sites identical to the service's check")
     for path in (out, report.errors_path):
         path.unlink(missing_ok=True)
     return {
+        "identical": identical,
+        "compared": compared,
         "sites": report.sites,
         "checked": report.checked,
         "rows": report.rows,
@@ -153,6 +211,9 @@ def main(argv: list[str] | None = None) -> int:
         "--baseline-sites", type=int, default=2000, help="sites the baseline runs on (default 2000)"
     )
     parser.add_argument("--no-single", action="store_true", help="skip the 1-worker run (no scaling figure)")
+    parser.add_argument(
+        "--sample", type=int, default=500, help="sites whose rows are compared with the service's check (default 500)"
+    )
     args = parser.parse_args(argv)
     if args.sites < 1 or args.workers < 1 or args.baseline_sites < 1:
         print("error: --sites, --workers and --baseline-sites must be at least 1", file=sys.stderr)
@@ -165,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     sites = ensure_sites(root, args.scale, args.sites, args.seed)
     log(f"layers in {root}, sites in {sites}; first index build {prime(root):.1f} s")
 
-    main_run = batch_run(sites, root, args.workers, args.partition_size)
+    main_run = batch_run(sites, root, args.workers, args.partition_size, sample=args.sample)
     single = None
     if args.workers > 1 and not args.no_single:
         single = batch_run(sites, root, 1, args.partition_size)
@@ -190,6 +251,9 @@ def main(argv: list[str] | None = None) -> int:
         "check_phase_sites_per_s": round(main_run["checked"] / main_run["check_seconds"], 1),
         "cluster_and_index_s": round(main_run["cluster_seconds"], 2),
         "finalise_s": round(main_run["finalise_seconds"], 2),
+        "sample_sites": main_run["compared"],
+        "sample_identical": main_run["identical"],
+        "agreement": round(main_run["identical"] / main_run["compared"], 4) if main_run["compared"] else None,
     }
     if single is not None:
         one_rate = single["sites"] / single["seconds"]

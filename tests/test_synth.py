@@ -191,6 +191,17 @@ def test_http_benchmark_serves_with_redline_serve_and_prints_one_json_line(tmp_p
     assert result["rps"] > 0 and 0 < result["p50_ms"] <= result["p99_ms"]
 
 
+def test_batch_benchmark_checks_a_sample_of_its_rows_against_the_services_check(tmp_path):
+    done = _run(["benchmarks.batch", "--scale", str(SCALE), "--sites", "60", "--workers", "1", "--no-single",
+                 "--baseline-sites", "10", "--sample", "25"], tmp_path)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.strip().splitlines()
+    assert len(lines) == 1, done.stdout
+    result = json.loads(lines[0])
+    assert result["sites"] == 60 and result["bad_rows"] == 0 and result["sites_per_s"] > 0
+    assert result["sample_sites"] == 25 and result["sample_identical"] == 25 and result["agreement"] == 1.0
+
+
 @pytest.mark.parametrize("benchmark", ["benchmarks.check", "benchmarks.batch", "benchmarks.http"])
 def test_every_benchmark_refuses_a_scale_it_cannot_build_with_a_usage_error(tmp_path, benchmark):
     bad = _run([benchmark, "--scale", "50"], tmp_path)
