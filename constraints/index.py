@@ -238,13 +238,24 @@ def _interned(column: pa.ChunkedArray) -> np.ndarray:
     return values[encoded.indices.fill_null(len(dictionary)).to_numpy()]
 
 
-def _from_wkb(wkb: pa.ChunkedArray, batch: int = 65_536) -> np.ndarray:
-    """Geometries from an Arrow WKB column, a slice at a time: never a Python bytes object per row for
-    the whole column at once (a national layer's would be a gigabyte held only to be thrown away)."""
-    out = np.empty(len(wkb), dtype=object)
-    for start in range(0, len(wkb), batch):
-        out[start : start + batch] = shapely.from_wkb(wkb.slice(start, batch).to_numpy(zero_copy_only=False))
-    return out
+def _read_pieces(path, batch: int = 8_192) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A layer's derived pieces (geometries, their rows, and each entity's area) from its Parquet file,
+    decoded a batch at a time as the file is read: neither the whole WKB column nor a Python bytes
+    object per row for it is ever held at once (for a national layer, a gigabyte at the build's peak)."""
+    # a buffered stream, not the whole column chunk at once: a layer's pieces are one row group
+    parquet = pq.ParquetFile(path, buffer_size=8 << 20, pre_buffer=False)
+    area = np.frombuffer(parquet.schema_arrow.metadata[b"entity_area"], dtype=np.float64)
+    rows = parquet.read(columns=["row"]).column("row").to_numpy()
+    pieces = np.empty(parquet.metadata.num_rows, dtype=object)
+    at = 0
+    for wkb in parquet.iter_batches(batch_size=batch, columns=["wkb"]):
+        pieces[at : at + wkb.num_rows] = shapely.from_wkb(wkb.column(0).to_numpy(zero_copy_only=False))
+        at += wkb.num_rows
+        del wkb
+        pa.default_memory_pool().release_unused()  # Arrow's allocator would keep each batch's memory
+    if at != len(pieces) or len(rows) != len(pieces):
+        raise ValueError(f"{path}: {at} pieces read of {len(pieces)}")
+    return pieces, rows, area
 
 
 def _load_layer(cache: LayerCache, name: str, entry: dict) -> tuple[Layer, np.ndarray, np.ndarray]:
@@ -253,16 +264,6 @@ def _load_layer(cache: LayerCache, name: str, entry: dict) -> tuple[Layer, np.nd
     The layer's EPSG:4326 geometries stay WKB in a derived Arrow file mapped into memory
     (:mod:`constraints.wkb_column`): only the grid pieces the check works on are shapely objects.
     """
-    table = cache.read_table(name)
-    wkb = table.column("geometry").combine_chunks()
-    columns = {
-        c: _interned(table.column(c))
-        for c in table.column_names
-        # a struct is GeoParquet's covering bounding box, which geopandas hides too
-        if c not in ("entity", "geometry", "source-row") and not pa.types.is_struct(table.schema.field(c).type)
-    }
-    entity = table.column("entity").to_numpy().astype(np.int64, copy=False)
-    del table
     mapped = cache.derived_path(name, entry["version"], WGS84_FORMAT)
     geometry = None
     if mapped.exists():
@@ -270,10 +271,25 @@ def _load_layer(cache: LayerCache, name: str, entry: dict) -> tuple[Layer, np.nd
             geometry = map_wkb_file(mapped)
         except (OSError, pa.ArrowException) as err:  # a damaged derived file is only a cache of work: redo it
             log.warning("rewriting the mapped geometry of %s: %s", name, err)
-    if geometry is None or len(geometry) != len(entity):
+    # the layer's own WKB is read only to write the mapped copy (a national layer's is half a gigabyte)
+    wanted = None if geometry is None else [c for c in cache.read_schema(name).names if c != "geometry"]
+    table = cache.read_table(name, wanted)
+    columns = {
+        c: _interned(table.column(c))
+        for c in table.column_names
+        # a struct is GeoParquet's covering bounding box, which geopandas hides too
+        if c not in ("entity", "geometry", "source-row") and not pa.types.is_struct(table.schema.field(c).type)
+    }
+    entity = table.column("entity").to_numpy().astype(np.int64, copy=False)
+    rewrite = geometry is None or len(geometry) != len(entity)
+    if rewrite and "geometry" not in table.column_names:
+        table = cache.read_table(name, ["geometry"])
+    wkb = table.column("geometry").combine_chunks() if rewrite else None
+    del table
+    if rewrite:
         write_wkb_file(wkb, mapped)
-        geometry = map_wkb_file(mapped)
-    del wkb  # from here on the mapped file is the geometry
+        del wkb
+        geometry = map_wkb_file(mapped)  # from here on the mapped file is the geometry
     layer = Layer(
         name=name,
         entry=entry,
@@ -288,11 +304,7 @@ def _load_layer(cache: LayerCache, name: str, entry: dict) -> tuple[Layer, np.nd
     pieces = rows = area = None
     if derived.exists():
         try:
-            table = pq.read_table(derived)
-            pieces = _from_wkb(table.column("wkb"))
-            rows = table.column("row").to_numpy()
-            area = np.frombuffer(table.schema.metadata[b"entity_area"], dtype=np.float64)
-            del table
+            pieces, rows, area = _read_pieces(derived)
         except Exception as err:  # a damaged derived file is only a cache of work: redo it
             log.warning("rebuilding derived index for %s: %s", name, err)
             pieces = None
@@ -312,6 +324,7 @@ def _load_layer(cache: LayerCache, name: str, entry: dict) -> tuple[Layer, np.nd
             pq.write_table(table, tmp, compression="zstd")
         del table
     layer.area = area
+    geometry.drop_resident_pages()
     coverage = cache.coverage(name, entry)
     if coverage is None and unstated(entry):
         coverage = shapely.Polygon()  # a council file is complete nowhere unless somebody said where

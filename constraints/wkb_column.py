@@ -15,6 +15,7 @@ Examples
 
 from __future__ import annotations
 
+import mmap
 from pathlib import Path
 
 import numpy as np
@@ -38,8 +39,9 @@ class WkbColumn:
     ``np.asarray(column)`` decodes them all (what ``shapely.STRtree(column)`` does).
     """
 
-    def __init__(self, wkb: pa.Array):
+    def __init__(self, wkb: pa.Array, mapping: mmap.mmap | None = None):
         self._wkb = wkb
+        self._mapping = mapping  # the file's mapping when the WKB lives in one (see map_wkb_file)
 
     def __len__(self) -> int:
         return len(self._wkb)
@@ -60,6 +62,14 @@ class WkbColumn:
 
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
         return self[:]
+
+    def drop_resident_pages(self) -> None:
+        """Give back the memory of the pages read so far: reading every WKB header to learn the kinds,
+        or every geometry to cut the grid pieces, brings the whole file in (half a gigabyte at national
+        scale) though a check never reads it. The pages stay in the file (and the page cache) and are
+        read back when a geometry is next asked for. Nothing to do for WKB that is not mapped."""
+        if self._mapping is not None and hasattr(mmap, "MADV_DONTNEED"):
+            self._mapping.madvise(mmap.MADV_DONTNEED)
 
     def kinds(self) -> np.ndarray:
         """POINT, LINE or POLYGON per row, read from the WKB headers without decoding geometry."""
@@ -88,7 +98,12 @@ def write_wkb_file(wkb: pa.Array, path: Path) -> None:
 
 def map_wkb_file(path: Path) -> WkbColumn:
     """The geometries of a file written by :func:`write_wkb_file`, mapped rather than read."""
-    table = ipc.open_file(pa.memory_map(str(path), "r")).read_all()
+    with open(path, "rb") as file:
+        if not file.seek(0, 2):
+            raise OSError(f"{path} is empty")
+        # mapped by Python rather than by Arrow, so that the pages can be given back (drop_resident_pages)
+        mapping = mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ)
+    table = ipc.open_file(pa.BufferReader(pa.py_buffer(mapping))).read_all()
     column = table.column("wkb")
     wkb = column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
-    return WkbColumn(wkb)
+    return WkbColumn(wkb, mapping)

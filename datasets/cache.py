@@ -251,6 +251,10 @@ class LayerCache:
         """The cached copy as an Arrow table: attribute columns as strings, ``geometry`` as WKB."""
         return self._read_with(pq.read_table, dataset, columns)
 
+    def read_schema(self, dataset: str) -> pa.Schema:
+        """The cached copy's columns and their types, read without reading the data."""
+        return self._read_with(lambda path, columns: pq.read_schema(path), dataset, None)
+
     def _read_with(self, reader, dataset: str, columns: list[str] | None):
         path = self.path(dataset)
         try:
