@@ -17,8 +17,10 @@ How a run goes:
 3. Each partition is one Dask task. A worker builds the constraint index once from the shared cache
    folder (``worker_index``, a module-level cache in the worker process, refreshed only when the
    cache's generation changes) and never receives it over the network: tasks carry only site WKB.
-   The task writes its rows to ``<out>.parts/part-NNNNN.parquet`` by temp file and rename, so a part
-   on disk is always complete. Sites that fail ``parse_site`` are recorded in that part's metadata.
+   The task writes its rows to ``<out>.parts/part-NNNNN.arrow`` (Arrow IPC, LZ4: a tenth of the CPU of
+   Parquet to write and next to none to read back, since only the final file is kept) by temp file
+   and rename, so a part on disk is always complete. Sites that fail ``parse_site`` are recorded in
+   that part's metadata.
 4. When every part is there, they are streamed into one GeoParquet (or CSV) file, written under a
    temporary name and renamed: the result appears whole or not at all. Bad rows go to
    ``<out>.errors.csv`` (row, id, reason), written before the result.
@@ -76,7 +78,7 @@ log = logging.getLogger("redline.batch")
 
 DEFAULT_PARTITION_SIZE = 2000
 HILBERT_LEVEL = 16
-PART_FORMAT = "redline-batch-part-1"
+PART_FORMAT = "redline-batch-part-2"  # Arrow IPC; -1 was Parquet
 STATUSES = ("intersects", "clear", "unknown")
 RESERVED_COLUMNS = ("key", "status", "reason", "entities", "names", "overlap_m2", "nearby", "site_area_m2", "geometry")
 LIST_COLUMNS = ("entities", "names", "overlap_m2", "nearby")  # JSON arrays in a CSV result
@@ -135,14 +137,7 @@ def read_sites(
     from datasets.loaders import kebab
 
     path = Path(path)
-    if not path.exists():
-        raise BatchError(f"{path} does not exist")
-    if path.is_dir():
-        raise BatchError(f"{path} is a folder; give a file ({', '.join(READABLE)})")
-    if path.suffix.lower() not in READABLE:
-        raise BatchError(
-            f"{path.name}: unsupported file type {path.suffix!r}; give one of {', '.join(READABLE)}"
-        )
+    _check_sites_path(path)
     read = _read_rows(path, layer, crs)
     frame = read.frame
     rows = np.arange(1, len(frame) + 1, dtype=np.int64)
@@ -169,6 +164,18 @@ def read_sites(
     keep = read.problems == None  # noqa: E711 - elementwise on an object array
     errors = [(int(rows[i]), _plain(ids[i]), str(read.problems[i])) for i in np.flatnonzero(~keep)]
     return SiteTable(out_name, ids[keep], rows[keep], geometry[keep], errors)
+
+
+def _check_sites_path(path: Path) -> None:
+    """Refuse a sites path that cannot be read at all, before anything starts."""
+    if not path.exists():
+        raise BatchError(f"{path} does not exist")
+    if path.is_dir():
+        raise BatchError(f"{path} is a folder; give a file ({', '.join(READABLE)})")
+    if path.suffix.lower() not in READABLE:
+        raise BatchError(
+            f"{path.name}: unsupported file type {path.suffix!r}; give one of {', '.join(READABLE)}"
+        )
 
 
 def _plain(value):
@@ -471,9 +478,19 @@ def _parse_one(geom, index: ConstraintIndex):
         return err
 
 
-def _write_atomic_table(table: pa.Table, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        pq.write_table(table, tmp, compression="zstd")
+def _write_part(table: pa.Table, path: Path) -> None:
+    """Write a part as an Arrow IPC file, atomically: one record batch, LZ4-compressed."""
+    with atomic_path(path) as tmp, pa.OSFile(str(tmp), "wb") as sink:
+        options = pa.ipc.IpcWriteOptions(compression="lz4")
+        with pa.ipc.new_file(sink, table.schema, options=options) as writer:
+            writer.write_table(table.combine_chunks())
+
+
+@contextlib.contextmanager
+def _read_part(path: Path):
+    """A part's rows, read from the file mapped in memory (valid inside the ``with`` only)."""
+    with pa.memory_map(str(path)) as source:
+        yield pa.ipc.open_file(source).read_all()
 
 
 def run_partition(task: dict) -> dict:
@@ -511,7 +528,7 @@ def run_partition(task: dict) -> dict:
         "errors": [[r, i, m] for r, i, m in errors],
     }
     table = table.replace_schema_metadata({b"redline": orjson.dumps(meta)})
-    _write_atomic_table(table, Path(task["path"]))
+    _write_part(table, Path(task["path"]))
     return {
         "part": task["part"],
         "sites": len(task["rows"]),
@@ -525,7 +542,8 @@ def run_partition(task: dict) -> dict:
 def read_part_meta(path: Path) -> dict | None:
     """A finished part's metadata, or None when the file is not a complete part."""
     try:
-        meta = pq.read_schema(path).metadata or {}
+        with pa.memory_map(str(path)) as source:
+            meta = pa.ipc.open_file(source).schema.metadata or {}
         info = orjson.loads(meta[b"redline"])
     except (OSError, KeyError, ValueError, pa.ArrowInvalid):
         return None
@@ -548,7 +566,7 @@ class BatchReport:
     data_version: str
     seconds: float
     check_seconds: float  # from the first task submitted to the last part written
-    cluster_seconds: float  # starting or connecting to the cluster and building the workers' indexes
+    cluster_seconds: float  # starting or connecting to the cluster and building the workers' indexes (the sites are read meanwhile)
     finalise_seconds: float
 
     def summary(self) -> str:
@@ -688,7 +706,7 @@ class _Run:
         return pa.int64() if self.table.ids.dtype.kind in "iu" else pa.string()
 
     def part_path(self, n: int) -> Path:
-        return self.parts / f"part-{n:05d}.parquet"
+        return self.parts / f"part-{n:05d}.arrow"
 
 
 @dataclass(frozen=True)
@@ -710,7 +728,7 @@ def run_batch(sites: Path | str, out: Path | str, options: BatchOptions | None =
     Raises
     ------
     BatchError
-        Bad input or options (nothing was started).
+        Bad input or options (nothing was written; a cluster started for the run is closed again).
     BatchRunError
         The run failed part way; finished parts are kept and ``resume=True`` reuses them.
     """
@@ -720,10 +738,13 @@ def run_batch(sites: Path | str, out: Path | str, options: BatchOptions | None =
     kind = _check_output_and_options(out, options)
     spec = options.index_spec()
     keys = _check_keys(spec, options.keys)
-    table = read_sites(sites, id_field=options.id_field, layer=options.layer, crs=options.crs)
-    run = _plan(sites, out, kind, options, spec, keys, table)
-    _start_parts(run)
-    checked = _check_on_cluster(run)
+    _check_sites_path(sites)
+    # The workers build their indexes (the longest fixed cost) while this process reads the sites.
+    with _Cluster(options, spec) as cluster:
+        table = read_sites(sites, id_field=options.id_field, layer=options.layer, crs=options.crs)
+        run = _plan(sites, out, kind, options, spec, keys, table)
+        _start_parts(run)
+        checked = cluster.check(run)
     t_final = time.perf_counter()
     errors, rows = _finalise(run, checked.data_version)
     return BatchReport(
@@ -814,42 +835,82 @@ def _start_parts(run: _Run) -> None:
     atomic_write_bytes(run.parts / "run.json", json.dumps(run.fingerprint, indent=1).encode())
 
 
-def _check_on_cluster(run: _Run) -> _Checked:
-    """Start (or reach) the cluster, have every worker build its index, and run the parts still to do."""
-    options = run.options
-    t_cluster = time.perf_counter()
-    client, cluster = _connect(options.scheduler, options.workers)
-    try:
-        data_version = _workers_data_version(client, run.spec)
-        cluster_seconds = time.perf_counter() - t_cluster
-        todo, skipped = _tasks(run, data_version)
-        t_check = time.perf_counter()
-        _run_tasks(client, todo, len(run.chunks), skipped, options.progress, options.on_part)
-        check_seconds = time.perf_counter() - t_check
-    finally:
+class _Cluster:
+    """The run's Dask cluster, started (or reached) in the background, with every worker building its
+    index as its first task, so that reading the sites in this process overlaps both.
+
+    Used as a context manager: leaving it closes the client, and the cluster if the run started one.
+    """
+
+    def __init__(self, options: BatchOptions, spec: IndexSpec):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.options, self.spec = options, spec
+        self.started = time.perf_counter()
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="redline-batch-cluster")
+        self._starting = self._pool.submit(self._start)
+
+    def _start(self):
+        client, cluster = _connect(self.options.scheduler, self.options.workers)
+        try:
+            # a task, not ``client.run``: it runs in the worker's task thread, where the partitions
+            # run after it, and leaves the worker's event loop free to answer the scheduler meanwhile
+            workers = list(client.scheduler_info(n_workers=-1)["workers"])
+            builds = [
+                client.submit(worker_data_version, self.spec, workers=[w], allow_other_workers=True, pure=False)
+                for w in workers
+            ]
+        except BaseException:
+            client.close()
+            if cluster is not None:
+                cluster.close()
+            raise
+        return client, cluster, builds
+
+    def __enter__(self) -> _Cluster:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        try:
+            client, cluster, builds = self._starting.result()
+        except Exception:
+            if exc[0] is None:
+                raise
+            return  # the run failed anyway; its own error says why
+        finally:
+            self._pool.shutdown()
+        for build in builds:
+            build.cancel()
         client.close()
         if cluster is not None:
             cluster.close()
-    return _Checked(data_version, skipped, cluster_seconds, check_seconds)
+
+    def check(self, run: _Run) -> _Checked:
+        """Wait for every worker's index, then run the parts still to do."""
+        wkb = shapely.to_wkb(run.table.geometry) if len(run.table) else np.array([], dtype=object)
+        client, _, builds = self._starting.result()
+        data_version = _one_data_version(client.gather(builds))
+        cluster_seconds = time.perf_counter() - self.started
+        todo, skipped = _tasks(run, data_version, wkb)
+        t_check = time.perf_counter()
+        _run_tasks(client, todo, len(run.chunks), skipped, self.options.progress, self.options.on_part)
+        return _Checked(data_version, skipped, cluster_seconds, time.perf_counter() - t_check)
 
 
-def _workers_data_version(client, spec: IndexSpec) -> str:
-    """Build every worker's index now, in parallel, and the one layer data version they all hold.
-
-    A worker that joins later builds its own lazily."""
-    versions = set(client.run(worker_data_version, spec).values())
-    if len(versions) != 1:
+def _one_data_version(versions: list[str]) -> str:
+    """The one layer data version every worker holds. A worker that joins later builds its own index
+    lazily, and each task checks it holds this version too."""
+    if len(set(versions)) != 1:
         raise BatchRunError(
-            f"the workers see different layer data ({', '.join(sorted(versions))}): do they share one cache folder?"
+            f"the workers see different layer data ({', '.join(sorted(set(versions)))}): do they share one cache folder?"
         )
-    return versions.pop()
+    return versions[0]
 
 
-def _tasks(run: _Run, data_version: str) -> tuple[list[dict], int]:
+def _tasks(run: _Run, data_version: str, wkb_all: np.ndarray) -> tuple[list[dict], int]:
     """One task per partition not already finished (by this run's token, on this layer data), and
-    how many were."""
+    how many were. ``wkb_all``: every site's WKB."""
     table = run.table
-    wkb_all = shapely.to_wkb(table.geometry) if len(table) else np.array([], dtype=object)
     tolerance = (run.options.tolerance.m2, run.options.tolerance.pct)
     token, id_type = run.token, run.id_type
     todo, skipped = [], 0
@@ -1032,9 +1093,9 @@ def _finalise_parquet(part_files: list[Path], schema: pa.Schema, out: Path) -> i
         # read back as plain values: readers see ordinary GeoParquet
         with pq.ParquetWriter(tmp, schema, compression="zstd", store_schema=False) as writer:
             for part in part_files:
-                table = pq.read_table(part).replace_schema_metadata(None)
-                writer.write_table(table.cast(schema))
-                rows += table.num_rows
+                with _read_part(part) as table:
+                    writer.write_table(table.replace_schema_metadata(None).cast(schema))
+                    rows += table.num_rows
             writer.add_key_value_metadata({"geo": json.dumps(_geo_metadata())})
     return rows
 
@@ -1046,26 +1107,11 @@ def _finalise_csv(part_files: list[Path], schema: pa.Schema, out: Path) -> int:
     with atomic_path(out) as tmp, open(tmp, "wb") as handle:
         first = True
         for part in part_files:
-            table = pq.read_table(part)
-            flat = pa.table(
-                {
-                    id_field: table.column(id_field),
-                    "key": table.column("key").cast(pa.string()),
-                    "status": table.column("status").cast(pa.string()),
-                    "reason": table.column("reason").cast(pa.string()),
-                    **{
-                        name: pa.array(
-                            [orjson.dumps(v).decode() for v in table.column(name).to_pylist()],
-                            type=pa.string(),
-                        )
-                        for name in LIST_COLUMNS
-                    },
-                    "site_area_m2": table.column("site_area_m2"),
-                }
-            )
-            pacsv.write_csv(flat, handle, write_options=pacsv.WriteOptions(include_header=first))
+            with _read_part(part) as table:
+                flat = _csv_table(table, id_field)
+                pacsv.write_csv(flat, handle, write_options=pacsv.WriteOptions(include_header=first))
             first = False
-            rows += table.num_rows
+            rows += flat.num_rows
         if first:  # no parts at all: still a CSV with its header
             handle.write(
                 (
@@ -1074,6 +1120,23 @@ def _finalise_csv(part_files: list[Path], schema: pa.Schema, out: Path) -> int:
                 ).encode()
             )
     return rows
+
+
+def _csv_table(table: pa.Table, id_field: str) -> pa.Table:
+    """A part's rows as the CSV has them: plain strings, lists as JSON arrays, no geometry."""
+    return pa.table(
+        {
+            id_field: table.column(id_field),
+            "key": table.column("key").cast(pa.string()),
+            "status": table.column("status").cast(pa.string()),
+            "reason": table.column("reason").cast(pa.string()),
+            **{
+                name: pa.array([orjson.dumps(v).decode() for v in table.column(name).to_pylist()], type=pa.string())
+                for name in LIST_COLUMNS
+            },
+            "site_area_m2": table.column("site_area_m2"),
+        }
+    )
 
 
 __all__ = [
