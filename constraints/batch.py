@@ -422,26 +422,27 @@ class _Rows:
         """The output rows as a table: each column made from the distinct answers, taken per output row."""
         distinct = self.answers
         which = np.frombuffer(self.which, dtype=np.int64) if len(self.which) else np.zeros(0, dtype=np.int64)
-        taken = pa.array(which)
         slots = np.repeat(np.arange(len(self.per_site), dtype=np.int32), self.per_site)
         found = [a["entities"] for a in distinct]
-        found_at = _offsets(found)
         flat = list(chain.from_iterable(found))
+        # entities, names and overlaps are lists of the same lengths: their offsets and the positions
+        # of their items are worked out once, and each column takes its items with them
+        found_at, found_items = _taken_lists(found, which)
         near = [a.get("nearby") or () for a in distinct]
+        near_at, near_items = _taken_lists(near, which)
+        status = np.fromiter((STATUSES.index(a["status"]) for a in distinct), dtype=np.int8, count=len(distinct))
         return pa.table(
             {
                 id_field: ids.take(pa.array(slots)),
                 "key": _encoded([a["key"] for a in distinct], which),
-                "status": pa.DictionaryArray.from_arrays(
-                    pa.array([STATUSES.index(a["status"]) for a in distinct], type=pa.int8()).take(taken), pa.array(STATUSES)
-                ),
-                "entities": pa.ListArray.from_arrays(found_at, pa.array([int(e["entity"]) for e in flat], type=pa.int64())).take(taken),
+                "status": pa.DictionaryArray.from_arrays(pa.array(status[which]), pa.array(STATUSES)),
+                "entities": pa.ListArray.from_arrays(found_at, pa.array(_entity_ids(flat)[found_items])),
                 "reason": _encoded([a.get("reason") if a["status"] == "unknown" else None for a in distinct], which),
-                "names": pa.ListArray.from_arrays(found_at, pa.array([e.get("name") for e in flat], type=pa.string())).take(taken),
-                "overlap_m2": pa.ListArray.from_arrays(found_at, pa.array([e.get("overlap_m2") for e in flat], type=pa.float64())).take(taken),
-                "nearby": pa.ListArray.from_arrays(
-                    _offsets(near), pa.array([int(e["entity"]) for e in chain.from_iterable(near)], type=pa.int64())
-                ).take(taken),
+                "names": pa.ListArray.from_arrays(found_at, pa.array([e.get("name") for e in flat], type=pa.string()).take(found_items)),
+                "overlap_m2": pa.ListArray.from_arrays(
+                    found_at, pa.array([e.get("overlap_m2") for e in flat], type=pa.float64()).take(found_items)
+                ),
+                "nearby": pa.ListArray.from_arrays(near_at, pa.array(_entity_ids(list(chain.from_iterable(near)))[near_items])),
                 "site_area_m2": pa.array(areas[slots], type=pa.float64()),
                 "geometry": pa.DictionaryArray.from_arrays(pa.array(slots, type=pa.int32()), pa.array(wkbs, type=pa.binary())),
             },
@@ -449,11 +450,24 @@ class _Rows:
         )
 
 
-def _offsets(groups: list) -> pa.Array:
-    """Where each group starts in the groups laid end to end, and where the last ends (list offsets)."""
-    offsets = np.zeros(len(groups) + 1, dtype=np.int32)
-    np.cumsum(np.fromiter(map(len, groups), dtype=np.int32, count=len(groups)), out=offsets[1:])
-    return pa.array(offsets)
+def _entity_ids(entities: list[dict]) -> np.ndarray:
+    return np.fromiter((e["entity"] for e in entities), dtype=np.int64, count=len(entities))
+
+
+def _taken_lists(groups: list, which: np.ndarray) -> tuple[pa.Array, np.ndarray]:
+    """For rows that are ``groups[which]``: their list offsets, and where each of their items lies
+    in the groups laid end to end (what a list column's ``take(which)`` works out, once for several
+    columns of the same lengths)."""
+    lengths = np.fromiter(map(len, groups), dtype=np.int64, count=len(groups))
+    starts = np.zeros(len(groups) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=starts[1:])
+    row_lengths = lengths[which]
+    offsets = np.zeros(len(which) + 1, dtype=np.int32)
+    np.cumsum(row_lengths, out=offsets[1:])
+    # the k-th item of row r is item (k - offsets[r]) of group which[r]
+    row_of_item = np.repeat(np.arange(len(which)), row_lengths)
+    items = np.arange(offsets[-1], dtype=np.int64) + (starts[which] - offsets[:-1])[row_of_item]
+    return pa.array(offsets), items
 
 
 def _encoded(values: list[str | None], which: np.ndarray) -> pa.DictionaryArray:
@@ -500,7 +514,7 @@ def run_partition(task: dict) -> dict:
     the layer data version the run expects; a worker whose cache has moved on refuses, rather than
     mixing two versions of the layers in one result.
     """
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     index = worker_index(task["spec"])
     if index.data_version != task["data_version"]:
         raise BatchRunError(
@@ -535,6 +549,7 @@ def run_partition(task: dict) -> dict:
         "rows": table.num_rows,
         "errors": len(errors),
         "seconds": time.perf_counter() - started,
+        "cpu_seconds": time.process_time() - cpu_started,  # the worker's, whatever else the machine runs
         "pid": os.getpid(),
     }
 
@@ -568,6 +583,7 @@ class BatchReport:
     check_seconds: float  # from the first task submitted to the last part written
     cluster_seconds: float  # starting or connecting to the cluster and building the workers' indexes (the sites are read meanwhile)
     finalise_seconds: float
+    task_cpu_seconds: float = 0.0  # CPU the workers spent in this run's tasks (all attempts)
 
     def summary(self) -> str:
         rate = self.checked / self.check_seconds if self.check_seconds > 0 else float("nan")
@@ -717,6 +733,7 @@ class _Checked:
     skipped: int  # finished parts reused from the run resumed
     cluster_seconds: float
     check_seconds: float
+    task_cpu_seconds: float
 
 
 def run_batch(sites: Path | str, out: Path | str, options: BatchOptions | None = None, **fields) -> BatchReport:
@@ -759,6 +776,7 @@ def run_batch(sites: Path | str, out: Path | str, options: BatchOptions | None =
         data_version=checked.data_version,
         seconds=time.perf_counter() - started,
         check_seconds=checked.check_seconds,
+        task_cpu_seconds=checked.task_cpu_seconds,
         cluster_seconds=checked.cluster_seconds,
         finalise_seconds=time.perf_counter() - t_final,
     )
@@ -893,8 +911,8 @@ class _Cluster:
         cluster_seconds = time.perf_counter() - self.started
         todo, skipped = _tasks(run, data_version, wkb)
         t_check = time.perf_counter()
-        _run_tasks(client, todo, len(run.chunks), skipped, self.options.progress, self.options.on_part)
-        return _Checked(data_version, skipped, cluster_seconds, time.perf_counter() - t_check)
+        cpu = _run_tasks(client, todo, len(run.chunks), skipped, self.options.progress, self.options.on_part)
+        return _Checked(data_version, skipped, cluster_seconds, time.perf_counter() - t_check, cpu)
 
 
 def _one_data_version(versions: list[str]) -> str:
@@ -995,8 +1013,9 @@ def _check_keys(spec: IndexSpec, keys: list[str] | None) -> list[str] | None:
 TASK_ATTEMPTS = 3
 
 
-def _run_tasks(client, todo: list[dict], parts: int, skipped: int, progress: bool, on_part) -> None:
-    """Submit the partitions, a few ahead of the workers, and follow them to the end.
+def _run_tasks(client, todo: list[dict], parts: int, skipped: int, progress: bool, on_part) -> float:
+    """Submit the partitions, a few ahead of the workers, and follow them to the end; the workers'
+    CPU seconds in them.
 
     A bounded window keeps the scheduler's memory to a few partitions of WKB however big the input.
     Dask reruns a task lost with a dead worker; a result lost *after* its task finished (the worker
@@ -1021,6 +1040,7 @@ def _run_tasks(client, todo: list[dict], parts: int, skipped: int, progress: boo
         if submitted >= window:
             break
     done = skipped
+    cpu = 0.0
     total_sites = sum(len(t["rows"]) for t in todo)
     with _progress(total_sites, parts, progress) as bar:
         bar.set_postfix_str(f"tasks {done}/{parts}")
@@ -1038,6 +1058,7 @@ def _run_tasks(client, todo: list[dict], parts: int, skipped: int, progress: boo
                     submit(task, attempt + 1)
                     continue
                 done += 1
+                cpu += result["cpu_seconds"]
                 bar.update(result["sites"])
                 bar.set_postfix_str(f"tasks {done}/{parts}")
                 if on_part is not None:
@@ -1053,6 +1074,7 @@ def _run_tasks(client, todo: list[dict], parts: int, skipped: int, progress: boo
             raise BatchRunError(
                 f"a batch task failed: {type(err).__name__}: {err}; finished parts are kept, rerun with --resume"
             ) from err
+    return cpu
 
 
 def _write_errors(path: Path, id_field: str, errors: list[tuple[int, object, str]]) -> None:
