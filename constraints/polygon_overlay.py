@@ -30,7 +30,9 @@ Layout
 Polygons come as ``shapely.to_ragged_array`` gives them: ``xy`` float64 (n, 2), C-contiguous, every ring
 closed (its first vertex repeated last); ring ``r`` is ``xy[ring_offsets[r]:ring_offsets[r + 1]]``;
 polygon ``p`` has the rings ``rings[p]:rings[p + 1]``, its exterior first, then its holes. Offsets may
-be int32 or int64 (the site's and the pieces' are brought to one of the two). Rings may wind either way.
+be int32 or int64 (the site's are brought to the pieces' type, so the layer's are never copied). Rings
+may wind either way. Polygons are valid and their coordinates finite (as the index's and a parsed
+site's are): the kernel does not check it, and GEOS's answers for invalid polygons are not its to copy.
 
 Examples
 --------
@@ -451,7 +453,8 @@ def pair_overlaps(
         (``shapely.contains_properly(site, piece)``), or UNDECIDED: the boundaries touch, run along each
         other, or come within ``NEAR_M`` of doing so, and only GEOS's exact arithmetic can say.
     """
-    offsets = np.int32 if all(a.dtype == np.int32 for a in (site_ring_offsets, site_rings, piece_ring_offsets, piece_rings)) else np.int64
+    # the pieces' offsets are the whole layer's: never copied when they are int32 or int64 (the site's follow them)
+    offsets = piece_rings.dtype if piece_rings.dtype == piece_ring_offsets.dtype and piece_rings.dtype in (np.int32, np.int64) else np.int64
     site_of = np.ascontiguousarray(site_of, dtype=np.int64)
     hits = np.ascontiguousarray(hits, dtype=np.int64)
     area = np.empty(len(hits))

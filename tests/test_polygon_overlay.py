@@ -122,6 +122,30 @@ def test_winding_does_not_matter():
         assert other_area == pytest.approx(area, rel=1e-12, abs=1e-9)
 
 
+def test_pieces_cut_along_grid_lines_agree_with_geos():
+    """The index's pieces are layers cut along vertical and horizontal lines: axis-parallel edges, which
+    cross a site's (some of them axis-parallel too) at points with one exact coordinate."""
+    rng = np.random.default_rng(23)
+    sites, pieces = random_pairs(rng, 1500)
+    low = np.array([shapely.bounds(piece)[:2] for piece in pieces])
+    high = np.array([shapely.bounds(piece)[2:] for piece in pieces])
+    cut = low + (high - low) * rng.uniform(0.2, 0.8, (len(pieces), 2))
+    quadrant = rng.integers(0, 4, len(pieces))
+    x0 = np.where(quadrant % 2 == 0, low[:, 0] - 1, cut[:, 0])
+    x1 = np.where(quadrant % 2 == 0, cut[:, 0], high[:, 0] + 1)
+    y0 = np.where(quadrant < 2, low[:, 1] - 1, cut[:, 1])
+    y1 = np.where(quadrant < 2, cut[:, 1], high[:, 1] + 1)
+    cut_pieces = np.array([shapely.clip_by_rect(*args) for args in zip(pieces, x0, y0, x1, y1, strict=True)])
+    site_box = shapely.bounds(sites)
+    rectangles = shapely.box(site_box[:, 0] + 3, site_box[:, 1] + 3, site_box[:, 2] - 3, site_box[:, 3] - 3)
+    for these_sites in (sites, rectangles):
+        keep = (shapely.get_type_id(cut_pieces) == 3) & shapely.is_valid(these_sites)
+        area, relation = one_by_one(these_sites[keep], cut_pieces[keep])
+        assert_agrees(these_sites[keep], cut_pieces[keep], area, relation)
+        assert (relation == CROSSES).sum() > 200
+        assert (relation == UNDECIDED).mean() <= 0.002
+
+
 def test_boundaries_crossing_hundreds_of_times():
     """Two fine-toothed stars about one centre cross on most of their edges: far more crossings than
     the kernel first makes room for."""
