@@ -745,8 +745,14 @@ def _simple_polygon(obj: dict | shapely.Polygon, limits: SiteLimits) -> Site | N
         rings = obj.get("coordinates")
         if not isinstance(rings, list) or len(rings) != 1 or not isinstance(rings[0], list) or len(rings[0]) < 4:
             return None
-        lonlat = _positions_fast(rings[0])
-        if lonlat is None:
+        # the positions as numpy reads them; what it cannot read as numbers goes the careful way, and
+        # what it reads wrongly (a NaN or infinity comes out off the grid, a boolean as 0 or 1) is
+        # handed back below
+        try:
+            lonlat = np.array(rings[0])
+        except (ValueError, TypeError, OverflowError):
+            return None
+        if lonlat.ndim != 2 or lonlat.shape[1] != 2 or lonlat.dtype != np.float64:
             return None
     vertices = len(lonlat)
     if limits.max_vertices is not None and vertices > limits.max_vertices:
@@ -757,7 +763,7 @@ def _simple_polygon(obj: dict | shapely.Polygon, limits: SiteLimits) -> Site | N
     if off_grid:
         return None
     centroids = np.empty(4)
-    ring = read_ring(lonlat, grid, centroids)
+    ring = read_ring(lonlat, grid, centroids, not isinstance(obj, shapely.Polygon))
     if ring == RING_HAND_BACK:
         return None  # not closed, repeated points, or turning no clear way: the general path says which
     warnings: list[str] = []

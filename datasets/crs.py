@@ -198,9 +198,9 @@ RING_CLOCKWISE = 1  # bit: the ring turns clockwise and is to be rewound (its ce
 RING_UNSURE = 2  # bit: no proof the ring is simple: ask GEOS
 
 
-def read_ring(lonlat: np.ndarray, grid: np.ndarray, centroids: np.ndarray) -> int:
+def read_ring(lonlat: np.ndarray, grid: np.ndarray, centroids: np.ndarray, from_json: bool = False) -> int:
     """:func:`datasets.ring_compiled.read_ring` (compiled with the grid, before any fork)."""
-    return _loaded().ring.read_ring(lonlat, grid, centroids)
+    return _loaded().ring.read_ring(lonlat, grid, centroids, from_json)
 
 
 def _refuse_off_grid(coords: np.ndarray, out: np.ndarray):

@@ -148,8 +148,8 @@ def _proven_simple(xy):
     return True
 
 
-@_compiled(numba.int64(numba.float64[:, ::1], numba.float64[:, ::1], numba.float64[::1]))
-def read_ring(lonlat, grid, centroids):
+@_compiled(numba.int64(numba.float64[:, ::1], numba.float64[:, ::1], numba.float64[::1], numba.boolean))
+def read_ring(lonlat, grid, centroids, from_json):
     """Read a closed ring given in longitude and latitude and on the National Grid (finite, as
     ``datasets.crs.lonlat_points_to_bng`` gives it).
 
@@ -157,10 +157,20 @@ def read_ring(lonlat, grid, centroids):
     distinct, a point repeated on the grid, a turn too small to trust, the two grids turning opposite
     ways); else ``CLOCKWISE`` and ``UNSURE`` bits, with the centroids of the ring as it is to be kept
     (anticlockwise) in ``centroids``: longitude, latitude, easting, northing.
+
+    ``from_json``: the positions were JSON numbers read by numpy, which reads ``true`` and ``false``
+    as 1 and 0 beside numbers: a ring holding an exact 0 or 1 is handed back, for the general path to
+    name a boolean for what it is (neither is a longitude or latitude in England, so real sites
+    almost never take that way).
     """
     n = lonlat.shape[0]
     if n < 4:
         return HAND_BACK
+    if from_json:
+        for i in range(n):
+            for axis in range(2):
+                if lonlat[i, axis] == 0.0 or lonlat[i, axis] == 1.0:
+                    return HAND_BACK
     if lonlat[0, 0] != lonlat[n - 1, 0] or lonlat[0, 1] != lonlat[n - 1, 1]:
         return HAND_BACK
     for a, b in ((0, 1), (1, 2), (0, 2)):
