@@ -35,7 +35,7 @@ from datasets.crs import (
     geodesic_area_perimeter,
     grid_reference,
     lonlat_points_to_bng,
-    read_ring,
+    read_site_ring,
     ring_area_perimeter,
     to_bng,
     to_wgs84,
@@ -744,21 +744,23 @@ def _simple_polygon(obj: dict | shapely.Polygon, limits: SiteLimits) -> Site | N
         rings = obj.get("coordinates")
         if not isinstance(rings, list) or len(rings) != 1 or not isinstance(rings[0], list) or len(rings[0]) < 4:
             return None
-        lonlat = _positions_fast(rings[0])
-        if lonlat is None:
+        # the positions as numpy reads them; what it cannot read as numbers goes the careful way, and
+        # what it reads wrongly (a NaN or infinity comes out off the grid, a boolean as 0 or 1) is
+        # handed back below
+        try:
+            lonlat = np.array(rings[0])
+        except (ValueError, TypeError, OverflowError):
+            return None
+        if lonlat.ndim != 2 or lonlat.shape[1] != 2 or lonlat.dtype != np.float64:
             return None
     vertices = len(lonlat)
     if limits.max_vertices is not None and vertices > limits.max_vertices:
         return None  # the general path says so, after whatever it finds wrong first
     # OSTN15's cover lies within Great Britain's box (GB_LON, GB_LAT; a test holds it there), so a
     # point outside the box, or a NaN, comes out off the grid: such a site is handed back here
-    grid, off_grid = lonlat_points_to_bng(lonlat)
-    if off_grid:
-        return None
-    centroids = np.empty(4)
-    ring = read_ring(lonlat, grid, centroids)
+    ring, grid, centroids = read_site_ring(lonlat, not isinstance(obj, shapely.Polygon))
     if ring == RING_HAND_BACK:
-        return None  # not closed, repeated points, or turning no clear way: the general path says which
+        return None  # off the grid, not closed, repeated points, turning no clear way: the general path says which
     warnings: list[str] = []
     if ring & RING_CLOCKWISE:  # RFC 7946 wants outer rings anticlockwise
         lonlat, grid = lonlat[::-1].copy(), grid[::-1].copy()

@@ -198,9 +198,23 @@ RING_CLOCKWISE = 1  # bit: the ring turns clockwise and is to be rewound (its ce
 RING_UNSURE = 2  # bit: no proof the ring is simple: ask GEOS
 
 
-def read_ring(lonlat: np.ndarray, grid: np.ndarray, centroids: np.ndarray) -> int:
+def read_ring(lonlat: np.ndarray, grid: np.ndarray, centroids: np.ndarray, from_json: bool = False) -> int:
     """:func:`datasets.ring_compiled.read_ring` (compiled with the grid, before any fork)."""
-    return _loaded().ring.read_ring(lonlat, grid, centroids)
+    return _loaded().ring.read_ring(lonlat, grid, centroids, from_json)
+
+
+def read_site_ring(lonlat: np.ndarray, from_json: bool = False) -> tuple[int, np.ndarray, np.ndarray]:
+    """A simple site's ring, (n, 2) longitudes and latitudes (C-ordered doubles), on the National Grid
+    as :func:`lonlat_points_to_bng` puts it, and what :func:`read_ring` makes of it, in one compiled
+    call after the projection: ``(code, grid, centroids)``, the code ``RING_HAND_BACK`` also for a
+    point off OSTN15's cover."""
+    loaded = _loaded()
+    projected = np.empty((2, len(lonlat)))
+    projected[0], projected[1] = lonlat[:, 0], lonlat[:, 1]
+    _project_in_place(projected[0], projected[1], TransformDirection.FORWARD)
+    grid, centroids = np.empty((len(lonlat), 2)), np.empty(4)
+    code = loaded.ring.read_site_ring(lonlat, projected, loaded.shifts, loaded.covered, _ACCEPTED, grid, centroids, from_json)
+    return code, grid, centroids
 
 
 def _refuse_off_grid(coords: np.ndarray, out: np.ndarray):

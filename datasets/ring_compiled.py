@@ -28,6 +28,7 @@ import numpy as np
 from datasets.crs import RING_CLOCKWISE as CLOCKWISE
 from datasets.crs import RING_HAND_BACK as HAND_BACK
 from datasets.crs import RING_UNSURE as UNSURE
+from datasets.ostn15_compiled import forward
 
 EPSILON = 2.0**-53  # half a unit in the last place of 1.0
 # Shewchuk's bound for orient2d computed in doubles (Adaptive Precision Floating-Point Arithmetic
@@ -148,8 +149,8 @@ def _proven_simple(xy):
     return True
 
 
-@_compiled(numba.int64(numba.float64[:, ::1], numba.float64[:, ::1], numba.float64[::1]))
-def read_ring(lonlat, grid, centroids):
+@numba.njit(inline="always")
+def _read(lonlat, grid, centroids, from_json):
     """Read a closed ring given in longitude and latitude and on the National Grid (finite, as
     ``datasets.crs.lonlat_points_to_bng`` gives it).
 
@@ -157,10 +158,20 @@ def read_ring(lonlat, grid, centroids):
     distinct, a point repeated on the grid, a turn too small to trust, the two grids turning opposite
     ways); else ``CLOCKWISE`` and ``UNSURE`` bits, with the centroids of the ring as it is to be kept
     (anticlockwise) in ``centroids``: longitude, latitude, easting, northing.
+
+    ``from_json``: the positions were JSON numbers read by numpy, which reads ``true`` and ``false``
+    as 1 and 0 beside numbers: a ring holding an exact 0 or 1 is handed back, for the general path to
+    name a boolean for what it is (neither is a longitude or latitude in England, so real sites
+    almost never take that way).
     """
     n = lonlat.shape[0]
     if n < 4:
         return HAND_BACK
+    if from_json:
+        for i in range(n):
+            for axis in range(2):
+                if lonlat[i, axis] == 0.0 or lonlat[i, axis] == 1.0:
+                    return HAND_BACK
     if lonlat[0, 0] != lonlat[n - 1, 0] or lonlat[0, 1] != lonlat[n - 1, 1]:
         return HAND_BACK
     for a, b in ((0, 1), (1, 2), (0, 2)):
@@ -178,3 +189,26 @@ def read_ring(lonlat, grid, centroids):
     _centroid(lonlat, turn < 0, centroids, 0)
     _centroid(grid, turn < 0, centroids, 2)
     return flags
+
+
+_RING = numba.float64[:, ::1]
+
+
+@_compiled(numba.int64(_RING, _RING, numba.float64[::1], numba.boolean))
+def read_ring(lonlat, grid, centroids, from_json):
+    """What a closed ring is, given in longitude and latitude and on the National Grid: see ``_read``."""
+    return _read(lonlat, grid, centroids, from_json)
+
+
+@_compiled(
+    numba.int64(
+        _RING, _RING, numba.float64[:, :, ::1], numba.boolean[:, ::1], numba.float64[::1], _RING, numba.float64[::1], numba.boolean
+    )
+)
+def read_site_ring(lonlat, projected, shifts, covered, accepted, grid, centroids, from_json):
+    """A site's ring on the National Grid and what it is, in one call: OSTN15's shifts added to its
+    ETRS89 grid positions (``projected``, rows east and north) into ``grid`` by
+    ``datasets.ostn15_compiled.forward``, then ``_read``; ``HAND_BACK`` when a point is off the grid."""
+    if forward(lonlat[:, 0], lonlat[:, 1], projected[0], projected[1], shifts, covered, accepted, grid[:, 0], grid[:, 1]):
+        return HAND_BACK
+    return _read(lonlat, grid, centroids, from_json)

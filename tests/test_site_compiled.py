@@ -22,6 +22,7 @@ from datasets.crs import (
     WGS84,
     lonlat_points_to_bng,
     read_ring,
+    read_site_ring,
     ring_area_perimeter,
 )
 
@@ -112,6 +113,21 @@ def test_rings_that_are_not_closed_or_repeat_a_point_are_handed_back():
     assert read_ring(np.ascontiguousarray(repeated * 1e-5), repeated, np.empty(4)) == RING_HAND_BACK
     flat = _closed([(400_000, 100_000), (400_010, 100_000), (400_020, 100_000)])
     assert read_ring(np.ascontiguousarray(flat * 1e-5), flat, np.empty(4)) == RING_HAND_BACK
+
+
+def test_a_site_ring_is_put_on_the_grid_as_every_other_point_is_and_read_as_read_ring_reads_it():
+    rng = np.random.default_rng(15)
+    for grid in _random_rings(rng, 50):
+        lonlat = np.ascontiguousarray(grid * 1e-5 + [-5.0, 50.0])
+        code, on_grid, centroids = read_site_ring(lonlat)
+        expected, off = lonlat_points_to_bng(lonlat)
+        assert off == 0 and on_grid.tolist() == expected.tolist()
+        again = np.empty(4)
+        assert code == read_ring(lonlat, expected, again)
+        if code != RING_HAND_BACK:
+            assert centroids.tolist() == again.tolist()
+    at_sea = np.ascontiguousarray(_closed([(-12.0, 50.0), (-11.9, 50.0), (-11.9, 50.1)]))
+    assert read_site_ring(at_sea)[0] == RING_HAND_BACK
 
 
 def test_the_geodesic_area_of_a_ring_is_pyprojs_to_the_last_bit():
