@@ -35,6 +35,7 @@ from datasets.crs import (
     geodesic_area_perimeter,
     grid_reference,
     lonlat_points_to_bng,
+    read_ring,
     read_site_ring,
     ring_area_perimeter,
     to_bng,
