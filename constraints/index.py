@@ -3,13 +3,10 @@
 Every cached layer is reprojected to the British National Grid (OSTN15), and polygons with many
 vertices are cut into pieces of at most ``MAX_PIECE_VERTICES`` (like PostGIS ``ST_Subdivide``), so a
 check costs the same whether it lands on a listed-building outline or on a 100,000-vertex national park.
-All pieces of all layers share one shapely ``STRtree``: one query in C answers every layer at once.
-
-Why STRtree rather than rtree: ``STRtree.query(site, predicate="intersects")`` filters by bounding box
-*and* evaluates the exact predicate against a prepared site inside GEOS, returning a numpy array; rtree
-gives only bounding-box candidates and leaves the exact test to a Python loop. Measured on the synthetic
-national layers the STRtree query is the cheaper of the two by a wide margin, and the index is
-rebuilt wholesale on a data refresh anyway, which suits STRtree's bulk loading.
+The pieces of all layers are held as flat arrays (:class:`constraints.pieces.PieceStore`), not as
+GEOS objects, and share one packed R-tree over their boxes (:class:`constraints.pieces.PieceTree`):
+one compiled query answers every layer at once, for one site or a whole batch. GEOS geometries of
+the few pieces a check must ask GEOS about are built from the arrays on demand.
 
 Usage::
 
@@ -43,6 +40,7 @@ from datasets.crs import OutsideGridError, ostn15_grid, to_bng
 from datasets.england import OUTSIDE_ENGLAND, PARTLY_OUTSIDE_ENGLAND, england_part
 from datasets.sync import is_stale
 
+from .pieces import PieceStore, PieceTree, strtree_rank
 from .site import Site, SiteLimits, parse_site
 from .wkb_column import LINE, POINT, POLYGON, WkbColumn, map_wkb_file, write_wkb_file  # noqa: F401 (kinds re-exported)
 
@@ -156,11 +154,10 @@ class Snapshot:
 
     layers: dict[str, Layer]
     layer_list: list[Layer]
-    tree: shapely.STRtree | None
-    piece_geometry: np.ndarray
+    tree: PieceTree | None  # over ``pieces``' boxes; None when there are none
+    pieces: PieceStore  # every layer's pieces, a layer's together, in layer_list order
     piece_layer: np.ndarray  # int32 index into layer_list
     piece_row: np.ndarray  # int64 row within its layer
-    piece_area: np.ndarray
     generation: str
     built_at: str
     data_version: str
@@ -170,6 +167,15 @@ class Snapshot:
     @property
     def features(self) -> int:
         return sum(len(layer) for layer in self.layer_list)
+
+    @property
+    def piece_geometry(self) -> PieceStore:
+        """The pieces, indexed like an object array of shapely geometries (built on demand)."""
+        return self.pieces
+
+    @property
+    def piece_area(self) -> np.ndarray:
+        return self.pieces.area
 
 
 def subdivide(geometry: np.ndarray, max_vertices: int = MAX_PIECE_VERTICES) -> tuple[np.ndarray, np.ndarray]:
@@ -238,31 +244,31 @@ def _interned(column: pa.ChunkedArray) -> np.ndarray:
     return values[encoded.indices.fill_null(len(dictionary)).to_numpy()]
 
 
-def _read_pieces(path, batch: int = 8_192) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """A layer's derived pieces (geometries, their rows, and each entity's area) from its Parquet file,
-    decoded a batch at a time as the file is read: neither the whole WKB column nor a Python bytes
-    object per row for it is ever held at once (for a national layer, a gigabyte at the build's peak)."""
+def _read_pieces(path, batch: int = 8_192) -> tuple[PieceStore, np.ndarray, np.ndarray]:
+    """A layer's derived pieces (as a store, their rows, and each entity's area) from its Parquet file,
+    decoded a batch at a time as the file is read: neither the whole WKB column, nor a Python bytes
+    object per row for it, nor a GEOS object per piece is ever held at once."""
     # a buffered stream, not the whole column chunk at once: a layer's pieces are one row group
     parquet = pq.ParquetFile(path, buffer_size=8 << 20, pre_buffer=False)
     area = np.frombuffer(parquet.schema_arrow.metadata[b"entity_area"], dtype=np.float64)
     rows = parquet.read(columns=["row"]).column("row").to_numpy()
-    pieces = np.empty(parquet.metadata.num_rows, dtype=object)
+    parts = []
     at = 0
     for wkb in parquet.iter_batches(batch_size=batch, columns=["wkb"]):
-        pieces[at : at + wkb.num_rows] = shapely.from_wkb(wkb.column(0).to_numpy(zero_copy_only=False))
+        parts.append(PieceStore.from_geometries(shapely.from_wkb(wkb.column(0).to_numpy(zero_copy_only=False))))
         at += wkb.num_rows
         del wkb
         pa.default_memory_pool().release_unused()  # Arrow's allocator would keep each batch's memory
-    if at != len(pieces) or len(rows) != len(pieces):
-        raise ValueError(f"{path}: {at} pieces read of {len(pieces)}")
-    return pieces, rows, area
+    if at != parquet.metadata.num_rows or len(rows) != at:
+        raise ValueError(f"{path}: {at} pieces read of {parquet.metadata.num_rows}")
+    return PieceStore.concatenate(parts), rows, area
 
 
-def _load_layer(cache: LayerCache, name: str, entry: dict) -> tuple[Layer, np.ndarray, np.ndarray]:
+def _load_layer(cache: LayerCache, name: str, entry: dict) -> tuple[Layer, PieceStore, np.ndarray]:
     """Read one cached dataset and its pieces, deriving and persisting them on first use.
 
     The layer's EPSG:4326 geometries stay WKB in a derived Arrow file mapped into memory
-    (:mod:`constraints.wkb_column`): only the grid pieces the check works on are shapely objects.
+    (:mod:`constraints.wkb_column`); the grid pieces the check works on are a :class:`PieceStore`.
     """
     mapped = cache.derived_path(name, entry["version"], WGS84_FORMAT)
     geometry = None
@@ -323,6 +329,7 @@ def _load_layer(cache: LayerCache, name: str, entry: dict) -> tuple[Layer, np.nd
         with atomic_path(derived) as tmp:
             pq.write_table(table, tmp, compression="zstd")
         del table
+        pieces = PieceStore.from_geometries(pieces)
     layer.area = area
     geometry.drop_resident_pages()
     coverage = cache.coverage(name, entry)
@@ -345,12 +352,13 @@ def build_snapshot(cache: LayerCache, datasets: list[str] | None = None, previou
     manifest = cache.manifest()
     names = [n for n in (datasets or sorted(manifest)) if manifest.get(n, {}).get("file")]
     layers: list[Layer] = []
-    piece_parts, row_parts = [], []
+    piece_parts: list[PieceStore] = []
+    row_parts = []
     reuse = {}
     if previous is not None:
         for index, layer in enumerate(previous.layer_list):
-            mask = previous.piece_layer == index
-            reuse[(layer.name, layer.entry.get("version"))] = (layer, previous.piece_geometry[mask], previous.piece_row[mask])
+            ids = np.flatnonzero(previous.piece_layer == index)
+            reuse[(layer.name, layer.entry.get("version"))] = (layer, previous.pieces.take(ids), previous.piece_row[ids])
     for name in names:
         entry = manifest[name]
         key = (name, entry.get("version"))
@@ -367,25 +375,23 @@ def build_snapshot(cache: LayerCache, datasets: list[str] | None = None, previou
         piece_parts.append(pieces)
         row_parts.append(rows)
     if piece_parts:
-        piece_geometry = np.concatenate(piece_parts)
         piece_row = np.concatenate(row_parts).astype(np.int64)
         piece_layer = np.concatenate([np.full(len(p), i, dtype=np.int32) for i, p in enumerate(piece_parts)])
     else:
-        piece_geometry, piece_row, piece_layer = (np.array([], dtype=object), np.array([], dtype=np.int64), np.array([], dtype=np.int32))
-    tree = shapely.STRtree(piece_geometry, node_capacity=10) if len(piece_geometry) else None
-    if len(piece_geometry):
-        shapely.prepare(piece_geometry)
-    piece_area = shapely.area(piece_geometry) if len(piece_geometry) else np.array([])
+        piece_row, piece_layer = np.array([], dtype=np.int64), np.array([], dtype=np.int32)
+    pieces = PieceStore.concatenate(piece_parts)
+    del piece_parts, reuse
     pa.default_memory_pool().release_unused()  # what Arrow kept of the files read, back to the system
+    # each query's pieces in the order the index's STRtree gave them: answers list entities as before
+    tree = PieceTree(pieces.bounds, strtree_rank(pieces.bounds), pieces) if len(pieces) else None
     versions = "|".join(f"{layer.name}={layer.entry.get('version')}" for layer in layers)
     return Snapshot(
         layers={layer.name: layer for layer in layers},
         layer_list=layers,
         tree=tree,
-        piece_geometry=piece_geometry,
+        pieces=pieces,
         piece_layer=piece_layer,
         piece_row=piece_row,
-        piece_area=piece_area,
         generation=generation,
         built_at=now_iso(),
         data_version=hashlib.sha256(versions.encode()).hexdigest()[:12],
@@ -428,6 +434,7 @@ class _Pairs:
 
     A single site (the service's case) stays a scalar that each GEOS operation broadcasts; with many,
     ``site_of`` names each pair's site, the pairs grouped by site and each site's in the tree's order.
+    The pieces' GEOS geometries are built from the store for the pairs found (``pieces``), not held.
     """
 
     one: bool
@@ -435,7 +442,7 @@ class _Pairs:
     site_areas: np.ndarray
     site_of: np.ndarray  # per pair: the position of its site
     hits: np.ndarray  # per pair: the piece
-    pieces: np.ndarray
+    pieces: np.ndarray  # per pair: the piece's shapely geometry, built for this call
     piece_area: np.ndarray
     # set by keep_meeting
     inside: np.ndarray | None = None  # the site holds the piece properly
@@ -448,13 +455,7 @@ class _Pairs:
         one = len(sites) == 1
         geoms = np.empty(len(sites), dtype=object)
         geoms[:] = [site.bng for site in sites]
-        if one:
-            hits = snap.tree.query(geoms[0])
-            site_of = np.zeros(len(hits), dtype=np.intp)
-        else:
-            site_of, hits = snap.tree.query(geoms)
-            order = np.argsort(site_of, kind="stable")  # by site, each site's pieces in the tree's order
-            site_of, hits = site_of[order], hits[order]
+        site_of, hits = snap.tree.query_boxes(shapely.bounds(geoms))  # by site, each site's in the tree's order
         if datasets is not None and len(hits):
             wanted = np.array([i for i, layer in enumerate(snap.layer_list) if layer.name in datasets], dtype=np.int32)
             keep = np.isin(snap.piece_layer[hits], wanted)
@@ -463,7 +464,7 @@ class _Pairs:
             return None
         site_areas = shapely.area(geoms)
         shapely.prepare(geoms)
-        return cls(one, geoms, site_areas, site_of, hits, snap.piece_geometry[hits], snap.piece_area[hits])
+        return cls(one, geoms, site_areas, site_of, hits, snap.pieces.geometries(hits), snap.pieces.area[hits])
 
     def per_site(self, values, mask=None):
         """A per-site value for each pair (or those in ``mask``); the scalar for one site."""
@@ -474,9 +475,8 @@ class _Pairs:
     def keep_meeting(self) -> bool:
         """Keep the pairs whose piece really meets its site (not only its box); whether any are left.
 
-        The pieces are prepared when the index is built, so asking each piece costs half of
-        ``STRtree.query(predicate="intersects")``, which prepares the site anew on every call; a piece
-        the site holds properly needs no asking at all.
+        The sites are prepared once and asked about each of their pieces; a piece the site holds
+        properly needs no further asking.
         """
         polygon_site = self.per_site(self.site_areas) > 0
         poly_piece = self.piece_area > 0
@@ -484,7 +484,7 @@ class _Pairs:
         if inside.any():
             inside[inside] = shapely.contains_properly(self.per_site(self.sites, inside), self.pieces[inside])
         meets = inside.copy()
-        meets[~inside] = shapely.intersects(self.pieces[~inside], self.per_site(self.sites, ~inside))
+        meets[~inside] = shapely.intersects(self.per_site(self.sites, ~inside), self.pieces[~inside])  # the prepared site first
         if not meets.all():
             self.site_of, self.hits, self.pieces, self.piece_area = self.site_of[meets], self.hits[meets], self.pieces[meets], self.piece_area[meets]
             inside, poly_piece = inside[meets], poly_piece[meets]
