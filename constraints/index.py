@@ -18,6 +18,7 @@ Usage::
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import hashlib
 import logging
@@ -33,7 +34,7 @@ import pyarrow.parquet as pq
 import shapely
 from shapely.geometry.base import BaseGeometry
 
-from datasets.cache import BASE_COLUMNS, CacheError, LayerCache, atomic_path, now_iso
+from datasets.cache import BASE_COLUMNS, CacheError, LayerCache, now_iso
 from datasets.catalogue import Catalogue
 from datasets.coverage import describe, unstated
 from datasets.crs import OutsideGridError, ostn15_grid, to_bng
@@ -47,7 +48,11 @@ from .wkb_column import LINE, POINT, POLYGON, WkbColumn, map_wkb_file, write_wkb
 log = logging.getLogger("redline.index")
 
 MAX_PIECE_VERTICES = 256
-DERIVED_FORMAT = "pieces-v3"  # v3: layers reprojected by the OSTN15 grid read once from convertbng, both ways, as sites are (v2 mixed in convertbng calls)
+# v4: the pieces' ragged arrays as numpy files (the vertices mapped); v3 (the same pieces as WKB in Parquet) is read
+# when v4 is missing and rewritten as v4. v3: layers reprojected by the OSTN15 grid read once from convertbng, both
+# ways, as sites are (v2 mixed in convertbng calls).
+DERIVED_FORMAT = "pieces-v4"
+WKB_PIECES_FORMAT = "pieces-v3"
 WGS84_FORMAT = "wgs84-wkb-v1.arrow"  # the layer's own geometries, for mapping into memory
 RELATIVE_EPS = 1e-9
 
@@ -264,6 +269,20 @@ def _read_pieces(path, batch: int = 8_192) -> tuple[PieceStore, np.ndarray, np.n
     return PieceStore.concatenate(parts), rows, area
 
 
+def _cut_pieces(layer: Layer) -> tuple[PieceStore, np.ndarray, np.ndarray]:
+    """A layer's pieces cut from its geometries: polygons subdivided, points and lines whole; with
+    each piece's row and each entity's area (all on the grid)."""
+    bng = to_bng(layer.geometry[:])
+    area = shapely.area(bng)
+    pieces, rows = subdivide(bng)
+    point_like = layer.kind != POLYGON
+    if point_like.any():
+        extra_rows = np.flatnonzero(point_like)
+        pieces = np.concatenate([pieces, bng[extra_rows]])
+        rows = np.concatenate([rows, extra_rows])
+    return PieceStore.from_geometries(pieces), rows, area
+
+
 def _load_layer(cache: LayerCache, name: str, entry: dict) -> tuple[Layer, PieceStore, np.ndarray]:
     """Read one cached dataset and its pieces, deriving and persisting them on first use.
 
@@ -306,30 +325,27 @@ def _load_layer(cache: LayerCache, name: str, entry: dict) -> tuple[Layer, Piece
         area=np.zeros(len(entity)),
         end_date=_end_dates(columns.get("end-date", np.full(len(entity), "", dtype=object))),
     )
-    derived = cache.derived_path(name, entry["version"], f"{DERIVED_FORMAT}.parquet")
+    derived = cache.derived_path(name, entry["version"], f"{DERIVED_FORMAT}.npz")
+    derived_xy = cache.derived_path(name, entry["version"], f"{DERIVED_FORMAT}.xy.npy")
     pieces = rows = area = None
     if derived.exists():
         try:
-            pieces, rows, area = _read_pieces(derived)
+            pieces, (rows, area) = PieceStore.load(derived, derived_xy, ("row", "entity_area"))
         except Exception as err:  # a damaged derived file is only a cache of work: redo it
             log.warning("rebuilding derived index for %s: %s", name, err)
             pieces = None
-    if pieces is None or area is None or len(area) != len(layer):
-        bng = to_bng(geometry[:])
-        area = shapely.area(bng)
-        pieces, rows = subdivide(bng)
-        point_like = layer.kind != POLYGON
-        if point_like.any():
-            extra_rows = np.flatnonzero(point_like)
-            pieces = np.concatenate([pieces, bng[extra_rows]])
-            rows = np.concatenate([rows, extra_rows])
-        del bng
-        table = pa.table({"wkb": shapely.to_wkb(pieces), "row": rows.astype(np.int64)})
-        table = table.replace_schema_metadata({b"entity_area": np.ascontiguousarray(area, dtype=np.float64).tobytes()})
-        with atomic_path(derived) as tmp:
-            pq.write_table(table, tmp, compression="zstd")
-        del table
-        pieces = PieceStore.from_geometries(pieces)
+    if pieces is None or len(area) != len(layer):
+        wkb_pieces = cache.derived_path(name, entry["version"], f"{WKB_PIECES_FORMAT}.parquet")
+        pieces = None
+        if wkb_pieces.exists():  # a cache derived before v4: its pieces, not cut again
+            try:
+                pieces, rows, area = _read_pieces(wkb_pieces)
+            except Exception as err:
+                log.warning("rebuilding derived index for %s: %s", name, err)
+                pieces = None
+        if pieces is None or len(area) != len(layer):
+            pieces, rows, area = _cut_pieces(layer)
+        pieces.save(derived, derived_xy, row=rows.astype(np.int64), entity_area=np.asarray(area, dtype=np.float64))
     layer.area = area
     geometry.drop_resident_pages()
     coverage = cache.coverage(name, entry)
@@ -339,6 +355,15 @@ def _load_layer(cache: LayerCache, name: str, entry: dict) -> tuple[Layer, Piece
         layer.coverage = to_bng(coverage) if not coverage.is_empty else coverage
         shapely.prepare(layer.coverage)
     return layer, pieces, rows
+
+
+def _give_back_freed_memory() -> None:
+    """Return to the system the heap pages that freed objects left empty (glibc keeps them otherwise):
+    the build frees millions of small GEOS objects (cut pieces, the throwaway tree of ``strtree_rank``)."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to do
+        pass
 
 
 def build_snapshot(cache: LayerCache, datasets: list[str] | None = None, previous: Snapshot | None = None) -> Snapshot:
@@ -379,11 +404,16 @@ def build_snapshot(cache: LayerCache, datasets: list[str] | None = None, previou
         piece_layer = np.concatenate([np.full(len(p), i, dtype=np.int32) for i, p in enumerate(piece_parts)])
     else:
         piece_row, piece_layer = np.array([], dtype=np.int64), np.array([], dtype=np.int32)
+    pa.default_memory_pool().release_unused()  # what Arrow kept of the files read, back to the system
+    # Each query's pieces in the order the index's STRtree gave them, so that answers list entities as
+    # before. Worked out before the vertices are copied together, so that its throwaway tree and theirs
+    # are never in memory at once.
+    rank = strtree_rank(np.concatenate([p.bounds for p in piece_parts])) if piece_parts else None
+    _give_back_freed_memory()
     pieces = PieceStore.concatenate(piece_parts)
     del piece_parts, reuse
-    pa.default_memory_pool().release_unused()  # what Arrow kept of the files read, back to the system
-    # each query's pieces in the order the index's STRtree gave them: answers list entities as before
-    tree = PieceTree(pieces.bounds, strtree_rank(pieces.bounds), pieces) if len(pieces) else None
+    tree = PieceTree(pieces.bounds, rank, pieces) if len(pieces) else None
+    _give_back_freed_memory()
     versions = "|".join(f"{layer.name}={layer.entry.get('version')}" for layer in layers)
     return Snapshot(
         layers={layer.name: layer for layer in layers},

@@ -27,10 +27,15 @@ Examples
 
 from __future__ import annotations
 
+import mmap
+from pathlib import Path
+
 import numba
 import numpy as np
 import shapely
 from shapely import GeometryType
+
+from datasets.cache import atomic_path
 
 NODE_SIZE = 16  # children per node: flatbush's default, a good balance of box tests per level
 STRTREE_NODE_CAPACITY = 10  # what the index's shapely STRtree was built with: its order depends on it
@@ -83,63 +88,78 @@ def gather_polygons(xy, ring_offsets, polygon_offsets, polygons):
     return out_xy, out_rings, out_polygons
 
 
-class PieceStore:
-    """Pieces as numbers: polygons in the ragged-array layout, anything else as shapely objects.
+POLYGON_PIECE, POINT_PIECE, OTHER_PIECE = 0, 1, 2  # how a piece is held (``PieceStore.kind``)
 
-    Piece ``i`` is polygon ``polygon_of[i]`` of the ragged arrays when that is not -1, else
-    ``other[other_of[i]]``. ``bounds`` (n, 4) and ``area`` are per piece (area 0 for points and lines).
-    Indexing it (``store[ids]``) gives shapely geometries, as the object array it replaces did.
+
+class PieceStore:
+    """Pieces as numbers: polygons in the ragged-array layout, points as an (m, 2) array, anything
+    else (lines, multi-part pieces) as shapely objects.
+
+    Piece ``i`` is, by ``kind[i]``, polygon ``slot[i]`` of the ragged arrays (``xy``, ``ring_offsets``,
+    ``polygon_offsets``), point ``point_xy[slot[i]]`` or ``other[slot[i]]``. ``bounds`` (n, 4) and
+    ``area`` are per piece (area 0 for points and lines). Indexing it (``store[ids]``) gives shapely
+    geometries, as the object array it replaces did.
     """
 
-    def __init__(self, xy, ring_offsets, polygon_offsets, polygon_of, other, other_of, bounds, area):
-        self.xy = np.ascontiguousarray(xy, dtype=np.float64).reshape(-1, 2)
-        self.ring_offsets = np.ascontiguousarray(ring_offsets, dtype=np.int64)
-        self.polygon_offsets = np.ascontiguousarray(polygon_offsets, dtype=np.int64)
-        self.polygon_of = np.ascontiguousarray(polygon_of, dtype=np.int64)
+    def __init__(self, xy, ring_offsets, polygon_offsets, point_xy, other, kind, slot, bounds, area):
+        self.xy = xy
+        self.ring_offsets = ring_offsets
+        self.polygon_offsets = polygon_offsets
+        self.point_xy = point_xy
         self.other = other
-        self.other_of = np.ascontiguousarray(other_of, dtype=np.int64)
-        self.bounds = np.ascontiguousarray(bounds, dtype=np.float64).reshape(-1, 4)
-        self.area = np.ascontiguousarray(area, dtype=np.float64)
+        self.kind = kind
+        self.slot = slot
+        self.bounds = bounds
+        self.area = area
 
     @classmethod
     def empty(cls) -> PieceStore:
         none = np.zeros(0, dtype=np.int64)
-        return cls(np.zeros((0, 2)), np.zeros(1, np.int64), np.zeros(1, np.int64), none, np.array([], dtype=object), none, np.zeros((0, 4)), np.zeros(0))
+        return cls(np.zeros((0, 2)), np.zeros(1, np.int64), np.zeros(1, np.int64), np.zeros((0, 2)), np.array([], dtype=object),
+                   np.zeros(0, np.int8), none, np.zeros((0, 4)), np.zeros(0))
 
     @classmethod
     def from_geometries(cls, pieces: np.ndarray) -> PieceStore:
         """The store of an array of shapely pieces (their areas and bounds as GEOS gives them)."""
         pieces = np.asarray(pieces, dtype=object)
-        polygon = shapely.get_type_id(pieces) == GeometryType.POLYGON
-        polygon_of = np.full(len(pieces), -1, dtype=np.int64)
-        polygon_of[polygon] = np.arange(int(polygon.sum()))
-        other_of = np.full(len(pieces), -1, dtype=np.int64)
-        other_of[~polygon] = np.arange(int((~polygon).sum()))
-        if polygon.any():
+        type_id = shapely.get_type_id(pieces)
+        kind = np.full(len(pieces), OTHER_PIECE, dtype=np.int8)
+        kind[type_id == GeometryType.POLYGON] = POLYGON_PIECE
+        # an empty point has no coordinates to hold: it stays an object
+        kind[(type_id == GeometryType.POINT) & ~shapely.is_empty(pieces)] = POINT_PIECE
+        slot = _slots(kind)
+        polygons = pieces[kind == POLYGON_PIECE]
+        if len(polygons):
             # the plane only: areas and predicates never read a third coordinate
-            _, xy, (ring_offsets, polygon_offsets) = shapely.to_ragged_array(pieces[polygon], include_z=False)
+            _, xy, (ring_offsets, polygon_offsets) = shapely.to_ragged_array(polygons, include_z=False)
         else:
             xy, ring_offsets, polygon_offsets = np.zeros((0, 2)), np.zeros(1, np.int64), np.zeros(1, np.int64)
-        return cls(xy, ring_offsets, polygon_offsets, polygon_of, pieces[~polygon], other_of, shapely.bounds(pieces), shapely.area(pieces))
+        point_xy = shapely.get_coordinates(pieces[kind == POINT_PIECE]).reshape(-1, 2)
+        return cls(np.ascontiguousarray(xy, dtype=np.float64), ring_offsets.astype(np.int64), polygon_offsets.astype(np.int64),
+                   np.ascontiguousarray(point_xy, dtype=np.float64), pieces[kind == OTHER_PIECE], kind, slot,
+                   shapely.bounds(pieces), shapely.area(pieces))
 
     @classmethod
     def concatenate(cls, stores: list[PieceStore]) -> PieceStore:
-        """One store of several, their pieces one after the other."""
+        """One store of several, their pieces one after the other, in memory of its own.
+
+        The vertices are copied one store at a time into an array made for all of them, and the
+        pages of a store mapped from its file (:meth:`load`) are given back once copied: the build
+        never holds two copies of the vertices.
+        """
         if not stores:
             return cls.empty()
-        if len(stores) == 1:
-            return stores[0]
         vertex_base = np.cumsum([0] + [len(s.xy) for s in stores])
         ring_base = np.cumsum([0] + [len(s.ring_offsets) - 1 for s in stores])
-        polygon_base = np.cumsum([0] + [len(s.polygon_offsets) - 1 for s in stores])
-        other_base = np.cumsum([0] + [len(s.other) for s in stores])
-        xy = np.concatenate([s.xy for s in stores])
-        ring_offsets = np.concatenate([[0]] + [s.ring_offsets[1:] + vertex_base[i] for i, s in enumerate(stores)])
-        polygon_offsets = np.concatenate([[0]] + [s.polygon_offsets[1:] + ring_base[i] for i, s in enumerate(stores)])
-        polygon_of = np.concatenate([np.where(s.polygon_of >= 0, s.polygon_of + polygon_base[i], -1) for i, s in enumerate(stores)])
-        other_of = np.concatenate([np.where(s.other_of >= 0, s.other_of + other_base[i], -1) for i, s in enumerate(stores)])
-        other = np.concatenate([s.other for s in stores])
-        return cls(xy, ring_offsets, polygon_offsets, polygon_of, other, other_of,
+        xy = np.empty((int(vertex_base[-1]), 2))
+        for i, s in enumerate(stores):
+            xy[vertex_base[i] : vertex_base[i + 1]] = s.xy
+            _give_back(s.xy)
+        ring_offsets = np.concatenate([[0]] + [s.ring_offsets[1:] + vertex_base[i] for i, s in enumerate(stores)]).astype(np.int64)
+        polygon_offsets = np.concatenate([[0]] + [s.polygon_offsets[1:] + ring_base[i] for i, s in enumerate(stores)]).astype(np.int64)
+        kind = np.concatenate([s.kind for s in stores])
+        return cls(xy, ring_offsets, polygon_offsets, np.concatenate([s.point_xy for s in stores]).reshape(-1, 2),
+                   np.concatenate([s.other for s in stores]), kind, _slots(kind),
                    np.concatenate([s.bounds for s in stores]), np.concatenate([s.area for s in stores]))
 
     def __len__(self) -> int:
@@ -147,9 +167,9 @@ class PieceStore:
 
     @property
     def nbytes(self) -> int:
-        """The bytes its arrays hold (the shapely point and line pieces not counted)."""
-        arrays = (self.xy, self.ring_offsets, self.polygon_offsets, self.polygon_of, self.other_of, self.bounds, self.area)
-        return sum(a.nbytes for a in arrays) + self.other.nbytes
+        """The bytes its arrays hold (the shapely objects of ``other`` not counted)."""
+        arrays = (self.xy, self.ring_offsets, self.polygon_offsets, self.point_xy, self.other, self.kind, self.slot, self.bounds, self.area)
+        return sum(a.nbytes for a in arrays)
 
     def polygons(self, polygons: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(xy, ring_offsets, polygon_offsets)`` of just the polygons numbered ``polygons``, in that order."""
@@ -158,33 +178,63 @@ class PieceStore:
     def geometries(self, ids: np.ndarray) -> np.ndarray:
         """The pieces ``ids`` as shapely geometries (an object array, new objects, not prepared)."""
         ids = np.asarray(ids, dtype=np.int64)
+        kind, slot = self.kind[ids], self.slot[ids]
+        polygon = kind == POLYGON_PIECE
+        if polygon.all():
+            return self._polygons(slot) if len(ids) else np.empty(0, dtype=object)
         out = np.empty(len(ids), dtype=object)
-        if not len(ids):
-            return out
-        polygon = self.polygon_of[ids]
-        is_polygon = polygon >= 0
-        if is_polygon.all():
-            return shapely.from_ragged_array(GeometryType.POLYGON, *self._offsets(polygon))
-        if is_polygon.any():
-            out[is_polygon] = shapely.from_ragged_array(GeometryType.POLYGON, *self._offsets(polygon[is_polygon]))
-        out[~is_polygon] = self.other[self.other_of[ids[~is_polygon]]]
+        if polygon.any():
+            out[polygon] = self._polygons(slot[polygon])
+        point = kind == POINT_PIECE
+        if point.any():
+            out[point] = shapely.points(self.point_xy[slot[point]])
+        other = kind == OTHER_PIECE
+        if other.any():
+            out[other] = self.other[slot[other]]
         return out
 
-    def _offsets(self, polygons):
-        xy, rings, polygon_offsets = self.polygons(polygons)
-        return xy, (rings, polygon_offsets)
+    def _polygons(self, slots):
+        xy, rings, polygon_offsets = self.polygons(slots)
+        return shapely.from_ragged_array(GeometryType.POLYGON, xy, (rings, polygon_offsets))
 
     def take(self, ids: np.ndarray) -> PieceStore:
         """A store of the pieces ``ids`` (in that order), e.g. one layer's to reuse in a new snapshot."""
         ids = np.asarray(ids, dtype=np.int64)
-        polygon = self.polygon_of[ids]
-        is_polygon = polygon >= 0
-        xy, rings, polygon_offsets = self.polygons(polygon[is_polygon])
-        polygon_of = np.full(len(ids), -1, dtype=np.int64)
-        polygon_of[is_polygon] = np.arange(int(is_polygon.sum()))
-        other_of = np.full(len(ids), -1, dtype=np.int64)
-        other_of[~is_polygon] = np.arange(int((~is_polygon).sum()))
-        return PieceStore(xy, rings, polygon_offsets, polygon_of, self.other[self.other_of[ids[~is_polygon]]], other_of, self.bounds[ids], self.area[ids])
+        kind, slot = self.kind[ids], self.slot[ids]
+        xy, rings, polygon_offsets = self.polygons(slot[kind == POLYGON_PIECE])
+        return PieceStore(xy, rings, polygon_offsets, self.point_xy[slot[kind == POINT_PIECE]], self.other[slot[kind == OTHER_PIECE]],
+                          kind, _slots(kind), self.bounds[ids], self.area[ids])
+
+    def save(self, path: Path, xy_path: Path, **extra: np.ndarray) -> None:
+        """Persist the store (and ``extra`` arrays) as ``path`` (``.npz``) and its polygons' vertices as
+        ``xy_path`` (``.npy``, mapped when read back). Pieces held as objects are kept as WKB."""
+        wkb = shapely.to_wkb(self.other) if len(self.other) else np.array([], dtype=object)
+        wkb_offsets = np.cumsum([0] + [len(b) for b in wkb], dtype=np.int64)
+        wkb_bytes = np.frombuffer(b"".join(wkb), dtype=np.uint8)
+        with atomic_path(xy_path) as tmp, open(tmp, "wb") as file:
+            np.save(file, self.xy)
+        # written last: its presence says the vertices beside it are whole
+        with atomic_path(path) as tmp, open(tmp, "wb") as file:
+            np.savez(file, ring_offsets=self.ring_offsets, polygon_offsets=self.polygon_offsets, point_xy=self.point_xy,
+                     other_wkb=wkb_bytes, other_wkb_offsets=wkb_offsets, kind=self.kind, bounds=self.bounds, area=self.area, **extra)
+
+    @classmethod
+    def load(cls, path: Path, xy_path: Path, extra: tuple[str, ...] = ()) -> tuple[PieceStore, list[np.ndarray]]:
+        """A store written by :meth:`save`, its vertices mapped rather than read, and the ``extra`` arrays."""
+        with np.load(path, allow_pickle=False) as arrays:
+            a = {name: arrays[name] for name in arrays.files}
+        xy = np.load(xy_path, mmap_mode="r")  # read-only: concatenate copies it into a snapshot's own store
+        kind = a["kind"]
+        offsets, data = a["other_wkb_offsets"], a["other_wkb"].tobytes()
+        other = np.empty(len(offsets) - 1, dtype=object)
+        other[:] = [data[offsets[i] : offsets[i + 1]] for i in range(len(offsets) - 1)]
+        store = cls(xy, a["ring_offsets"], a["polygon_offsets"], a["point_xy"], shapely.from_wkb(other), kind, _slots(kind), a["bounds"], a["area"])
+        counts = np.bincount(kind, minlength=3)
+        if (xy.ndim != 2 or xy.shape[1] != 2 or store.ring_offsets[-1] != len(xy) or store.polygon_offsets[-1] != len(store.ring_offsets) - 1
+                or counts[POLYGON_PIECE] != len(store.polygon_offsets) - 1 or counts[POINT_PIECE] != len(store.point_xy)
+                or counts[OTHER_PIECE] != len(store.other) or not len(kind) == len(store.bounds) == len(store.area)):
+            raise ValueError(f"{path}: its arrays do not agree with one another")
+        return store, [a[name] for name in extra]
 
     def __getitem__(self, key):
         if isinstance(key, int | np.integer):
@@ -193,6 +243,22 @@ class PieceStore:
             return self.geometries(np.arange(len(self))[key])
         key = np.asarray(key)
         return self.geometries(np.flatnonzero(key) if key.dtype == bool else key)
+
+
+def _slots(kind: np.ndarray) -> np.ndarray:
+    """Each piece's place among the pieces of its kind."""
+    slot = np.empty(len(kind), dtype=np.int64)
+    for k in (POLYGON_PIECE, POINT_PIECE, OTHER_PIECE):
+        of_kind = kind == k
+        slot[of_kind] = np.arange(int(of_kind.sum()))
+    return slot
+
+
+def _give_back(array: np.ndarray) -> None:
+    """Give back the resident pages of an array mapped from a file (they stay in the page cache)."""
+    mapping = getattr(array, "_mmap", None)
+    if isinstance(mapping, mmap.mmap) and hasattr(mmap, "MADV_DONTNEED"):
+        mapping.madvise(mmap.MADV_DONTNEED)
 
 
 # -- the tree -------------------------------------------------------------------------------------

@@ -36,7 +36,7 @@ def pieces() -> np.ndarray:
     cut, _ = subdivide(np.array(polygons + grid, dtype=object), 32)
     points = [shapely.Point(p) for p in rng.uniform(0, 1000, (200, 2))] + [shapely.Point(10, 10), shapely.Point(20, 20)]
     lines = [shapely.LineString(rng.uniform(0, 1000, (3, 2))) for _ in range(50)]
-    multi = [shapely.MultiPoint(rng.uniform(0, 1000, (3, 2))), shapely.MultiLineString([[(0, 0), (5, 5)], [(7, 7), (9, 1)]])]
+    multi = [shapely.MultiPoint(rng.uniform(0, 1000, (3, 2))), shapely.MultiLineString([[(0, 0), (5, 5)], [(7, 7), (9, 1)]]), shapely.Point(), shapely.Polygon()]
     everything = np.concatenate([cut, np.array(points + lines + multi, dtype=object)])
     return everything[rng.permutation(len(everything))]  # polygons and the rest mixed, as a store may hold them
 
@@ -58,7 +58,7 @@ def test_store_gives_back_each_piece_as_it_was_made(pieces):
     assert all(shapely.equals_exact(built, pieces[ids], tolerance=0))
     assert (shapely.get_type_id(built) == shapely.get_type_id(pieces[ids])).all()
     assert np.array_equal(store.area, shapely.area(pieces))
-    assert np.array_equal(store.bounds, shapely.bounds(pieces))
+    assert np.array_equal(store.bounds, shapely.bounds(pieces), equal_nan=True)
     assert store[int(ids[0])].equals_exact(pieces[ids[0]], 0)
 
 
@@ -67,7 +67,7 @@ def test_taken_and_joined_stores_hold_the_same_pieces(pieces):
     half = len(pieces) // 2
     joined = PieceStore.concatenate([store.take(np.arange(half)), PieceStore.from_geometries(pieces[half:])])
     assert all(shapely.equals_exact(joined[:], pieces, tolerance=0))
-    assert np.array_equal(joined.area, store.area) and np.array_equal(joined.bounds, store.bounds)
+    assert np.array_equal(joined.area, store.area) and np.array_equal(joined.bounds, store.bounds, equal_nan=True)
 
 
 def test_tree_finds_what_strtree_finds_in_its_order(pieces):
@@ -133,3 +133,64 @@ def test_the_index_finds_each_sites_pieces_in_its_former_strtree_order(sample_in
         assert snap.tree.query(box).tolist() == expected.tolist()
         met += len(expected) > 1
     assert met > 10
+
+
+def test_a_saved_store_loads_as_it_was(pieces, tmp_path):
+    store = PieceStore.from_geometries(pieces)
+    rows = np.arange(len(pieces)) * 3
+    store.save(tmp_path / "p.npz", tmp_path / "p.xy.npy", row=rows)
+    loaded, (loaded_rows,) = PieceStore.load(tmp_path / "p.npz", tmp_path / "p.xy.npy", ("row",))
+    assert np.array_equal(loaded_rows, rows)
+    joined = PieceStore.concatenate([loaded])  # a snapshot's store: its own copy of the mapped vertices
+    assert joined.xy.flags.writeable and all(shapely.equals_exact(joined[:], pieces, tolerance=0))
+    assert np.array_equal(joined.area, store.area) and np.array_equal(joined.bounds, store.bounds, equal_nan=True)
+
+
+def test_vertices_that_do_not_match_their_offsets_are_refused(pieces, tmp_path):
+    store = PieceStore.from_geometries(pieces)
+    store.save(tmp_path / "p.npz", tmp_path / "p.xy.npy")
+    np.save(tmp_path / "p.xy.npy", store.xy[:-1])
+    with pytest.raises(ValueError):
+        PieceStore.load(tmp_path / "p.npz", tmp_path / "p.xy.npy")
+
+
+def _answers(index, sites):
+    out = []
+    for site in sites:
+        answer = index.check(site)
+        answer["provenance"].pop("checked_at")
+        out.append(answer)
+    return out
+
+
+def test_derived_pieces_answer_as_the_pieces_they_were_cut_as(sample_cache, tmp_path):
+    """A cold start reads the pieces a first build cut and saved (or, from a cache derived before
+    they were arrays, their WKB) and answers every site exactly as that first build did."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from datasets.crs import to_wgs84
+
+    cache = LayerCache(copy_cache(sample_cache, tmp_path / "cache"))
+    for old in cache.derived_dir.glob("*.pieces-*"):
+        old.unlink()
+    first = ConstraintIndex.from_cache(cache, load_catalogue())
+    snap = first.snapshot
+    rng = np.random.default_rng(9)
+    centres = snap.pieces.bounds[rng.choice(len(snap.pieces), 40, replace=False)]
+    sites = [to_wgs84(shapely.Point((b[0] + b[2]) / 2, (b[1] + b[3]) / 2).buffer(rng.uniform(5, 300), 4)) for b in centres]
+    expected = _answers(first, sites)
+    assert sum(bool(c["entities"]) for a in expected for c in a["constraints"]) > 10
+    saved = sorted(p.name for p in cache.derived_dir.glob("*.pieces-v4.*"))
+    assert len(saved) == 2 * len(snap.layer_list)
+    assert _answers(ConstraintIndex.from_cache(cache, load_catalogue()), sites) == expected
+
+    for i, layer in enumerate(snap.layer_list):  # the same pieces as a cache derived before v4 held them
+        ids = np.flatnonzero(snap.piece_layer == i)
+        table = pa.table({"wkb": shapely.to_wkb(snap.pieces[ids]), "row": snap.piece_row[ids]})
+        table = table.replace_schema_metadata({b"entity_area": layer.area.tobytes()})
+        pq.write_table(table, cache.derived_path(layer.name, layer.entry["version"], "pieces-v3.parquet"))
+    for saved in cache.derived_dir.glob("*.pieces-v4.*"):
+        saved.unlink()
+    assert _answers(ConstraintIndex.from_cache(cache, load_catalogue()), sites) == expected
+    assert len(list(cache.derived_dir.glob("*.pieces-v4.*"))) == 2 * len(snap.layer_list)
