@@ -41,15 +41,16 @@ from datasets.crs import OutsideGridError, ostn15_grid, to_bng
 from datasets.england import OUTSIDE_ENGLAND, PARTLY_OUTSIDE_ENGLAND, england_part
 from datasets.sync import is_stale
 
-from .pieces import PieceStore, PieceTree, strtree_rank
+from .pieces import POLYGON_PIECE, PieceStore, PieceTree, strtree_rank
+from .polygon_overlay import CROSSES, DISJOINT, PIECE_INSIDE, SITE_INSIDE, UNDECIDED, pair_overlaps
 from .site import Site, SiteLimits, parse_site
 from .wkb_column import LINE, POINT, POLYGON, WkbColumn, map_wkb_file, write_wkb_file  # noqa: F401 (kinds re-exported)
 
 log = logging.getLogger("redline.index")
 
 MAX_PIECE_VERTICES = 256
-# v4: the pieces' ragged arrays as numpy files (the vertices mapped); v3 (the same pieces as WKB in Parquet) is read
-# when v4 is missing and rewritten as v4. v3: layers reprojected by the OSTN15 grid read once from convertbng, both
+# v4: the pieces' ragged arrays as numpy files (the vertices mapped), with each piece's validity; v3 (the same pieces
+# as WKB in Parquet) is read when v4 is missing and rewritten as v4. v3: layers reprojected by the OSTN15 grid read once from convertbng, both
 # ways, as sites are (v2 mixed in convertbng calls).
 DERIVED_FORMAT = "pieces-v4"
 WKB_PIECES_FORMAT = "pieces-v3"
@@ -464,20 +465,29 @@ class _Pairs:
 
     A single site (the service's case) stays a scalar that each GEOS operation broadcasts; with many,
     ``site_of`` names each pair's site, the pairs grouped by site and each site's in the tree's order.
-    The pieces' GEOS geometries are built from the store for the pairs found (``pieces``), not held.
+
+    A pair of a polygon site and a polygon piece is first put to :func:`polygon_overlay.pair_overlaps`,
+    which says how the two meet and what area they share in one compiled pass for all pairs; GEOS is
+    asked only about the pairs it leaves undecided (boundaries that touch or run together) and about
+    point and line pieces, whose shapely geometries are built from the store for those pairs alone.
     """
 
     one: bool
-    sites: np.ndarray  # the sites' BNG geometries, prepared
+    sites: np.ndarray  # the sites' BNG geometries (prepared when GEOS is first asked)
     site_areas: np.ndarray
     site_of: np.ndarray  # per pair: the position of its site
     hits: np.ndarray  # per pair: the piece
-    pieces: np.ndarray  # per pair: the piece's shapely geometry, built for this call
+    store: PieceStore
     piece_area: np.ndarray
+    pieces: np.ndarray  # per pair: the piece's shapely geometry once built (``_geometries``), else None
+    built: np.ndarray  # per pair: whether ``pieces`` holds it
+    prepared: bool = False
     # set by keep_meeting
     inside: np.ndarray | None = None  # the site holds the piece properly
     poly_piece: np.ndarray | None = None  # the piece is (part of) a polygon
     polygon_site: np.ndarray | np.bool_ | None = None  # the pair's site is an area
+    relation: np.ndarray | None = None  # per pair: pair_overlaps' relation (UNDECIDED where it was not asked)
+    shared: np.ndarray | None = None  # per pair: pair_overlaps' area where it decided
 
     @classmethod
     def candidates(cls, snap: Snapshot, sites: list[Site], datasets: set[str] | None) -> _Pairs | None:
@@ -492,9 +502,8 @@ class _Pairs:
             site_of, hits = site_of[keep], hits[keep]
         if not len(hits):
             return None
-        site_areas = shapely.area(geoms)
-        shapely.prepare(geoms)
-        return cls(one, geoms, site_areas, site_of, hits, snap.pieces.geometries(hits), snap.pieces.area[hits])
+        store = snap.pieces
+        return cls(one, geoms, shapely.area(geoms), site_of, hits, store, store.area[hits], np.empty(len(hits), dtype=object), np.zeros(len(hits), dtype=bool))
 
     def per_site(self, values, mask=None):
         """A per-site value for each pair (or those in ``mask``); the scalar for one site."""
@@ -502,24 +511,58 @@ class _Pairs:
             return values[0]
         return values[self.site_of] if mask is None else values[self.site_of[mask]]
 
-    def keep_meeting(self) -> bool:
-        """Keep the pairs whose piece really meets its site (not only its box); whether any are left.
+    def _sites(self, mask):
+        """The sites of the pairs in ``mask``, prepared, for GEOS (the scalar for one site)."""
+        if not self.prepared:
+            shapely.prepare(self.sites)
+            self.prepared = True
+        return self.per_site(self.sites, mask)
 
-        The sites are prepared once and asked about each of their pieces; a piece the site holds
-        properly needs no further asking.
-        """
+    def _geometries(self, mask) -> np.ndarray:
+        """The shapely geometries of the pieces of the pairs in ``mask``, built from the store once."""
+        todo = mask & ~self.built
+        if todo.any():
+            self.pieces[todo] = self.store.geometries(self.hits[todo])
+            self.built |= todo
+        return self.pieces[mask]
+
+    def _overlay(self, pair_poly) -> tuple[np.ndarray, np.ndarray]:
+        """pair_overlaps' relation and area for each pair of a polygon site and a valid polygon piece
+        (UNDECIDED, and 0, for the others)."""
+        relation = np.full(len(self.hits), UNDECIDED, dtype=np.int8)
+        shared = np.zeros(len(self.hits))
+        site_slot, site_arrays = _site_polygons(self.sites)
+        ask = pair_poly & (self.store.kind[self.hits] == POLYGON_PIECE) & self.store.valid[self.hits] & (site_slot[self.site_of] >= 0)
+        if ask.any():
+            store = self.store
+            shared[ask], relation[ask] = pair_overlaps(*site_arrays, store.xy, store.ring_offsets, store.polygon_offsets,
+                                                       site_slot[self.site_of[ask]], store.slot[self.hits[ask]])
+        return relation, shared
+
+    def keep_meeting(self) -> bool:
+        """Keep the pairs whose piece really meets its site (not only its box); whether any are left."""
         polygon_site = self.per_site(self.site_areas) > 0
         poly_piece = self.piece_area > 0
-        inside = poly_piece & polygon_site
-        if inside.any():
-            inside[inside] = shapely.contains_properly(self.per_site(self.sites, inside), self.pieces[inside])
-        meets = inside.copy()
-        meets[~inside] = shapely.intersects(self.per_site(self.sites, ~inside), self.pieces[~inside])  # the prepared site first
+        pair_poly = poly_piece & polygon_site
+        relation, shared = self._overlay(pair_poly)
+        inside = relation == PIECE_INSIDE
+        meets = (relation != UNDECIDED) & (relation != DISJOINT)
+        ask = relation == UNDECIDED
+        if ask.any():  # GEOS, as for every pair before the kernel: does the site hold the piece, else meet it?
+            held = ask & pair_poly
+            if held.any():
+                inside[held] = shapely.contains_properly(self._sites(held), self._geometries(held))
+            rest = ask & ~inside
+            meets[ask & inside] = True
+            if rest.any():
+                meets[rest] = shapely.intersects(self._sites(rest), self._geometries(rest))  # the prepared site first
         if not meets.all():
-            self.site_of, self.hits, self.pieces, self.piece_area = self.site_of[meets], self.hits[meets], self.pieces[meets], self.piece_area[meets]
-            inside, poly_piece = inside[meets], poly_piece[meets]
+            self.site_of, self.hits, self.piece_area = self.site_of[meets], self.hits[meets], self.piece_area[meets]
+            self.pieces, self.built = self.pieces[meets], self.built[meets]
+            inside, poly_piece, relation, shared = inside[meets], poly_piece[meets], relation[meets], shared[meets]
             polygon_site = self.per_site(self.site_areas) > 0
         self.inside, self.poly_piece, self.polygon_site = inside, poly_piece, polygon_site
+        self.relation, self.shared = relation, shared
         return len(self.hits) > 0
 
     def overlap_areas(self) -> np.ndarray:
@@ -528,10 +571,16 @@ class _Pairs:
         area = np.zeros(len(self.hits))
         area[inside] = self.piece_area[inside]
         rest = self.poly_piece & self.polygon_site & ~inside
+        # a piece that holds the whole site overlaps it by the site's area
+        whole = rest & (self.relation == SITE_INSIDE)
+        area[whole] = self.site_areas[0] if self.one else self.site_areas[self.site_of[whole]]
+        crossing = rest & (self.relation == CROSSES)
+        area[crossing] = self.shared[crossing]
+        rest &= self.relation == UNDECIDED
         if rest.any():
-            # a piece that holds the whole site overlaps it by the site's area; the others are first
-            # cut to the site's bounding box (cheap, no topology) so the exact intersection has less to do
-            partial, partial_site = self.pieces[rest], self.per_site(self.sites, rest)
+            # GEOS: the pieces that hold the whole site, then the others cut to the site's bounding box
+            # (cheap, no topology) so that the exact intersection has less to do
+            partial, partial_site = self._geometries(rest), self._sites(rest)
             whole = shapely.contains_properly(partial, partial_site)
             overlap = np.full(len(partial), self.site_areas[0]) if self.one else self.site_areas[self.site_of[rest]]
             if not whole.all():
@@ -555,8 +604,23 @@ class _Pairs:
         interior = np.ones(len(self.hits), dtype=bool)
         edge_only = ~self.poly_piece | ~self.polygon_site
         if edge_only.any():
-            interior[edge_only] = ~shapely.touches(self.pieces[edge_only], self.per_site(self.sites, edge_only))
+            interior[edge_only] = ~shapely.touches(self._geometries(edge_only), self._sites(edge_only))
         return interior
+
+
+def _site_polygons(sites: np.ndarray) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Each site's place among the sites that are single polygons (-1 for the others: multipolygons
+    and points go to GEOS), and those polygons' ragged arrays (``xy``, ring offsets, polygon offsets)."""
+    polygon = shapely.get_type_id(sites) == shapely.GeometryType.POLYGON
+    slot = np.full(len(sites), -1, dtype=np.int64)
+    slot[polygon] = np.arange(int(polygon.sum()))
+    if len(sites) == 1 and polygon[0] and shapely.get_num_interior_rings(sites[0]) == 0:
+        xy = shapely.get_coordinates(sites[0])  # the usual site: one ring, no holes (what to_ragged_array gives, sooner)
+        return slot, (xy, np.array([0, len(xy)], dtype=np.int64), np.array([0, 1], dtype=np.int64))
+    if not polygon.any():
+        return slot, (np.zeros((0, 2)), np.zeros(1, np.int64), np.zeros(1, np.int64))
+    _, xy, (ring_offsets, rings) = shapely.to_ragged_array(sites[polygon], include_z=False)
+    return slot, (xy, ring_offsets, rings)
 
 
 @dataclass(frozen=True, slots=True)

@@ -96,12 +96,12 @@ class PieceStore:
     else (lines, multi-part pieces) as shapely objects.
 
     Piece ``i`` is, by ``kind[i]``, polygon ``slot[i]`` of the ragged arrays (``xy``, ``ring_offsets``,
-    ``polygon_offsets``), point ``point_xy[slot[i]]`` or ``other[slot[i]]``. ``bounds`` (n, 4) and
-    ``area`` are per piece (area 0 for points and lines). Indexing it (``store[ids]``) gives shapely
+    ``polygon_offsets``), point ``point_xy[slot[i]]`` or ``other[slot[i]]``. ``bounds`` (n, 4),
+    ``area`` (0 for points and lines) and ``valid`` (GEOS's ``is_valid``) are per piece. Indexing it (``store[ids]``) gives shapely
     geometries, as the object array it replaces did.
     """
 
-    def __init__(self, xy, ring_offsets, polygon_offsets, point_xy, other, kind, slot, bounds, area):
+    def __init__(self, xy, ring_offsets, polygon_offsets, point_xy, other, kind, slot, bounds, area, valid):
         self.xy = xy
         self.ring_offsets = ring_offsets
         self.polygon_offsets = polygon_offsets
@@ -111,12 +111,14 @@ class PieceStore:
         self.slot = slot
         self.bounds = bounds
         self.area = area
+        # what constraints.polygon_overlay assumes of a polygon: checked once, when the pieces are cut
+        self.valid = valid
 
     @classmethod
     def empty(cls) -> PieceStore:
         none = np.zeros(0, dtype=np.int64)
         return cls(np.zeros((0, 2)), np.zeros(1, np.int64), np.zeros(1, np.int64), np.zeros((0, 2)), np.array([], dtype=object),
-                   np.zeros(0, np.int8), none, np.zeros((0, 4)), np.zeros(0))
+                   np.zeros(0, np.int8), none, np.zeros((0, 4)), np.zeros(0), np.zeros(0, bool))
 
     @classmethod
     def from_geometries(cls, pieces: np.ndarray) -> PieceStore:
@@ -137,7 +139,7 @@ class PieceStore:
         point_xy = shapely.get_coordinates(pieces[kind == POINT_PIECE]).reshape(-1, 2)
         return cls(np.ascontiguousarray(xy, dtype=np.float64), ring_offsets.astype(np.int64), polygon_offsets.astype(np.int64),
                    np.ascontiguousarray(point_xy, dtype=np.float64), pieces[kind == OTHER_PIECE], kind, slot,
-                   shapely.bounds(pieces), shapely.area(pieces))
+                   shapely.bounds(pieces), shapely.area(pieces), shapely.is_valid(pieces))
 
     @classmethod
     def concatenate(cls, stores: list[PieceStore]) -> PieceStore:
@@ -160,7 +162,7 @@ class PieceStore:
         kind = np.concatenate([s.kind for s in stores])
         return cls(xy, ring_offsets, polygon_offsets, np.concatenate([s.point_xy for s in stores]).reshape(-1, 2),
                    np.concatenate([s.other for s in stores]), kind, _slots(kind),
-                   np.concatenate([s.bounds for s in stores]), np.concatenate([s.area for s in stores]))
+                   np.concatenate([s.bounds for s in stores]), np.concatenate([s.area for s in stores]), np.concatenate([s.valid for s in stores]))
 
     def __len__(self) -> int:
         return len(self.area)
@@ -168,7 +170,7 @@ class PieceStore:
     @property
     def nbytes(self) -> int:
         """The bytes its arrays hold (the shapely objects of ``other`` not counted)."""
-        arrays = (self.xy, self.ring_offsets, self.polygon_offsets, self.point_xy, self.other, self.kind, self.slot, self.bounds, self.area)
+        arrays = (self.xy, self.ring_offsets, self.polygon_offsets, self.point_xy, self.other, self.kind, self.slot, self.bounds, self.area, self.valid)
         return sum(a.nbytes for a in arrays)
 
     def polygons(self, polygons: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -203,7 +205,7 @@ class PieceStore:
         kind, slot = self.kind[ids], self.slot[ids]
         xy, rings, polygon_offsets = self.polygons(slot[kind == POLYGON_PIECE])
         return PieceStore(xy, rings, polygon_offsets, self.point_xy[slot[kind == POINT_PIECE]], self.other[slot[kind == OTHER_PIECE]],
-                          kind, _slots(kind), self.bounds[ids], self.area[ids])
+                          kind, _slots(kind), self.bounds[ids], self.area[ids], self.valid[ids])
 
     def save(self, path: Path, xy_path: Path, **extra: np.ndarray) -> None:
         """Persist the store (and ``extra`` arrays) as ``path`` (``.npz``) and its polygons' vertices as
@@ -216,7 +218,7 @@ class PieceStore:
         # written last: its presence says the vertices beside it are whole
         with atomic_path(path) as tmp, open(tmp, "wb") as file:
             np.savez(file, ring_offsets=self.ring_offsets, polygon_offsets=self.polygon_offsets, point_xy=self.point_xy,
-                     other_wkb=wkb_bytes, other_wkb_offsets=wkb_offsets, kind=self.kind, bounds=self.bounds, area=self.area, **extra)
+                     other_wkb=wkb_bytes, other_wkb_offsets=wkb_offsets, kind=self.kind, bounds=self.bounds, area=self.area, valid=self.valid, **extra)
 
     @classmethod
     def load(cls, path: Path, xy_path: Path, extra: tuple[str, ...] = ()) -> tuple[PieceStore, list[np.ndarray]]:
@@ -228,11 +230,11 @@ class PieceStore:
         offsets, data = a["other_wkb_offsets"], a["other_wkb"].tobytes()
         other = np.empty(len(offsets) - 1, dtype=object)
         other[:] = [data[offsets[i] : offsets[i + 1]] for i in range(len(offsets) - 1)]
-        store = cls(xy, a["ring_offsets"], a["polygon_offsets"], a["point_xy"], shapely.from_wkb(other), kind, _slots(kind), a["bounds"], a["area"])
+        store = cls(xy, a["ring_offsets"], a["polygon_offsets"], a["point_xy"], shapely.from_wkb(other), kind, _slots(kind), a["bounds"], a["area"], a["valid"])
         counts = np.bincount(kind, minlength=3)
         if (xy.ndim != 2 or xy.shape[1] != 2 or store.ring_offsets[-1] != len(xy) or store.polygon_offsets[-1] != len(store.ring_offsets) - 1
                 or counts[POLYGON_PIECE] != len(store.polygon_offsets) - 1 or counts[POINT_PIECE] != len(store.point_xy)
-                or counts[OTHER_PIECE] != len(store.other) or not len(kind) == len(store.bounds) == len(store.area)):
+                or counts[OTHER_PIECE] != len(store.other) or not len(kind) == len(store.bounds) == len(store.area) == len(store.valid)):
             raise ValueError(f"{path}: its arrays do not agree with one another")
         return store, [a[name] for name in extra]
 

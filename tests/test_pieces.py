@@ -57,7 +57,7 @@ def test_store_gives_back_each_piece_as_it_was_made(pieces):
     assert len(store) == len(pieces)
     assert all(shapely.equals_exact(built, pieces[ids], tolerance=0))
     assert (shapely.get_type_id(built) == shapely.get_type_id(pieces[ids])).all()
-    assert np.array_equal(store.area, shapely.area(pieces))
+    assert np.array_equal(store.area, shapely.area(pieces)) and np.array_equal(store.valid, shapely.is_valid(pieces))
     assert np.array_equal(store.bounds, shapely.bounds(pieces), equal_nan=True)
     assert store[int(ids[0])].equals_exact(pieces[ids[0]], 0)
 
