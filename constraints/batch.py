@@ -17,8 +17,10 @@ How a run goes:
 3. Each partition is one Dask task. A worker builds the constraint index once from the shared cache
    folder (``worker_index``, a module-level cache in the worker process, refreshed only when the
    cache's generation changes) and never receives it over the network: tasks carry only site WKB.
-   The task writes its rows to ``<out>.parts/part-NNNNN.parquet`` by temp file and rename, so a part
-   on disk is always complete. Sites that fail ``parse_site`` are recorded in that part's metadata.
+   The task writes its rows to ``<out>.parts/part-NNNNN.arrow`` (Arrow IPC, LZ4: a tenth of the CPU of
+   Parquet to write and next to none to read back, since only the final file is kept) by temp file
+   and rename, so a part on disk is always complete. Sites that fail ``parse_site`` are recorded in
+   that part's metadata.
 4. When every part is there, they are streamed into one GeoParquet (or CSV) file, written under a
    temporary name and renamed: the result appears whole or not at all. Bad rows go to
    ``<out>.errors.csv`` (row, id, reason), written before the result.
@@ -76,7 +78,7 @@ log = logging.getLogger("redline.batch")
 
 DEFAULT_PARTITION_SIZE = 2000
 HILBERT_LEVEL = 16
-PART_FORMAT = "redline-batch-part-1"
+PART_FORMAT = "redline-batch-part-2"  # Arrow IPC; -1 was Parquet
 STATUSES = ("intersects", "clear", "unknown")
 RESERVED_COLUMNS = ("key", "status", "reason", "entities", "names", "overlap_m2", "nearby", "site_area_m2", "geometry")
 LIST_COLUMNS = ("entities", "names", "overlap_m2", "nearby")  # JSON arrays in a CSV result
@@ -135,14 +137,7 @@ def read_sites(
     from datasets.loaders import kebab
 
     path = Path(path)
-    if not path.exists():
-        raise BatchError(f"{path} does not exist")
-    if path.is_dir():
-        raise BatchError(f"{path} is a folder; give a file ({', '.join(READABLE)})")
-    if path.suffix.lower() not in READABLE:
-        raise BatchError(
-            f"{path.name}: unsupported file type {path.suffix!r}; give one of {', '.join(READABLE)}"
-        )
+    _check_sites_path(path)
     read = _read_rows(path, layer, crs)
     frame = read.frame
     rows = np.arange(1, len(frame) + 1, dtype=np.int64)
@@ -169,6 +164,18 @@ def read_sites(
     keep = read.problems == None  # noqa: E711 - elementwise on an object array
     errors = [(int(rows[i]), _plain(ids[i]), str(read.problems[i])) for i in np.flatnonzero(~keep)]
     return SiteTable(out_name, ids[keep], rows[keep], geometry[keep], errors)
+
+
+def _check_sites_path(path: Path) -> None:
+    """Refuse a sites path that cannot be read at all, before anything starts."""
+    if not path.exists():
+        raise BatchError(f"{path} does not exist")
+    if path.is_dir():
+        raise BatchError(f"{path} is a folder; give a file ({', '.join(READABLE)})")
+    if path.suffix.lower() not in READABLE:
+        raise BatchError(
+            f"{path.name}: unsupported file type {path.suffix!r}; give one of {', '.join(READABLE)}"
+        )
 
 
 def _plain(value):
@@ -415,26 +422,27 @@ class _Rows:
         """The output rows as a table: each column made from the distinct answers, taken per output row."""
         distinct = self.answers
         which = np.frombuffer(self.which, dtype=np.int64) if len(self.which) else np.zeros(0, dtype=np.int64)
-        taken = pa.array(which)
         slots = np.repeat(np.arange(len(self.per_site), dtype=np.int32), self.per_site)
         found = [a["entities"] for a in distinct]
-        found_at = _offsets(found)
         flat = list(chain.from_iterable(found))
+        # entities, names and overlaps are lists of the same lengths: their offsets and the positions
+        # of their items are worked out once, and each column takes its items with them
+        found_at, found_items = _taken_lists(found, which)
         near = [a.get("nearby") or () for a in distinct]
+        near_at, near_items = _taken_lists(near, which)
+        status = np.fromiter((STATUSES.index(a["status"]) for a in distinct), dtype=np.int8, count=len(distinct))
         return pa.table(
             {
                 id_field: ids.take(pa.array(slots)),
                 "key": _encoded([a["key"] for a in distinct], which),
-                "status": pa.DictionaryArray.from_arrays(
-                    pa.array([STATUSES.index(a["status"]) for a in distinct], type=pa.int8()).take(taken), pa.array(STATUSES)
-                ),
-                "entities": pa.ListArray.from_arrays(found_at, pa.array([int(e["entity"]) for e in flat], type=pa.int64())).take(taken),
+                "status": pa.DictionaryArray.from_arrays(pa.array(status[which]), pa.array(STATUSES)),
+                "entities": pa.ListArray.from_arrays(found_at, pa.array(_entity_ids(flat)[found_items])),
                 "reason": _encoded([a.get("reason") if a["status"] == "unknown" else None for a in distinct], which),
-                "names": pa.ListArray.from_arrays(found_at, pa.array([e.get("name") for e in flat], type=pa.string())).take(taken),
-                "overlap_m2": pa.ListArray.from_arrays(found_at, pa.array([e.get("overlap_m2") for e in flat], type=pa.float64())).take(taken),
-                "nearby": pa.ListArray.from_arrays(
-                    _offsets(near), pa.array([int(e["entity"]) for e in chain.from_iterable(near)], type=pa.int64())
-                ).take(taken),
+                "names": pa.ListArray.from_arrays(found_at, pa.array([e.get("name") for e in flat], type=pa.string()).take(found_items)),
+                "overlap_m2": pa.ListArray.from_arrays(
+                    found_at, pa.array([e.get("overlap_m2") for e in flat], type=pa.float64()).take(found_items)
+                ),
+                "nearby": pa.ListArray.from_arrays(near_at, pa.array(_entity_ids(list(chain.from_iterable(near)))[near_items])),
                 "site_area_m2": pa.array(areas[slots], type=pa.float64()),
                 "geometry": pa.DictionaryArray.from_arrays(pa.array(slots, type=pa.int32()), pa.array(wkbs, type=pa.binary())),
             },
@@ -442,11 +450,24 @@ class _Rows:
         )
 
 
-def _offsets(groups: list) -> pa.Array:
-    """Where each group starts in the groups laid end to end, and where the last ends (list offsets)."""
-    offsets = np.zeros(len(groups) + 1, dtype=np.int32)
-    np.cumsum(np.fromiter(map(len, groups), dtype=np.int32, count=len(groups)), out=offsets[1:])
-    return pa.array(offsets)
+def _entity_ids(entities: list[dict]) -> np.ndarray:
+    return np.fromiter((e["entity"] for e in entities), dtype=np.int64, count=len(entities))
+
+
+def _taken_lists(groups: list, which: np.ndarray) -> tuple[pa.Array, np.ndarray]:
+    """For rows that are ``groups[which]``: their list offsets, and where each of their items lies
+    in the groups laid end to end (what a list column's ``take(which)`` works out, once for several
+    columns of the same lengths)."""
+    lengths = np.fromiter(map(len, groups), dtype=np.int64, count=len(groups))
+    starts = np.zeros(len(groups) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=starts[1:])
+    row_lengths = lengths[which]
+    offsets = np.zeros(len(which) + 1, dtype=np.int32)
+    np.cumsum(row_lengths, out=offsets[1:])
+    # the k-th item of row r is item (k - offsets[r]) of group which[r]
+    row_of_item = np.repeat(np.arange(len(which)), row_lengths)
+    items = np.arange(offsets[-1], dtype=np.int64) + (starts[which] - offsets[:-1])[row_of_item]
+    return pa.array(offsets), items
 
 
 def _encoded(values: list[str | None], which: np.ndarray) -> pa.DictionaryArray:
@@ -471,9 +492,19 @@ def _parse_one(geom, index: ConstraintIndex):
         return err
 
 
-def _write_atomic_table(table: pa.Table, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        pq.write_table(table, tmp, compression="zstd")
+def _write_part(table: pa.Table, path: Path) -> None:
+    """Write a part as an Arrow IPC file, atomically: one record batch, LZ4-compressed."""
+    with atomic_path(path) as tmp, pa.OSFile(str(tmp), "wb") as sink:
+        options = pa.ipc.IpcWriteOptions(compression="lz4")
+        with pa.ipc.new_file(sink, table.schema, options=options) as writer:
+            writer.write_table(table.combine_chunks())
+
+
+@contextlib.contextmanager
+def _read_part(path: Path):
+    """A part's rows, read from the file mapped in memory (valid inside the ``with`` only)."""
+    with pa.memory_map(str(path)) as source:
+        yield pa.ipc.open_file(source).read_all()
 
 
 def run_partition(task: dict) -> dict:
@@ -483,7 +514,7 @@ def run_partition(task: dict) -> dict:
     the layer data version the run expects; a worker whose cache has moved on refuses, rather than
     mixing two versions of the layers in one result.
     """
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     index = worker_index(task["spec"])
     if index.data_version != task["data_version"]:
         raise BatchRunError(
@@ -511,13 +542,14 @@ def run_partition(task: dict) -> dict:
         "errors": [[r, i, m] for r, i, m in errors],
     }
     table = table.replace_schema_metadata({b"redline": orjson.dumps(meta)})
-    _write_atomic_table(table, Path(task["path"]))
+    _write_part(table, Path(task["path"]))
     return {
         "part": task["part"],
         "sites": len(task["rows"]),
         "rows": table.num_rows,
         "errors": len(errors),
         "seconds": time.perf_counter() - started,
+        "cpu_seconds": time.process_time() - cpu_started,  # the worker's, whatever else the machine runs
         "pid": os.getpid(),
     }
 
@@ -525,7 +557,8 @@ def run_partition(task: dict) -> dict:
 def read_part_meta(path: Path) -> dict | None:
     """A finished part's metadata, or None when the file is not a complete part."""
     try:
-        meta = pq.read_schema(path).metadata or {}
+        with pa.memory_map(str(path)) as source:
+            meta = pa.ipc.open_file(source).schema.metadata or {}
         info = orjson.loads(meta[b"redline"])
     except (OSError, KeyError, ValueError, pa.ArrowInvalid):
         return None
@@ -548,8 +581,9 @@ class BatchReport:
     data_version: str
     seconds: float
     check_seconds: float  # from the first task submitted to the last part written
-    cluster_seconds: float  # starting or connecting to the cluster and building the workers' indexes
+    cluster_seconds: float  # starting or connecting to the cluster and building the workers' indexes (the sites are read meanwhile)
     finalise_seconds: float
+    task_cpu_seconds: float = 0.0  # CPU the workers spent in this run's tasks (all attempts)
 
     def summary(self) -> str:
         rate = self.checked / self.check_seconds if self.check_seconds > 0 else float("nan")
@@ -688,7 +722,7 @@ class _Run:
         return pa.int64() if self.table.ids.dtype.kind in "iu" else pa.string()
 
     def part_path(self, n: int) -> Path:
-        return self.parts / f"part-{n:05d}.parquet"
+        return self.parts / f"part-{n:05d}.arrow"
 
 
 @dataclass(frozen=True)
@@ -699,6 +733,7 @@ class _Checked:
     skipped: int  # finished parts reused from the run resumed
     cluster_seconds: float
     check_seconds: float
+    task_cpu_seconds: float
 
 
 def run_batch(sites: Path | str, out: Path | str, options: BatchOptions | None = None, **fields) -> BatchReport:
@@ -710,7 +745,7 @@ def run_batch(sites: Path | str, out: Path | str, options: BatchOptions | None =
     Raises
     ------
     BatchError
-        Bad input or options (nothing was started).
+        Bad input or options (nothing was written; a cluster started for the run is closed again).
     BatchRunError
         The run failed part way; finished parts are kept and ``resume=True`` reuses them.
     """
@@ -720,10 +755,13 @@ def run_batch(sites: Path | str, out: Path | str, options: BatchOptions | None =
     kind = _check_output_and_options(out, options)
     spec = options.index_spec()
     keys = _check_keys(spec, options.keys)
-    table = read_sites(sites, id_field=options.id_field, layer=options.layer, crs=options.crs)
-    run = _plan(sites, out, kind, options, spec, keys, table)
-    _start_parts(run)
-    checked = _check_on_cluster(run)
+    _check_sites_path(sites)
+    # The workers build their indexes (the longest fixed cost) while this process reads the sites.
+    with _Cluster(options, spec) as cluster:
+        table = read_sites(sites, id_field=options.id_field, layer=options.layer, crs=options.crs)
+        run = _plan(sites, out, kind, options, spec, keys, table)
+        _start_parts(run)
+        checked = cluster.check(run)
     t_final = time.perf_counter()
     errors, rows = _finalise(run, checked.data_version)
     return BatchReport(
@@ -738,6 +776,7 @@ def run_batch(sites: Path | str, out: Path | str, options: BatchOptions | None =
         data_version=checked.data_version,
         seconds=time.perf_counter() - started,
         check_seconds=checked.check_seconds,
+        task_cpu_seconds=checked.task_cpu_seconds,
         cluster_seconds=checked.cluster_seconds,
         finalise_seconds=time.perf_counter() - t_final,
     )
@@ -814,42 +853,82 @@ def _start_parts(run: _Run) -> None:
     atomic_write_bytes(run.parts / "run.json", json.dumps(run.fingerprint, indent=1).encode())
 
 
-def _check_on_cluster(run: _Run) -> _Checked:
-    """Start (or reach) the cluster, have every worker build its index, and run the parts still to do."""
-    options = run.options
-    t_cluster = time.perf_counter()
-    client, cluster = _connect(options.scheduler, options.workers)
-    try:
-        data_version = _workers_data_version(client, run.spec)
-        cluster_seconds = time.perf_counter() - t_cluster
-        todo, skipped = _tasks(run, data_version)
-        t_check = time.perf_counter()
-        _run_tasks(client, todo, len(run.chunks), skipped, options.progress, options.on_part)
-        check_seconds = time.perf_counter() - t_check
-    finally:
+class _Cluster:
+    """The run's Dask cluster, started (or reached) in the background, with every worker building its
+    index as its first task, so that reading the sites in this process overlaps both.
+
+    Used as a context manager: leaving it closes the client, and the cluster if the run started one.
+    """
+
+    def __init__(self, options: BatchOptions, spec: IndexSpec):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.options, self.spec = options, spec
+        self.started = time.perf_counter()
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="redline-batch-cluster")
+        self._starting = self._pool.submit(self._start)
+
+    def _start(self):
+        client, cluster = _connect(self.options.scheduler, self.options.workers)
+        try:
+            # a task, not ``client.run``: it runs in the worker's task thread, where the partitions
+            # run after it, and leaves the worker's event loop free to answer the scheduler meanwhile
+            workers = list(client.scheduler_info(n_workers=-1)["workers"])
+            builds = [
+                client.submit(worker_data_version, self.spec, workers=[w], allow_other_workers=True, pure=False)
+                for w in workers
+            ]
+        except BaseException:
+            client.close()
+            if cluster is not None:
+                cluster.close()
+            raise
+        return client, cluster, builds
+
+    def __enter__(self) -> _Cluster:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        try:
+            client, cluster, builds = self._starting.result()
+        except Exception:
+            if exc[0] is None:
+                raise
+            return  # the run failed anyway; its own error says why
+        finally:
+            self._pool.shutdown()
+        for build in builds:
+            build.cancel()
         client.close()
         if cluster is not None:
             cluster.close()
-    return _Checked(data_version, skipped, cluster_seconds, check_seconds)
+
+    def check(self, run: _Run) -> _Checked:
+        """Wait for every worker's index, then run the parts still to do."""
+        wkb = shapely.to_wkb(run.table.geometry) if len(run.table) else np.array([], dtype=object)
+        client, _, builds = self._starting.result()
+        data_version = _one_data_version(client.gather(builds))
+        cluster_seconds = time.perf_counter() - self.started
+        todo, skipped = _tasks(run, data_version, wkb)
+        t_check = time.perf_counter()
+        cpu = _run_tasks(client, todo, len(run.chunks), skipped, self.options.progress, self.options.on_part)
+        return _Checked(data_version, skipped, cluster_seconds, time.perf_counter() - t_check, cpu)
 
 
-def _workers_data_version(client, spec: IndexSpec) -> str:
-    """Build every worker's index now, in parallel, and the one layer data version they all hold.
-
-    A worker that joins later builds its own lazily."""
-    versions = set(client.run(worker_data_version, spec).values())
-    if len(versions) != 1:
+def _one_data_version(versions: list[str]) -> str:
+    """The one layer data version every worker holds. A worker that joins later builds its own index
+    lazily, and each task checks it holds this version too."""
+    if len(set(versions)) != 1:
         raise BatchRunError(
-            f"the workers see different layer data ({', '.join(sorted(versions))}): do they share one cache folder?"
+            f"the workers see different layer data ({', '.join(sorted(set(versions)))}): do they share one cache folder?"
         )
-    return versions.pop()
+    return versions[0]
 
 
-def _tasks(run: _Run, data_version: str) -> tuple[list[dict], int]:
+def _tasks(run: _Run, data_version: str, wkb_all: np.ndarray) -> tuple[list[dict], int]:
     """One task per partition not already finished (by this run's token, on this layer data), and
-    how many were."""
+    how many were. ``wkb_all``: every site's WKB."""
     table = run.table
-    wkb_all = shapely.to_wkb(table.geometry) if len(table) else np.array([], dtype=object)
     tolerance = (run.options.tolerance.m2, run.options.tolerance.pct)
     token, id_type = run.token, run.id_type
     todo, skipped = [], 0
@@ -934,8 +1013,9 @@ def _check_keys(spec: IndexSpec, keys: list[str] | None) -> list[str] | None:
 TASK_ATTEMPTS = 3
 
 
-def _run_tasks(client, todo: list[dict], parts: int, skipped: int, progress: bool, on_part) -> None:
-    """Submit the partitions, a few ahead of the workers, and follow them to the end.
+def _run_tasks(client, todo: list[dict], parts: int, skipped: int, progress: bool, on_part) -> float:
+    """Submit the partitions, a few ahead of the workers, and follow them to the end; the workers'
+    CPU seconds in them.
 
     A bounded window keeps the scheduler's memory to a few partitions of WKB however big the input.
     Dask reruns a task lost with a dead worker; a result lost *after* its task finished (the worker
@@ -960,6 +1040,7 @@ def _run_tasks(client, todo: list[dict], parts: int, skipped: int, progress: boo
         if submitted >= window:
             break
     done = skipped
+    cpu = 0.0
     total_sites = sum(len(t["rows"]) for t in todo)
     with _progress(total_sites, parts, progress) as bar:
         bar.set_postfix_str(f"tasks {done}/{parts}")
@@ -977,6 +1058,7 @@ def _run_tasks(client, todo: list[dict], parts: int, skipped: int, progress: boo
                     submit(task, attempt + 1)
                     continue
                 done += 1
+                cpu += result["cpu_seconds"]
                 bar.update(result["sites"])
                 bar.set_postfix_str(f"tasks {done}/{parts}")
                 if on_part is not None:
@@ -992,6 +1074,7 @@ def _run_tasks(client, todo: list[dict], parts: int, skipped: int, progress: boo
             raise BatchRunError(
                 f"a batch task failed: {type(err).__name__}: {err}; finished parts are kept, rerun with --resume"
             ) from err
+    return cpu
 
 
 def _write_errors(path: Path, id_field: str, errors: list[tuple[int, object, str]]) -> None:
@@ -1032,9 +1115,9 @@ def _finalise_parquet(part_files: list[Path], schema: pa.Schema, out: Path) -> i
         # read back as plain values: readers see ordinary GeoParquet
         with pq.ParquetWriter(tmp, schema, compression="zstd", store_schema=False) as writer:
             for part in part_files:
-                table = pq.read_table(part).replace_schema_metadata(None)
-                writer.write_table(table.cast(schema))
-                rows += table.num_rows
+                with _read_part(part) as table:
+                    writer.write_table(table.replace_schema_metadata(None).cast(schema))
+                    rows += table.num_rows
             writer.add_key_value_metadata({"geo": json.dumps(_geo_metadata())})
     return rows
 
@@ -1046,26 +1129,11 @@ def _finalise_csv(part_files: list[Path], schema: pa.Schema, out: Path) -> int:
     with atomic_path(out) as tmp, open(tmp, "wb") as handle:
         first = True
         for part in part_files:
-            table = pq.read_table(part)
-            flat = pa.table(
-                {
-                    id_field: table.column(id_field),
-                    "key": table.column("key").cast(pa.string()),
-                    "status": table.column("status").cast(pa.string()),
-                    "reason": table.column("reason").cast(pa.string()),
-                    **{
-                        name: pa.array(
-                            [orjson.dumps(v).decode() for v in table.column(name).to_pylist()],
-                            type=pa.string(),
-                        )
-                        for name in LIST_COLUMNS
-                    },
-                    "site_area_m2": table.column("site_area_m2"),
-                }
-            )
-            pacsv.write_csv(flat, handle, write_options=pacsv.WriteOptions(include_header=first))
+            with _read_part(part) as table:
+                flat = _csv_table(table, id_field)
+                pacsv.write_csv(flat, handle, write_options=pacsv.WriteOptions(include_header=first))
             first = False
-            rows += table.num_rows
+            rows += flat.num_rows
         if first:  # no parts at all: still a CSV with its header
             handle.write(
                 (
@@ -1074,6 +1142,23 @@ def _finalise_csv(part_files: list[Path], schema: pa.Schema, out: Path) -> int:
                 ).encode()
             )
     return rows
+
+
+def _csv_table(table: pa.Table, id_field: str) -> pa.Table:
+    """A part's rows as the CSV has them: plain strings, lists as JSON arrays, no geometry."""
+    return pa.table(
+        {
+            id_field: table.column(id_field),
+            "key": table.column("key").cast(pa.string()),
+            "status": table.column("status").cast(pa.string()),
+            "reason": table.column("reason").cast(pa.string()),
+            **{
+                name: pa.array([orjson.dumps(v).decode() for v in table.column(name).to_pylist()], type=pa.string())
+                for name in LIST_COLUMNS
+            },
+            "site_area_m2": table.column("site_area_m2"),
+        }
+    )
 
 
 __all__ = [

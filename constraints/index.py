@@ -70,6 +70,18 @@ def _today() -> np.datetime64:
     return _TODAY[1]
 
 
+_NOW: tuple[int, str] = (-1, "")
+
+
+def _checked_at() -> str:
+    """``now_iso()``, formatted once a second rather than on every check."""
+    global _NOW
+    second = int(time.time())
+    if _NOW[0] != second:
+        _NOW = (second, now_iso(second))
+    return _NOW[1]
+
+
 def is_current(end_date, today: np.datetime64 | None = None):
     """Whether an entity is current: it has no end date, or one after today (the platform's ``entries=current``).
 
@@ -152,6 +164,8 @@ class SnapshotCaches:
     # Structures built on demand from one layer (the entity search's EPSG:4326 trees and parsed date
     # columns), by (kind, layer name): a search pays for them once per snapshot, not per request.
     per_layer: dict[tuple[str, str], object] = field(default_factory=dict)
+    # Per layer, what relating a site to its entities reads (``_entity_facts``).
+    entity_facts: list | None = None
 
 
 @dataclass
@@ -430,9 +444,10 @@ def build_snapshot(cache: LayerCache, datasets: list[str] | None = None, previou
     )
 
 
-@dataclass
+@dataclass(slots=True)
 class Match:
-    """An entity the site meets: where it is, and by how much."""
+    """An entity the site meets: where it is, and by how much (one per entity met: slotted, as a
+    check makes a handful and a batch millions)."""
 
     layer: Layer
     row: int
@@ -658,6 +673,16 @@ def _by_dataset(matches: list[Match]) -> dict[str, list[Match]]:
     return by_dataset
 
 
+def _entity_facts(snap: Snapshot) -> list[tuple[Layer, np.ndarray, np.ndarray, np.ndarray | None]]:
+    """Per layer (in ``layer_list`` order): the layer, its kinds, areas, and its end dates, or None
+    when no entity of it has one (so a check asks no date of most layers). Kept on the snapshot."""
+    facts = snap.caches.entity_facts
+    if facts is None:
+        facts = [(layer, layer.kind, layer.area, layer.end_date if not np.isnat(layer.end_date).all() else None) for layer in snap.layer_list]
+        snap.caches.entity_facts = facts
+    return facts
+
+
 def _unknown_outside_england(answers: dict[str, dict]) -> None:
     """A site wholly outside England: no layer here can rule a key out, so each key not met is unknown."""
     for key, answer in answers.items():
@@ -753,41 +778,49 @@ class ConstraintIndex:
         polygon_site = site_area > 0
         if len(key) <= 64:  # the usual case: np.unique's fixed cost outweighs a dict for a handful of hits
             slots: dict[int, int] = {}
-            inverse = np.fromiter((slots.setdefault(k, len(slots)) for k in key.tolist()), dtype=np.int64, count=len(key))
-            entity_keys = np.fromiter(slots, dtype=np.int64, count=len(slots))
+            inverse = [slots.setdefault(k, len(slots)) for k in key.tolist()]
+            entity_keys = list(slots)
+            if len(entity_keys) == len(inverse):
+                # each entity met by one piece (the commonest site): nothing to add up. ``+ 0.0`` is
+                # what bincount's sum from zero does to a -0.0, so the areas are its very doubles
+                overlap, any_interior = (area + 0.0).tolist(), interior.tolist()
+            else:
+                slot = np.array(inverse, dtype=np.intp)
+                overlap = np.bincount(slot, weights=area, minlength=len(entity_keys)).tolist()
+                any_interior = (np.bincount(slot, weights=interior, minlength=len(entity_keys)) > 0).tolist()
         else:
-            entity_keys, inverse = np.unique(key, return_inverse=True)
-        overlap = np.bincount(inverse, weights=area, minlength=len(entity_keys))
-        any_interior = np.bincount(inverse, weights=interior, minlength=len(entity_keys)) > 0
-        threshold = 0.0 if tolerance.is_strict else max(tolerance.m2, tolerance.pct / 100 * site_area)
+            unique, slot = np.unique(key, return_inverse=True)
+            entity_keys = unique.tolist()
+            overlap = np.bincount(slot, weights=area, minlength=len(entity_keys)).tolist()
+            any_interior = (np.bincount(slot, weights=interior, minlength=len(entity_keys)) > 0).tolist()
+        strict = tolerance.is_strict
+        threshold = 0.0 if strict else max(tolerance.m2, tolerance.pct / 100 * site_area)
+        within_at, row_mask = site_area * (1 - RELATIVE_EPS), (1 << 40) - 1
+        facts = _entity_facts(snap)
         matches = []
         for k, ekey in enumerate(entity_keys):
-            layer = snap.layer_list[int(ekey >> 40)]
-            row = int(ekey & ((1 << 40) - 1))
-            if not is_current(layer.end_date[row], today):
+            layer, kinds, areas, ends = facts[ekey >> 40]
+            row = ekey & row_mask
+            if ends is not None and not is_current(ends[row], today):
                 continue
-            kind = layer.kind[row]
-            ov = float(overlap[k])
-            if kind == POLYGON and polygon_site:
+            ov = overlap[k]
+            if not polygon_site:  # an address (point) site
+                relation = "within" if any_interior[k] else "touches"
+                material = strict or any_interior[k]
+            elif kinds[row] == POLYGON:
                 if ov <= 0:
                     relation = "touches"
-                elif ov >= site_area * (1 - RELATIVE_EPS):
+                elif ov >= within_at:
                     relation = "within"
-                elif ov >= layer.area[row] * (1 - RELATIVE_EPS):
+                elif ov >= areas[row] * (1 - RELATIVE_EPS):
                     relation = "contains"
                 else:
                     relation = "overlaps"
-                material = relation != "touches" and (tolerance.is_strict or ov >= threshold)
-                if tolerance.is_strict:
-                    material = True
-            elif polygon_site:  # a point or line entity and an area site
+                material = strict or (relation != "touches" and ov >= threshold)
+            else:  # a point or line entity and an area site
                 relation = "contains" if any_interior[k] else "touches"
-                material = tolerance.is_strict or any_interior[k]
-            else:  # an address (point) site
-                relation = "within" if any_interior[k] else "touches"
-                material = tolerance.is_strict or any_interior[k]
-            pct = 100 * ov / site_area if site_area > 0 else 0.0
-            matches.append(Match(layer, row, relation, ov, pct, bool(material)))
+                material = strict or any_interior[k]
+            matches.append(Match(layer, row, relation, ov, 100 * ov / site_area if polygon_site else 0.0, bool(material)))
         return matches
 
     def check(
@@ -863,7 +896,7 @@ class ConstraintIndex:
             # With every dataset asked for and none live, a key whose datasets the site neither meets nor
             # falls outside of has the snapshot's stock answer (the common case): shared, not worked out.
             answers = dict(self._stock_answers(snap))
-            for constraint in self.catalogue.direct_keys(set(by_dataset) | set(uncovered)):
+            for constraint in self.catalogue.direct_keys(by_dataset.keys() | uncovered.keys()):
                 answers[constraint.key] = self._answer(constraint, snap, by_dataset, uncovered, allowed, live)
             return answers
         return {c.key: self._answer(c, snap, by_dataset, uncovered, allowed, live) for c in self.catalogue.constraints if not c.any_of}
@@ -889,26 +922,25 @@ class ConstraintIndex:
     def _combine_any_of(self, answers: dict[str, dict], snap: Snapshot) -> None:
         """Answer the keys made of others (``any_of``): met when any part is, clear when all are, else unknown."""
         unmet = snap.caches.unmet_answers
-        for constraint in self.catalogue.constraints:
-            if constraint.any_of:
-                parts = [answers[k] for k in constraint.any_of if k in answers]
-                stock = all(answers.get(k) is not None and answers[k] is unmet.get(k) for k in constraint.any_of)
-                if stock and constraint.key in unmet:  # made of stock answers only: so is this one
-                    answers[constraint.key] = unmet[constraint.key]
-                    continue
-                if any(p["status"] == "intersects" for p in parts):
-                    status = "intersects"
-                elif all(p["status"] == "clear" for p in parts):
-                    status = "clear"
-                else:
-                    status = "unknown"
-                answers[constraint.key] = self._shape(
-                    constraint.key, constraint.category, constraint.positive, constraint.negative, status,
-                    [e for p in parts for e in p["entities"]], [], [],
-                    None if status != "unknown" else "a designation behind it could not be checked: " + "; ".join(p["reason"] for p in parts if p["status"] == "unknown"),
-                )
-                if stock:
-                    unmet[constraint.key] = answers[constraint.key]
+        for constraint in self.catalogue.derived_keys:
+            parts = [answers[k] for k in constraint.any_of if k in answers]
+            stock = all(answers.get(k) is not None and answers[k] is unmet.get(k) for k in constraint.any_of)
+            if stock and constraint.key in unmet:  # made of stock answers only: so is this one
+                answers[constraint.key] = unmet[constraint.key]
+                continue
+            if any(p["status"] == "intersects" for p in parts):
+                status = "intersects"
+            elif all(p["status"] == "clear" for p in parts):
+                status = "clear"
+            else:
+                status = "unknown"
+            answers[constraint.key] = self._shape(
+                constraint.key, constraint.category, constraint.positive, constraint.negative, status,
+                [e for p in parts for e in p["entities"]], [], [],
+                None if status != "unknown" else "a designation behind it could not be checked: " + "; ".join(p["reason"] for p in parts if p["status"] == "unknown"),
+            )
+            if stock:
+                unmet[constraint.key] = answers[constraint.key]
 
     def _assemble(self, site: Site, snap: Snapshot, answers: dict[str, dict], keys: list[str] | None, live: _Live, tolerance: Tolerance) -> dict:
         """The answer as returned: the keys asked for, and where each dataset's data came from."""
@@ -916,8 +948,10 @@ class ConstraintIndex:
         for key, answer in answers.items():
             if keys is None or key in keys:
                 # a copy: the answers may be shared with other sites, and callers may change what they get
-                out = {**answer, "datasets": list(answer["datasets"]), "entities": list(answer["entities"]), "nearby": list(answer["nearby"])}
-                out.pop("_gaps", None)
+                out = answer.copy()
+                out["datasets"], out["entities"], out["nearby"] = [*answer["datasets"]], [*answer["entities"]], [*answer["nearby"]]
+                if "_gaps" in out:
+                    del out["_gaps"]
                 constraints.append(out)
         provenance = self._provenance(snap)
         if live.datasets:
@@ -930,7 +964,7 @@ class ConstraintIndex:
             "provenance": {
                 "datasets": provenance,
                 "data_version": snap.data_version,
-                "checked_at": now_iso(),
+                "checked_at": _checked_at(),
                 "tolerance": tolerance.as_dict(),
             },
         }
@@ -992,19 +1026,25 @@ class ConstraintIndex:
                     continue
                 missing.append(f"the {name} dataset is not loaded")
                 continue
-            blank = 0
-            for m in by_dataset.get(name, ()):
-                props = m.shown_dict()
-                if not self._selected(constraint, props):
-                    if m.material and constraint.field and any(not str(props.get(f) or "").strip() for f in constraint.field):
-                        blank += 1  # it may be one of these: its record does not say
-                    continue
-                (entities if m.material else nearby).append(dict(props))
-            if blank:
-                fields = " or ".join(constraint.field)
-                missing.append(f"{blank} {name} entit{'y' if blank == 1 else 'ies'} the site meets ha{'s' if blank == 1 else 've'} no {fields}")
-            if name in uncovered:
-                missing.append(uncovered[name])
+            found = by_dataset.get(name)
+            if found and not constraint.entities and not constraint.field:  # the key shows every entity of its datasets
+                for m in found:
+                    (entities if m.material else nearby).append(dict(m.shown_dict()))
+            elif found:
+                blank = 0
+                for m in found:
+                    props = m.shown_dict()
+                    if not self._selected(constraint, props):
+                        if m.material and constraint.field and any(not str(props.get(f) or "").strip() for f in constraint.field):
+                            blank += 1  # it may be one of these: its record does not say
+                        continue
+                    (entities if m.material else nearby).append(dict(props))
+                if blank:
+                    fields = " or ".join(constraint.field)
+                    missing.append(f"{blank} {name} entit{'y' if blank == 1 else 'ies'} the site meets ha{'s' if blank == 1 else 've'} no {fields}")
+            gap = uncovered.get(name)
+            if gap is not None:
+                missing.append(gap)
         if entities:
             status, reason = "intersects", None
         elif missing:
@@ -1041,6 +1081,8 @@ class ConstraintIndex:
         if parent is None or (council is not None and team is None):
             return {}
         entities = parent["entities"] if parent["status"] == "intersects" else []
+        if team is None and not entities:
+            return {}  # without a council only the keys that apply are listed, and none can
         teams = [team] if team is not None else self.catalogue.article4_teams_for(entities)
         gaps = parent.get("_gaps") or (parent["reason"] if parent["status"] == "unknown" else None)
         out: dict[str, dict] = {}

@@ -61,9 +61,9 @@ class CacheError(RuntimeError):
 DATASET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,99}")
 
 
-def now_iso() -> str:
-    """UTC now as ``2026-11-27T12:00:00Z``."""
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+def now_iso(at: float | None = None) -> str:
+    """UTC now (or the Unix time ``at``) as ``2026-11-27T12:00:00Z``."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at))
 
 
 def fsync_dir(path: Path) -> None:

@@ -34,6 +34,9 @@ class CatalogueError(ValueError):
     """A catalogue or article 4 rule file is malformed."""
 
 
+_DIRECT_KEYS_MEMO = 4096  # sets of datasets remembered by Catalogue.direct_keys: ample, and bounded
+
+
 @dataclass(frozen=True)
 class Constraint:
     """One catalogue key.
@@ -161,13 +164,33 @@ class Catalogue:
         """The datasets behind the national keys: a council's own keys name layers the platform does not publish."""
         return list(dict.fromkeys(name for c in self.constraints if not c.local for name in c.datasets))
 
-    def direct_keys(self, datasets: set[str]) -> list[Constraint]:
-        """The keys not derived from others (no ``any_of``) behind any of ``datasets``, in catalogue order."""
+    def direct_keys(self, datasets: set[str]) -> tuple[Constraint, ...]:
+        """The keys not derived from others (no ``any_of``) behind any of ``datasets``, in catalogue order.
+
+        Asked once per check with the few datasets a site meets: the answer for each set of them is
+        kept (a catalogue has a few dozen datasets, and sites meet a few of them at a time).
+        """
         if not datasets:
-            return []
-        by_dataset = self._direct_keys_by_dataset
-        found = {position for name in datasets for position in by_dataset.get(name, ())}
-        return [self.constraints[position] for position in sorted(found)]
+            return ()
+        wanted = frozenset(datasets)
+        memo = self._direct_keys_memo
+        found = memo.get(wanted)
+        if found is None:
+            by_dataset = self._direct_keys_by_dataset
+            positions = {position for name in wanted for position in by_dataset.get(name, ())}
+            found = tuple(self.constraints[position] for position in sorted(positions))
+            if len(memo) < _DIRECT_KEYS_MEMO:
+                memo[wanted] = found
+        return found
+
+    @cached_property
+    def _direct_keys_memo(self) -> dict[frozenset[str], tuple[Constraint, ...]]:
+        return {}
+
+    @cached_property
+    def derived_keys(self) -> tuple[Constraint, ...]:
+        """The keys made of others (``any_of``), in catalogue order."""
+        return tuple(c for c in self.constraints if c.any_of)
 
     @cached_property
     def _direct_keys_by_dataset(self) -> dict[str, list[int]]:

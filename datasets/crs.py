@@ -71,6 +71,7 @@ class _Grid(NamedTuple):
     shifts: np.ndarray  # (rows + 1, columns + 1, 2): east and north shift at each node, NaN off cover
     covered: np.ndarray  # (rows, columns): cells whose four corners carry shifts
     compiled: ModuleType  # datasets.ostn15_compiled, the bilinear lookup over all points in one call
+    ring: ModuleType  # datasets.ring_compiled, a simple site's ring read in one call
 
 
 _grid_lock = threading.Lock()
@@ -94,9 +95,9 @@ def _read_grid() -> _Grid:
     covered = nodes[:-1, :-1] & nodes[1:, :-1] & nodes[:-1, 1:] & nodes[1:, 1:]
     # numba is imported, and the lookup compiled or loaded from its cache, here: once per process,
     # before it forks check processes, and not by every program that imports redline
-    from datasets import ostn15_compiled
+    from datasets import ostn15_compiled, ring_compiled
 
-    return _Grid(grid, covered, ostn15_compiled)
+    return _Grid(grid, covered, ostn15_compiled, ring_compiled)
 
 
 def _loaded() -> _Grid:
@@ -191,6 +192,31 @@ def lonlat_points_to_bng(lonlat: np.ndarray) -> tuple[np.ndarray, int]:
     return out, _ostn15_points(lonlat[:, 0], lonlat[:, 1], out[:, 0], out[:, 1])
 
 
+# what datasets.ring_compiled.read_ring answers (here, so that reading them does not import numba)
+RING_HAND_BACK = -1  # the general path must read this ring
+RING_CLOCKWISE = 1  # bit: the ring turns clockwise and is to be rewound (its centroids are of the rewound ring)
+RING_UNSURE = 2  # bit: no proof the ring is simple: ask GEOS
+
+
+def read_ring(lonlat: np.ndarray, grid: np.ndarray, centroids: np.ndarray, from_json: bool = False) -> int:
+    """:func:`datasets.ring_compiled.read_ring` (compiled with the grid, before any fork)."""
+    return _loaded().ring.read_ring(lonlat, grid, centroids, from_json)
+
+
+def read_site_ring(lonlat: np.ndarray, from_json: bool = False) -> tuple[int, np.ndarray, np.ndarray]:
+    """A simple site's ring, (n, 2) longitudes and latitudes (C-ordered doubles), on the National Grid
+    as :func:`lonlat_points_to_bng` puts it, and what :func:`read_ring` makes of it, in one compiled
+    call after the projection: ``(code, grid, centroids)``, the code ``RING_HAND_BACK`` also for a
+    point off OSTN15's cover."""
+    loaded = _loaded()
+    projected = np.empty((2, len(lonlat)))
+    projected[0], projected[1] = lonlat[:, 0], lonlat[:, 1]
+    _project_in_place(projected[0], projected[1], TransformDirection.FORWARD)
+    grid, centroids = np.empty((len(lonlat), 2)), np.empty(4)
+    code = loaded.ring.read_site_ring(lonlat, projected, loaded.shifts, loaded.covered, _ACCEPTED, grid, centroids, from_json)
+    return code, grid, centroids
+
+
 def _refuse_off_grid(coords: np.ndarray, out: np.ndarray):
     bad = coords[~np.isfinite(out).all(axis=1)][0]
     raise OutsideGridError(f"coordinate ({bad[0]:.6f}, {bad[1]:.6f}) lies outside Great Britain (OSTN15 cover)")
@@ -254,9 +280,21 @@ def grid_reference(easting: float, northing: float, digits: int = 10) -> str:
     return f"{letters} {e:0{half}d} {n:0{half}d}"
 
 
+def ring_area_perimeter(lon: np.ndarray, lat: np.ndarray) -> tuple[float, float]:
+    """Signed area (anticlockwise positive) and perimeter of one ring on the WGS84 ellipsoid: what
+    ``WGS84.polygon_area_perimeter`` answers, without the copy it makes of arrays already contiguous
+    doubles (a quarter of its time on a site's thirty points)."""
+    lon = np.ascontiguousarray(lon, dtype=np.float64)
+    lat = np.ascontiguousarray(lat, dtype=np.float64)
+    try:  # the very Karney sums: pyproj's public call copies its arguments and hands them to this
+        return WGS84._polygon_area_perimeter(lon, lat, radians=False)
+    except (AttributeError, TypeError, ValueError, BufferError):  # pyproj's internals moved, or a read-only array
+        return WGS84.polygon_area_perimeter(lon, lat)
+
+
 def _ring_area_perimeter(ring: BaseGeometry) -> tuple[float, float]:
     lon, lat = shapely.get_coordinates(ring).T
-    return WGS84.polygon_area_perimeter(lon, lat)
+    return ring_area_perimeter(lon, lat)
 
 
 def _polygon_area_perimeter(polygon: shapely.Polygon) -> tuple[float, float]:

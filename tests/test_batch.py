@@ -290,7 +290,7 @@ def test_a_worker_killed_mid_run_is_replaced_and_the_output_is_complete(tmp_path
             victim = next(pid for pid in pids.values() if pid != result["pid"])  # the one still busy
             killed.update(
                 pid=victim,
-                parts_done=len(list(parts_dir(out).glob("part-*.parquet"))),
+                parts_done=len(list(parts_dir(out).glob("part-*.arrow"))),
                 before=set(pids.values()),
             )
             os.kill(victim, signal.SIGKILL)
@@ -313,7 +313,7 @@ def test_a_failed_run_leaves_no_result_and_resume_redoes_only_the_missing_parts(
     sites.to_file(source)
     out = tmp_path / "results.parquet"
     out.write_bytes(b"an old result that must not pass for the new one")
-    blocker = parts_dir(out) / "part-00007.parquet"
+    blocker = parts_dir(out) / "part-00007.arrow"
     options = _options(sample_cache, scheduler=cluster.scheduler_address, partition_size=50)
 
     def block_the_last_part(result):
@@ -324,7 +324,7 @@ def test_a_failed_run_leaves_no_result_and_resume_redoes_only_the_missing_parts(
         run_batch(source, out, options, on_part=block_the_last_part)
     assert not out.exists() and not out.with_name(out.name + ".errors.csv").exists()
     assert not list(tmp_path.glob(".results.parquet*"))  # no half-written final file either
-    finished = {p.name: p.stat().st_mtime_ns for p in parts_dir(out).glob("part-*.parquet") if p.is_file()}
+    finished = {p.name: p.stat().st_mtime_ns for p in parts_dir(out).glob("part-*.arrow") if p.is_file()}
     assert 0 < len(finished) < 8
 
     with pytest.raises(BatchError, match="different input or options"):

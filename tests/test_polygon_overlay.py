@@ -1,5 +1,6 @@
-"""The compiled overlap kernel gives GEOS's relation and area for every pair it decides, and leaves to GEOS
-every pair whose answer hinges on exact arithmetic (boundaries that touch, share lines, or nearly do)."""
+"""The compiled overlap kernels give GEOS's relation (and area) for every pair they decide, and leave to GEOS
+every pair whose answer hinges on exact arithmetic (boundaries that touch, share lines, or nearly do; a
+point on or next to a polygon's boundary)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,17 @@ import numpy as np
 import pytest
 import shapely
 
-from constraints.polygon_overlay import CROSSES, DISJOINT, PIECE_INSIDE, SITE_INSIDE, UNDECIDED, pair_overlaps
+from constraints.polygon_overlay import (
+    CROSSES,
+    DISJOINT,
+    INTERIOR,
+    NEAR_M,
+    PIECE_INSIDE,
+    SITE_INSIDE,
+    UNDECIDED,
+    pair_overlaps,
+    points_in_polygons,
+)
 
 TOUCHING = -9  # GEOS: they meet, but share no area (a code the kernel never gives)
 ORIGIN = np.array([412_345.678, 287_654.321])  # National Grid magnitudes, where doubles are 6e-11 m apart
@@ -234,3 +245,114 @@ def test_near_misses_beyond_the_tolerance_are_decided():
     area, relation = one_by_one(sites, np.array(gaps))
     assert (relation != UNDECIDED).all()
     assert_agrees(sites, np.array(gaps), area, relation)
+
+
+# -- points against polygons ------------------------------------------------------------------------
+
+
+def geos_point_relation(polygons, points) -> np.ndarray:
+    """INTERIOR, DISJOINT, or TOUCHING (on the boundary) as GEOS's predicates say, pair by pair."""
+    code = np.full(len(points), DISJOINT, dtype=np.int64)
+    meets = shapely.intersects(polygons, points)
+    code[meets] = INTERIOR
+    code[meets & shapely.touches(polygons, points)] = TOUCHING
+    return code
+
+
+def points_kernel(polygons, points, polygon_of, point_of, offsets=np.int64):
+    _, xy, (ring_offsets, polygon_rings) = shapely.to_ragged_array(polygons)
+    return points_in_polygons(xy, ring_offsets.astype(offsets), polygon_rings.astype(offsets), polygon_of, shapely.get_coordinates(points), point_of)
+
+
+def points_around(rng, polygon, count):
+    """Points anywhere in and around the polygon's box, and as many near its edges: on the edge's line
+    a random way along it, then moved off it across the edge by a millimetre to a nanometre."""
+    x0, y0, x1, y1 = polygon.bounds
+    spread = rng.uniform([x0 - 0.2 * (x1 - x0), y0 - 0.2 * (y1 - y0)], [x1 + 0.2 * (x1 - x0), y1 + 0.2 * (y1 - y0)], (count, 2))
+    xy = shapely.get_coordinates(shapely.get_rings(polygon))
+    edges = rng.integers(0, len(xy) - 1, count)
+    a, b = xy[edges], xy[edges + 1]
+    along = a + (b - a) * rng.uniform(0, 1, (count, 1))
+    normal = np.c_[a[:, 1] - b[:, 1], b[:, 0] - a[:, 0]] / np.hypot(*(b - a).T)[:, None]
+    away = 10.0 ** rng.uniform(-9, -3, (count, 1)) * rng.choice([-1.0, 1.0], (count, 1))
+    return shapely.points(np.r_[spread, along + normal * away])
+
+
+def test_random_points_agree_with_geos_wherever_decided():
+    """Star polygons with holes and either winding, points everywhere around them and a millimetre or
+    less from their edges: every decided point is where GEOS puts it, and only those nearer than the
+    margin (or exactly on the boundary) are left to GEOS."""
+    rng = np.random.default_rng(31)
+    polygons, points = [], []
+    while len(polygons) < 150 * 80:
+        polygon = star(rng, ORIGIN + rng.uniform(-5000, 5000, 2), rng.uniform(5, 200), int(rng.integers(4, 200)), int(rng.integers(0, 4)), bool(rng.integers(2)))
+        if shapely.is_valid(polygon):
+            polygons += [polygon] * 80
+            points += list(points_around(rng, polygon, 40))
+    polygons, points = np.array(polygons), np.array(points)
+    relation = points_kernel(polygons, points, np.arange(len(points)), np.arange(len(points)))
+    expected = geos_point_relation(polygons, points)
+    decided = relation != UNDECIDED
+    assert (relation[decided] == expected[decided]).all(), np.flatnonzero(decided & (relation != expected))[:10]
+    distance = shapely.distance(shapely.boundary(polygons), points)
+    assert (distance[~decided] <= 1.5 * NEAR_M).all()  # undecided only within the margin (sqrt 2 of the L1 length)
+    assert (relation[distance > 1.5 * NEAR_M] != UNDECIDED).all()
+    assert min((relation == INTERIOR).sum(), (relation == DISJOINT).sum(), (~decided).sum()) > 1000
+
+
+def test_points_on_edges_and_vertices_are_left_to_geos():
+    """Exactly on the boundary (vertices, points of axis-parallel and diagonal edges, of a hole's rim),
+    GEOS says the point touches: the kernel never decides them."""
+    rng = np.random.default_rng(4)
+    frame = box(0, 0, 10, 10, holes=[(3, 3, 6, 6)])
+    slant = shapely.Polygon(ORIGIN + np.array([(0, 0), (8, 8), (0, 16), (0, 0)]))
+    stars = [s for s in (star(rng, ORIGIN, 50, 30, 2) for _ in range(20)) if shapely.is_valid(s)]
+    polygons = [frame] * 6 + [slant] * 4
+    on = [(0, 5), (10, 0), (7.5, 10), (3, 4.25), (6, 6), (4.5, 3), (0, 7), (4, 4), (6, 10), (8, 8)]
+    points = [shapely.Point(ORIGIN + xy) for xy in on]
+    for polygon in stars:  # every vertex of every ring
+        vertices = shapely.get_coordinates(shapely.get_rings(polygon))
+        polygons += [polygon] * len(vertices)
+        points += list(shapely.points(vertices))
+    polygons, points = np.array(polygons), np.array(points)
+    assert (geos_point_relation(polygons, points) == TOUCHING).all()
+    assert (points_kernel(polygons, points, np.arange(len(points)), np.arange(len(points))) == UNDECIDED).all()
+
+
+def test_points_just_clear_of_the_margin_are_decided():
+    """A millimetre in, a millimetre out, inside the hole, beside a vertex at the ray's height: decided."""
+    frame = box(0, 0, 10, 10, holes=[(3, 3, 6, 6)])
+    spots = [(5, 0.001), (5, -0.001), (10.001, 3), (9.999, 5), (4.5, 4.5), (4.5, 2.999), (-1, 3), (-1, 10), (-1, 0), (2, 6)]
+    points = np.array([shapely.Point(ORIGIN + xy) for xy in spots])
+    relation = points_kernel(np.array([frame]), points, np.zeros(len(points), np.int64), np.arange(len(points)))
+    assert (relation != UNDECIDED).all()
+    assert (relation == geos_point_relation(np.array([frame] * len(points)), points)).all()
+
+
+def test_points_and_polygons_are_paired_in_place_either_way_round():
+    """Many points against few polygons (point pieces against a site) and one point against many polygons
+    (an address against polygon pieces) index the arrays as they are; int32 offsets answer the same."""
+    rng = np.random.default_rng(12)
+    polygons = np.array([s for s in (star(rng, ORIGIN + rng.uniform(-300, 300, 2), 100, 40, 1) for _ in range(30)) if shapely.is_valid(s)])
+    points = shapely.points(ORIGIN + rng.uniform(-400, 400, (500, 2)))
+    polygon_of = rng.integers(0, len(polygons), 5000)
+    point_of = rng.integers(0, len(points), 5000)
+    relation = points_kernel(polygons, points, polygon_of, point_of)
+    expected = geos_point_relation(polygons[polygon_of], points[point_of])
+    assert (relation == expected).all() and (relation == INTERIOR).sum() > 100
+    assert (points_kernel(polygons, points, polygon_of, point_of, offsets=np.int32) == relation).all()
+    address = np.zeros(len(polygons), np.int64)
+    assert (points_kernel(polygons, points[:1], np.arange(len(polygons)), address) == geos_point_relation(polygons, np.full(len(polygons), points[0]))).all()
+
+
+def test_a_multipolygons_rings_are_taken_together():
+    """The parts of a multi-part site passed as one polygon (their rings together) answer as the multipolygon."""
+    rng = np.random.default_rng(9)
+    parts = [star(rng, ORIGIN + (dx, 0), 40, 25, 1) for dx in (0, 100, 200)]
+    site = shapely.MultiPolygon(parts)
+    assert site.is_valid
+    _, xy, (ring_offsets, _polygon_rings, _parts) = shapely.to_ragged_array([site])
+    points = shapely.points(ORIGIN + rng.uniform([-50, -50], [250, 50], (2000, 2)))
+    relation = points_in_polygons(xy, ring_offsets, np.array([0, len(ring_offsets) - 1]), np.zeros(len(points), np.int64), shapely.get_coordinates(points), np.arange(len(points)))
+    assert (relation == geos_point_relation(np.full(len(points), site), points)).all()
+    assert (relation == INTERIOR).sum() > 300

@@ -1,0 +1,174 @@
+"""The compiled read of a simple site's ring (``datasets.ring_compiled``) and the geodesic area of a ring.
+
+The quick path of ``parse_site`` trusts them for a site's turn, validity and centroid, so each is held
+to GEOS (and pyproj) here, on rings drawn at random and on the degenerate ones that decide validity:
+vertices on edges, spikes, rings touching themselves, collinear runs, crossings.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import shapely
+
+from constraints import site as site_module
+from constraints.site import SiteError, parse_site
+from datasets.crs import (
+    RING_CLOCKWISE,
+    RING_HAND_BACK,
+    RING_UNSURE,
+    WGS84,
+    lonlat_points_to_bng,
+    read_ring,
+    read_site_ring,
+    ring_area_perimeter,
+)
+
+
+def _closed(points) -> np.ndarray:
+    points = np.asarray(points, dtype=np.float64)
+    return np.ascontiguousarray(np.vstack([points, points[:1]]))
+
+
+def _random_rings(rng, count: int) -> list[np.ndarray]:
+    """Grid rings: star-shaped ones (simple, in either direction), and rings of points in random order
+    on a small lattice (crossing, touching, folding back and running collinear)."""
+    rings = []
+    for _ in range(count):
+        centre = rng.uniform([300_000, 100_000], [600_000, 600_000])
+        angles = np.sort(rng.uniform(0, 2 * np.pi, rng.integers(3, 60)))
+        radius = rng.uniform(5, 300) * rng.uniform(0.3, 1.0, len(angles))
+        star = centre + np.column_stack([radius * np.cos(angles), radius * np.sin(angles)])
+        rings.append(_closed(star))
+        rings.append(_closed(star[::-1]))
+        lattice = centre.round() + rng.integers(0, 4, (rng.integers(3, 9), 2))
+        rings.append(_closed(lattice))
+        snapped = star.copy()
+        snapped[::3] = snapped[::3].round(-1)  # some vertices on a 10 m grid: collinear runs and touches
+        rings.append(_closed(snapped))
+    return rings
+
+
+DEGENERATE = [
+    [(0, 0), (4, 0), (4, 4), (2, 0), (0, 4)],  # a vertex on another edge
+    [(0, 0), (2, 2), (4, 0), (4, 4), (2, 2), (0, 4)],  # a figure of eight through one point
+    [(0, 0), (4, 0), (6, 0), (4, 0), (4, 4), (0, 4)],  # a spike folding back along an edge
+    [(0, 0), (2, 0), (4, 0), (4, 4), (0, 4)],  # a straight run through a vertex (valid)
+    [(0, 0), (4, 4), (4, 0), (0, 4)],  # a bow tie
+    [(0, 0), (4, 0), (4, 4), (0, 4), (0, 2), (2, 2), (0, 2)],  # a cut to the middle and back
+    [(0, 0), (4, 0), (0, 0.0000001), (4, 4), (0, 4)],  # an edge all but on another
+]
+
+
+def test_a_ring_proven_simple_is_valid_in_geos_and_most_simple_rings_are_proven():
+    rng = np.random.default_rng(11)
+    rings = _random_rings(rng, 400) + [_closed(np.asarray(r, dtype=float) + 400_000) for r in DEGENERATE]
+    proven = valid = 0
+    for grid in rings:
+        lonlat = np.ascontiguousarray(grid * 1e-5)  # turns the same way: what is read here is the grid
+        code = read_ring(lonlat, grid, np.empty(4))
+        geos_valid = bool(shapely.is_valid(shapely.polygons(grid)))
+        valid += geos_valid
+        if code != RING_HAND_BACK and not code & RING_UNSURE:
+            proven += 1
+            assert geos_valid, grid.tolist()
+    assert valid > 800 and proven > 0.9 * valid
+
+
+@pytest.mark.parametrize("ring", DEGENERATE)
+def test_no_degenerate_ring_is_taken_for_simple(ring):
+    grid = _closed(np.asarray(ring, dtype=float) + 400_000)
+    code = read_ring(np.ascontiguousarray(grid * 1e-5), grid, np.empty(4))
+    if not shapely.is_valid(shapely.polygons(grid)):
+        assert code == RING_HAND_BACK or code & RING_UNSURE
+
+
+def test_the_turn_and_the_centroids_are_geos_own():
+    rng = np.random.default_rng(12)
+    read = 0
+    for grid in _random_rings(rng, 300):
+        if not shapely.is_valid(shapely.polygons(grid)):
+            continue
+        lonlat = np.ascontiguousarray(grid * 1e-5 - [5.0, -45.0])
+        centroids = np.empty(4)
+        code = read_ring(lonlat, grid, centroids)
+        if code == RING_HAND_BACK:
+            continue
+        read += 1
+        kept = [ring[::-1] if code & RING_CLOCKWISE else ring for ring in (lonlat, grid)]
+        assert bool(code & RING_CLOCKWISE) == (not shapely.is_ccw(shapely.linearrings(grid)))
+        expected = shapely.get_coordinates(shapely.centroid(shapely.polygons(kept))).ravel().tolist()
+        assert centroids.tolist() == expected  # the very doubles, not close ones
+    assert read > 500
+
+
+def test_rings_that_are_not_closed_or_repeat_a_point_are_handed_back():
+    grid = _closed([(400_000, 100_000), (400_010, 100_000), (400_010, 100_010)])
+    lonlat = np.ascontiguousarray(grid * 1e-5)
+    assert read_ring(lonlat, grid, np.empty(4)) != RING_HAND_BACK
+    assert read_ring(np.ascontiguousarray(lonlat[:-1]), np.ascontiguousarray(grid[:-1]), np.empty(4)) == RING_HAND_BACK
+    repeated = np.ascontiguousarray(np.insert(grid, 2, grid[1], axis=0))
+    assert read_ring(np.ascontiguousarray(repeated * 1e-5), repeated, np.empty(4)) == RING_HAND_BACK
+    flat = _closed([(400_000, 100_000), (400_010, 100_000), (400_020, 100_000)])
+    assert read_ring(np.ascontiguousarray(flat * 1e-5), flat, np.empty(4)) == RING_HAND_BACK
+
+
+def test_a_site_ring_is_put_on_the_grid_as_every_other_point_is_and_read_as_read_ring_reads_it():
+    rng = np.random.default_rng(15)
+    for grid in _random_rings(rng, 50):
+        lonlat = np.ascontiguousarray(grid * 1e-5 + [-5.0, 50.0])
+        code, on_grid, centroids = read_site_ring(lonlat)
+        expected, off = lonlat_points_to_bng(lonlat)
+        assert off == 0 and on_grid.tolist() == expected.tolist()
+        again = np.empty(4)
+        assert code == read_ring(lonlat, expected, again)
+        if code != RING_HAND_BACK:
+            assert centroids.tolist() == again.tolist()
+    at_sea = np.ascontiguousarray(_closed([(-12.0, 50.0), (-11.9, 50.0), (-11.9, 50.1)]))
+    assert read_site_ring(at_sea)[0] == RING_HAND_BACK
+
+
+def test_the_geodesic_area_of_a_ring_is_pyprojs_to_the_last_bit():
+    rng = np.random.default_rng(13)
+    for _ in range(300):
+        n = rng.integers(3, 80)
+        angles = np.sort(rng.uniform(0, 2 * np.pi, n))
+        radius = rng.uniform(1e-5, 0.05)
+        ring = _closed(np.column_stack([rng.uniform(-5, 1.5) + radius * np.cos(angles), rng.uniform(50, 55) + radius * np.sin(angles)]))
+        for variant in (ring, ring[::-1]):
+            assert ring_area_perimeter(variant[:, 0], variant[:, 1]) == WGS84.polygon_area_perimeter(variant[:, 0], variant[:, 1])
+            assert ring_area_perimeter(variant[:, 0], variant[:, 1]) == WGS84.geometry_area_perimeter(shapely.polygons(variant))
+
+
+def test_a_shapely_site_reads_the_same_by_the_quick_way_and_the_careful_one(monkeypatch):
+    # the benchmarks and the batch hand parse_site shapely polygons: the quick path must read them
+    # exactly as the general path does, degenerate ones included
+    rng = np.random.default_rng(14)
+    sites = []
+    for grid in _random_rings(rng, 60) + [_closed(np.asarray(r, dtype=float) * 20 + 400_000) for r in DEGENERATE]:
+        lonlat = np.ascontiguousarray(grid * 1e-5 + [-5.0, 50.0])
+        sites.append(shapely.polygons(lonlat))
+    assert (lonlat_points_to_bng(shapely.get_coordinates(sites[0]))[1]) == 0  # in Great Britain
+
+    def read(site):
+        try:
+            return parse_site(site)
+        except SiteError as err:
+            return err
+
+    quick = [read(site) for site in sites]
+    taken = sum(site_module._simple_polygon(site, site_module.SiteLimits()) is not None for site in sites)
+    assert taken > len(sites) / 2
+    monkeypatch.setattr(site_module, "_simple_polygon", lambda obj, limits: None)
+    careful = [read(site) for site in sites]
+    for a, b in zip(quick, careful, strict=True):
+        if isinstance(b, SiteError):
+            assert isinstance(a, SiteError) and a.message == b.message
+            continue
+        assert shapely.to_wkb(a.geometry) == shapely.to_wkb(b.geometry)
+        assert shapely.to_wkb(a.bng) == shapely.to_wkb(b.bng)
+        assert (a.area_m2, a.perimeter_m, a.centroid, a.grid_reference, a.vertices) == (b.area_m2, b.perimeter_m, b.centroid, b.grid_reference, b.vertices)
+        assert (a.warnings, a.properties) == (b.warnings, b.properties)
+        assert json.dumps(a.summary()) == json.dumps(b.summary())
