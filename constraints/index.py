@@ -3,13 +3,10 @@
 Every cached layer is reprojected to the British National Grid (OSTN15), and polygons with many
 vertices are cut into pieces of at most ``MAX_PIECE_VERTICES`` (like PostGIS ``ST_Subdivide``), so a
 check costs the same whether it lands on a listed-building outline or on a 100,000-vertex national park.
-All pieces of all layers share one shapely ``STRtree``: one query in C answers every layer at once.
-
-Why STRtree rather than rtree: ``STRtree.query(site, predicate="intersects")`` filters by bounding box
-*and* evaluates the exact predicate against a prepared site inside GEOS, returning a numpy array; rtree
-gives only bounding-box candidates and leaves the exact test to a Python loop. Measured on the synthetic
-national layers the STRtree query is the cheaper of the two by a wide margin, and the index is
-rebuilt wholesale on a data refresh anyway, which suits STRtree's bulk loading.
+The pieces of all layers are held as flat arrays (:class:`constraints.pieces.PieceStore`), not as
+GEOS objects, and share one packed R-tree over their boxes (:class:`constraints.pieces.PieceTree`):
+one compiled query answers every layer at once, for one site or a whole batch. GEOS geometries of
+the few pieces a check must ask GEOS about are built from the arrays on demand.
 
 Usage::
 
@@ -21,6 +18,7 @@ Usage::
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import hashlib
 import logging
@@ -36,20 +34,26 @@ import pyarrow.parquet as pq
 import shapely
 from shapely.geometry.base import BaseGeometry
 
-from datasets.cache import BASE_COLUMNS, CacheError, LayerCache, atomic_path, now_iso
+from datasets.cache import BASE_COLUMNS, CacheError, LayerCache, now_iso
 from datasets.catalogue import Catalogue
 from datasets.coverage import describe, unstated
 from datasets.crs import OutsideGridError, ostn15_grid, to_bng
 from datasets.england import OUTSIDE_ENGLAND, PARTLY_OUTSIDE_ENGLAND, england_part
 from datasets.sync import is_stale
 
+from .pieces import POLYGON_PIECE, PieceStore, PieceTree, strtree_rank
+from .polygon_overlay import CROSSES, DISJOINT, PIECE_INSIDE, SITE_INSIDE, UNDECIDED, pair_overlaps
 from .site import Site, SiteLimits, parse_site
 from .wkb_column import LINE, POINT, POLYGON, WkbColumn, map_wkb_file, write_wkb_file  # noqa: F401 (kinds re-exported)
 
 log = logging.getLogger("redline.index")
 
 MAX_PIECE_VERTICES = 256
-DERIVED_FORMAT = "pieces-v3"  # v3: layers reprojected by the OSTN15 grid read once from convertbng, both ways, as sites are (v2 mixed in convertbng calls)
+# v4: the pieces' ragged arrays as numpy files (the vertices mapped), with each piece's validity; v3 (the same pieces
+# as WKB in Parquet) is read when v4 is missing and rewritten as v4. v3: layers reprojected by the OSTN15 grid read once from convertbng, both
+# ways, as sites are (v2 mixed in convertbng calls).
+DERIVED_FORMAT = "pieces-v4"
+WKB_PIECES_FORMAT = "pieces-v3"
 WGS84_FORMAT = "wgs84-wkb-v1.arrow"  # the layer's own geometries, for mapping into memory
 RELATIVE_EPS = 1e-9
 
@@ -170,11 +174,10 @@ class Snapshot:
 
     layers: dict[str, Layer]
     layer_list: list[Layer]
-    tree: shapely.STRtree | None
-    piece_geometry: np.ndarray
+    tree: PieceTree | None  # over ``pieces``' boxes; None when there are none
+    pieces: PieceStore  # every layer's pieces, a layer's together, in layer_list order
     piece_layer: np.ndarray  # int32 index into layer_list
     piece_row: np.ndarray  # int64 row within its layer
-    piece_area: np.ndarray
     generation: str
     built_at: str
     data_version: str
@@ -184,6 +187,15 @@ class Snapshot:
     @property
     def features(self) -> int:
         return sum(len(layer) for layer in self.layer_list)
+
+    @property
+    def piece_geometry(self) -> PieceStore:
+        """The pieces, indexed like an object array of shapely geometries (built on demand)."""
+        return self.pieces
+
+    @property
+    def piece_area(self) -> np.ndarray:
+        return self.pieces.area
 
 
 def subdivide(geometry: np.ndarray, max_vertices: int = MAX_PIECE_VERTICES) -> tuple[np.ndarray, np.ndarray]:
@@ -252,31 +264,45 @@ def _interned(column: pa.ChunkedArray) -> np.ndarray:
     return values[encoded.indices.fill_null(len(dictionary)).to_numpy()]
 
 
-def _read_pieces(path, batch: int = 8_192) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """A layer's derived pieces (geometries, their rows, and each entity's area) from its Parquet file,
-    decoded a batch at a time as the file is read: neither the whole WKB column nor a Python bytes
-    object per row for it is ever held at once (for a national layer, a gigabyte at the build's peak)."""
+def _read_pieces(path, batch: int = 8_192) -> tuple[PieceStore, np.ndarray, np.ndarray]:
+    """A layer's derived pieces (as a store, their rows, and each entity's area) from its Parquet file,
+    decoded a batch at a time as the file is read: neither the whole WKB column, nor a Python bytes
+    object per row for it, nor a GEOS object per piece is ever held at once."""
     # a buffered stream, not the whole column chunk at once: a layer's pieces are one row group
     parquet = pq.ParquetFile(path, buffer_size=8 << 20, pre_buffer=False)
     area = np.frombuffer(parquet.schema_arrow.metadata[b"entity_area"], dtype=np.float64)
     rows = parquet.read(columns=["row"]).column("row").to_numpy()
-    pieces = np.empty(parquet.metadata.num_rows, dtype=object)
+    parts = []
     at = 0
     for wkb in parquet.iter_batches(batch_size=batch, columns=["wkb"]):
-        pieces[at : at + wkb.num_rows] = shapely.from_wkb(wkb.column(0).to_numpy(zero_copy_only=False))
+        parts.append(PieceStore.from_geometries(shapely.from_wkb(wkb.column(0).to_numpy(zero_copy_only=False))))
         at += wkb.num_rows
         del wkb
         pa.default_memory_pool().release_unused()  # Arrow's allocator would keep each batch's memory
-    if at != len(pieces) or len(rows) != len(pieces):
-        raise ValueError(f"{path}: {at} pieces read of {len(pieces)}")
-    return pieces, rows, area
+    if at != parquet.metadata.num_rows or len(rows) != at:
+        raise ValueError(f"{path}: {at} pieces read of {parquet.metadata.num_rows}")
+    return PieceStore.concatenate(parts), rows, area
 
 
-def _load_layer(cache: LayerCache, name: str, entry: dict) -> tuple[Layer, np.ndarray, np.ndarray]:
+def _cut_pieces(layer: Layer) -> tuple[PieceStore, np.ndarray, np.ndarray]:
+    """A layer's pieces cut from its geometries: polygons subdivided, points and lines whole; with
+    each piece's row and each entity's area (all on the grid)."""
+    bng = to_bng(layer.geometry[:])
+    area = shapely.area(bng)
+    pieces, rows = subdivide(bng)
+    point_like = layer.kind != POLYGON
+    if point_like.any():
+        extra_rows = np.flatnonzero(point_like)
+        pieces = np.concatenate([pieces, bng[extra_rows]])
+        rows = np.concatenate([rows, extra_rows])
+    return PieceStore.from_geometries(pieces), rows, area
+
+
+def _load_layer(cache: LayerCache, name: str, entry: dict) -> tuple[Layer, PieceStore, np.ndarray]:
     """Read one cached dataset and its pieces, deriving and persisting them on first use.
 
     The layer's EPSG:4326 geometries stay WKB in a derived Arrow file mapped into memory
-    (:mod:`constraints.wkb_column`): only the grid pieces the check works on are shapely objects.
+    (:mod:`constraints.wkb_column`); the grid pieces the check works on are a :class:`PieceStore`.
     """
     mapped = cache.derived_path(name, entry["version"], WGS84_FORMAT)
     geometry = None
@@ -314,29 +340,27 @@ def _load_layer(cache: LayerCache, name: str, entry: dict) -> tuple[Layer, np.nd
         area=np.zeros(len(entity)),
         end_date=_end_dates(columns.get("end-date", np.full(len(entity), "", dtype=object))),
     )
-    derived = cache.derived_path(name, entry["version"], f"{DERIVED_FORMAT}.parquet")
+    derived = cache.derived_path(name, entry["version"], f"{DERIVED_FORMAT}.npz")
+    derived_xy = cache.derived_path(name, entry["version"], f"{DERIVED_FORMAT}.xy.npy")
     pieces = rows = area = None
     if derived.exists():
         try:
-            pieces, rows, area = _read_pieces(derived)
+            pieces, (rows, area) = PieceStore.load(derived, derived_xy, ("row", "entity_area"))
         except Exception as err:  # a damaged derived file is only a cache of work: redo it
             log.warning("rebuilding derived index for %s: %s", name, err)
             pieces = None
-    if pieces is None or area is None or len(area) != len(layer):
-        bng = to_bng(geometry[:])
-        area = shapely.area(bng)
-        pieces, rows = subdivide(bng)
-        point_like = layer.kind != POLYGON
-        if point_like.any():
-            extra_rows = np.flatnonzero(point_like)
-            pieces = np.concatenate([pieces, bng[extra_rows]])
-            rows = np.concatenate([rows, extra_rows])
-        del bng
-        table = pa.table({"wkb": shapely.to_wkb(pieces), "row": rows.astype(np.int64)})
-        table = table.replace_schema_metadata({b"entity_area": np.ascontiguousarray(area, dtype=np.float64).tobytes()})
-        with atomic_path(derived) as tmp:
-            pq.write_table(table, tmp, compression="zstd")
-        del table
+    if pieces is None or len(area) != len(layer):
+        wkb_pieces = cache.derived_path(name, entry["version"], f"{WKB_PIECES_FORMAT}.parquet")
+        pieces = None
+        if wkb_pieces.exists():  # a cache derived before v4: its pieces, not cut again
+            try:
+                pieces, rows, area = _read_pieces(wkb_pieces)
+            except Exception as err:
+                log.warning("rebuilding derived index for %s: %s", name, err)
+                pieces = None
+        if pieces is None or len(area) != len(layer):
+            pieces, rows, area = _cut_pieces(layer)
+        pieces.save(derived, derived_xy, row=rows.astype(np.int64), entity_area=np.asarray(area, dtype=np.float64))
     layer.area = area
     geometry.drop_resident_pages()
     coverage = cache.coverage(name, entry)
@@ -346,6 +370,15 @@ def _load_layer(cache: LayerCache, name: str, entry: dict) -> tuple[Layer, np.nd
         layer.coverage = to_bng(coverage) if not coverage.is_empty else coverage
         shapely.prepare(layer.coverage)
     return layer, pieces, rows
+
+
+def _give_back_freed_memory() -> None:
+    """Return to the system the heap pages that freed objects left empty (glibc keeps them otherwise):
+    the build frees millions of small GEOS objects (cut pieces, the throwaway tree of ``strtree_rank``)."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to do
+        pass
 
 
 def build_snapshot(cache: LayerCache, datasets: list[str] | None = None, previous: Snapshot | None = None) -> Snapshot:
@@ -359,12 +392,13 @@ def build_snapshot(cache: LayerCache, datasets: list[str] | None = None, previou
     manifest = cache.manifest()
     names = [n for n in (datasets or sorted(manifest)) if manifest.get(n, {}).get("file")]
     layers: list[Layer] = []
-    piece_parts, row_parts = [], []
+    piece_parts: list[PieceStore] = []
+    row_parts = []
     reuse = {}
     if previous is not None:
         for index, layer in enumerate(previous.layer_list):
-            mask = previous.piece_layer == index
-            reuse[(layer.name, layer.entry.get("version"))] = (layer, previous.piece_geometry[mask], previous.piece_row[mask])
+            ids = np.flatnonzero(previous.piece_layer == index)
+            reuse[(layer.name, layer.entry.get("version"))] = (layer, previous.pieces.take(ids), previous.piece_row[ids])
     for name in names:
         entry = manifest[name]
         key = (name, entry.get("version"))
@@ -381,25 +415,28 @@ def build_snapshot(cache: LayerCache, datasets: list[str] | None = None, previou
         piece_parts.append(pieces)
         row_parts.append(rows)
     if piece_parts:
-        piece_geometry = np.concatenate(piece_parts)
         piece_row = np.concatenate(row_parts).astype(np.int64)
         piece_layer = np.concatenate([np.full(len(p), i, dtype=np.int32) for i, p in enumerate(piece_parts)])
     else:
-        piece_geometry, piece_row, piece_layer = (np.array([], dtype=object), np.array([], dtype=np.int64), np.array([], dtype=np.int32))
-    tree = shapely.STRtree(piece_geometry, node_capacity=10) if len(piece_geometry) else None
-    if len(piece_geometry):
-        shapely.prepare(piece_geometry)
-    piece_area = shapely.area(piece_geometry) if len(piece_geometry) else np.array([])
+        piece_row, piece_layer = np.array([], dtype=np.int64), np.array([], dtype=np.int32)
     pa.default_memory_pool().release_unused()  # what Arrow kept of the files read, back to the system
+    # Each query's pieces in the order the index's STRtree gave them, so that answers list entities as
+    # before. Worked out before the vertices are copied together, so that its throwaway tree and theirs
+    # are never in memory at once.
+    rank = strtree_rank(np.concatenate([p.bounds for p in piece_parts])) if piece_parts else None
+    _give_back_freed_memory()
+    pieces = PieceStore.concatenate(piece_parts)
+    del piece_parts, reuse
+    tree = PieceTree(pieces.bounds, rank, pieces) if len(pieces) else None
+    _give_back_freed_memory()
     versions = "|".join(f"{layer.name}={layer.entry.get('version')}" for layer in layers)
     return Snapshot(
         layers={layer.name: layer for layer in layers},
         layer_list=layers,
         tree=tree,
-        piece_geometry=piece_geometry,
+        pieces=pieces,
         piece_layer=piece_layer,
         piece_row=piece_row,
-        piece_area=piece_area,
         generation=generation,
         built_at=now_iso(),
         data_version=hashlib.sha256(versions.encode()).hexdigest()[:12],
@@ -443,19 +480,29 @@ class _Pairs:
 
     A single site (the service's case) stays a scalar that each GEOS operation broadcasts; with many,
     ``site_of`` names each pair's site, the pairs grouped by site and each site's in the tree's order.
+
+    A pair of a polygon site and a polygon piece is first put to :func:`polygon_overlay.pair_overlaps`,
+    which says how the two meet and what area they share in one compiled pass for all pairs; GEOS is
+    asked only about the pairs it leaves undecided (boundaries that touch or run together) and about
+    point and line pieces, whose shapely geometries are built from the store for those pairs alone.
     """
 
     one: bool
-    sites: np.ndarray  # the sites' BNG geometries, prepared
+    sites: np.ndarray  # the sites' BNG geometries (prepared when GEOS is first asked)
     site_areas: np.ndarray
     site_of: np.ndarray  # per pair: the position of its site
     hits: np.ndarray  # per pair: the piece
-    pieces: np.ndarray
+    store: PieceStore
     piece_area: np.ndarray
+    pieces: np.ndarray  # per pair: the piece's shapely geometry once built (``_geometries``), else None
+    built: np.ndarray  # per pair: whether ``pieces`` holds it
+    prepared: bool = False
     # set by keep_meeting
     inside: np.ndarray | None = None  # the site holds the piece properly
     poly_piece: np.ndarray | None = None  # the piece is (part of) a polygon
     polygon_site: np.ndarray | np.bool_ | None = None  # the pair's site is an area
+    relation: np.ndarray | None = None  # per pair: pair_overlaps' relation (UNDECIDED where it was not asked)
+    shared: np.ndarray | None = None  # per pair: pair_overlaps' area where it decided
 
     @classmethod
     def candidates(cls, snap: Snapshot, sites: list[Site], datasets: set[str] | None) -> _Pairs | None:
@@ -463,22 +510,15 @@ class _Pairs:
         one = len(sites) == 1
         geoms = np.empty(len(sites), dtype=object)
         geoms[:] = [site.bng for site in sites]
-        if one:
-            hits = snap.tree.query(geoms[0])
-            site_of = np.zeros(len(hits), dtype=np.intp)
-        else:
-            site_of, hits = snap.tree.query(geoms)
-            order = np.argsort(site_of, kind="stable")  # by site, each site's pieces in the tree's order
-            site_of, hits = site_of[order], hits[order]
+        site_of, hits = snap.tree.query_boxes(shapely.bounds(geoms))  # by site, each site's in the tree's order
         if datasets is not None and len(hits):
             wanted = np.array([i for i, layer in enumerate(snap.layer_list) if layer.name in datasets], dtype=np.int32)
             keep = np.isin(snap.piece_layer[hits], wanted)
             site_of, hits = site_of[keep], hits[keep]
         if not len(hits):
             return None
-        site_areas = shapely.area(geoms)
-        shapely.prepare(geoms)
-        return cls(one, geoms, site_areas, site_of, hits, snap.piece_geometry[hits], snap.piece_area[hits])
+        store = snap.pieces
+        return cls(one, geoms, shapely.area(geoms), site_of, hits, store, store.area[hits], np.empty(len(hits), dtype=object), np.zeros(len(hits), dtype=bool))
 
     def per_site(self, values, mask=None):
         """A per-site value for each pair (or those in ``mask``); the scalar for one site."""
@@ -486,25 +526,58 @@ class _Pairs:
             return values[0]
         return values[self.site_of] if mask is None else values[self.site_of[mask]]
 
-    def keep_meeting(self) -> bool:
-        """Keep the pairs whose piece really meets its site (not only its box); whether any are left.
+    def _sites(self, mask):
+        """The sites of the pairs in ``mask``, prepared, for GEOS (the scalar for one site)."""
+        if not self.prepared:
+            shapely.prepare(self.sites)
+            self.prepared = True
+        return self.per_site(self.sites, mask)
 
-        The pieces are prepared when the index is built, so asking each piece costs half of
-        ``STRtree.query(predicate="intersects")``, which prepares the site anew on every call; a piece
-        the site holds properly needs no asking at all.
-        """
+    def _geometries(self, mask) -> np.ndarray:
+        """The shapely geometries of the pieces of the pairs in ``mask``, built from the store once."""
+        todo = mask & ~self.built
+        if todo.any():
+            self.pieces[todo] = self.store.geometries(self.hits[todo])
+            self.built |= todo
+        return self.pieces[mask]
+
+    def _overlay(self, pair_poly) -> tuple[np.ndarray, np.ndarray]:
+        """pair_overlaps' relation and area for each pair of a polygon site and a valid polygon piece
+        (UNDECIDED, and 0, for the others)."""
+        relation = np.full(len(self.hits), UNDECIDED, dtype=np.int8)
+        shared = np.zeros(len(self.hits))
+        site_slot, site_arrays = _site_polygons(self.sites)
+        ask = pair_poly & (self.store.kind[self.hits] == POLYGON_PIECE) & self.store.valid[self.hits] & (site_slot[self.site_of] >= 0)
+        if ask.any():
+            store = self.store
+            shared[ask], relation[ask] = pair_overlaps(*site_arrays, store.xy, store.ring_offsets, store.polygon_offsets,
+                                                       site_slot[self.site_of[ask]], store.slot[self.hits[ask]])
+        return relation, shared
+
+    def keep_meeting(self) -> bool:
+        """Keep the pairs whose piece really meets its site (not only its box); whether any are left."""
         polygon_site = self.per_site(self.site_areas) > 0
         poly_piece = self.piece_area > 0
-        inside = poly_piece & polygon_site
-        if inside.any():
-            inside[inside] = shapely.contains_properly(self.per_site(self.sites, inside), self.pieces[inside])
-        meets = inside.copy()
-        meets[~inside] = shapely.intersects(self.pieces[~inside], self.per_site(self.sites, ~inside))
+        pair_poly = poly_piece & polygon_site
+        relation, shared = self._overlay(pair_poly)
+        inside = relation == PIECE_INSIDE
+        meets = (relation != UNDECIDED) & (relation != DISJOINT)
+        ask = relation == UNDECIDED
+        if ask.any():  # GEOS, as for every pair before the kernel: does the site hold the piece, else meet it?
+            held = ask & pair_poly
+            if held.any():
+                inside[held] = shapely.contains_properly(self._sites(held), self._geometries(held))
+            rest = ask & ~inside
+            meets[ask & inside] = True
+            if rest.any():
+                meets[rest] = shapely.intersects(self._sites(rest), self._geometries(rest))  # the prepared site first
         if not meets.all():
-            self.site_of, self.hits, self.pieces, self.piece_area = self.site_of[meets], self.hits[meets], self.pieces[meets], self.piece_area[meets]
-            inside, poly_piece = inside[meets], poly_piece[meets]
+            self.site_of, self.hits, self.piece_area = self.site_of[meets], self.hits[meets], self.piece_area[meets]
+            self.pieces, self.built = self.pieces[meets], self.built[meets]
+            inside, poly_piece, relation, shared = inside[meets], poly_piece[meets], relation[meets], shared[meets]
             polygon_site = self.per_site(self.site_areas) > 0
         self.inside, self.poly_piece, self.polygon_site = inside, poly_piece, polygon_site
+        self.relation, self.shared = relation, shared
         return len(self.hits) > 0
 
     def overlap_areas(self) -> np.ndarray:
@@ -513,10 +586,16 @@ class _Pairs:
         area = np.zeros(len(self.hits))
         area[inside] = self.piece_area[inside]
         rest = self.poly_piece & self.polygon_site & ~inside
+        # a piece that holds the whole site overlaps it by the site's area
+        whole = rest & (self.relation == SITE_INSIDE)
+        area[whole] = self.site_areas[0] if self.one else self.site_areas[self.site_of[whole]]
+        crossing = rest & (self.relation == CROSSES)
+        area[crossing] = self.shared[crossing]
+        rest &= self.relation == UNDECIDED
         if rest.any():
-            # a piece that holds the whole site overlaps it by the site's area; the others are first
-            # cut to the site's bounding box (cheap, no topology) so the exact intersection has less to do
-            partial, partial_site = self.pieces[rest], self.per_site(self.sites, rest)
+            # GEOS: the pieces that hold the whole site, then the others cut to the site's bounding box
+            # (cheap, no topology) so that the exact intersection has less to do
+            partial, partial_site = self._geometries(rest), self._sites(rest)
             whole = shapely.contains_properly(partial, partial_site)
             overlap = np.full(len(partial), self.site_areas[0]) if self.one else self.site_areas[self.site_of[rest]]
             if not whole.all():
@@ -540,8 +619,23 @@ class _Pairs:
         interior = np.ones(len(self.hits), dtype=bool)
         edge_only = ~self.poly_piece | ~self.polygon_site
         if edge_only.any():
-            interior[edge_only] = ~shapely.touches(self.pieces[edge_only], self.per_site(self.sites, edge_only))
+            interior[edge_only] = ~shapely.touches(self._geometries(edge_only), self._sites(edge_only))
         return interior
+
+
+def _site_polygons(sites: np.ndarray) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Each site's place among the sites that are single polygons (-1 for the others: multipolygons
+    and points go to GEOS), and those polygons' ragged arrays (``xy``, ring offsets, polygon offsets)."""
+    polygon = shapely.get_type_id(sites) == shapely.GeometryType.POLYGON
+    slot = np.full(len(sites), -1, dtype=np.int64)
+    slot[polygon] = np.arange(int(polygon.sum()))
+    if len(sites) == 1 and polygon[0] and shapely.get_num_interior_rings(sites[0]) == 0:
+        xy = shapely.get_coordinates(sites[0])  # the usual site: one ring, no holes (what to_ragged_array gives, sooner)
+        return slot, (xy, np.array([0, len(xy)], dtype=np.int64), np.array([0, 1], dtype=np.int64))
+    if not polygon.any():
+        return slot, (np.zeros((0, 2)), np.zeros(1, np.int64), np.zeros(1, np.int64))
+    _, xy, (ring_offsets, rings) = shapely.to_ragged_array(sites[polygon], include_z=False)
+    return slot, (xy, ring_offsets, rings)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,196 @@
+"""The index's pieces as arrays, and the packed tree over their boxes.
+
+The store must give back, for any pieces asked for, geometries coordinate for coordinate those it was
+made from (so every GEOS answer about them is unchanged); the tree must find, for any box, exactly the
+pieces whose boxes meet it (edges and corners included, as GEOS's envelopes meet), in the order the
+index's shapely ``STRtree`` gave them, so that answers list entities as they always did.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import shapely
+from api_fixtures import copy_cache
+
+from constraints.index import ConstraintIndex, subdivide
+from constraints.pieces import STRTREE_NODE_CAPACITY, PieceStore, PieceTree, strtree_rank
+from datasets.cache import LayerCache
+from datasets.catalogue import load_catalogue
+
+
+def _blob(rng, x, y, radius, n, hole=False):
+    angles = np.sort(rng.uniform(0, 2 * np.pi, n))
+    r = radius * rng.uniform(0.5, 1.0, n)
+    shell = np.column_stack([x + r * np.cos(angles), y + r * np.sin(angles)])
+    holes = [shapely.Point(x, y).buffer(radius * 0.2, 3).exterior.coords] if hole else None
+    return shapely.make_valid(shapely.Polygon(shell, holes))
+
+
+@pytest.fixture(scope="module")
+def pieces() -> np.ndarray:
+    """Subdivided polygons (some with holes), on a grid so that many boxes share edges, plus points and lines."""
+    rng = np.random.default_rng(5)
+    polygons = [_blob(rng, *rng.uniform(0, 1000, 2), rng.uniform(5, 80), int(rng.integers(4, 300)), hole=i % 3 == 0) for i in range(300)]
+    grid = [shapely.box(x, y, x + 10, y + 10) for x in range(0, 200, 10) for y in range(0, 200, 10)]
+    cut, _ = subdivide(np.array(polygons + grid, dtype=object), 32)
+    points = [shapely.Point(p) for p in rng.uniform(0, 1000, (200, 2))] + [shapely.Point(10, 10), shapely.Point(20, 20)]
+    lines = [shapely.LineString(rng.uniform(0, 1000, (3, 2))) for _ in range(50)]
+    multi = [shapely.MultiPoint(rng.uniform(0, 1000, (3, 2))), shapely.MultiLineString([[(0, 0), (5, 5)], [(7, 7), (9, 1)]]), shapely.Point(), shapely.Polygon()]
+    everything = np.concatenate([cut, np.array(points + lines + multi, dtype=object)])
+    return everything[rng.permutation(len(everything))]  # polygons and the rest mixed, as a store may hold them
+
+
+def _query_boxes(rng, n):
+    corner = rng.uniform(-50, 1000, (n, 2))
+    size = rng.uniform(0, 60, (n, 2)) * (rng.uniform(size=(n, 1)) > 0.1)  # a tenth are points
+    boxes = np.column_stack([corner, corner + size])
+    # boxes along the grid's lines and at its corners: edges and corners that only touch
+    edges = np.array([[10, 10, 20, 20], [20, 0, 30, 10], [0, 0, 0, 0], [10, 10, 10, 10], [-5, 5, 0, 15], [200, 0, 210, 200]], dtype=float)
+    return np.concatenate([boxes, edges])
+
+
+def test_store_gives_back_each_piece_as_it_was_made(pieces):
+    store = PieceStore.from_geometries(pieces)
+    ids = np.random.default_rng(1).permutation(len(pieces))[: len(pieces) // 2]
+    built = store.geometries(ids)
+    assert len(store) == len(pieces)
+    assert all(shapely.equals_exact(built, pieces[ids], tolerance=0))
+    assert (shapely.get_type_id(built) == shapely.get_type_id(pieces[ids])).all()
+    assert np.array_equal(store.area, shapely.area(pieces)) and np.array_equal(store.valid, shapely.is_valid(pieces))
+    assert np.array_equal(store.bounds, shapely.bounds(pieces), equal_nan=True)
+    assert store[int(ids[0])].equals_exact(pieces[ids[0]], 0)
+
+
+def test_taken_and_joined_stores_hold_the_same_pieces(pieces):
+    store = PieceStore.from_geometries(pieces)
+    half = len(pieces) // 2
+    joined = PieceStore.concatenate([store.take(np.arange(half)), PieceStore.from_geometries(pieces[half:])])
+    assert all(shapely.equals_exact(joined[:], pieces, tolerance=0))
+    assert np.array_equal(joined.area, store.area) and np.array_equal(joined.bounds, store.bounds, equal_nan=True)
+
+
+def test_tree_finds_what_strtree_finds_in_its_order(pieces):
+    bounds = shapely.bounds(pieces)
+    strtree = shapely.STRtree(pieces, node_capacity=STRTREE_NODE_CAPACITY)
+    tree = PieceTree(bounds, strtree_rank(bounds))
+    queries = _query_boxes(np.random.default_rng(2), 400)
+    found = 0
+    for box in queries:
+        expected = strtree.query(shapely.box(*box))
+        got = tree.query_box(*box)
+        assert got.tolist() == expected.tolist()
+        found += len(got)
+    assert found > len(queries)  # the queries do meet pieces, many of them
+
+
+def test_many_queries_at_once_are_each_query_alone(pieces):
+    tree = PieceTree(shapely.bounds(pieces))
+    queries = _query_boxes(np.random.default_rng(3), 300)
+    query_of, hits = tree.query_boxes(queries)
+    assert (np.diff(query_of) >= 0).all()
+    for q, box in enumerate(queries):
+        alone = tree.query_box(*box)
+        assert hits[query_of == q].tolist() == alone.tolist()
+        assert (np.diff(alone) > 0).all()  # without a rank: ascending piece numbers
+
+
+def test_tree_query_with_a_predicate_is_strtree_query(pieces):
+    store = PieceStore.from_geometries(pieces)
+    tree = PieceTree(store.bounds, store=store)
+    strtree = shapely.STRtree(pieces)
+    rng = np.random.default_rng(4)
+    for _ in range(50):
+        area = _blob(rng, *rng.uniform(0, 1000, 2), 40, 12)
+        assert sorted(tree.query(area, predicate="intersects").tolist()) == sorted(strtree.query(area, predicate="intersects").tolist())
+
+
+def test_nothing_is_found_for_empty_queries_or_in_an_empty_tree():
+    tree = PieceTree(shapely.bounds(np.array([shapely.box(0, 0, 1, 1)])))
+    assert tree.query(shapely.Polygon()).tolist() == []
+    assert tree.query_box(2, 2, 3, 3).tolist() == []
+    assert PieceTree(np.zeros((0, 4))).query_box(0, 0, 1, 1).tolist() == []
+
+
+@pytest.fixture(scope="module")
+def sample_index(sample_cache, tmp_path_factory) -> ConstraintIndex:
+    cache = LayerCache(copy_cache(sample_cache, tmp_path_factory.mktemp("cache")))
+    return ConstraintIndex.from_cache(cache, load_catalogue())
+
+
+def test_the_index_finds_each_sites_pieces_in_its_former_strtree_order(sample_index):
+    snap = sample_index.snapshot
+    pieces = snap.pieces[:]
+    strtree = shapely.STRtree(pieces, node_capacity=STRTREE_NODE_CAPACITY)
+    rng = np.random.default_rng(6)
+    x0, y0, x1, y1 = snap.pieces.bounds[:, 0].min(), snap.pieces.bounds[:, 1].min(), snap.pieces.bounds[:, 2].max(), snap.pieces.bounds[:, 3].max()
+    met = 0
+    for _ in range(300):
+        cx, cy = rng.uniform(x0, x1), rng.uniform(y0, y1)
+        size = rng.uniform(0, (x1 - x0) / 20)
+        box = shapely.box(cx, cy, cx + size, cy + size)
+        expected = strtree.query(box)
+        assert snap.tree.query(box).tolist() == expected.tolist()
+        met += len(expected) > 1
+    assert met > 10
+
+
+def test_a_saved_store_loads_as_it_was(pieces, tmp_path):
+    store = PieceStore.from_geometries(pieces)
+    rows = np.arange(len(pieces)) * 3
+    store.save(tmp_path / "p.npz", tmp_path / "p.xy.npy", row=rows)
+    loaded, (loaded_rows,) = PieceStore.load(tmp_path / "p.npz", tmp_path / "p.xy.npy", ("row",))
+    assert np.array_equal(loaded_rows, rows)
+    joined = PieceStore.concatenate([loaded])  # a snapshot's store: its own copy of the mapped vertices
+    assert joined.xy.flags.writeable and all(shapely.equals_exact(joined[:], pieces, tolerance=0))
+    assert np.array_equal(joined.area, store.area) and np.array_equal(joined.bounds, store.bounds, equal_nan=True)
+
+
+def test_vertices_that_do_not_match_their_offsets_are_refused(pieces, tmp_path):
+    store = PieceStore.from_geometries(pieces)
+    store.save(tmp_path / "p.npz", tmp_path / "p.xy.npy")
+    np.save(tmp_path / "p.xy.npy", store.xy[:-1])
+    with pytest.raises(ValueError):
+        PieceStore.load(tmp_path / "p.npz", tmp_path / "p.xy.npy")
+
+
+def _answers(index, sites):
+    out = []
+    for site in sites:
+        answer = index.check(site)
+        answer["provenance"].pop("checked_at")
+        out.append(answer)
+    return out
+
+
+def test_derived_pieces_answer_as_the_pieces_they_were_cut_as(sample_cache, tmp_path):
+    """A cold start reads the pieces a first build cut and saved (or, from a cache derived before
+    they were arrays, their WKB) and answers every site exactly as that first build did."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from datasets.crs import to_wgs84
+
+    cache = LayerCache(copy_cache(sample_cache, tmp_path / "cache"))
+    for old in cache.derived_dir.glob("*.pieces-*"):
+        old.unlink()
+    first = ConstraintIndex.from_cache(cache, load_catalogue())
+    snap = first.snapshot
+    rng = np.random.default_rng(9)
+    centres = snap.pieces.bounds[rng.choice(len(snap.pieces), 40, replace=False)]
+    sites = [to_wgs84(shapely.Point((b[0] + b[2]) / 2, (b[1] + b[3]) / 2).buffer(rng.uniform(5, 300), 4)) for b in centres]
+    expected = _answers(first, sites)
+    assert sum(bool(c["entities"]) for a in expected for c in a["constraints"]) > 10
+    saved = sorted(p.name for p in cache.derived_dir.glob("*.pieces-v4.*"))
+    assert len(saved) == 2 * len(snap.layer_list)
+    assert _answers(ConstraintIndex.from_cache(cache, load_catalogue()), sites) == expected
+
+    for i, layer in enumerate(snap.layer_list):  # the same pieces as a cache derived before v4 held them
+        ids = np.flatnonzero(snap.piece_layer == i)
+        table = pa.table({"wkb": shapely.to_wkb(snap.pieces[ids]), "row": snap.piece_row[ids]})
+        table = table.replace_schema_metadata({b"entity_area": layer.area.tobytes()})
+        pq.write_table(table, cache.derived_path(layer.name, layer.entry["version"], "pieces-v3.parquet"))
+    for saved in cache.derived_dir.glob("*.pieces-v4.*"):
+        saved.unlink()
+    assert _answers(ConstraintIndex.from_cache(cache, load_catalogue()), sites) == expected
+    assert len(list(cache.derived_dir.glob("*.pieces-v4.*"))) == 2 * len(snap.layer_list)
