@@ -9,7 +9,8 @@ would say for that site.
 
 How a run goes:
 
-1. ``read_sites`` reads GeoParquet, GeoPackage, GeoJSON, Shapefile (or zip), FlatGeobuf or CSV with
+1. The cluster is started (or reached) and every worker starts building its constraint index (step 3)
+   while this process reads the sites: ``read_sites`` reads GeoParquet, GeoPackage, GeoJSON, Shapefile (or zip), FlatGeobuf or CSV with
    WKT in any CRS into EPSG:4326 (``datasets.loaders`` for the formats; British National Grid through
    OSTN15). Rows that cannot be sites at all (no geometry, off the OSTN15 grid) are set aside as errors.
 2. The sites are sorted by the Hilbert distance of their centres and cut into partitions of
@@ -21,8 +22,9 @@ How a run goes:
    Parquet to write and next to none to read back, since only the final file is kept) by temp file
    and rename, so a part on disk is always complete. Sites that fail ``parse_site`` are recorded in
    that part's metadata.
-4. When every part is there, they are streamed into one GeoParquet (or CSV) file, written under a
-   temporary name and renamed: the result appears whole or not at all. Bad rows go to
+4. Parts are streamed, in order, into one GeoParquet (or CSV) file as soon as each and all before it
+   are there (by the client, while the workers go on checking), written under a temporary name and
+   renamed when the last is in: the result appears whole or not at all. Bad rows go to
    ``<out>.errors.csv`` (row, id, reason), written before the result.
 
 A worker that dies mid-run is replaced (by its nanny, on a local cluster) and Dask reruns its task; a
@@ -584,7 +586,7 @@ class BatchReport:
     seconds: float
     check_seconds: float  # from the first task submitted to the last part written
     cluster_seconds: float  # starting or connecting to the cluster and building the workers' indexes (the sites are read meanwhile)
-    finalise_seconds: float
+    finalise_seconds: float  # from the last part written to the result in place (most parts are in by then)
     task_cpu_seconds: float = 0.0  # CPU the workers spent in this run's tasks (all attempts)
 
     def summary(self) -> str:
