@@ -689,7 +689,7 @@ class _SiteArrays:
             return cls(xy, np.array([0, len(xy)], dtype=np.int64), one, np.zeros(1, np.int64), area, one)
         if not polygonal.any():
             none = np.zeros(1, np.int64)
-            return cls(np.zeros((0, 2)), none, none, area.copy(), area, none)
+            return cls(np.zeros((0, 2)), none, none, np.full(len(sites), -1, dtype=np.int64), area, none)
         which = np.flatnonzero(polygonal)
         parts, part_of = shapely.get_parts(sites[which], return_index=True)
         _, xy, (ring_offsets, part_rings) = shapely.to_ragged_array(parts, include_z=False)
