@@ -175,6 +175,7 @@ class SnapshotCaches:
     per_layer: dict[tuple[str, str], object] = field(default_factory=dict)
     # Per layer, what relating a site to its entities reads (``_entity_facts``).
     entity_facts: list | None = None
+    all_national: bool | None = None  # no layer has a coverage of its own (``coverage_gaps``)
 
 
 @dataclass
@@ -1198,6 +1199,14 @@ def coverage_gaps(site: Site, snap: Snapshot) -> dict[str, str]:
     Layers that cover the site are not in the result. Every answer (native, PlanX, ODP, GeoJSON,
     batch rows, the widget) takes its "unknown" from here through :meth:`ConstraintIndex.check`.
     """
+    if snap.caches.all_national is None:
+        snap.caches.all_national = all(layer.coverage is None for layer in snap.layers.values())
+    if snap.caches.all_national and snap.layers:  # the platform's layers only: England alone decides
+        part = england_part(site.geometry)
+        if part == "inside":
+            return {}
+        if part == "outside":
+            return dict.fromkeys(snap.layers, OUTSIDE_ENGLAND)
     out: dict[str, str] = {}
     verdicts: dict[int, bool] = {}
     part = None
