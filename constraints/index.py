@@ -41,8 +41,17 @@ from datasets.crs import OutsideGridError, ostn15_grid, to_bng
 from datasets.england import OUTSIDE_ENGLAND, PARTLY_OUTSIDE_ENGLAND, england_part
 from datasets.sync import is_stale
 
-from .pieces import POLYGON_PIECE, PieceStore, PieceTree, strtree_rank
-from .polygon_overlay import CROSSES, DISJOINT, PIECE_INSIDE, SITE_INSIDE, UNDECIDED, pair_overlaps
+from .pieces import POINT_PIECE, POLYGON_PIECE, PieceStore, PieceTree, strtree_rank
+from .polygon_overlay import (
+    CROSSES,
+    DISJOINT,
+    INTERIOR,
+    PIECE_INSIDE,
+    SITE_INSIDE,
+    UNDECIDED,
+    pair_overlaps,
+    points_in_polygons,
+)
 from .site import Site, SiteLimits, parse_site
 from .wkb_column import LINE, POINT, POLYGON, WkbColumn, map_wkb_file, write_wkb_file  # noqa: F401 (kinds re-exported)
 
@@ -482,9 +491,11 @@ class _Pairs:
     ``site_of`` names each pair's site, the pairs grouped by site and each site's in the tree's order.
 
     A pair of a polygon site and a polygon piece is first put to :func:`polygon_overlay.pair_overlaps`,
-    which says how the two meet and what area they share in one compiled pass for all pairs; GEOS is
-    asked only about the pairs it leaves undecided (boundaries that touch or run together) and about
-    point and line pieces, whose shapely geometries are built from the store for those pairs alone.
+    which says how the two meet and what area they share in one compiled pass for all pairs, and a
+    point against a polygon (a point piece and a site, an address and a piece) to
+    :func:`polygon_overlay.points_in_polygons`; GEOS is asked only about the pairs they leave undecided
+    (boundaries that touch or run together, points on an edge) and about line pieces, whose shapely
+    geometries are built from the store for those pairs alone.
     """
 
     one: bool
@@ -542,16 +553,28 @@ class _Pairs:
         return self.pieces[mask]
 
     def _overlay(self, pair_poly) -> tuple[np.ndarray, np.ndarray]:
-        """pair_overlaps' relation and area for each pair of a polygon site and a valid polygon piece
-        (UNDECIDED, and 0, for the others)."""
+        """What the compiled kernels decide: for each pair of a polygon site and a valid polygon piece,
+        pair_overlaps' relation and area; for a point piece and a polygon site, or an address (point)
+        site and a valid polygon piece, points_in_polygons' INTERIOR or DISJOINT; UNDECIDED (and 0)
+        for the rest, which GEOS decides."""
         relation = np.full(len(self.hits), UNDECIDED, dtype=np.int8)
         shared = np.zeros(len(self.hits))
-        site_slot, site_arrays = _site_polygons(self.sites)
-        ask = pair_poly & (self.store.kind[self.hits] == POLYGON_PIECE) & self.store.valid[self.hits] & (site_slot[self.site_of] >= 0)
+        site_slot, site_arrays, point_slot, site_points = _site_arrays(self.sites)
+        store = self.store
+        kind = store.kind[self.hits]
+        polygon_piece = (kind == POLYGON_PIECE) & store.valid[self.hits]
+        polygon_site = site_slot[self.site_of] >= 0
+        ask = pair_poly & polygon_piece & polygon_site
         if ask.any():
-            store = self.store
             shared[ask], relation[ask] = pair_overlaps(*site_arrays, store.xy, store.ring_offsets, store.polygon_offsets,
                                                        site_slot[self.site_of[ask]], store.slot[self.hits[ask]])
+        point_piece = (kind == POINT_PIECE) & polygon_site & (self.per_site(self.site_areas) > 0)
+        if point_piece.any():
+            relation[point_piece] = points_in_polygons(*site_arrays, site_slot[self.site_of[point_piece]], store.point_xy, store.slot[self.hits[point_piece]])
+        address = polygon_piece & (self.piece_area > 0) & (point_slot[self.site_of] >= 0)
+        if address.any():
+            relation[address] = points_in_polygons(store.xy, store.ring_offsets, store.polygon_offsets, store.slot[self.hits[address]],
+                                                   site_points, point_slot[self.site_of[address]])
         return relation, shared
 
     def keep_meeting(self) -> bool:
@@ -617,25 +640,36 @@ class _Pairs:
         """Whether each pair's piece reaches into its site, not only its edge: what a point or line
         entity, or any entity against an address (point) site, needs to count."""
         interior = np.ones(len(self.hits), dtype=bool)
-        edge_only = ~self.poly_piece | ~self.polygon_site
+        edge_only = (~self.poly_piece | ~self.polygon_site) & (self.relation != INTERIOR)  # INTERIOR: the kernel's word
         if edge_only.any():
             interior[edge_only] = ~shapely.touches(self._geometries(edge_only), self._sites(edge_only))
         return interior
 
 
-def _site_polygons(sites: np.ndarray) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """Each site's place among the sites that are single polygons (-1 for the others: multipolygons
-    and points go to GEOS), and those polygons' ragged arrays (``xy``, ring offsets, polygon offsets)."""
-    polygon = shapely.get_type_id(sites) == shapely.GeometryType.POLYGON
+_NO_POLYGONS = (np.zeros((0, 2)), np.zeros(1, np.int64), np.zeros(1, np.int64))
+_NO_POINTS = np.zeros((0, 2))
+
+
+def _site_arrays(sites: np.ndarray) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray], np.ndarray, np.ndarray]:
+    """The sites as the kernels read them: each site's place among the sites that are single polygons
+    (-1 for the others) and those polygons' ragged arrays (``xy``, ring offsets, polygon offsets); each
+    site's place among the sites that are points (-1 for the others) and their coordinates.
+    Multipolygons go to GEOS."""
+    type_id = shapely.get_type_id(sites)
+    polygon = type_id == shapely.GeometryType.POLYGON
     slot = np.full(len(sites), -1, dtype=np.int64)
     slot[polygon] = np.arange(int(polygon.sum()))
+    point = (type_id == shapely.GeometryType.POINT) & ~shapely.is_empty(sites)
+    point_slot = np.full(len(sites), -1, dtype=np.int64)
+    point_slot[point] = np.arange(int(point.sum()))
+    points = shapely.get_coordinates(sites[point]) if point.any() else _NO_POINTS
     if len(sites) == 1 and polygon[0] and shapely.get_num_interior_rings(sites[0]) == 0:
         xy = shapely.get_coordinates(sites[0])  # the usual site: one ring, no holes (what to_ragged_array gives, sooner)
-        return slot, (xy, np.array([0, len(xy)], dtype=np.int64), np.array([0, 1], dtype=np.int64))
+        return slot, (xy, np.array([0, len(xy)], dtype=np.int64), np.array([0, 1], dtype=np.int64)), point_slot, points
     if not polygon.any():
-        return slot, (np.zeros((0, 2)), np.zeros(1, np.int64), np.zeros(1, np.int64))
+        return slot, _NO_POLYGONS, point_slot, points
     _, xy, (ring_offsets, rings) = shapely.to_ragged_array(sites[polygon], include_z=False)
-    return slot, (xy, ring_offsets, rings)
+    return slot, (xy, ring_offsets, rings), point_slot, points
 
 
 @dataclass(frozen=True, slots=True)
