@@ -391,14 +391,16 @@ class _Rows:
 
     def _rows(self, answers: dict[str, dict]) -> list[int]:
         keys, stock = self.keys, self.stock
-        out = []
-        for key, answer in answers.items():
-            if keys is not None and key not in keys:
-                continue
-            row = stock.get(id(answer))
-            if row is None:
-                row = self._row(key, answer)
-            out.append(row)
+        if keys is not None:
+            answers = {key: answer for key, answer in answers.items() if key in keys}
+        # most of a site's keys have their stock answer, already a row: look them all up at once
+        out = [stock.get(id(answer)) for answer in answers.values()]
+        if None in out:
+            for n, (key, answer) in enumerate(answers.items()):
+                if out[n] is None:
+                    out[n] = stock.get(id(answer))  # a row made for an earlier key of this site
+                    if out[n] is None:
+                        out[n] = self._row(key, answer)
         return out
 
     def _row(self, key: str, answer: dict) -> int:
@@ -734,6 +736,9 @@ class _Checked:
     cluster_seconds: float
     check_seconds: float
     task_cpu_seconds: float
+    finalise_seconds: float
+    errors: int  # bad rows, in the errors file
+    rows: int  # in the output file
 
 
 def run_batch(sites: Path | str, out: Path | str, options: BatchOptions | None = None, **fields) -> BatchReport:
@@ -762,8 +767,7 @@ def run_batch(sites: Path | str, out: Path | str, options: BatchOptions | None =
         run = _plan(sites, out, kind, options, spec, keys, table)
         _start_parts(run)
         checked = cluster.check(run)
-    t_final = time.perf_counter()
-    errors, rows = _finalise(run, checked.data_version)
+    errors, rows = checked.errors, checked.rows
     return BatchReport(
         out=out,
         errors_path=errors_path(out),
@@ -778,7 +782,7 @@ def run_batch(sites: Path | str, out: Path | str, options: BatchOptions | None =
         check_seconds=checked.check_seconds,
         task_cpu_seconds=checked.task_cpu_seconds,
         cluster_seconds=checked.cluster_seconds,
-        finalise_seconds=time.perf_counter() - t_final,
+        finalise_seconds=checked.finalise_seconds,
     )
 
 
@@ -910,9 +914,21 @@ class _Cluster:
         data_version = _one_data_version(client.gather(builds))
         cluster_seconds = time.perf_counter() - self.started
         todo, skipped = _tasks(run, data_version, wkb)
-        t_check = time.perf_counter()
-        cpu = _run_tasks(client, todo, len(run.chunks), skipped, self.options.progress, self.options.on_part)
-        return _Checked(data_version, skipped, cluster_seconds, time.perf_counter() - t_check, cpu)
+        output = _Output(run, data_version)
+        try:
+            for n in sorted(set(range(len(run.chunks))) - {task["part"] for task in todo}):
+                output.part_done(n)  # finished by the run resumed
+            t_check = time.perf_counter()
+            cpu = _run_tasks(
+                client, todo, len(run.chunks), skipped, self.options.progress, self.options.on_part, output.part_done
+            )
+            t_final = time.perf_counter()
+            errors, rows = output.finish()
+        except BaseException as err:
+            output.abort(err)
+            raise
+        done = time.perf_counter()
+        return _Checked(data_version, skipped, cluster_seconds, t_final - t_check, cpu, done - t_final, errors, rows)
 
 
 def _one_data_version(versions: list[str]) -> str:
@@ -963,32 +979,66 @@ def _tasks(run: _Run, data_version: str, wkb_all: np.ndarray) -> tuple[list[dict
     return todo, skipped
 
 
-def _finalise(run: _Run, data_version: str) -> tuple[int, int]:
-    """Gather the parts into the one output file (and the bad rows into theirs); the bad rows and
-    output rows there are.
+class _Output:
+    """The run's output file, written while the parts are checked: each part is appended as soon as
+    it and every part before it are finished, so when the last task ends only the parts still to
+    append, the errors file and the rename are left (and the client's core, idle while the workers
+    check, does the writing).
 
-    Every part must be this run's, on the same layer data, or nothing is written. The errors file is
-    written before the result, so a result on disk always has its errors beside it.
+    The file is written under a temporary name and renamed into place by :meth:`finish`, after the
+    errors file: a result on disk always has its errors beside it. Every part must be this run's, on
+    the same layer data, or nothing is written (:meth:`abort` removes the temporary file).
     """
-    part_files = [run.part_path(n) for n in range(len(run.chunks))]
-    metas = [read_part_meta(path) for path in part_files]
-    token = run.token
-    missing = [n for n, m in enumerate(metas) if m is None or m["run"] != token]
-    if missing:
-        raise BatchRunError(f"parts {missing[:10]} are missing after the run; rerun with --resume")
-    if {m["data_version"] for m in metas} - {data_version}:
-        raise BatchRunError(
-            "parts were checked on different layer data; rerun with --resume to redo the old ones"
+
+    def __init__(self, run: _Run, data_version: str):
+        self.run, self.data_version = run, data_version
+        self.errors: list[tuple[int, object, str]] = list(run.table.errors)
+        self.rows = 0
+        self._finished: set[int] = set()
+        self._next = 0  # the first part not yet appended
+        self._file = atomic_path(run.out)
+        self._writer = (_ParquetOutput if run.kind == "parquet" else _CsvOutput)(
+            self._file.__enter__(), result_schema(run.table.id_field, run.id_type)
         )
-    table = run.table
-    errors = list(table.errors) + [tuple(e) for m in metas for e in m["errors"]]
-    errors.sort(key=lambda e: e[0])
-    _write_errors(errors_path(run.out), table.id_field, errors)
-    schema = result_schema(table.id_field, run.id_type)
-    finalise = _finalise_parquet if run.kind == "parquet" else _finalise_csv
-    rows = finalise(part_files, schema, run.out)
-    shutil.rmtree(run.parts, ignore_errors=True)
-    return len(errors), rows
+
+    def part_done(self, n: int) -> None:
+        """Part ``n`` is on disk: append it, and any after it that were waiting for it."""
+        self._finished.add(n)
+        while self._next in self._finished:
+            self._append(self._next)
+            self._finished.discard(self._next)
+            self._next += 1
+
+    def _append(self, n: int) -> None:
+        path = self.run.part_path(n)
+        meta = read_part_meta(path)
+        if meta is None or meta["run"] != self.run.token:
+            raise BatchRunError(f"part {n} is missing after the run; rerun with --resume")
+        if meta["data_version"] != self.data_version:
+            raise BatchRunError("parts were checked on different layer data; rerun with --resume to redo the old ones")
+        self.errors.extend(tuple(e) for e in meta["errors"])
+        with _read_part(path) as table:
+            self.rows += self._writer.write(table)
+
+    def finish(self) -> tuple[int, int]:
+        """Append what is left, write the errors file, put the result in place; the bad rows and
+        output rows there are."""
+        for n in range(self._next, len(self.run.chunks)):
+            self._append(n)
+        self._next = len(self.run.chunks)
+        self.errors.sort(key=lambda e: e[0])
+        _write_errors(errors_path(self.run.out), self.run.table.id_field, self.errors)
+        self._writer.close()
+        self._file.__exit__(None, None, None)
+        shutil.rmtree(self.run.parts, ignore_errors=True)
+        return len(self.errors), self.rows
+
+    def abort(self, err: BaseException) -> None:
+        """Leave no output file behind: the run failed with ``err``."""
+        with contextlib.suppress(Exception):
+            self._writer.close()
+        with contextlib.suppress(BaseException):
+            self._file.__exit__(type(err), err, err.__traceback__)  # removes the temporary file
 
 
 def _str(value) -> str | None:
@@ -1013,9 +1063,9 @@ def _check_keys(spec: IndexSpec, keys: list[str] | None) -> list[str] | None:
 TASK_ATTEMPTS = 3
 
 
-def _run_tasks(client, todo: list[dict], parts: int, skipped: int, progress: bool, on_part) -> float:
+def _run_tasks(client, todo: list[dict], parts: int, skipped: int, progress: bool, on_part, part_done) -> float:
     """Submit the partitions, a few ahead of the workers, and follow them to the end; the workers'
-    CPU seconds in them.
+    CPU seconds in them. ``part_done(n)`` is told of each part written, before ``on_part``.
 
     A bounded window keeps the scheduler's memory to a few partitions of WKB however big the input.
     Dask reruns a task lost with a dead worker; a result lost *after* its task finished (the worker
@@ -1059,6 +1109,7 @@ def _run_tasks(client, todo: list[dict], parts: int, skipped: int, progress: boo
                     continue
                 done += 1
                 cpu += result["cpu_seconds"]
+                part_done(result["part"])
                 bar.update(result["sites"])
                 bar.set_postfix_str(f"tasks {done}/{parts}")
                 if on_part is not None:
@@ -1107,41 +1158,46 @@ def _geo_metadata() -> dict:
     }
 
 
-def _finalise_parquet(part_files: list[Path], schema: pa.Schema, out: Path) -> int:
-    """Stream the parts into one GeoParquet file under a temporary name, then rename it into place."""
-    rows = 0
-    with atomic_path(out) as tmp:
+class _ParquetOutput:
+    """GeoParquet, a part at a time."""
+
+    def __init__(self, path: Path, schema: pa.Schema):
+        self.schema = schema
         # dictionary columns are written as such (one copy of each site's WKB per row group) but
         # read back as plain values: readers see ordinary GeoParquet
-        with pq.ParquetWriter(tmp, schema, compression="zstd", store_schema=False) as writer:
-            for part in part_files:
-                with _read_part(part) as table:
-                    writer.write_table(table.replace_schema_metadata(None).cast(schema))
-                    rows += table.num_rows
-            writer.add_key_value_metadata({"geo": json.dumps(_geo_metadata())})
-    return rows
+        self.writer = pq.ParquetWriter(path, schema, compression="zstd", store_schema=False)
+
+    def write(self, table: pa.Table) -> int:
+        self.writer.write_table(table.replace_schema_metadata(None).cast(self.schema))
+        return table.num_rows
+
+    def close(self) -> None:
+        if self.writer.is_open:
+            self.writer.add_key_value_metadata({"geo": json.dumps(_geo_metadata())})
+            self.writer.close()
 
 
-def _finalise_csv(part_files: list[Path], schema: pa.Schema, out: Path) -> int:
-    """Stream the parts into one CSV: lists as JSON arrays, no geometry (the input file has it)."""
-    rows = 0
-    id_field = schema.field(0).name
-    with atomic_path(out) as tmp, open(tmp, "wb") as handle:
-        first = True
-        for part in part_files:
-            with _read_part(part) as table:
-                flat = _csv_table(table, id_field)
-                pacsv.write_csv(flat, handle, write_options=pacsv.WriteOptions(include_header=first))
-            first = False
-            rows += flat.num_rows
-        if first:  # no parts at all: still a CSV with its header
-            handle.write(
-                (
-                    ",".join([id_field, "key", "status", "reason", *LIST_COLUMNS, "site_area_m2"])
-                    + "\n"
-                ).encode()
-            )
-    return rows
+class _CsvOutput:
+    """CSV, a part at a time: lists as JSON arrays, no geometry (the input file has it)."""
+
+    def __init__(self, path: Path, schema: pa.Schema):
+        self.id_field = schema.field(0).name
+        self.handle = open(path, "wb")  # noqa: SIM115 - closed by close(), after the last part
+        self.header = True
+
+    def write(self, table: pa.Table) -> int:
+        flat = _csv_table(table, self.id_field)
+        pacsv.write_csv(flat, self.handle, write_options=pacsv.WriteOptions(include_header=self.header))
+        self.header = False
+        return flat.num_rows
+
+    def close(self) -> None:
+        if self.handle.closed:
+            return
+        if self.header:  # no parts at all: still a CSV with its header
+            names = [self.id_field, "key", "status", "reason", *LIST_COLUMNS, "site_area_m2"]
+            self.handle.write((",".join(names) + "\n").encode())
+        self.handle.close()
 
 
 def _csv_table(table: pa.Table, id_field: str) -> pa.Table:

@@ -491,11 +491,11 @@ class _Pairs:
     ``site_of`` names each pair's site, the pairs grouped by site and each site's in the tree's order.
 
     A pair of a polygon site and a polygon piece is first put to :func:`polygon_overlay.pair_overlaps`,
-    which says how the two meet and what area they share in one compiled pass for all pairs, and a
-    point against a polygon (a point piece and a site, an address and a piece) to
-    :func:`polygon_overlay.points_in_polygons`; GEOS is asked only about the pairs they leave undecided
-    (boundaries that touch or run together, points on an edge) and about line pieces, whose shapely
-    geometries are built from the store for those pairs alone.
+    which says how the two meet and what area they share in one compiled pass for all pairs; a point
+    piece against a polygon site, and an address (point) site against a polygon piece, to
+    :func:`polygon_overlay.points_in_polygons`. GEOS is asked only about the pairs they leave undecided
+    (boundaries that touch or run together, a point on or next to an edge) and about line pieces, whose
+    shapely geometries are built from the store for those pairs alone.
     """
 
     one: bool
@@ -508,11 +508,13 @@ class _Pairs:
     pieces: np.ndarray  # per pair: the piece's shapely geometry once built (``_geometries``), else None
     built: np.ndarray  # per pair: whether ``pieces`` holds it
     prepared: bool = False
+    site_arrays: _SiteArrays | None = None  # the polygonal sites as ragged arrays, once a kernel needs them
     # set by keep_meeting
     inside: np.ndarray | None = None  # the site holds the piece properly
     poly_piece: np.ndarray | None = None  # the piece is (part of) a polygon
     polygon_site: np.ndarray | np.bool_ | None = None  # the pair's site is an area
-    relation: np.ndarray | None = None  # per pair: pair_overlaps' relation (UNDECIDED where it was not asked)
+    # per pair: pair_overlaps' relation, or points_in_polygons' (INTERIOR or DISJOINT); UNDECIDED where neither was asked
+    relation: np.ndarray | None = None
     shared: np.ndarray | None = None  # per pair: pair_overlaps' area where it decided
 
     @classmethod
@@ -552,29 +554,41 @@ class _Pairs:
             self.built |= todo
         return self.pieces[mask]
 
-    def _overlay(self, pair_poly) -> tuple[np.ndarray, np.ndarray]:
-        """What the compiled kernels decide: for each pair of a polygon site and a valid polygon piece,
-        pair_overlaps' relation and area; for a point piece and a polygon site, or an address (point)
-        site and a valid polygon piece, points_in_polygons' INTERIOR or DISJOINT; UNDECIDED (and 0)
-        for the rest, which GEOS decides."""
+    def _site_arrays(self) -> _SiteArrays:
+        if self.site_arrays is None:
+            self.site_arrays = _SiteArrays.of(self.sites)
+        return self.site_arrays
+
+    def _overlay(self, pair_poly, polygon_site) -> tuple[np.ndarray, np.ndarray]:
+        """The kernels' relation for each pair they can answer, UNDECIDED for the others, and pair_overlaps'
+        area (0 where it was not asked): pair_overlaps for a polygon site and a valid polygon piece,
+        points_in_polygons for a polygon site and a point piece, or an address site and a valid polygon piece."""
         relation = np.full(len(self.hits), UNDECIDED, dtype=np.int8)
         shared = np.zeros(len(self.hits))
-        site_slot, site_arrays, point_slot, site_points = _site_arrays(self.sites)
         store = self.store
-        kind = store.kind[self.hits]
-        polygon_piece = (kind == POLYGON_PIECE) & store.valid[self.hits]
-        polygon_site = site_slot[self.site_of] >= 0
-        ask = pair_poly & polygon_piece & polygon_site
-        if ask.any():
-            shared[ask], relation[ask] = pair_overlaps(*site_arrays, store.xy, store.ring_offsets, store.polygon_offsets,
-                                                       site_slot[self.site_of[ask]], store.slot[self.hits[ask]])
-        point_piece = (kind == POINT_PIECE) & polygon_site & (self.per_site(self.site_areas) > 0)
-        if point_piece.any():
-            relation[point_piece] = points_in_polygons(*site_arrays, site_slot[self.site_of[point_piece]], store.point_xy, store.slot[self.hits[point_piece]])
-        address = polygon_piece & (self.piece_area > 0) & (point_slot[self.site_of] >= 0)
+        kind, valid = store.kind[self.hits], store.valid[self.hits]
+        polygon_piece = (kind == POLYGON_PIECE) & valid
+        ask = pair_poly & polygon_piece
+        point_piece = polygon_site & (kind == POINT_PIECE)
+        address = ~polygon_site & polygon_piece
+        if ask.any() or point_piece.any():
+            sites = self._site_arrays()
+            ask &= sites.polygon[self.site_of] >= 0
+            if ask.any():
+                shared[ask], relation[ask] = pair_overlaps(sites.xy, sites.ring_offsets, sites.part_rings, store.xy, store.ring_offsets,
+                                                           store.polygon_offsets, sites.polygon[self.site_of[ask]], store.slot[self.hits[ask]])
+            point_piece &= sites.area[self.site_of] >= 0
+            if point_piece.any():  # the site's rings (all its parts') against the store's points, in place
+                relation[point_piece] = points_in_polygons(sites.xy, sites.ring_offsets, sites.area_rings, sites.area[self.site_of[point_piece]],
+                                                           store.point_xy, store.slot[self.hits[point_piece]])
         if address.any():
-            relation[address] = points_in_polygons(store.xy, store.ring_offsets, store.polygon_offsets, store.slot[self.hits[address]],
-                                                   site_points, point_slot[self.site_of[address]])
+            point_site = shapely.get_type_id(self.sites) == _POINT_TYPE
+            address &= point_site[self.site_of]
+            if address.any():  # the store's polygons against the address, in place
+                site_xy = np.zeros((len(self.sites), 2))
+                site_xy[point_site] = shapely.get_coordinates(self.sites[point_site])
+                relation[address] = points_in_polygons(store.xy, store.ring_offsets, store.polygon_offsets, store.slot[self.hits[address]],
+                                                       site_xy, self.site_of[address])
         return relation, shared
 
     def keep_meeting(self) -> bool:
@@ -582,7 +596,7 @@ class _Pairs:
         polygon_site = self.per_site(self.site_areas) > 0
         poly_piece = self.piece_area > 0
         pair_poly = poly_piece & polygon_site
-        relation, shared = self._overlay(pair_poly)
+        relation, shared = self._overlay(pair_poly, polygon_site)
         inside = relation == PIECE_INSIDE
         meets = (relation != UNDECIDED) & (relation != DISJOINT)
         ask = relation == UNDECIDED
@@ -640,36 +654,50 @@ class _Pairs:
         """Whether each pair's piece reaches into its site, not only its edge: what a point or line
         entity, or any entity against an address (point) site, needs to count."""
         interior = np.ones(len(self.hits), dtype=bool)
-        edge_only = (~self.poly_piece | ~self.polygon_site) & (self.relation != INTERIOR)  # INTERIOR: the kernel's word
+        # a point the kernel put in its polygon's interior reaches it; GEOS says whether the others touch
+        edge_only = (~self.poly_piece | ~self.polygon_site) & (self.relation != INTERIOR)
         if edge_only.any():
             interior[edge_only] = ~shapely.touches(self._geometries(edge_only), self._sites(edge_only))
         return interior
 
 
-_NO_POLYGONS = (np.zeros((0, 2)), np.zeros(1, np.int64), np.zeros(1, np.int64))
-_NO_POINTS = np.zeros((0, 2))
+# shapely's type ids as plain integers: comparing an array with the enum costs microseconds a time
+_POINT_TYPE, _POLYGON_TYPE, _MULTIPOLYGON_TYPE = (int(t) for t in (shapely.GeometryType.POINT, shapely.GeometryType.POLYGON, shapely.GeometryType.MULTIPOLYGON))
 
 
-def _site_arrays(sites: np.ndarray) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray], np.ndarray, np.ndarray]:
-    """The sites as the kernels read them: each site's place among the sites that are single polygons
-    (-1 for the others) and those polygons' ragged arrays (``xy``, ring offsets, polygon offsets); each
-    site's place among the sites that are points (-1 for the others) and their coordinates.
-    Multipolygons go to GEOS."""
-    type_id = shapely.get_type_id(sites)
-    polygon = type_id == shapely.GeometryType.POLYGON
-    slot = np.full(len(sites), -1, dtype=np.int64)
-    slot[polygon] = np.arange(int(polygon.sum()))
-    point = (type_id == shapely.GeometryType.POINT) & ~shapely.is_empty(sites)
-    point_slot = np.full(len(sites), -1, dtype=np.int64)
-    point_slot[point] = np.arange(int(point.sum()))
-    points = shapely.get_coordinates(sites[point]) if point.any() else _NO_POINTS
-    if len(sites) == 1 and polygon[0] and shapely.get_num_interior_rings(sites[0]) == 0:
-        xy = shapely.get_coordinates(sites[0])  # the usual site: one ring, no holes (what to_ragged_array gives, sooner)
-        return slot, (xy, np.array([0, len(xy)], dtype=np.int64), np.array([0, 1], dtype=np.int64)), point_slot, points
-    if not polygon.any():
-        return slot, _NO_POLYGONS, point_slot, points
-    _, xy, (ring_offsets, rings) = shapely.to_ragged_array(sites[polygon], include_z=False)
-    return slot, (xy, ring_offsets, rings), point_slot, points
+@dataclass(frozen=True, slots=True)
+class _SiteArrays:
+    """The polygonal sites (polygons and multipolygons) in the kernels' ragged layout: their parts'
+    rings in ``xy``/``ring_offsets``, each part's rings from ``part_rings``."""
+
+    xy: np.ndarray
+    ring_offsets: np.ndarray
+    part_rings: np.ndarray
+    polygon: np.ndarray  # per site: its part, when it is a single polygon (pair_overlaps' polygon); else -1
+    area: np.ndarray  # per site: its place in ``area_rings`` when it is polygonal; else -1
+    area_rings: np.ndarray  # where each polygonal site's rings (all its parts') start, and where the last ends
+
+    @classmethod
+    def of(cls, sites: np.ndarray) -> _SiteArrays:
+        type_id = shapely.get_type_id(sites)
+        polygonal = (type_id == _POLYGON_TYPE) | (type_id == _MULTIPOLYGON_TYPE)
+        area = np.full(len(sites), -1, dtype=np.int64)
+        area[polygonal] = np.arange(int(polygonal.sum()))
+        if len(sites) == 1 and type_id[0] == _POLYGON_TYPE and shapely.get_num_interior_rings(sites[0]) == 0:
+            xy = shapely.get_coordinates(sites[0])  # the usual site: one ring, no holes (what to_ragged_array gives, sooner)
+            one = np.array([0, 1], dtype=np.int64)
+            return cls(xy, np.array([0, len(xy)], dtype=np.int64), one, np.zeros(1, np.int64), area, one)
+        if not polygonal.any():
+            none = np.zeros(1, np.int64)
+            return cls(np.zeros((0, 2)), none, none, np.full(len(sites), -1, dtype=np.int64), area, none)
+        which = np.flatnonzero(polygonal)
+        parts, part_of = shapely.get_parts(sites[which], return_index=True)
+        _, xy, (ring_offsets, part_rings) = shapely.to_ragged_array(parts, include_z=False)
+        first_part = np.searchsorted(part_of, np.arange(len(which) + 1))  # where each polygonal site's parts start
+        polygon = np.full(len(sites), -1, dtype=np.int64)
+        single = type_id[which] == _POLYGON_TYPE
+        polygon[which[single]] = first_part[:-1][single]
+        return cls(xy, ring_offsets, part_rings, polygon, area, part_rings[first_part])
 
 
 @dataclass(frozen=True, slots=True)

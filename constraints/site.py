@@ -31,11 +31,11 @@ from datasets.crs import (
     RING_CLOCKWISE,
     RING_HAND_BACK,
     RING_UNSURE,
-    WGS84,
     OutsideGridError,
     geodesic_area_perimeter,
     grid_reference,
     lonlat_points_to_bng,
+    read_ring,
     read_site_ring,
     ring_area_perimeter,
     to_bng,
@@ -816,60 +816,62 @@ def parse_sites(geometries, limits: SiteLimits = SiteLimits()) -> list[Site | Si
 
 
 def _simple_polygons(geometries: np.ndarray, counts: np.ndarray, positions: np.ndarray, limits: SiteLimits, out: list) -> None:
-    """The vectorised :func:`_simple_polygon`: fills ``out[positions[k]]`` for each polygon it can read."""
+    """The vectorised :func:`_simple_polygon`: fills ``out[positions[k]]`` for each polygon it can read.
+
+    One OSTN15 call for every point of every ring, one compiled pass per ring (``read_ring``), one
+    GEOS validity call for the rings it could not prove simple; then each ring's geodesic area.
+    """
     lonlat = shapely.get_coordinates(geometries)
     starts = np.r_[0, np.cumsum(counts)[:-1]]
     ends = starts + counts
-    first, second, third, last = lonlat[starts], lonlat[starts + 1], lonlat[starts + 2], lonlat[ends - 1]
-    ok = (first != second).any(axis=1) & (second != third).any(axis=1) & (first != third).any(axis=1)
-    ok &= (first == last).all(axis=1)
     grid, _ = lonlat_points_to_bng(lonlat)  # a point outside Great Britain comes out off the grid (NaN)
-    finite = np.isfinite(grid).all(axis=1)
-    ok &= np.logical_and.reduceat(finite, starts)
-    repeated = np.r_[(grid[1:] == grid[:-1]).all(axis=1), False]
-    repeated[ends - 1] = False  # the last point of one site and the first of the next
-    ok &= ~np.logical_or.reduceat(repeated, starts)
-    rings, rings_grid, chosen, rewound = [], [], [], []
-    for k in np.flatnonzero(ok).tolist():
+    on_grid = np.logical_and.reduceat(np.isfinite(grid).all(axis=1), starts)
+    candidates = np.flatnonzero(on_grid)
+    centroids = np.empty((len(candidates), 4))
+    rings, rings_grid, chosen, rewound, unsure = [], [], [], [], []
+    for j, k in enumerate(candidates.tolist()):
         lo, hi = starts[k], ends[k]
         ring, ring_grid = lonlat[lo:hi], grid[lo:hi]
-        turn, turn_grid = _ring_turn(ring), _ring_turn(ring_grid)
-        if turn == 0 or (turn > 0) != (turn_grid > 0):
-            continue
-        if turn < 0:  # clockwise: RFC 7946 wants outer rings anticlockwise
+        code = read_ring(ring, ring_grid, centroids[j])
+        if code == RING_HAND_BACK:
+            continue  # not closed, repeated points, or turning no clear way: the general path says which
+        if code & RING_CLOCKWISE:  # RFC 7946 wants outer rings anticlockwise
             ring, ring_grid = ring[::-1], ring_grid[::-1]
         rings.append(ring)
         rings_grid.append(ring_grid)
-        chosen.append(k)
-        rewound.append(turn < 0)
+        chosen.append(j)
+        rewound.append(bool(code & RING_CLOCKWISE))
+        unsure.append(bool(code & RING_UNSURE))
     if not chosen:
         return
-    sizes = counts[chosen]
+    sizes = counts[candidates[chosen]]
     ring_of = np.repeat(np.arange(len(chosen)), sizes)
     geometry = shapely.polygons(shapely.linearrings(np.concatenate(rings), indices=ring_of))
     bng = shapely.polygons(shapely.linearrings(np.concatenate(rings_grid), indices=ring_of))
-    valid = shapely.is_valid(bng)
-    centres = shapely.get_coordinates(shapely.centroid(geometry)).tolist()
-    centres_grid = shapely.get_coordinates(shapely.centroid(bng)).tolist()
-    for j, k in enumerate(chosen):
-        if not valid[j]:
+    valid = np.ones(len(chosen), dtype=bool)
+    asked = np.flatnonzero(unsure)
+    valid[asked] = shapely.is_valid(bng[asked])
+    centres = centroids[chosen].tolist()
+    for m, j in enumerate(chosen):
+        if not valid[m]:
             continue
-        ring = rings[j]
-        area, perimeter = WGS84.polygon_area_perimeter(ring[:, 0], ring[:, 1])
+        ring = rings[m]
+        area, perimeter = ring_area_perimeter(ring[:, 0], ring[:, 1])
         area, perimeter = abs(area), abs(perimeter)
         try:
             _check_area(area, limits)
         except SiteError:
             continue  # parse_site says so, the one way it is said
-        out[positions[k]] = Site(
-            geometry=geometry[j],
-            bng=bng[j],
+        lon, lat, x, y = centres[m]
+        out[positions[candidates[j]]] = Site(
+            geometry=geometry[m],
+            bng=bng[m],
             area_m2=area,
             perimeter_m=perimeter,
-            centroid=tuple(centres[j]),
-            grid_reference=grid_reference(*centres_grid[j]),
-            vertices=int(sizes[j]),
-            warnings=["rings were rewound: outer rings anticlockwise, holes clockwise (RFC 7946)"] if rewound[j] else [],
+            centroid=(lon, lat),
+            grid_reference=grid_reference(x, y),
+            vertices=int(sizes[m]),
+            warnings=["rings were rewound: outer rings anticlockwise, holes clockwise (RFC 7946)"] if rewound[m] else [],
             properties={},
         )
 
