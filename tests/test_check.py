@@ -474,3 +474,20 @@ def test_the_quick_read_of_a_one_ring_site_answers_exactly_as_the_careful_one(mo
         assert shapely.get_coordinates(a.bng).tolist() == shapely.get_coordinates(b.bng).tolist()
         assert (a.area_m2, a.perimeter_m, a.centroid, a.grid_reference, a.vertices) == (b.area_m2, b.perimeter_m, b.centroid, b.grid_reference, b.vertices)
         assert (a.warnings, a.properties) == (b.warnings, b.properties)
+
+
+def test_an_entitys_attributes_lie_side_by_side_and_read_as_columns(sample_index):
+    # a check shows a few random rows of big layers: each row's values are kept together (the
+    # columns are views of one row-major array), and read as columns they are the layer's table
+    for layer in sample_index.snapshot.layer_list:
+        columns = list(layer.columns.values())
+        if len(columns) < 2 or not len(layer):
+            continue
+        base = columns[0].base
+        assert base is not None and base.ndim == 2 and base.flags.c_contiguous
+        assert all(values.base is base for values in columns)
+        row = len(layer) // 2
+        assert base[row].tolist() == [values[row] for values in columns]
+        assert list(layer.properties(row))[1:] == list(layer.columns)
+        table = sample_index.cache.read_table(layer.name, list(layer.columns))
+        assert all(table.column(name)[row].as_py() == layer.columns[name][row] for name in layer.columns)
