@@ -41,8 +41,17 @@ from datasets.crs import OutsideGridError, ostn15_grid, to_bng
 from datasets.england import OUTSIDE_ENGLAND, PARTLY_OUTSIDE_ENGLAND, england_part
 from datasets.sync import is_stale
 
-from .pieces import POLYGON_PIECE, PieceStore, PieceTree, strtree_rank
-from .polygon_overlay import CROSSES, DISJOINT, PIECE_INSIDE, SITE_INSIDE, UNDECIDED, pair_overlaps
+from .pieces import POINT_PIECE, POLYGON_PIECE, PieceStore, PieceTree, strtree_rank
+from .polygon_overlay import (
+    CROSSES,
+    DISJOINT,
+    INTERIOR,
+    PIECE_INSIDE,
+    SITE_INSIDE,
+    UNDECIDED,
+    pair_overlaps,
+    points_in_polygons,
+)
 from .site import Site, SiteLimits, parse_site
 from .wkb_column import LINE, POINT, POLYGON, WkbColumn, map_wkb_file, write_wkb_file  # noqa: F401 (kinds re-exported)
 
@@ -166,6 +175,7 @@ class SnapshotCaches:
     per_layer: dict[tuple[str, str], object] = field(default_factory=dict)
     # Per layer, what relating a site to its entities reads (``_entity_facts``).
     entity_facts: list | None = None
+    all_national: bool | None = None  # no layer has a coverage of its own (``coverage_gaps``)
 
 
 @dataclass
@@ -264,6 +274,21 @@ def _interned(column: pa.ChunkedArray) -> np.ndarray:
     return values[encoded.indices.fill_null(len(dictionary)).to_numpy()]
 
 
+def _row_major(table: pa.Table, names: list[str]) -> dict[str, np.ndarray]:
+    """The attribute columns ``names`` of ``table`` (interned), as views of one row-major array.
+
+    A check shows the few entities a site meets, each a random row of its layer: with each column an
+    array of its own, every attribute of such a row is a cache miss in memory of its own (half the
+    time of showing an entity, measured on a national layer); side by side, a row's values share a
+    cache line or two. The same pointers as separate columns, so no more memory; filled a column at
+    a time, so no more than one extra column is ever held while the layer is read.
+    """
+    rows = np.empty((table.num_rows, len(names)), dtype=object)
+    for j, c in enumerate(names):
+        rows[:, j] = _interned(table.column(c))
+    return {c: rows[:, j] for j, c in enumerate(names)}
+
+
 def _read_pieces(path, batch: int = 8_192) -> tuple[PieceStore, np.ndarray, np.ndarray]:
     """A layer's derived pieces (as a store, their rows, and each entity's area) from its Parquet file,
     decoded a batch at a time as the file is read: neither the whole WKB column, nor a Python bytes
@@ -314,12 +339,13 @@ def _load_layer(cache: LayerCache, name: str, entry: dict) -> tuple[Layer, Piece
     # the layer's own WKB is read only to write the mapped copy (a national layer's is half a gigabyte)
     wanted = None if geometry is None else [c for c in cache.read_schema(name).names if c != "geometry"]
     table = cache.read_table(name, wanted)
-    columns = {
-        c: _interned(table.column(c))
+    names = [
+        c
         for c in table.column_names
         # a struct is GeoParquet's covering bounding box, which geopandas hides too
         if c not in ("entity", "geometry", "source-row") and not pa.types.is_struct(table.schema.field(c).type)
-    }
+    ]
+    columns = _row_major(table, names)
     entity = table.column("entity").to_numpy().astype(np.int64, copy=False)
     rewrite = geometry is None or len(geometry) != len(entity)
     if rewrite and "geometry" not in table.column_names:
@@ -482,9 +508,11 @@ class _Pairs:
     ``site_of`` names each pair's site, the pairs grouped by site and each site's in the tree's order.
 
     A pair of a polygon site and a polygon piece is first put to :func:`polygon_overlay.pair_overlaps`,
-    which says how the two meet and what area they share in one compiled pass for all pairs; GEOS is
-    asked only about the pairs it leaves undecided (boundaries that touch or run together) and about
-    point and line pieces, whose shapely geometries are built from the store for those pairs alone.
+    which says how the two meet and what area they share in one compiled pass for all pairs; a point
+    piece against a polygon site, and an address (point) site against a polygon piece, to
+    :func:`polygon_overlay.points_in_polygons`. GEOS is asked only about the pairs they leave undecided
+    (boundaries that touch or run together, a point on or next to an edge) and about line pieces, whose
+    shapely geometries are built from the store for those pairs alone.
     """
 
     one: bool
@@ -497,11 +525,13 @@ class _Pairs:
     pieces: np.ndarray  # per pair: the piece's shapely geometry once built (``_geometries``), else None
     built: np.ndarray  # per pair: whether ``pieces`` holds it
     prepared: bool = False
+    site_arrays: _SiteArrays | None = None  # the polygonal sites as ragged arrays, once a kernel needs them
     # set by keep_meeting
     inside: np.ndarray | None = None  # the site holds the piece properly
     poly_piece: np.ndarray | None = None  # the piece is (part of) a polygon
     polygon_site: np.ndarray | np.bool_ | None = None  # the pair's site is an area
-    relation: np.ndarray | None = None  # per pair: pair_overlaps' relation (UNDECIDED where it was not asked)
+    # per pair: pair_overlaps' relation, or points_in_polygons' (INTERIOR or DISJOINT); UNDECIDED where neither was asked
+    relation: np.ndarray | None = None
     shared: np.ndarray | None = None  # per pair: pair_overlaps' area where it decided
 
     @classmethod
@@ -541,17 +571,41 @@ class _Pairs:
             self.built |= todo
         return self.pieces[mask]
 
-    def _overlay(self, pair_poly) -> tuple[np.ndarray, np.ndarray]:
-        """pair_overlaps' relation and area for each pair of a polygon site and a valid polygon piece
-        (UNDECIDED, and 0, for the others)."""
+    def _site_arrays(self) -> _SiteArrays:
+        if self.site_arrays is None:
+            self.site_arrays = _SiteArrays.of(self.sites)
+        return self.site_arrays
+
+    def _overlay(self, pair_poly, polygon_site) -> tuple[np.ndarray, np.ndarray]:
+        """The kernels' relation for each pair they can answer, UNDECIDED for the others, and pair_overlaps'
+        area (0 where it was not asked): pair_overlaps for a polygon site and a valid polygon piece,
+        points_in_polygons for a polygon site and a point piece, or an address site and a valid polygon piece."""
         relation = np.full(len(self.hits), UNDECIDED, dtype=np.int8)
         shared = np.zeros(len(self.hits))
-        site_slot, site_arrays = _site_polygons(self.sites)
-        ask = pair_poly & (self.store.kind[self.hits] == POLYGON_PIECE) & self.store.valid[self.hits] & (site_slot[self.site_of] >= 0)
-        if ask.any():
-            store = self.store
-            shared[ask], relation[ask] = pair_overlaps(*site_arrays, store.xy, store.ring_offsets, store.polygon_offsets,
-                                                       site_slot[self.site_of[ask]], store.slot[self.hits[ask]])
+        store = self.store
+        kind, valid = store.kind[self.hits], store.valid[self.hits]
+        polygon_piece = (kind == POLYGON_PIECE) & valid
+        ask = pair_poly & polygon_piece
+        point_piece = polygon_site & (kind == POINT_PIECE)
+        address = ~polygon_site & polygon_piece
+        if ask.any() or point_piece.any():
+            sites = self._site_arrays()
+            ask &= sites.polygon[self.site_of] >= 0
+            if ask.any():
+                shared[ask], relation[ask] = pair_overlaps(sites.xy, sites.ring_offsets, sites.part_rings, store.xy, store.ring_offsets,
+                                                           store.polygon_offsets, sites.polygon[self.site_of[ask]], store.slot[self.hits[ask]])
+            point_piece &= sites.area[self.site_of] >= 0
+            if point_piece.any():  # the site's rings (all its parts') against the store's points, in place
+                relation[point_piece] = points_in_polygons(sites.xy, sites.ring_offsets, sites.area_rings, sites.area[self.site_of[point_piece]],
+                                                           store.point_xy, store.slot[self.hits[point_piece]])
+        if address.any():
+            point_site = shapely.get_type_id(self.sites) == _POINT_TYPE
+            address &= point_site[self.site_of]
+            if address.any():  # the store's polygons against the address, in place
+                site_xy = np.zeros((len(self.sites), 2))
+                site_xy[point_site] = shapely.get_coordinates(self.sites[point_site])
+                relation[address] = points_in_polygons(store.xy, store.ring_offsets, store.polygon_offsets, store.slot[self.hits[address]],
+                                                       site_xy, self.site_of[address])
         return relation, shared
 
     def keep_meeting(self) -> bool:
@@ -559,7 +613,7 @@ class _Pairs:
         polygon_site = self.per_site(self.site_areas) > 0
         poly_piece = self.piece_area > 0
         pair_poly = poly_piece & polygon_site
-        relation, shared = self._overlay(pair_poly)
+        relation, shared = self._overlay(pair_poly, polygon_site)
         inside = relation == PIECE_INSIDE
         meets = (relation != UNDECIDED) & (relation != DISJOINT)
         ask = relation == UNDECIDED
@@ -617,25 +671,50 @@ class _Pairs:
         """Whether each pair's piece reaches into its site, not only its edge: what a point or line
         entity, or any entity against an address (point) site, needs to count."""
         interior = np.ones(len(self.hits), dtype=bool)
-        edge_only = ~self.poly_piece | ~self.polygon_site
+        # a point the kernel put in its polygon's interior reaches it; GEOS says whether the others touch
+        edge_only = (~self.poly_piece | ~self.polygon_site) & (self.relation != INTERIOR)
         if edge_only.any():
             interior[edge_only] = ~shapely.touches(self._geometries(edge_only), self._sites(edge_only))
         return interior
 
 
-def _site_polygons(sites: np.ndarray) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """Each site's place among the sites that are single polygons (-1 for the others: multipolygons
-    and points go to GEOS), and those polygons' ragged arrays (``xy``, ring offsets, polygon offsets)."""
-    polygon = shapely.get_type_id(sites) == shapely.GeometryType.POLYGON
-    slot = np.full(len(sites), -1, dtype=np.int64)
-    slot[polygon] = np.arange(int(polygon.sum()))
-    if len(sites) == 1 and polygon[0] and shapely.get_num_interior_rings(sites[0]) == 0:
-        xy = shapely.get_coordinates(sites[0])  # the usual site: one ring, no holes (what to_ragged_array gives, sooner)
-        return slot, (xy, np.array([0, len(xy)], dtype=np.int64), np.array([0, 1], dtype=np.int64))
-    if not polygon.any():
-        return slot, (np.zeros((0, 2)), np.zeros(1, np.int64), np.zeros(1, np.int64))
-    _, xy, (ring_offsets, rings) = shapely.to_ragged_array(sites[polygon], include_z=False)
-    return slot, (xy, ring_offsets, rings)
+# shapely's type ids as plain integers: comparing an array with the enum costs microseconds a time
+_POINT_TYPE, _POLYGON_TYPE, _MULTIPOLYGON_TYPE = (int(t) for t in (shapely.GeometryType.POINT, shapely.GeometryType.POLYGON, shapely.GeometryType.MULTIPOLYGON))
+
+
+@dataclass(frozen=True, slots=True)
+class _SiteArrays:
+    """The polygonal sites (polygons and multipolygons) in the kernels' ragged layout: their parts'
+    rings in ``xy``/``ring_offsets``, each part's rings from ``part_rings``."""
+
+    xy: np.ndarray
+    ring_offsets: np.ndarray
+    part_rings: np.ndarray
+    polygon: np.ndarray  # per site: its part, when it is a single polygon (pair_overlaps' polygon); else -1
+    area: np.ndarray  # per site: its place in ``area_rings`` when it is polygonal; else -1
+    area_rings: np.ndarray  # where each polygonal site's rings (all its parts') start, and where the last ends
+
+    @classmethod
+    def of(cls, sites: np.ndarray) -> _SiteArrays:
+        type_id = shapely.get_type_id(sites)
+        polygonal = (type_id == _POLYGON_TYPE) | (type_id == _MULTIPOLYGON_TYPE)
+        area = np.full(len(sites), -1, dtype=np.int64)
+        area[polygonal] = np.arange(int(polygonal.sum()))
+        if len(sites) == 1 and type_id[0] == _POLYGON_TYPE and shapely.get_num_interior_rings(sites[0]) == 0:
+            xy = shapely.get_coordinates(sites[0])  # the usual site: one ring, no holes (what to_ragged_array gives, sooner)
+            one = np.array([0, 1], dtype=np.int64)
+            return cls(xy, np.array([0, len(xy)], dtype=np.int64), one, np.zeros(1, np.int64), area, one)
+        if not polygonal.any():
+            none = np.zeros(1, np.int64)
+            return cls(np.zeros((0, 2)), none, none, np.full(len(sites), -1, dtype=np.int64), area, none)
+        which = np.flatnonzero(polygonal)
+        parts, part_of = shapely.get_parts(sites[which], return_index=True)
+        _, xy, (ring_offsets, part_rings) = shapely.to_ragged_array(parts, include_z=False)
+        first_part = np.searchsorted(part_of, np.arange(len(which) + 1))  # where each polygonal site's parts start
+        polygon = np.full(len(sites), -1, dtype=np.int64)
+        single = type_id[which] == _POLYGON_TYPE
+        polygon[which[single]] = first_part[:-1][single]
+        return cls(xy, ring_offsets, part_rings, polygon, area, part_rings[first_part])
 
 
 @dataclass(frozen=True, slots=True)
@@ -1120,6 +1199,14 @@ def coverage_gaps(site: Site, snap: Snapshot) -> dict[str, str]:
     Layers that cover the site are not in the result. Every answer (native, PlanX, ODP, GeoJSON,
     batch rows, the widget) takes its "unknown" from here through :meth:`ConstraintIndex.check`.
     """
+    if snap.caches.all_national is None:
+        snap.caches.all_national = all(layer.coverage is None for layer in snap.layers.values())
+    if snap.caches.all_national and snap.layers:  # the platform's layers only: England alone decides
+        part = england_part(site.geometry)
+        if part == "inside":
+            return {}
+        if part == "outside":
+            return dict.fromkeys(snap.layers, OUTSIDE_ENGLAND)
     out: dict[str, str] = {}
     verdicts: dict[int, bool] = {}
     part = None

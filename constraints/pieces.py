@@ -362,58 +362,66 @@ def pack(bounds, order, node_size):
     return boxes, ref, end
 
 
+@numba.njit(inline="always")
+def _walk(boxes, ref, end, leaves, x0, y0, x1, y1, stack, out, count):
+    """Append to ``out`` (from ``count``) the pieces whose boxes meet (x0, y0, x1, y1); the new count,
+    or -1 when ``out`` is too small (nothing in it is then to be read past ``count``)."""
+    capacity = out.shape[0]
+    stack[0] = boxes.shape[0] - 1  # the root
+    top = 1
+    while top > 0:
+        top -= 1
+        node = stack[top]
+        if not (boxes[node, 0] <= x1 and boxes[node, 2] >= x0 and boxes[node, 1] <= y1 and boxes[node, 3] >= y0):
+            continue
+        if node < leaves:
+            if count == capacity:
+                return -1
+            out[count] = ref[node]
+            count += 1
+        else:
+            for child in range(ref[node], end[node]):
+                stack[top] = child
+                top += 1
+    return count
+
+
 @_compiled(numba.types.Tuple((_IDS, _IDS))(_BOXES, _IDS, _IDS, numba.int64, _BOXES, _IDS))
 def search(boxes, ref, end, leaves, queries, rank):
     """For each query box, the pieces whose boxes meet it (edges included, as GEOS's envelopes meet),
     each query's in ascending ``rank``: ``(query_of, hits)``, grouped by query in order."""
-    capacity = max(16, 8 * queries.shape[0])
-    query_of = np.empty(capacity, dtype=np.int64)
-    hits = np.empty(capacity, dtype=np.int64)
+    # a walk holds at most NODE_SIZE nodes a level on its stack: 64 levels of 16 is beyond any tree
+    stack = np.empty(64 * NODE_SIZE, dtype=np.int64)
+    hits = np.empty(max(64, 16 * queries.shape[0]), dtype=np.int64)
+    ends = np.zeros(queries.shape[0], dtype=np.int64)
     count = 0
-    stack = np.empty(64 * 16, dtype=np.int64)
-    total = boxes.shape[0]
     for q in range(queries.shape[0]):
         x0, y0, x1, y1 = queries[q, 0], queries[q, 1], queries[q, 2], queries[q, 3]
-        if total == 0 or not (x0 <= x1 and y0 <= y1):  # no pieces, or an empty (NaN) query
-            continue
-        first = count
-        top = 0
-        stack[0] = total - 1
-        top = 1
-        while top > 0:
-            top -= 1
-            node = stack[top]
-            if not (boxes[node, 0] <= x1 and boxes[node, 2] >= x0 and boxes[node, 1] <= y1 and boxes[node, 3] >= y0):
-                continue
-            if node < leaves:
-                if count == capacity:
-                    capacity *= 2
-                    grown = np.empty(capacity, dtype=np.int64)
-                    grown[:count] = hits[:count]
-                    hits = grown
-                    grown = np.empty(capacity, dtype=np.int64)
-                    grown[:count] = query_of[:count]
-                    query_of = grown
-                hits[count] = ref[node]
-                query_of[count] = q
-                count += 1
-            else:
-                if top + NODE_SIZE > len(stack):
-                    grown = np.empty(2 * len(stack), dtype=np.int64)
-                    grown[:top] = stack[:top]
-                    stack = grown
-                for child in range(ref[node], end[node]):
-                    stack[top] = child
-                    top += 1
-        if count - first > 1:
-            found = hits[first:count].copy()
-            keys = np.empty(len(found), dtype=np.int64)
-            for k in range(len(found)):
-                keys[k] = rank[found[k]]
-            sorted_ = np.argsort(keys)
-            for k in range(len(found)):
-                hits[first + k] = found[sorted_[k]]
-    return query_of[:count].copy(), hits[:count].copy()
+        # no pieces, or an empty (NaN) query: nothing
+        if boxes.shape[0] > 0 and x0 <= x1 and y0 <= y1:
+            first = count
+            found = _walk(boxes, ref, end, leaves, x0, y0, x1, y1, stack, hits, count)
+            while found < 0:  # out of room: more room, and walk again
+                grown = np.empty(2 * hits.shape[0], dtype=np.int64)
+                grown[:count] = hits[:count]
+                hits = grown
+                found = _walk(boxes, ref, end, leaves, x0, y0, x1, y1, stack, hits, count)
+            count = found
+            if count - first > 1:
+                keys = np.empty(count - first, dtype=np.int64)
+                for k in range(count - first):
+                    keys[k] = rank[hits[first + k]]
+                order = np.argsort(keys)
+                mine = hits[first:count].copy()
+                for k in range(count - first):
+                    hits[first + k] = mine[order[k]]
+        ends[q] = count
+    query_of = np.empty(count, dtype=np.int64)
+    start = 0
+    for q in range(queries.shape[0]):
+        query_of[start : ends[q]] = q
+        start = ends[q]
+    return query_of, hits[:count].copy()
 
 
 def strtree_rank(bounds: np.ndarray) -> np.ndarray:

@@ -17,7 +17,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from constraints.formats import to_geojson, to_odp, to_planx
-from constraints.index import ConstraintIndex, Tolerance, subdivide
+from constraints.index import ConstraintIndex, Tolerance, _Pairs, subdivide
+from constraints.polygon_overlay import INTERIOR, UNDECIDED
 from constraints.site import SiteError, parse_site
 from datasets.cache import LayerCache
 from datasets.catalogue import load_catalogue
@@ -191,6 +192,44 @@ def test_no_cut_off_a_site_meeting_ten_thousand_entities_gets_them_all(tmp_path)
     index = synthetic_index(tmp_path, {"tree": frame("tree", points)})
     answer = index.check(square(-1.0001, 51.9999, 0.0102))
     assert len(answer_for(answer, "tpo")["entities"]) == 10_000
+
+
+def test_points_against_areas_follow_de9im_whichever_is_the_site(tmp_path):
+    """Point entities against area sites (a square, one with a hole, two parts) and address sites against
+    area entities: in the interior it is "contains" (an area site) or "within" (an address), on the
+    boundary (a shared vertex) "touches", outside nothing; as GEOS says on the grid. The compiled
+    kernel answers the interiors and the outsides, and leaves the vertices to GEOS."""
+    d = 0.001
+    holed = square(-1.0, 52.0, 3 * d).difference(square(-1.0 + d, 52.0 + d, d))
+    two_parts = shapely.MultiPolygon([square(-1.0, 52.0, d), square(-1.0 + 2 * d, 52.0, d)])
+    areas = [square(-1.0, 52.0, d), holed, two_parts]
+    rng = np.random.default_rng(3)
+    trees = list(shapely.points(rng.uniform([-1.0005, 51.9995], [-0.9965, 52.0035], (300, 2))))  # in, out, in the hole
+    trees += list(shapely.points(shapely.get_coordinates(shapely.get_rings(holed))))  # on the sites' corners
+    trees += list(shapely.points(shapely.get_coordinates(two_parts)))
+    addresses = list(shapely.points(rng.uniform([-1.0005, 51.9995], [-0.9965, 52.0035], (40, 2))))
+    addresses += list(shapely.points(shapely.get_coordinates(shapely.get_rings(holed))))
+    index = synthetic_index(tmp_path, {"tree": frame("tree", trees), "conservation-area": frame("conservation-area", areas)})
+    bng = {name: to_bng(layer.geometry[:]) for name, layer in index.snapshot.layers.items()}
+
+    def expected(site, dataset, on_site):
+        meets = shapely.intersects(bng[dataset], site.bng)
+        touches = shapely.touches(bng[dataset], site.bng)
+        return {(dataset, int(row)): "touches" if touches[row] else on_site for row in np.flatnonzero(meets)}
+
+    seen = set()
+    for geometry in [*areas, *addresses]:
+        site = parse_site(geometry)
+        address = site.geometry.geom_type == "Point"
+        dataset = "conservation-area" if address else "tree"
+        want = expected(site, dataset, "within" if address else "contains")
+        got = {(m.layer.name, m.row): m.relation for m in index.match(site, Tolerance.strict()) if m.layer.name == dataset}
+        assert got == want, geometry.wkt
+        seen |= set(want.values())
+        pairs = _Pairs.candidates(index.snapshot, [site], None)
+        if pairs is not None and pairs.keep_meeting():
+            seen |= {"kernel", "geos"} if INTERIOR in pairs.relation and UNDECIDED in pairs.relation else set()
+    assert seen == {"contains", "within", "touches", "kernel", "geos"}
 
 
 def test_a_point_site_is_an_address_check(sample_index):
@@ -435,3 +474,20 @@ def test_the_quick_read_of_a_one_ring_site_answers_exactly_as_the_careful_one(mo
         assert shapely.get_coordinates(a.bng).tolist() == shapely.get_coordinates(b.bng).tolist()
         assert (a.area_m2, a.perimeter_m, a.centroid, a.grid_reference, a.vertices) == (b.area_m2, b.perimeter_m, b.centroid, b.grid_reference, b.vertices)
         assert (a.warnings, a.properties) == (b.warnings, b.properties)
+
+
+def test_an_entitys_attributes_lie_side_by_side_and_read_as_columns(sample_index):
+    # a check shows a few random rows of big layers: each row's values are kept together (the
+    # columns are views of one row-major array), and read as columns they are the layer's table
+    for layer in sample_index.snapshot.layer_list:
+        columns = list(layer.columns.values())
+        if len(columns) < 2 or not len(layer):
+            continue
+        base = columns[0].base
+        assert base is not None and base.ndim == 2 and base.flags.c_contiguous
+        assert all(values.base is base for values in columns)
+        row = len(layer) // 2
+        assert base[row].tolist() == [values[row] for values in columns]
+        assert list(layer.properties(row))[1:] == list(layer.columns)
+        table = sample_index.cache.read_table(layer.name, list(layer.columns))
+        assert all(table.column(name)[row].as_py() == layer.columns[name][row] for name in layer.columns)

@@ -13,7 +13,7 @@ import pytest
 import shapely
 from api_fixtures import copy_cache
 
-from constraints.index import ConstraintIndex, subdivide
+from constraints.index import ConstraintIndex, Tolerance, is_current, subdivide
 from constraints.pieces import STRTREE_NODE_CAPACITY, PieceStore, PieceTree, strtree_rank
 from datasets.cache import LayerCache
 from datasets.catalogue import load_catalogue
@@ -194,3 +194,39 @@ def test_derived_pieces_answer_as_the_pieces_they_were_cut_as(sample_cache, tmp_
         saved.unlink()
     assert _answers(ConstraintIndex.from_cache(cache, load_catalogue()), sites) == expected
     assert len(list(cache.derived_dir.glob("*.pieces-v4.*"))) == 2 * len(snap.layer_list)
+
+
+def test_the_check_meets_and_measures_as_geos_does(sample_index):
+    """What the compiled kernels decide, and what they leave to GEOS, comes out as GEOS alone says:
+    for sites across the pieces, on their edges and corners, and addresses on their vertices, every
+    entity met (DE-9IM intersects) with the area it shares with the site."""
+    from constraints.site import parse_site
+    from datasets.crs import to_wgs84
+
+    snap = sample_index.snapshot
+    pieces = snap.pieces[:]
+    rng = np.random.default_rng(11)
+    chosen = rng.choice(len(pieces), 60, replace=False)
+    polygons = [i for i in chosen if shapely.get_type_id(pieces[i]) == 3]
+    sites = [to_wgs84(shapely.Point(*rng.uniform(snap.pieces.bounds[i, :2], snap.pieces.bounds[i, 2:] + 1e-9)).buffer(rng.uniform(5, 200), 3)) for i in chosen]
+    sites += [to_wgs84(pieces[i]) for i in polygons[:10]]  # a site drawn on a piece: every edge shared
+    sites += [to_wgs84(shapely.Point(shapely.get_coordinates(pieces[i])[0])) for i in polygons[:10]]  # addresses on vertices
+    sites += [to_wgs84(shapely.centroid(pieces[i])) for i in chosen[:20]]
+    strict = 0
+    for geometry in sites:
+        site = parse_site(geometry, sample_index.limits)
+        found = {(m.layer.name, m.row): m.overlap_m2 for m in sample_index.match(site, Tolerance.strict())}
+        meets = np.flatnonzero(shapely.intersects(site.bng, pieces))
+        expected: dict = {}
+        for i in meets:
+            layer = snap.layer_list[snap.piece_layer[i]]
+            row = int(snap.piece_row[i])
+            if not is_current(layer.end_date[row]):
+                continue
+            both_areas = shapely.area(site.bng) > 0 and shapely.area(pieces[i]) > 0
+            expected[(layer.name, row)] = expected.get((layer.name, row), 0.0) + (shapely.area(shapely.intersection(site.bng, pieces[i])) if both_areas else 0.0)
+        assert found.keys() == expected.keys()
+        for key, area in expected.items():
+            assert found[key] == pytest.approx(area, rel=1e-9, abs=1e-6)
+        strict += len(found)
+    assert strict > len(sites)
