@@ -20,11 +20,16 @@ exactly that and times it against ``ConstraintIndex.check``:
    EPSG:4326 site, reprojecting it, its geodesic area and every key of the answer.
 4. Both sides take the same sites in blocks of ``--block``, alternating which goes first, so a
    busy machine's noise falls on both alike.
+5. Beside redline's wall-clock times, the CPU time its thread spent in each check (taken outside the
+   wall-clock window, which it leaves as it was): on a machine busier than its cores, a check that
+   waits for a core shows as a wall-clock time well above its CPU time. ``redline_cpu_p99_us`` is the
+   p99 the check's own work sets; ``redline_waited`` counts the checks that waited over a millisecond.
+   PostGIS's work is in its server process, so it has no such figure.
 
 It prints ONE JSON line::
 
     {"scale", "sites", "postgis_p50_us", "postgis_p99_us", "redline_p50_us", "redline_p99_us",
-     "ratio_p50", "ratio_p99", "agreement", ...}
+     "ratio_p50", "ratio_p99", "agreement", "redline_cpu_p50_us", "redline_cpu_p99_us", "redline_waited", ...}
 
 ``ratio_*`` is PostGIS's time over redline's (above 1: redline is faster). ``agreement`` is the
 share of sites where both found exactly the same entities (the check's ``entities`` and
@@ -196,7 +201,7 @@ def measure(args, layers_root: Path, sites_file: Path, loaded: dict) -> dict:
                 index.check(sites[i])
                 postgis(i)
             timed = range(WARMUP, len(sites))
-            ours, theirs = [0] * len(sites), [0] * len(sites)
+            ours, theirs, ours_cpu = [0] * len(sites), [0] * len(sites), [0] * len(sites)
             answers: dict[int, dict] = {}
             found: dict[int, dict] = {}
             blocks = [timed[k : k + args.block] for k in range(0, len(timed), args.block)]
@@ -204,9 +209,11 @@ def measure(args, layers_root: Path, sites_file: Path, loaded: dict) -> dict:
                 for side in ("redline", "postgis") if b % 2 == 0 else ("postgis", "redline"):
                     for i in block:
                         if side == "redline":
+                            cpu = time.thread_time_ns()
                             t = time.perf_counter_ns()
                             answers[i] = index.check(sites[i])
                             ours[i] = time.perf_counter_ns() - t
+                            ours_cpu[i] = time.thread_time_ns() - cpu
                         else:
                             t = time.perf_counter_ns()
                             found[i] = postgis(i)
@@ -214,6 +221,8 @@ def measure(args, layers_root: Path, sites_file: Path, loaded: dict) -> dict:
     finally:
         server.stop()
     ours_us, theirs_us = summarise_us([ours[i] for i in timed]), summarise_us([theirs[i] for i in timed])
+    cpu_us = summarise_us([ours_cpu[i] for i in timed])
+    waited = sum(ours[i] - ours_cpu[i] > 1_000_000 for i in timed)
     agree = sum(_same(_overlaps_in(answers[i]), found[i]) for i in timed)
     return {
         "scale": args.scale,
@@ -227,6 +236,9 @@ def measure(args, layers_root: Path, sites_file: Path, loaded: dict) -> dict:
         "ratio_p50": round(theirs_us["p50"] / ours_us["p50"], 2),
         "ratio_p99": round(theirs_us["p99"] / ours_us["p99"], 2),
         "agreement": round(agree / len(timed), 4),
+        "redline_cpu_p50_us": cpu_us["p50"],
+        "redline_cpu_p99_us": cpu_us["p99"],
+        "redline_waited": int(waited),
         "identical": agree,
         "redline_pieces": int(len(index.snapshot.piece_geometry)),
         "postgis_pieces": loaded["pieces"],

@@ -50,6 +50,8 @@ def test_postgis_benchmark_prints_one_json_line_with_both_sides_and_identical_an
     for side in ("postgis", "redline"):
         assert 0 < result[f"{side}_p50_us"] <= result[f"{side}_p99_us"]
     assert result["ratio_p50"] == round(result["postgis_p50_us"] / result["redline_p50_us"], 2)
+    # redline's CPU time per check is at most its wall-clock time, give or take the clocks' own reading (~1 us)
+    assert 0 < result["redline_cpu_p50_us"] <= result["redline_p50_us"] + 5 and 0 <= result["redline_waited"] <= 20
     assert "PostGIS 3" in result["postgis"] and "ST_Subdivide(256)" in result["postgis"]
     assert result["postgis_pieces"] > 0
     # PostGIS and redline find the same entities with the same overlap areas on every site

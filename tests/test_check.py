@@ -176,6 +176,19 @@ def test_entities_whose_end_date_has_passed_never_match(tmp_path):
     assert [e["end-date"] for e in found] == [""]
 
 
+def test_an_entity_stops_matching_on_its_end_date_without_a_reload(tmp_path, monkeypatch):
+    import constraints.index as index_module
+
+    site = square(-1.0, 52.0, 0.001)
+    entities = [square(-1.01, 51.99, 0.03), square(-1.01, 51.99, 0.03)]
+    index = synthetic_index(tmp_path, {"conservation-area": frame("conservation-area", entities, **{"end-date": ["2030-06-02", ""]})})
+    ends = []
+    for day in ("2030-06-01", "2030-06-02", "2030-06-01"):  # the same snapshot, asked on each day in turn
+        monkeypatch.setattr(index_module, "_today", lambda day=day: np.datetime64(day, "D"))
+        ends.append(sorted(e["end-date"] for e in answer_for(index.check(site), "designated.conservationArea")["entities"]))
+    assert ends == [["", "2030-06-02"], [""], ["", "2030-06-02"]]
+
+
 def test_flood_zones_and_listed_grades_are_derived_from_entity_fields(tmp_path):
     site = square(-1.0, 52.0, 0.001)
     zones = frame("flood-risk-zone", [square(-1.01, 51.99, 0.03)] * 2, **{"flood-risk-level": ["2", "3"]})

@@ -95,6 +95,19 @@ def test_many_queries_at_once_are_each_query_alone(pieces):
         assert (np.diff(alone) > 0).all()  # without a rank: ascending piece numbers
 
 
+def test_queries_that_meet_more_pieces_than_first_thought_find_them_all(pieces):
+    # the search makes room for a few pieces a query and grows it when a query meets more
+    bounds = shapely.bounds(pieces)
+    strtree = shapely.STRtree(pieces, node_capacity=STRTREE_NODE_CAPACITY)
+    tree = PieceTree(bounds, strtree_rank(bounds))
+    everything = np.array([-100.0, -100.0, 1100.0, 1100.0])
+    queries = np.array([[0.0, 0.0, 1.0, 1.0], everything, [0.0, 0.0, 300.0, 300.0], everything])
+    query_of, hits = tree.query_boxes(queries)
+    for q, box in enumerate(queries):
+        assert hits[query_of == q].tolist() == strtree.query(shapely.box(*box)).tolist()
+    assert (query_of == 1).sum() == (~np.isnan(bounds).any(axis=1)).sum()  # every piece but the empty ones
+
+
 def test_tree_query_with_a_predicate_is_strtree_query(pieces):
     store = PieceStore.from_geometries(pieces)
     tree = PieceTree(store.bounds, store=store)
