@@ -27,6 +27,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -34,14 +35,14 @@ import pyarrow.parquet as pq
 import shapely
 from shapely.geometry.base import BaseGeometry
 
-from datasets.cache import BASE_COLUMNS, CacheError, LayerCache, now_iso
+from datasets.cache import BASE_COLUMNS, CacheError, LayerCache, atomic_path, now_iso
 from datasets.catalogue import Catalogue
 from datasets.coverage import describe, unstated
 from datasets.crs import OutsideGridError, ostn15_grid, to_bng
 from datasets.england import OUTSIDE_ENGLAND, PARTLY_OUTSIDE_ENGLAND, england_part
 from datasets.sync import is_stale
 
-from .pieces import POINT_PIECE, POLYGON_PIECE, PieceStore, PieceTree, strtree_rank
+from .pieces import POINT_PIECE, POLYGON_PIECE, STRTREE_NODE_CAPACITY, PieceStore, PieceTree, strtree_rank
 from .polygon_overlay import (
     CROSSES,
     DISJOINT,
@@ -64,6 +65,9 @@ MAX_PIECE_VERTICES = 256
 DERIVED_FORMAT = "pieces-v4"
 WKB_PIECES_FORMAT = "pieces-v3"
 WGS84_FORMAT = "wgs84-wkb-v1.arrow"  # the layer's own geometries, for mapping into memory
+# each piece's place in the order of an STRtree over all the layers' pieces together (see strtree_rank)
+RANK_FORMAT = "strtree-rank-v1.npz"
+RANK_FILES_KEPT = 3  # a service reloading while batch workers still build the snapshot before finds its own
 RELATIVE_EPS = 1e-9
 
 
@@ -398,6 +402,48 @@ def _load_layer(cache: LayerCache, name: str, entry: dict) -> tuple[Layer, Piece
     return layer, pieces, rows
 
 
+def _piece_rank(cache: LayerCache, layers: list[Layer], bounds: np.ndarray) -> np.ndarray:
+    """Each piece's :func:`strtree_rank`, from the derived file of these layers' versions when it is
+    there and whole, else worked out (~5 s and ~300 MB at scale 1) and written for the next build.
+
+    The rank depends on every layer's pieces together, so the file belongs to no one layer: it is keyed
+    by the layers' names and versions (in the order their pieces are joined), and it holds a digest
+    of the pieces' boxes, which must be the boxes it was worked out for (the rank follows from them
+    alone) before it is used. A missing, damaged or stale file is worked out again.
+    """
+    bounds = np.ascontiguousarray(bounds, dtype=np.float64)
+    versions = "|".join(f"{layer.name}={layer.entry.get('version')}" for layer in layers)
+    key = hashlib.sha256(f"{versions}|{DERIVED_FORMAT}|{STRTREE_NODE_CAPACITY}".encode()).hexdigest()[:16]
+    path = cache.derived_path("all-layers", key, RANK_FORMAT)
+    digest = np.frombuffer(hashlib.blake2b(bounds, digest_size=16).digest(), dtype=np.uint8)
+    if path.exists():
+        try:
+            with np.load(path, allow_pickle=False) as arrays:
+                rank, stored = arrays["rank"], arrays["bounds_digest"]
+            if rank.dtype == np.int64 and rank.shape == (len(bounds),) and np.array_equal(stored, digest):
+                return rank
+            log.warning("reworking the pieces' rank: %s was worked out for other pieces", path.name)
+        except Exception as err:  # a damaged derived file is only a cache of work: redo it
+            log.warning("reworking the pieces' rank: %s", err)
+    rank = strtree_rank(bounds)
+    try:
+        with atomic_path(path) as tmp, open(tmp, "wb") as file:
+            np.savez(file, rank=rank, bounds_digest=digest)
+        older = sorted(cache.derived_dir.glob(f"all-layers.*.{RANK_FORMAT}"), key=_mtime, reverse=True)
+        for stale in older[RANK_FILES_KEPT:]:
+            stale.unlink(missing_ok=True)
+    except OSError as err:  # a read-only cache: the next build works it out again
+        log.warning("the pieces' rank could not be kept: %s", err)
+    return rank
+
+
+def _mtime(path: Path) -> int:
+    try:
+        return path.stat().st_mtime_ns
+    except FileNotFoundError:  # gone meanwhile (another process's prune): oldest
+        return 0
+
+
 def _give_back_freed_memory() -> None:
     """Return to the system the heap pages that freed objects left empty (glibc keeps them otherwise):
     the build frees millions of small GEOS objects (cut pieces, the throwaway tree of ``strtree_rank``)."""
@@ -449,7 +495,7 @@ def build_snapshot(cache: LayerCache, datasets: list[str] | None = None, previou
     # Each query's pieces in the order the index's STRtree gave them, so that answers list entities as
     # before. Worked out before the vertices are copied together, so that its throwaway tree and theirs
     # are never in memory at once.
-    rank = strtree_rank(np.concatenate([p.bounds for p in piece_parts])) if piece_parts else None
+    rank = _piece_rank(cache, layers, np.concatenate([p.bounds for p in piece_parts])) if piece_parts else None
     _give_back_freed_memory()
     pieces = PieceStore.concatenate(piece_parts)
     del piece_parts, reuse

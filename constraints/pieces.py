@@ -145,9 +145,9 @@ class PieceStore:
     def concatenate(cls, stores: list[PieceStore]) -> PieceStore:
         """One store of several, their pieces one after the other, in memory of its own.
 
-        The vertices are copied one store at a time into an array made for all of them, and the
-        pages of a store mapped from its file (:meth:`load`) are given back once copied: the build
-        never holds two copies of the vertices.
+        The vertices go one store at a time into an array made for all of them; those of a store
+        mapped from its file (:meth:`load`) are read from the file straight into it, so the build
+        never holds two copies of the vertices, nor faults in the mapping's pages one at a time.
         """
         if not stores:
             return cls.empty()
@@ -155,8 +155,7 @@ class PieceStore:
         ring_base = np.cumsum([0] + [len(s.ring_offsets) - 1 for s in stores])
         xy = np.empty((int(vertex_base[-1]), 2))
         for i, s in enumerate(stores):
-            xy[vertex_base[i] : vertex_base[i + 1]] = s.xy
-            _give_back(s.xy)
+            _copy_into(xy[vertex_base[i] : vertex_base[i + 1]], s.xy)
         ring_offsets = np.concatenate([[0]] + [s.ring_offsets[1:] + vertex_base[i] for i, s in enumerate(stores)]).astype(np.int64)
         polygon_offsets = np.concatenate([[0]] + [s.polygon_offsets[1:] + ring_base[i] for i, s in enumerate(stores)]).astype(np.int64)
         kind = np.concatenate([s.kind for s in stores])
@@ -254,6 +253,32 @@ def _slots(kind: np.ndarray) -> np.ndarray:
         of_kind = kind == k
         slot[of_kind] = np.arange(int(of_kind.sum()))
     return slot
+
+
+def _copy_into(out: np.ndarray, xy: np.ndarray) -> None:
+    """Copy ``xy`` into ``out`` (C-contiguous, the same shape and dtype).
+
+    Vertices mapped from a ``.npy`` file (:meth:`PieceStore.load`) are read from the file with one
+    ``readinto``: copying from the mapping faulted its ~200,000 pages in one by one (~2.7 s for the
+    scale-1 index's 825 MB against ~0.4 s read), and left them resident until given back.
+    """
+    filename, offset = getattr(xy, "filename", None), getattr(xy, "offset", None)
+    # the whole mapping only: a view of one keeps its parent's offset, not its own
+    whole = isinstance(xy, np.memmap) and xy.base is not None and xy.base is getattr(xy, "_mmap", None)
+    if (whole and len(out) and filename is not None and offset is not None and xy.flags.c_contiguous
+            and xy.dtype == out.dtype and xy.shape == out.shape and out.flags.c_contiguous):
+        target = memoryview(out).cast("B")
+        with open(filename, "rb", buffering=0) as file:
+            file.seek(offset)
+            done = 0
+            while done < len(target):  # readinto may stop short (large reads come in pieces)
+                got = file.readinto(target[done:])
+                if not got:
+                    raise ValueError(f"{filename}: shorter than its header says")
+                done += got
+        return
+    out[...] = xy
+    _give_back(xy)
 
 
 def _give_back(array: np.ndarray) -> None:

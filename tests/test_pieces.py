@@ -209,6 +209,44 @@ def test_derived_pieces_answer_as_the_pieces_they_were_cut_as(sample_cache, tmp_
     assert len(list(cache.derived_dir.glob("*.pieces-v4.*"))) == 2 * len(snap.layer_list)
 
 
+def test_a_cold_start_reads_the_pieces_rank_a_first_build_worked_out(sample_cache, tmp_path, monkeypatch):
+    """The rank (the STRtree's order of all the layers' pieces together) is kept beside the derived
+    pieces: a cold start reads it rather than building a throwaway STRtree, and answers as the first
+    build did; a damaged file, or one worked out for other pieces, is worked out again."""
+    import constraints.index as index_module
+    from datasets.crs import to_wgs84
+
+    cache = LayerCache(copy_cache(sample_cache, tmp_path / "cache"))
+    for old in cache.derived_dir.glob("all-layers.*"):
+        old.unlink()
+    first = ConstraintIndex.from_cache(cache, load_catalogue())
+    snap = first.snapshot
+    (kept,) = cache.derived_dir.glob("all-layers.*.strtree-rank-v1.npz")
+    assert np.array_equal(np.load(kept)["rank"], snap.tree.rank)
+    rng = np.random.default_rng(5)
+    centres = snap.pieces.bounds[rng.choice(len(snap.pieces), 40, replace=False)]
+    sites = [to_wgs84(shapely.Point((b[0] + b[2]) / 2, (b[1] + b[3]) / 2).buffer(rng.uniform(5, 300), 4)) for b in centres]
+    expected = _answers(first, sites)
+    worked_out = []
+
+    def counted(bounds):
+        worked_out.append(len(bounds))
+        return strtree_rank(bounds)
+
+    monkeypatch.setattr(index_module, "strtree_rank", counted)
+    assert _answers(ConstraintIndex.from_cache(cache, load_catalogue()), sites) == expected
+    assert worked_out == []
+
+    kept.write_bytes(kept.read_bytes()[: kept.stat().st_size // 2])  # a damaged file
+    assert _answers(ConstraintIndex.from_cache(cache, load_catalogue()), sites) == expected
+    assert worked_out == [len(snap.pieces)]
+
+    with open(kept, "wb") as file:  # whole, but for other pieces (the boxes' digest differs)
+        np.savez(file, rank=np.arange(len(snap.pieces))[::-1].copy(), bounds_digest=np.zeros(16, np.uint8))
+    assert _answers(ConstraintIndex.from_cache(cache, load_catalogue()), sites) == expected
+    assert len(worked_out) == 2 and np.array_equal(np.load(kept)["rank"], snap.tree.rank)
+
+
 def test_the_check_meets_and_measures_as_geos_does(sample_index):
     """What the compiled kernels decide, and what they leave to GEOS, comes out as GEOS alone says:
     for sites across the pieces, on their edges and corners, and addresses on their vertices, every
