@@ -5,6 +5,8 @@ Layout under the data folder (``REDLINE_DATA_DIR``, default ``datasets.data_dir.
     manifest.json                       which file is current for each dataset, and where it came from
     layers/{dataset}.{version}.parquet  GeoParquet, EPSG:4326, the platform's entity fields
     derived/{dataset}.{version}.*       load-time work the index persists (reprojected, subdivided pieces)
+    derived/all-layers.{key}.*          what the index derives from all layers together (the pieces' rank),
+                                        keyed by their versions; the newest few are kept
 
 Why versioned file names: a new copy is written beside the old one under a name nobody reads yet,
 fsynced, and only then named in the manifest (itself replaced by an atomic rename). A process killed

@@ -281,3 +281,26 @@ def test_the_check_meets_and_measures_as_geos_does(sample_index):
             assert found[key] == pytest.approx(area, rel=1e-9, abs=1e-6)
         strict += len(found)
     assert strict > len(sites)
+
+
+def test_only_the_newest_ranks_are_kept(tmp_path):
+    """Each new set of layer versions writes its own rank file; the older ones beyond the few a
+    reloading service and its workers may still build go, and a kept one is read back as written."""
+    import time
+    from types import SimpleNamespace
+
+    from constraints.index import RANK_FILES_KEPT, _piece_rank
+
+    cache = LayerCache(tmp_path)
+    bounds = np.array([[x, 0.0, x + 1.0, 1.0] for x in range(30)])
+    versions = [f"2026010{day}T000000-abcd" for day in range(1, 7)]
+    for version in versions:
+        layers = [SimpleNamespace(name="green-belt", entry={"version": version})]
+        assert np.array_equal(_piece_rank(cache, layers, bounds), strtree_rank(bounds))
+        time.sleep(0.01)  # distinct modification times
+    assert len(list(cache.derived_dir.glob("all-layers.*"))) == RANK_FILES_KEPT
+    newest = [SimpleNamespace(name="green-belt", entry={"version": versions[-1]})]
+    kept = max(cache.derived_dir.glob("all-layers.*"), key=lambda path: path.stat().st_mtime_ns)
+    before = kept.stat().st_mtime_ns
+    assert np.array_equal(_piece_rank(cache, newest, bounds), strtree_rank(bounds))
+    assert kept.stat().st_mtime_ns == before, "read back, not written again"
