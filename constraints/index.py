@@ -391,6 +391,9 @@ def _load_layer(cache: LayerCache, name: str, entry: dict) -> tuple[Layer, Piece
         if pieces is None or len(area) != len(layer):
             pieces, rows, area = _cut_pieces(layer)
         pieces.save(derived, derived_xy, row=rows.astype(np.int64), entity_area=np.asarray(area, dtype=np.float64))
+        # from here on the saved file is the vertices, as on a cold start: the layers' cut vertices
+        # (825 MB at scale 1) are not all held until the snapshot's copy of them is made
+        pieces, _ = PieceStore.load(derived, derived_xy)
     layer.area = area
     geometry.drop_resident_pages()
     coverage = cache.coverage(name, entry)
