@@ -42,16 +42,11 @@ from datasets.crs import OutsideGridError, ostn15_grid, to_bng
 from datasets.england import OUTSIDE_ENGLAND, PARTLY_OUTSIDE_ENGLAND, england_part
 from datasets.sync import is_stale
 
-from .pieces import POINT_PIECE, POLYGON_PIECE, STRTREE_NODE_CAPACITY, PieceStore, PieceTree, strtree_rank
+from .pieces import STRTREE_NODE_CAPACITY, PieceStore, PieceTree, strtree_rank
 from .polygon_overlay import (
-    CROSSES,
     DISJOINT,
-    INTERIOR,
-    PIECE_INSIDE,
-    SITE_INSIDE,
     UNDECIDED,
-    pair_overlaps,
-    points_in_polygons,
+    site_pairs,
 )
 from .site import Site, SiteLimits, parse_site
 from .wkb_column import LINE, POINT, POLYGON, WkbColumn, map_wkb_file, write_wkb_file  # noqa: F401 (kinds re-exported)
@@ -556,35 +551,38 @@ class _Pairs:
     A single site (the service's case) stays a scalar that each GEOS operation broadcasts; with many,
     ``site_of`` names each pair's site, the pairs grouped by site and each site's in the tree's order.
 
-    A pair of a polygon site and a polygon piece is first put to :func:`polygon_overlay.pair_overlaps`,
-    which says how the two meet and what area they share in one compiled pass for all pairs; a point
-    piece against a polygon site, and an address (point) site against a polygon piece, to
-    :func:`polygon_overlay.points_in_polygons`. GEOS is asked only about the pairs they leave undecided
-    (boundaries that touch or run together, a point on or next to an edge) and about line pieces, whose
-    shapely geometries are built from the store for those pairs alone.
+    Every pair is first put to :func:`polygon_overlay.site_pairs`, one compiled call that says how each
+    site meets each of its pieces and what area they share: a polygon site and a polygon piece as
+    :func:`polygon_overlay.pair_overlaps` does, a point piece against a polygon site and an address
+    (point) site against a polygon piece as :func:`polygon_overlay.points_in_polygons` does. GEOS is
+    asked only about the pairs it leaves undecided (boundaries that touch or run together, a point on
+    or next to an edge) and about line pieces, whose shapely geometries are built from the store for
+    those pairs alone; most checks have none, and then nothing else is asked of their pairs.
     """
 
     one: bool
     sites: np.ndarray  # the sites' BNG geometries (prepared when GEOS is first asked)
+    parsed: Sequence[Site]
     site_areas: np.ndarray
     site_of: np.ndarray  # per pair: the position of its site
     hits: np.ndarray  # per pair: the piece
     store: PieceStore
     piece_area: np.ndarray
-    pieces: np.ndarray  # per pair: the piece's shapely geometry once built (``_geometries``), else None
-    built: np.ndarray  # per pair: whether ``pieces`` holds it
+    pieces: np.ndarray | None = None  # per pair: the piece's shapely geometry once built (``_geometries``), else None
+    built: np.ndarray | None = None  # per pair: whether ``pieces`` holds it
     prepared: bool = False
-    site_arrays: _SiteArrays | None = None  # the polygonal sites as ragged arrays, once a kernel needs them
-    # set by keep_meeting
-    inside: np.ndarray | None = None  # the site holds the piece properly
-    poly_piece: np.ndarray | None = None  # the piece is (part of) a polygon
-    polygon_site: np.ndarray | np.bool_ | None = None  # the pair's site is an area
-    # per pair: pair_overlaps' relation, or points_in_polygons' (INTERIOR or DISJOINT); UNDECIDED where neither was asked
+    # set by keep_meeting, per pair: site_pairs' relation (UNDECIDED where GEOS decided), and the area
+    # the piece shares with its site wherever that is known (the rest are GEOS's, in overlap_areas)
     relation: np.ndarray | None = None
-    shared: np.ndarray | None = None  # per pair: pair_overlaps' area where it decided
+    area: np.ndarray | None = None
+    # where GEOS was asked (None when site_pairs decided every pair): those pairs, whether each is a
+    # polygon piece of an area site, and whether GEOS said the site holds the piece properly
+    undecided: np.ndarray | None = None
+    pair_poly: np.ndarray | None = None
+    inside: np.ndarray | None = None
 
     @classmethod
-    def candidates(cls, snap: Snapshot, sites: list[Site], datasets: set[str] | None) -> _Pairs | None:
+    def candidates(cls, snap: Snapshot, sites: Sequence[Site], datasets: set[str] | None) -> _Pairs | None:
         """The pieces whose boxes meet each site's box (one tree query), of the datasets asked for; None if none."""
         one = len(sites) == 1
         geoms = np.empty(len(sites), dtype=object)
@@ -597,7 +595,7 @@ class _Pairs:
         if not len(hits):
             return None
         store = snap.pieces
-        return cls(one, geoms, shapely.area(geoms), site_of, hits, store, store.area[hits], np.empty(len(hits), dtype=object), np.zeros(len(hits), dtype=bool))
+        return cls(one, geoms, sites, shapely.area(geoms), site_of, hits, store, store.area[hits])
 
     def per_site(self, values, mask=None):
         """A per-site value for each pair (or those in ``mask``); the scalar for one site."""
@@ -614,87 +612,53 @@ class _Pairs:
 
     def _geometries(self, mask) -> np.ndarray:
         """The shapely geometries of the pieces of the pairs in ``mask``, built from the store once."""
+        if self.pieces is None:
+            self.pieces, self.built = np.empty(len(self.hits), dtype=object), np.zeros(len(self.hits), dtype=bool)
         todo = mask & ~self.built
         if todo.any():
             self.pieces[todo] = self.store.geometries(self.hits[todo])
             self.built |= todo
         return self.pieces[mask]
 
-    def _site_arrays(self) -> _SiteArrays:
-        if self.site_arrays is None:
-            self.site_arrays = _SiteArrays.of(self.sites)
-        return self.site_arrays
-
-    def _overlay(self, pair_poly, polygon_site) -> tuple[np.ndarray, np.ndarray]:
-        """The kernels' relation for each pair they can answer, UNDECIDED for the others, and pair_overlaps'
-        area (0 where it was not asked): pair_overlaps for a polygon site and a valid polygon piece,
-        points_in_polygons for a polygon site and a point piece, or an address site and a valid polygon piece."""
-        relation = np.full(len(self.hits), UNDECIDED, dtype=np.int8)
-        shared = np.zeros(len(self.hits))
-        store = self.store
-        kind, valid = store.kind[self.hits], store.valid[self.hits]
-        polygon_piece = (kind == POLYGON_PIECE) & valid
-        ask = pair_poly & polygon_piece
-        point_piece = polygon_site & (kind == POINT_PIECE)
-        address = ~polygon_site & polygon_piece
-        if ask.any() or point_piece.any():
-            sites = self._site_arrays()
-            ask &= sites.polygon[self.site_of] >= 0
-            if ask.any():
-                shared[ask], relation[ask] = pair_overlaps(sites.xy, sites.ring_offsets, sites.part_rings, store.xy, store.ring_offsets,
-                                                           store.polygon_offsets, sites.polygon[self.site_of[ask]], store.slot[self.hits[ask]])
-            point_piece &= sites.area[self.site_of] >= 0
-            if point_piece.any():  # the site's rings (all its parts') against the store's points, in place
-                relation[point_piece] = points_in_polygons(sites.xy, sites.ring_offsets, sites.area_rings, sites.area[self.site_of[point_piece]],
-                                                           store.point_xy, store.slot[self.hits[point_piece]])
-        if address.any():
-            point_site = shapely.get_type_id(self.sites) == _POINT_TYPE
-            address &= point_site[self.site_of]
-            if address.any():  # the store's polygons against the address, in place
-                site_xy = np.zeros((len(self.sites), 2))
-                site_xy[point_site] = shapely.get_coordinates(self.sites[point_site])
-                relation[address] = points_in_polygons(store.xy, store.ring_offsets, store.polygon_offsets, store.slot[self.hits[address]],
-                                                       site_xy, self.site_of[address])
-        return relation, shared
-
     def keep_meeting(self) -> bool:
         """Keep the pairs whose piece really meets its site (not only its box); whether any are left."""
-        polygon_site = self.per_site(self.site_areas) > 0
-        poly_piece = self.piece_area > 0
-        pair_poly = poly_piece & polygon_site
-        relation, shared = self._overlay(pair_poly, polygon_site)
-        inside = relation == PIECE_INSIDE
-        meets = (relation != UNDECIDED) & (relation != DISJOINT)
-        ask = relation == UNDECIDED
-        if ask.any():  # GEOS, as for every pair before the kernel: does the site hold the piece, else meet it?
-            held = ask & pair_poly
-            if held.any():
-                inside[held] = shapely.contains_properly(self._sites(held), self._geometries(held))
-            rest = ask & ~inside
-            meets[ask & inside] = True
-            if rest.any():
-                meets[rest] = shapely.intersects(self._sites(rest), self._geometries(rest))  # the prepared site first
+        arrays = _SiteArrays.of(self.sites, self.parsed)
+        self.area, self.relation = site_pairs(arrays.xy, arrays.ring_offsets, arrays.part_rings, arrays.polygon, arrays.area, arrays.area_rings,
+                                              arrays.point_xy, self.site_areas, self.store, self.site_of, self.hits)
+        undecided = self.relation == UNDECIDED
+        meets = self._ask_geos(undecided) if undecided.any() else self.relation != DISJOINT
         if not meets.all():
             self.site_of, self.hits, self.piece_area = self.site_of[meets], self.hits[meets], self.piece_area[meets]
-            self.pieces, self.built = self.pieces[meets], self.built[meets]
-            inside, poly_piece, relation, shared = inside[meets], poly_piece[meets], relation[meets], shared[meets]
-            polygon_site = self.per_site(self.site_areas) > 0
-        self.inside, self.poly_piece, self.polygon_site = inside, poly_piece, polygon_site
-        self.relation, self.shared = relation, shared
+            self.relation, self.area = self.relation[meets], self.area[meets]
+            if self.pieces is not None:
+                self.pieces, self.built = self.pieces[meets], self.built[meets]
+            if self.undecided is not None:
+                self.undecided, self.pair_poly, self.inside = self.undecided[meets], self.pair_poly[meets], self.inside[meets]
         return len(self.hits) > 0
+
+    def _ask_geos(self, undecided: np.ndarray) -> np.ndarray:
+        """Whether each pair meets, GEOS deciding those site_pairs left undecided (as it did every pair
+        before the kernels): does the site hold the piece properly, else do they meet at all?"""
+        pair_poly = (self.piece_area > 0) & (self.per_site(self.site_areas) > 0)
+        inside = np.zeros(len(self.hits), dtype=bool)
+        held = undecided & pair_poly
+        if held.any():
+            inside[held] = shapely.contains_properly(self._sites(held), self._geometries(held))
+        meets = ~undecided & (self.relation != DISJOINT)
+        meets[inside] = True
+        rest = undecided & ~inside
+        if rest.any():
+            meets[rest] = shapely.intersects(self._sites(rest), self._geometries(rest))  # the prepared site first
+        self.area[inside] = self.piece_area[inside]
+        self.undecided, self.pair_poly, self.inside = undecided, pair_poly, inside
+        return meets
 
     def overlap_areas(self) -> np.ndarray:
         """The area each polygon piece shares with its site (0 for points, lines and address sites)."""
-        inside = self.inside
-        area = np.zeros(len(self.hits))
-        area[inside] = self.piece_area[inside]
-        rest = self.poly_piece & self.polygon_site & ~inside
-        # a piece that holds the whole site overlaps it by the site's area
-        whole = rest & (self.relation == SITE_INSIDE)
-        area[whole] = self.site_areas[0] if self.one else self.site_areas[self.site_of[whole]]
-        crossing = rest & (self.relation == CROSSES)
-        area[crossing] = self.shared[crossing]
-        rest &= self.relation == UNDECIDED
+        area = self.area
+        if self.undecided is None:
+            return area
+        rest = self.undecided & self.pair_poly & ~self.inside
         if rest.any():
             # GEOS: the pieces that hold the whole site, then the others cut to the site's bounding box
             # (cheap, no topology) so that the exact intersection has less to do
@@ -720,8 +684,10 @@ class _Pairs:
         """Whether each pair's piece reaches into its site, not only its edge: what a point or line
         entity, or any entity against an address (point) site, needs to count."""
         interior = np.ones(len(self.hits), dtype=bool)
-        # a point the kernel put in its polygon's interior reaches it; GEOS says whether the others touch
-        edge_only = (~self.poly_piece | ~self.polygon_site) & (self.relation != INTERIOR)
+        if self.undecided is None:
+            return interior  # a decided pair that is not two areas is a point in the other's interior
+        # GEOS says whether the others (points and lines it decided, address sites) only touch
+        edge_only = self.undecided & ~self.pair_poly
         if edge_only.any():
             interior[edge_only] = ~shapely.touches(self._geometries(edge_only), self._sites(edge_only))
         return interior
@@ -733,8 +699,8 @@ _POINT_TYPE, _POLYGON_TYPE, _MULTIPOLYGON_TYPE = (int(t) for t in (shapely.Geome
 
 @dataclass(frozen=True, slots=True)
 class _SiteArrays:
-    """The polygonal sites (polygons and multipolygons) in the kernels' ragged layout: their parts'
-    rings in ``xy``/``ring_offsets``, each part's rings from ``part_rings``."""
+    """The sites in the kernels' layout (:func:`polygon_overlay.site_pairs`): the polygonal sites' parts'
+    rings in ``xy``/``ring_offsets``, each part's rings from ``part_rings``, and the address sites' points."""
 
     xy: np.ndarray
     ring_offsets: np.ndarray
@@ -742,28 +708,45 @@ class _SiteArrays:
     polygon: np.ndarray  # per site: its part, when it is a single polygon (pair_overlaps' polygon); else -1
     area: np.ndarray  # per site: its place in ``area_rings`` when it is polygonal; else -1
     area_rings: np.ndarray  # where each polygonal site's rings (all its parts') start, and where the last ends
+    point_xy: np.ndarray  # per site: its coordinates when it is a point, else NaN
 
     @classmethod
-    def of(cls, sites: np.ndarray) -> _SiteArrays:
+    def of(cls, sites: np.ndarray, parsed: Sequence[Site]) -> _SiteArrays:
+        """The arrays of the sites (their BNG geometries, and the parsed sites they are of)."""
+        rings = [site.bng_ring for site in parsed]
+        if len(rings) == 1 and rings[0] is not None:
+            # the usual check: one site of one ring, whose vertices the parse kept (nothing asked of shapely)
+            return cls(rings[0], np.array([0, len(rings[0])], dtype=np.int64), _FIRST, _ZERO, _ZERO, _FIRST, _NO_POINT)
+        if all(ring is not None for ring in rings):
+            counts = np.fromiter((len(r) for r in rings), dtype=np.int64, count=len(rings))
+            ring_offsets = np.zeros(len(rings) + 1, dtype=np.int64)
+            np.cumsum(counts, out=ring_offsets[1:])
+            each = np.arange(len(rings) + 1, dtype=np.int64)
+            return cls(np.concatenate(rings), ring_offsets, each, each[:-1], each[:-1], each, np.full((len(rings), 2), np.nan))
         type_id = shapely.get_type_id(sites)
+        point_xy = np.full((len(sites), 2), np.nan)
+        point = type_id == _POINT_TYPE
+        if point.any():
+            point_xy[point] = shapely.get_coordinates(sites[point])
         polygonal = (type_id == _POLYGON_TYPE) | (type_id == _MULTIPOLYGON_TYPE)
         area = np.full(len(sites), -1, dtype=np.int64)
         area[polygonal] = np.arange(int(polygonal.sum()))
-        if len(sites) == 1 and type_id[0] == _POLYGON_TYPE and shapely.get_num_interior_rings(sites[0]) == 0:
-            xy = shapely.get_coordinates(sites[0])  # the usual site: one ring, no holes (what to_ragged_array gives, sooner)
-            one = np.array([0, 1], dtype=np.int64)
-            return cls(xy, np.array([0, len(xy)], dtype=np.int64), one, np.zeros(1, np.int64), area, one)
         if not polygonal.any():
             none = np.zeros(1, np.int64)
-            return cls(np.zeros((0, 2)), none, none, np.full(len(sites), -1, dtype=np.int64), area, none)
+            return cls(np.zeros((0, 2)), none, none, np.full(len(sites), -1, dtype=np.int64), area, none, point_xy)
         which = np.flatnonzero(polygonal)
         parts, part_of = shapely.get_parts(sites[which], return_index=True)
         _, xy, (ring_offsets, part_rings) = shapely.to_ragged_array(parts, include_z=False)
+        ring_offsets, part_rings = ring_offsets.astype(np.int64, copy=False), part_rings.astype(np.int64, copy=False)
         first_part = np.searchsorted(part_of, np.arange(len(which) + 1))  # where each polygonal site's parts start
         polygon = np.full(len(sites), -1, dtype=np.int64)
         single = type_id[which] == _POLYGON_TYPE
         polygon[which[single]] = first_part[:-1][single]
-        return cls(xy, ring_offsets, part_rings, polygon, area, part_rings[first_part])
+        return cls(np.ascontiguousarray(xy, dtype=np.float64), ring_offsets, part_rings, polygon, area, part_rings[first_part], point_xy)
+
+
+# one site of one ring: its polygon is part 0, its rings 0:1, and it is no point (never written to)
+_FIRST, _ZERO, _NO_POINT = np.array([0, 1], dtype=np.int64), np.zeros(1, dtype=np.int64), np.full((1, 2), np.nan)
 
 
 @dataclass(frozen=True, slots=True)

@@ -59,6 +59,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from constraints.pieces import POINT_PIECE, POLYGON_PIECE
+
 DISJOINT, CROSSES, SITE_INSIDE, PIECE_INSIDE, UNDECIDED = 0, 1, 2, 3, -1  # relation codes (int8)
 INTERIOR = 4  # points_in_polygons: the point lies in the polygon's interior (a code of its own, never a polygon pair's)
 
@@ -581,3 +583,137 @@ def points_in_polygons(
         np.ascontiguousarray(point_of, dtype=np.int64), relation,
     )
     return relation
+
+
+def _site_pair_signatures():
+    signatures = []
+    ids = numba.int64[::1]
+    for offsets in (numba.int32[::1], numba.int64[::1]):
+        signatures.append(
+            numba.void(
+                numba.float64[:, ::1], ids, ids, ids, ids, ids, numba.float64[:, ::1], numba.float64[::1],
+                numba.float64[:, ::1], offsets, offsets, numba.float64[:, ::1], numba.int8[::1], ids, numba.boolean[::1], numba.float64[::1],
+                ids, ids, numba.float64[::1], numba.int8[::1],
+            )
+        )
+    return signatures
+
+
+@_compiled(_site_pair_signatures())
+def _site_pairs(
+    site_xy, site_ring_offsets, site_rings, site_polygon, site_area_of, site_area_rings, site_point_xy, site_area,
+    piece_xy, piece_ring_offsets, piece_rings, piece_point_xy, piece_kind, piece_slot, piece_valid, piece_area,
+    site_of, hits, area, relation,
+):
+    """The kernel behind :func:`site_pairs`, writing into ``area`` and ``relation``."""
+    pairs = site_of.shape[0]
+    most_site = 1
+    most_piece = 1
+    for i in range(pairs):
+        s = site_of[i]
+        p = hits[i]
+        if site_polygon[s] >= 0 and piece_kind[p] == POLYGON_PIECE:
+            q = site_polygon[s]
+            r = piece_slot[p]
+            most_site = max(most_site, site_ring_offsets[site_rings[q + 1]] - site_ring_offsets[site_rings[q]])
+            most_piece = max(most_piece, piece_ring_offsets[piece_rings[r + 1]] - piece_ring_offsets[piece_rings[r]])
+    site_edges = np.empty(most_site, np.int64)
+    piece_edges = np.empty(most_piece, np.int64)
+    piece_box = np.empty((4, most_piece))
+    piece_counts = np.empty(most_piece + 1, np.int64)
+    capacity = 64
+    crossing_edges = np.empty((2, capacity), np.int64)
+    crossing_floats = np.empty((4, capacity))
+    site_order = np.empty(capacity, np.int64)
+    piece_order = np.empty(capacity, np.int64)
+    for i in range(pairs):
+        s = site_of[i]
+        p = hits[i]
+        kind = piece_kind[p]
+        r = piece_slot[p]
+        area[i] = 0.0
+        relation[i] = UNDECIDED
+        if site_area[s] > 0:  # an area site
+            if kind == POLYGON_PIECE and piece_valid[p] and piece_area[p] > 0 and site_polygon[s] >= 0:
+                q = site_polygon[s]
+                while True:
+                    overlap, code = _one_pair(
+                        site_xy, site_ring_offsets, site_rings[q], site_rings[q + 1],
+                        piece_xy, piece_ring_offsets, piece_rings[r], piece_rings[r + 1],
+                        site_edges, piece_edges, piece_box, crossing_edges, crossing_floats, site_order, piece_order, piece_counts,
+                    )
+                    if code != _GROW:
+                        break
+                    capacity *= 4
+                    crossing_edges = np.empty((2, capacity), np.int64)
+                    crossing_floats = np.empty((4, capacity))
+                    site_order = np.empty(capacity, np.int64)
+                    piece_order = np.empty(capacity, np.int64)
+                relation[i] = code
+                if code == CROSSES:
+                    area[i] = overlap
+                elif code == PIECE_INSIDE:
+                    area[i] = piece_area[p]
+                elif code == SITE_INSIDE:
+                    area[i] = site_area[s]
+            elif kind == POINT_PIECE and site_area_of[s] >= 0:
+                a = site_area_of[s]
+                relation[i] = _point_in_polygon(piece_point_xy[r, 0], piece_point_xy[r, 1], site_xy, site_ring_offsets,
+                                                site_area_rings[a], site_area_rings[a + 1])
+        elif kind == POLYGON_PIECE and piece_valid[p] and not np.isnan(site_point_xy[s, 0]):  # an address site
+            relation[i] = _point_in_polygon(site_point_xy[s, 0], site_point_xy[s, 1], piece_xy, piece_ring_offsets, piece_rings[r], piece_rings[r + 1])
+
+
+def site_pairs(
+    site_xy: np.ndarray,
+    site_ring_offsets: np.ndarray,
+    site_rings: np.ndarray,
+    site_polygon: np.ndarray,
+    site_area_of: np.ndarray,
+    site_area_rings: np.ndarray,
+    site_point_xy: np.ndarray,
+    site_area: np.ndarray,
+    store,
+    site_of: np.ndarray,
+    hits: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """How each site meets each of its candidate pieces, in one compiled call whatever the pieces are:
+    :func:`pair_overlaps` for an area site and a valid polygon piece of some area, a point's place
+    (as :func:`points_in_polygons`) for an area site and a point piece, or an address site and a
+    valid polygon piece; UNDECIDED for every other pair (lines, the rest), left to GEOS.
+
+    Parameters
+    ----------
+    site_xy, site_ring_offsets, site_rings : the sites' polygons in the module's Layout (int64 offsets).
+    site_polygon : int64 (sites,)
+        Per site: its polygon in ``site_rings`` when it is a single polygon, else -1 (not asked of pair_overlaps).
+    site_area_of, site_area_rings : int64
+        Per site: its place in ``site_area_rings`` (where its rings, all its parts', start and end) when
+        it is polygonal, else -1.
+    site_point_xy : float64 (sites, 2)
+        Per site: its coordinates when it is an address (point), NaN otherwise.
+    site_area : float64 (sites,)
+        Per site: its area (> 0 for an area site).
+    store : constraints.pieces.PieceStore
+        The pieces, indexed in place by ``hits``.
+    site_of, hits : int64 (k,)
+        The pairs: a site and a piece.
+
+    Returns
+    -------
+    area : float64 (k,)
+        The area the site and piece share where decided (the piece's or the site's own area when one
+        holds the other properly, as GEOS gave them); 0 otherwise.
+    relation : int8 (k,)
+        pair_overlaps' code for polygon pairs, INTERIOR or DISJOINT for a decided point, UNDECIDED else.
+    """
+    offsets = store.polygon_offsets.dtype if store.polygon_offsets.dtype == store.ring_offsets.dtype and store.ring_offsets.dtype in (np.int32, np.int64) else np.int64
+    area = np.empty(len(hits))
+    relation = np.empty(len(hits), dtype=np.int8)
+    _site_pairs(
+        site_xy, site_ring_offsets, site_rings, site_polygon, site_area_of, site_area_rings, site_point_xy, site_area,
+        store.xy, np.ascontiguousarray(store.ring_offsets, dtype=offsets), np.ascontiguousarray(store.polygon_offsets, dtype=offsets),
+        store.point_xy, store.kind, np.ascontiguousarray(store.slot, dtype=np.int64), store.valid, store.area,
+        site_of, hits, area, relation,
+    )
+    return area, relation

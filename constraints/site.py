@@ -102,6 +102,10 @@ class Site:
     vertices: int
     warnings: list[str] = field(default_factory=list)
     properties: dict = field(default_factory=dict)
+    # the exterior of a site of one ring and no holes, float64 (n, 2), C-contiguous: ``bng``'s very
+    # coordinates, which the parse computed anyway and the matching kernels take as they are (asking
+    # shapely for them again costs microseconds per check); None for any other site
+    bng_ring: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     @property
     def area_ha(self) -> float:
@@ -783,6 +787,7 @@ def _simple_polygon(obj: dict | shapely.Polygon, limits: SiteLimits) -> Site | N
         vertices=vertices,
         warnings=warnings,
         properties=properties,
+        bng_ring=grid,
     )
 
 
@@ -847,7 +852,9 @@ def _simple_polygons(geometries: np.ndarray, counts: np.ndarray, positions: np.n
     sizes = counts[candidates[chosen]]
     ring_of = np.repeat(np.arange(len(chosen)), sizes)
     geometry = shapely.polygons(shapely.linearrings(np.concatenate(rings), indices=ring_of))
-    bng = shapely.polygons(shapely.linearrings(np.concatenate(rings_grid), indices=ring_of))
+    grid_rings = np.concatenate(rings_grid)
+    bng = shapely.polygons(shapely.linearrings(grid_rings, indices=ring_of))
+    ring_starts = np.r_[0, np.cumsum(sizes)].tolist()
     valid = np.ones(len(chosen), dtype=bool)
     asked = np.flatnonzero(unsure)
     valid[asked] = shapely.is_valid(bng[asked])
@@ -873,6 +880,7 @@ def _simple_polygons(geometries: np.ndarray, counts: np.ndarray, positions: np.n
             vertices=int(sizes[m]),
             warnings=["rings were rewound: outer rings anticlockwise, holes clockwise (RFC 7946)"] if rewound[m] else [],
             properties={},
+            bng_ring=grid_rings[ring_starts[m]:ring_starts[m + 1]],
         )
 
 

@@ -18,6 +18,7 @@ from constraints.polygon_overlay import (
     UNDECIDED,
     pair_overlaps,
     points_in_polygons,
+    site_pairs,
 )
 
 TOUCHING = -9  # GEOS: they meet, but share no area (a code the kernel never gives)
@@ -356,3 +357,55 @@ def test_a_multipolygons_rings_are_taken_together():
     relation = points_in_polygons(xy, ring_offsets, np.array([0, len(ring_offsets) - 1]), np.zeros(len(points), np.int64), shapely.get_coordinates(points), np.arange(len(points)))
     assert (relation == geos_point_relation(np.full(len(points), site), points)).all()
     assert (relation == INTERIOR).sum() > 300
+
+
+def test_site_pairs_answers_each_kind_of_pair_as_its_own_kernel_does():
+    """One call over sites of every kind (polygons, a multipolygon, addresses) and pieces of every kind
+    (polygons, points, lines, an invalid polygon) gives, pair by pair, what pair_overlaps says of two
+    polygons (the shared area, or the piece's or the site's own area when one holds the other), what
+    points_in_polygons says of a point against a polygon either way round, and UNDECIDED for the rest."""
+    from constraints.pieces import PieceStore
+
+    rng = np.random.default_rng(5)
+    polygons, _ = random_pairs(rng, 60)
+    bowtie = shapely.transform(shapely.Polygon([(0, 0), (10, 10), (10, 0), (0, 10)]), lambda xy: xy + ORIGIN)  # crosses itself
+    centre = shapely.centroid(polygons[0])
+    pieces = np.array(list(polygons[:40]) + list(points_around(rng, polygons[0], 10)) + [shapely.LineString([centre, shapely.Point(centre.x + 50, centre.y)]),
+                      bowtie])
+    store = PieceStore.from_geometries(pieces)
+    assert not store.valid[-1]
+    multi = shapely.MultiPolygon([polygons[41], shapely.transform(polygons[41], lambda xy: xy + 1000.0)])
+    assert shapely.is_valid(multi)
+    sites = np.array([polygons[0], polygons[40], multi, centre, shapely.Point(shapely.get_coordinates(polygons[1])[0])], dtype=object)
+    site_of, hits = np.repeat(np.arange(len(sites)), len(pieces)), np.tile(np.arange(len(pieces)), len(sites))
+
+    type_id = shapely.get_type_id(sites)
+    polygonal = type_id >= 3
+    parts, part_of = shapely.get_parts(sites[polygonal], return_index=True)
+    _, xy, (ring_offsets, part_rings) = shapely.to_ragged_array(parts)
+    first_part = np.searchsorted(part_of, np.arange(polygonal.sum() + 1))
+    area_of = np.full(len(sites), -1)
+    area_of[polygonal] = np.arange(polygonal.sum())
+    polygon = np.full(len(sites), -1)
+    polygon[np.flatnonzero(polygonal)[type_id[polygonal] == 3]] = first_part[:-1][type_id[polygonal] == 3]
+    point_xy = np.full((len(sites), 2), np.nan)
+    point_xy[~polygonal] = shapely.get_coordinates(sites[~polygonal])
+    site_area = shapely.area(sites)
+    area, relation = site_pairs(xy, ring_offsets.astype(np.int64), part_rings.astype(np.int64), polygon.astype(np.int64), area_of.astype(np.int64),
+                                part_rings[first_part].astype(np.int64), point_xy, site_area, store, site_of, hits)
+
+    for i, (s, p) in enumerate(zip(site_of.tolist(), hits.tolist(), strict=True)):
+        site, piece = sites[s], pieces[p]
+        expected_area, expected = 0.0, UNDECIDED
+        if polygon[s] >= 0 and p < 40:
+            (expected_area,), (expected,) = kernel(np.array([site]), np.array([piece]), np.zeros(1, np.int64), np.zeros(1, np.int64))
+            expected_area = {PIECE_INSIDE: store.area[p], SITE_INSIDE: site_area[s], CROSSES: expected_area}.get(expected, 0.0)
+        elif polygonal[s] and 40 <= p < 60:  # points_around gives twice the count; a multipolygon's rings all together
+            _, site_xy, (site_rings, *_) = shapely.to_ragged_array([site])
+            (expected,) = points_in_polygons(site_xy, site_rings, np.array([0, len(site_rings) - 1]), np.zeros(1, np.int64),
+                                             shapely.get_coordinates(piece), np.zeros(1, np.int64))
+        elif not polygonal[s] and p < 40:
+            (expected,) = points_kernel(np.array([piece]), np.array([site]), np.zeros(1, np.int64), np.zeros(1, np.int64))
+        assert (relation[i], area[i]) == (expected, expected_area), (s, p)
+    assert {DISJOINT, INTERIOR, UNDECIDED} <= set(relation.tolist())
+    assert (relation[hits >= 60] == UNDECIDED).all()  # the line and the invalid polygon are GEOS's

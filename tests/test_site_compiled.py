@@ -172,3 +172,18 @@ def test_a_shapely_site_reads_the_same_by_the_quick_way_and_the_careful_one(monk
         assert (a.area_m2, a.perimeter_m, a.centroid, a.grid_reference, a.vertices) == (b.area_m2, b.perimeter_m, b.centroid, b.grid_reference, b.vertices)
         assert (a.warnings, a.properties) == (b.warnings, b.properties)
         assert json.dumps(a.summary()) == json.dumps(b.summary())
+
+
+def test_a_one_ring_site_keeps_its_grid_vertices_for_the_matching_kernels():
+    """A site of one ring (read alone or in a batch, either winding) carries its BNG ring as the very
+    coordinates of its ``bng`` geometry, C-ordered doubles; a site with a hole, several parts or a
+    point carries none, and the kernels read those from GEOS."""
+    ring = [[-0.1, 51.5], [-0.099, 51.5], [-0.099, 51.501], [-0.1, 51.5]]
+    sites = [parse_site(json.dumps({"type": "Polygon", "coordinates": [ring]})), parse_site(json.dumps({"type": "Polygon", "coordinates": [ring[::-1]]})),
+             parse_site(shapely.Polygon(ring)), *site_module.parse_sites([shapely.Polygon(ring), shapely.Polygon(ring[::-1])])]
+    for site in sites:
+        assert site.bng_ring is not None and site.bng_ring.flags.c_contiguous and site.bng_ring.dtype == np.float64
+        assert np.array_equal(site.bng_ring, shapely.get_coordinates(site.bng))
+    holed = shapely.Polygon([(-0.1, 51.5), (-0.09, 51.5), (-0.09, 51.51), (-0.1, 51.51)], [[(-0.097, 51.503), (-0.097, 51.505), (-0.095, 51.505), (-0.097, 51.503)]])
+    for other in (holed, shapely.MultiPolygon([shapely.Polygon(ring), shapely.Polygon([(x + 0.002, y) for x, y in ring])]), shapely.Point(-0.1, 51.5)):
+        assert parse_site(other).bng_ring is None
