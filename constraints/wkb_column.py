@@ -71,6 +71,19 @@ class WkbColumn:
         if self._mapping is not None and hasattr(mmap, "MADV_DONTNEED"):
             self._mapping.madvise(mmap.MADV_DONTNEED)
 
+    def batches(self, size_bytes: int) -> list[int]:
+        """Row numbers that split the column into runs of about ``size_bytes`` of WKB each, from 0 to
+        ``len(self)``: the runs a layer is read in when all of it at once would not fit comfortably
+        (WKB takes 16 bytes a vertex, so bytes measure the work and the memory of decoding)."""
+        wkb = self._wkb
+        if len(wkb) == 0:
+            return [0, 0]
+        width = np.int64 if pa.types.is_large_binary(wkb.type) else np.int32
+        ends = np.frombuffer(wkb.buffers()[1], dtype=width)[wkb.offset + 1 : wkb.offset + len(wkb) + 1].astype(np.int64)
+        ends -= np.frombuffer(wkb.buffers()[1], dtype=width)[wkb.offset]
+        cuts = np.searchsorted(ends, np.arange(size_bytes, int(ends[-1]), size_bytes), side="right")
+        return sorted({0, *cuts.tolist(), len(wkb)})
+
     def kinds(self) -> np.ndarray:
         """POINT, LINE or POLYGON per row, read from the WKB headers without decoding geometry."""
         wkb = self._wkb

@@ -13,7 +13,14 @@ import pytest
 import shapely
 from api_fixtures import copy_cache
 
-from constraints.index import ConstraintIndex, Tolerance, is_current, subdivide
+from constraints.index import (
+    ConstraintIndex,
+    Tolerance,
+    _cut_rounds,
+    is_current,
+    subdivide,
+    subdivide_batches,
+)
 from constraints.pieces import STRTREE_NODE_CAPACITY, PieceStore, PieceTree, strtree_rank
 from datasets.cache import LayerCache
 from datasets.catalogue import load_catalogue
@@ -304,3 +311,33 @@ def test_only_the_newest_ranks_are_kept(tmp_path):
     before = kept.stat().st_mtime_ns
     assert np.array_equal(_piece_rank(cache, newest, bounds), strtree_rank(bounds))
     assert kept.stat().st_mtime_ns == before, "read back, not written again"
+
+
+def _comb(x, y, teeth):
+    """A comb: a polygon whose halves fall apart into several parts when it is cut (multipart halves)."""
+    spine = shapely.box(x, y, x + 4 * teeth, y + 2)
+    return shapely.union_all([spine] + [shapely.Point(x + 4 * t + 1, y + 20).buffer(1.5, 8).union(shapely.box(x + 4 * t, y, x + 4 * t + 2, y + 20)) for t in range(teeth)])
+
+
+def test_a_layer_cut_in_batches_gives_the_pieces_of_one_cut_in_the_same_order():
+    rng = np.random.default_rng(11)
+    shapes = [_blob(rng, *rng.uniform(0, 500, 2), rng.uniform(5, 80), int(rng.integers(4, 400)), hole=i % 2 == 0) for i in range(40)]
+    shapes += [_comb(*rng.uniform(0, 500, 2), int(rng.integers(3, 12))) for _ in range(10)]
+    shapes += [shapely.MultiPolygon([_blob(rng, 0, 0, 10, 100), _blob(rng, 50, 0, 10, 100)]), shapely.Polygon()]
+    layer = np.array(shapes, dtype=object)[rng.permutation(len(shapes))]
+    whole, whole_source = subdivide(layer, 24)
+    for size in (1, 3, 7, 20):
+        batches = [(lo, layer[lo : lo + size]) for lo in range(0, len(layer), size)]
+        cut, source = subdivide_batches(batches, 24)
+        assert np.array_equal(source, whole_source)
+        assert shapely.equals_exact(cut, whole, tolerance=0).all()
+
+
+def test_one_cut_lists_each_rounds_pieces_in_the_order_of_their_keys():
+    """What makes batches mergeable: within a round, the pieces already come in their keys' order."""
+    rng = np.random.default_rng(12)
+    layer = np.array([_blob(rng, *rng.uniform(0, 500, 2), 60, 400, hole=True) for _ in range(10)] + [_comb(0, 0, 9)], dtype=object)
+    rounds = _cut_rounds(layer, 24)
+    assert len(rounds) > 3
+    for _, keys in rounds:
+        assert np.array_equal(np.lexsort(keys.T[::-1]), np.arange(len(keys)))
