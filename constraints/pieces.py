@@ -36,6 +36,7 @@ import shapely
 from shapely import GeometryType
 
 from datasets.cache import atomic_path
+from datasets.compiled import compiled
 
 NODE_SIZE = 16  # children per node: flatbush's default, a good balance of box tests per level
 STRTREE_NODE_CAPACITY = 10  # what the index's shapely STRtree was built with: its order depends on it
@@ -44,22 +45,12 @@ _BOXES = numba.float64[:, ::1]
 _IDS = numba.int64[::1]
 
 
-def _compiled(signature):
-    """``njit`` with the compiled code kept between processes where a cache directory can be written."""
-
-    def decorate(function):
-        try:
-            return numba.njit(signature, cache=True)(function)
-        except RuntimeError:  # no writable cache location (a read-only install with no home directory)
-            return numba.njit(signature)(function)
-
-    return decorate
 
 
 # -- the store ------------------------------------------------------------------------------------
 
 
-@_compiled(numba.types.Tuple((numba.float64[:, ::1], _IDS, _IDS))(numba.float64[:, ::1], _IDS, _IDS, _IDS))
+@compiled(numba.types.Tuple((numba.float64[:, ::1], _IDS, _IDS))(numba.float64[:, ::1], _IDS, _IDS, _IDS))
 def gather_polygons(xy, ring_offsets, polygon_offsets, polygons):
     """The ragged arrays of just the polygons numbered ``polygons`` (in that order), offsets from 0."""
     rings = 0
@@ -310,7 +301,7 @@ def _hilbert(x, y, order):
     return d
 
 
-@_compiled(numba.int64[::1](_BOXES))
+@compiled(numba.int64[::1](_BOXES))
 def hilbert_keys(bounds):
     """Each box's centre's position along a Hilbert curve over all the boxes (16 bits a side)."""
     n = bounds.shape[0]
@@ -339,7 +330,7 @@ def hilbert_keys(bounds):
     return keys
 
 
-@_compiled(numba.types.Tuple((_BOXES, _IDS, _IDS))(_BOXES, _IDS, numba.int64))
+@compiled(numba.types.Tuple((_BOXES, _IDS, _IDS))(_BOXES, _IDS, numba.int64))
 def pack(bounds, order, node_size):
     """The packed tree: the boxes in ``order`` as leaves, then each level's nodes, up to one root.
 
@@ -411,7 +402,7 @@ def _walk(boxes, ref, end, leaves, x0, y0, x1, y1, stack, out, count):
     return count
 
 
-@_compiled(numba.types.Tuple((_IDS, _IDS))(_BOXES, _IDS, _IDS, numba.int64, _BOXES, _IDS))
+@compiled(numba.types.Tuple((_IDS, _IDS))(_BOXES, _IDS, _IDS, numba.int64, _BOXES, _IDS))
 def search(boxes, ref, end, leaves, queries, rank):
     """For each query box, the pieces whose boxes meet it (edges included, as GEOS's envelopes meet),
     each query's in ascending ``rank``: ``(query_of, hits)``, grouped by query in order."""

@@ -60,6 +60,7 @@ import numba
 import numpy as np
 
 from constraints.pieces import POINT_PIECE, POLYGON_PIECE
+from datasets.compiled import compiled
 
 DISJOINT, CROSSES, SITE_INSIDE, PIECE_INSIDE, UNDECIDED = 0, 1, 2, 3, -1  # relation codes (int8)
 INTERIOR = 4  # points_in_polygons: the point lies in the polygon's interior (a code of its own, never a polygon pair's)
@@ -75,16 +76,6 @@ _ORIENTATION_BOUND = (3.0 + 16.0 * _EPSILON) * _EPSILON  # Shewchuk's ccwerrboun
 _GROW = -2  # a pair found more crossings than the scratch holds: grow it and ask again
 
 
-def _compiled(signatures):
-    """``njit`` with the compiled code kept between processes where a cache directory can be written."""
-
-    def decorate(function):
-        try:
-            return numba.njit(signatures, cache=True)(function)
-        except RuntimeError:  # no writable cache location (a read-only install with no home directory)
-            return numba.njit(signatures)(function)
-
-    return decorate
 
 
 @numba.njit(inline="always")
@@ -387,7 +378,7 @@ def _signatures():
     return signatures
 
 
-@_compiled(_signatures())
+@compiled(_signatures())
 def _pair_overlaps(site_xy, site_ring_offsets, site_rings, piece_xy, piece_ring_offsets, piece_rings, site_of, hits, area, relation):
     """The kernel behind :func:`pair_overlaps`, writing into ``area`` and ``relation``."""
     pairs = site_of.shape[0]
@@ -522,7 +513,7 @@ def _point_signatures():
     return signatures
 
 
-@_compiled(_point_signatures())
+@compiled(_point_signatures())
 def _points_in_polygons(xy, ring_offsets, polygon_rings, polygon_of, point_xy, point_of, relation):
     """The kernel behind :func:`points_in_polygons`, writing into ``relation``."""
     for i in range(polygon_of.shape[0]):
@@ -599,7 +590,7 @@ def _site_pair_signatures():
     return signatures
 
 
-@_compiled(_site_pair_signatures())
+@compiled(_site_pair_signatures())
 def _site_pairs(
     site_xy, site_ring_offsets, site_rings, site_polygon, site_area_of, site_area_rings, site_point_xy, site_area,
     piece_xy, piece_ring_offsets, piece_rings, piece_point_xy, piece_kind, piece_slot, piece_valid, piece_area,

@@ -18,6 +18,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from datasets.compiled import compiled
+
 CELL_M = 1000.0  # OSTN15's grid spacing
 
 _POINTS = numba.float64[:]
@@ -25,16 +27,6 @@ _GRID = numba.float64[:, :, ::1]
 _COVERED = numba.boolean[:, ::1]
 
 
-def _compiled(signature):
-    """``njit`` with the compiled code kept between processes where a cache directory can be written."""
-
-    def decorate(function):
-        try:
-            return numba.njit(signature, cache=True)(function)
-        except RuntimeError:  # no writable cache location (a read-only install with no home directory)
-            return numba.njit(signature)(function)
-
-    return decorate
 
 
 @numba.njit(inline="always")
@@ -65,7 +57,7 @@ def _shift(east, north, grid, covered):
     return np.nan, np.nan
 
 
-@_compiled(numba.int64(_POINTS, _POINTS, _POINTS, _POINTS, _GRID, _COVERED, numba.float64[::1], _POINTS, _POINTS))
+@compiled(numba.int64(_POINTS, _POINTS, _POINTS, _POINTS, _GRID, _COVERED, numba.float64[::1], _POINTS, _POINTS))
 def forward(lon, lat, east, north, grid, covered, accepted, easting, northing):
     """ETRS89 grid positions (``east``, ``north``, projected from ``lon``, ``lat``) plus OSTN15's shift,
     into ``easting``, ``northing`` (which may be ``east``, ``north`` themselves).
@@ -86,7 +78,7 @@ def forward(lon, lat, east, north, grid, covered, accepted, easting, northing):
     return off
 
 
-@_compiled(numba.void(_POINTS, _POINTS, _GRID, _COVERED, numba.int64, numba.float64, _POINTS, _POINTS))
+@compiled(numba.void(_POINTS, _POINTS, _GRID, _COVERED, numba.int64, numba.float64, _POINTS, _POINTS))
 def inverse(easting, northing, grid, covered, iterations, tolerance, east, north):
     """National Grid positions to ETRS89 grid positions: subtract the shift found where the point lies on
     the ETRS89 grid, starting from the National Grid position, until no point moves by ``tolerance``.

@@ -25,6 +25,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from datasets.compiled import compiled
 from datasets.crs import RING_CLOCKWISE as CLOCKWISE
 from datasets.crs import RING_HAND_BACK as HAND_BACK
 from datasets.crs import RING_UNSURE as UNSURE
@@ -37,16 +38,6 @@ EPSILON = 2.0**-53  # half a unit in the last place of 1.0
 _ORIENT_BOUND = (3.0 + 16.0 * EPSILON) * EPSILON
 
 
-def _compiled(signature):
-    """``njit`` with the compiled code kept between processes where a cache directory can be written."""
-
-    def decorate(function):
-        try:
-            return numba.njit(signature, cache=True)(function)
-        except RuntimeError:  # no writable cache location (a read-only install with no home directory)
-            return numba.njit(signature)(function)
-
-    return decorate
 
 
 @numba.njit(inline="always")
@@ -194,13 +185,13 @@ def _read(lonlat, grid, centroids, from_json):
 _RING = numba.float64[:, ::1]
 
 
-@_compiled(numba.int64(_RING, _RING, numba.float64[::1], numba.boolean))
+@compiled(numba.int64(_RING, _RING, numba.float64[::1], numba.boolean))
 def read_ring(lonlat, grid, centroids, from_json):
     """What a closed ring is, given in longitude and latitude and on the National Grid: see ``_read``."""
     return _read(lonlat, grid, centroids, from_json)
 
 
-@_compiled(
+@compiled(
     numba.int64(
         _RING, _RING, numba.float64[:, :, ::1], numba.boolean[:, ::1], numba.float64[::1], _RING, numba.float64[::1], numba.boolean
     )
