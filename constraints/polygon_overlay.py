@@ -366,6 +366,32 @@ def _one_pair(
     return 0.0, DISJOINT
 
 
+@numba.njit
+def _scratch(most_site, most_piece, capacity):
+    """The working arrays of :func:`_one_pair` for rings of up to ``most_site`` and ``most_piece`` vertices
+    and ``capacity`` crossings: made once per call over all pairs, not once per pair."""
+    return (
+        np.empty(most_site, np.int64), np.empty(most_piece, np.int64), np.empty((4, most_piece)),
+        np.empty((2, capacity), np.int64), np.empty((4, capacity)), np.empty(capacity, np.int64),
+        np.empty(capacity, np.int64), np.empty(most_piece + 1, np.int64),
+    )
+
+
+@numba.njit
+def _polygon_pair(site_xy, site_ring_offsets, site_first, site_end, piece_xy, piece_ring_offsets, piece_first, piece_end, scratch):
+    """:func:`_one_pair` for one site polygon and one piece polygon, the scratch grown (and handed back
+    for the next pairs) whenever the pair has more crossings than it holds."""
+    while True:
+        site_edges, piece_edges, piece_box, crossing_edges, crossing_floats, site_order, piece_order, piece_counts = scratch
+        overlap, code = _one_pair(
+            site_xy, site_ring_offsets, site_first, site_end, piece_xy, piece_ring_offsets, piece_first, piece_end,
+            site_edges, piece_edges, piece_box, crossing_edges, crossing_floats, site_order, piece_order, piece_counts,
+        )
+        if code != _GROW:
+            return overlap, code, scratch
+        scratch = _scratch(site_edges.shape[0], piece_edges.shape[0], crossing_edges.shape[1] * 4)
+
+
 def _signatures():
     signatures = []
     for offsets in (numba.int32[::1], numba.int64[::1]):
@@ -389,31 +415,14 @@ def _pair_overlaps(site_xy, site_ring_offsets, site_rings, piece_xy, piece_ring_
         p = hits[i]
         most_site = max(most_site, site_ring_offsets[site_rings[s + 1]] - site_ring_offsets[site_rings[s]])
         most_piece = max(most_piece, piece_ring_offsets[piece_rings[p + 1]] - piece_ring_offsets[piece_rings[p]])
-    site_edges = np.empty(most_site, np.int64)
-    piece_edges = np.empty(most_piece, np.int64)
-    piece_box = np.empty((4, most_piece))
-    piece_counts = np.empty(most_piece + 1, np.int64)
-    capacity = 64
-    crossing_edges = np.empty((2, capacity), np.int64)
-    crossing_floats = np.empty((4, capacity))
-    site_order = np.empty(capacity, np.int64)
-    piece_order = np.empty(capacity, np.int64)
+    scratch = _scratch(most_site, most_piece, 64)
     for i in range(pairs):
         s = site_of[i]
         p = hits[i]
-        while True:
-            overlap, code = _one_pair(
-                site_xy, site_ring_offsets, site_rings[s], site_rings[s + 1],
-                piece_xy, piece_ring_offsets, piece_rings[p], piece_rings[p + 1],
-                site_edges, piece_edges, piece_box, crossing_edges, crossing_floats, site_order, piece_order, piece_counts,
-            )
-            if code != _GROW:
-                break
-            capacity *= 4
-            crossing_edges = np.empty((2, capacity), np.int64)
-            crossing_floats = np.empty((4, capacity))
-            site_order = np.empty(capacity, np.int64)
-            piece_order = np.empty(capacity, np.int64)
+        overlap, code, scratch = _polygon_pair(
+            site_xy, site_ring_offsets, site_rings[s], site_rings[s + 1],
+            piece_xy, piece_ring_offsets, piece_rings[p], piece_rings[p + 1], scratch,
+        )
         area[i] = overlap
         relation[i] = code
 
@@ -608,15 +617,7 @@ def _site_pairs(
             r = piece_slot[p]
             most_site = max(most_site, site_ring_offsets[site_rings[q + 1]] - site_ring_offsets[site_rings[q]])
             most_piece = max(most_piece, piece_ring_offsets[piece_rings[r + 1]] - piece_ring_offsets[piece_rings[r]])
-    site_edges = np.empty(most_site, np.int64)
-    piece_edges = np.empty(most_piece, np.int64)
-    piece_box = np.empty((4, most_piece))
-    piece_counts = np.empty(most_piece + 1, np.int64)
-    capacity = 64
-    crossing_edges = np.empty((2, capacity), np.int64)
-    crossing_floats = np.empty((4, capacity))
-    site_order = np.empty(capacity, np.int64)
-    piece_order = np.empty(capacity, np.int64)
+    scratch = _scratch(most_site, most_piece, 64)
     for i in range(pairs):
         s = site_of[i]
         p = hits[i]
@@ -627,19 +628,10 @@ def _site_pairs(
         if site_area[s] > 0:  # an area site
             if kind == POLYGON_PIECE and piece_valid[p] and piece_area[p] > 0 and site_polygon[s] >= 0:
                 q = site_polygon[s]
-                while True:
-                    overlap, code = _one_pair(
-                        site_xy, site_ring_offsets, site_rings[q], site_rings[q + 1],
-                        piece_xy, piece_ring_offsets, piece_rings[r], piece_rings[r + 1],
-                        site_edges, piece_edges, piece_box, crossing_edges, crossing_floats, site_order, piece_order, piece_counts,
-                    )
-                    if code != _GROW:
-                        break
-                    capacity *= 4
-                    crossing_edges = np.empty((2, capacity), np.int64)
-                    crossing_floats = np.empty((4, capacity))
-                    site_order = np.empty(capacity, np.int64)
-                    piece_order = np.empty(capacity, np.int64)
+                overlap, code, scratch = _polygon_pair(
+                    site_xy, site_ring_offsets, site_rings[q], site_rings[q + 1],
+                    piece_xy, piece_ring_offsets, piece_rings[r], piece_rings[r + 1], scratch,
+                )
                 relation[i] = code
                 if code == CROSSES:
                     area[i] = overlap
