@@ -18,7 +18,6 @@ Usage::
 
 from __future__ import annotations
 
-import ctypes
 import gc
 import hashlib
 import logging
@@ -42,14 +41,14 @@ from datasets.crs import OutsideGridError, ostn15_grid, to_bng
 from datasets.england import OUTSIDE_ENGLAND, PARTLY_OUTSIDE_ENGLAND, england_part
 from datasets.sync import is_stale
 
-from .pieces import STRTREE_NODE_CAPACITY, PieceStore, PieceTree, strtree_rank
+from .pieces import STRTREE_NODE_CAPACITY, PieceStore, PieceTree, give_back_freed_memory, strtree_rank
 from .polygon_overlay import (
     DISJOINT,
     UNDECIDED,
     site_pairs,
 )
 from .site import Site, SiteLimits, parse_site
-from .wkb_column import LINE, POINT, POLYGON, WkbColumn, map_wkb_file, write_wkb_file  # noqa: F401 (kinds re-exported)
+from .wkb_column import LINE, POINT, POLYGON, WkbColumn, joined_wkb, map_wkb_file, write_wkb_file  # noqa: F401 (kinds re-exported)
 
 log = logging.getLogger("redline.index")
 
@@ -373,41 +372,74 @@ def _cut_pieces(layer: Layer, batch_bytes: int = 64 << 20) -> tuple[PieceStore, 
     each piece's row and each entity's area (all on the grid).
 
     The layer is decoded, reprojected and cut ``batch_bytes`` of its WKB at a time: a national flood
-    layer decoded whole, reprojected and cut held several copies of itself at once (7 GB at the peak)."""
+    layer decoded whole, reprojected and cut held several copies of itself at once (7 GB at the peak).
+    Each batch's pieces go into arrays as soon as they are cut (GEOS objects would hold the whole
+    layer's vertices half as big again), and from those straight into one cut's order at the end, so
+    the cut vertices are held once."""
     starts = layer.geometry.batches(batch_bytes)
     areas, point_parts, point_rows = [], [], []
-
-    def batches():
-        for lo, hi in zip(starts[:-1], starts[1:], strict=True):
-            bng = to_bng(layer.geometry[lo:hi])
-            areas.append(shapely.area(bng))
-            point_like = np.flatnonzero(layer.kind[lo:hi] != POLYGON)
-            point_parts.append(bng[point_like])
-            point_rows.append(point_like + lo)
-            yield lo, bng
-            del bng
-            _give_back_freed_memory()  # the batch's decoded and halved geometries, between the pieces kept
-
-    # each batch's pieces go into arrays as soon as they are cut (GEOS objects would hold the whole
-    # layer's vertices half as big again), and are put in one cut's order at the end
     stores, keys = [], []
-    for lo, bng in batches():
+    for lo, hi in zip(starts[:-1], starts[1:], strict=True):
+        bng = to_bng(layer.geometry[lo:hi])
+        # the mapped WKB's pages just decoded are not read again: out of the process's memory
+        layer.geometry.drop_resident_pages()
+        areas.append(shapely.area(bng))
+        point_like = np.flatnonzero(layer.kind[lo:hi] != POLYGON)
+        point_parts.append(bng[point_like])
+        point_rows.append(point_like + lo)
         for r, (cut, cut_keys) in enumerate(_cut_rounds(bng, MAX_PIECE_VERTICES, lo)):
             stores.append(PieceStore.from_geometries(cut))
             keys.append((r, cut_keys))
+            del cut
+        del bng
+        give_back_freed_memory()  # the batch's decoded and halved geometries, between the pieces kept
     points = PieceStore.from_geometries(np.concatenate(point_parts)) if point_parts else PieceStore.empty()
+    del point_parts
     if stores:
         order, rows = _cut_order(keys)
         order = np.concatenate([order, np.arange(len(order), len(order) + len(points))])
-        joined = PieceStore.concatenate([*stores, points])
-        del stores
-        store = joined.take(order)  # never more than two copies of the vertices at once
-        del joined
+        stores.append(points)
+        del points
+        store = PieceStore.gather(stores, order)  # empties stores as it goes
     else:
         rows, store = np.zeros(0, dtype=np.int64), points
     rows = np.concatenate([rows, *point_rows]).astype(np.int64)
     area = np.concatenate(areas) if areas else np.zeros(0)
     return store, rows, area
+
+
+def _read_attributes(cache: LayerCache, name: str) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """A cached layer's entity numbers and attribute columns (row-major, see :func:`_row_major`)."""
+    table = cache.read_table(name, [c for c in cache.read_schema(name).names if c != "geometry"])
+    names = [
+        c
+        for c in table.column_names
+        # a struct is GeoParquet's covering bounding box, which geopandas hides too
+        if c not in ("entity", "source-row") and not pa.types.is_struct(table.schema.field(c).type)
+    ]
+    columns = _row_major(table, names)
+    entity = table.column("entity").to_numpy().astype(np.int64, copy=False)
+    del table
+    pa.default_memory_pool().release_unused()  # Arrow's allocator would keep what the table held
+    return entity, columns
+
+
+def _mapped_geometry(cache: LayerCache, name: str, entry: dict, rows: int) -> WkbColumn:
+    """A cached layer's own (EPSG:4326) geometries, mapped from their derived Arrow file, which is
+    written first from the layer's WKB when it is missing, damaged or not of ``rows`` rows."""
+    mapped = cache.derived_path(name, entry["version"], WGS84_FORMAT)
+    if mapped.exists():
+        try:
+            geometry = map_wkb_file(mapped)
+            if len(geometry) == rows:
+                return geometry
+        except (OSError, pa.ArrowException) as err:  # a damaged derived file is only a cache of work: redo it
+            log.warning("rewriting the mapped geometry of %s: %s", name, err)
+    # read a batch at a time: a national layer's WKB is 600 MB, read whole it was held two or three times
+    wkb = joined_wkb(batch.column(0) for batch in cache.read_batches(name, ["geometry"]))
+    write_wkb_file(wkb, mapped)
+    del wkb
+    return map_wkb_file(mapped)
 
 
 def _load_layer(cache: LayerCache, name: str, entry: dict) -> tuple[Layer, PieceStore, np.ndarray]:
@@ -416,33 +448,8 @@ def _load_layer(cache: LayerCache, name: str, entry: dict) -> tuple[Layer, Piece
     The layer's EPSG:4326 geometries stay WKB in a derived Arrow file mapped into memory
     (:mod:`constraints.wkb_column`); the grid pieces the check works on are a :class:`PieceStore`.
     """
-    mapped = cache.derived_path(name, entry["version"], WGS84_FORMAT)
-    geometry = None
-    if mapped.exists():
-        try:
-            geometry = map_wkb_file(mapped)
-        except (OSError, pa.ArrowException) as err:  # a damaged derived file is only a cache of work: redo it
-            log.warning("rewriting the mapped geometry of %s: %s", name, err)
-    # the layer's own WKB is read only to write the mapped copy (a national layer's is half a gigabyte)
-    wanted = None if geometry is None else [c for c in cache.read_schema(name).names if c != "geometry"]
-    table = cache.read_table(name, wanted)
-    names = [
-        c
-        for c in table.column_names
-        # a struct is GeoParquet's covering bounding box, which geopandas hides too
-        if c not in ("entity", "geometry", "source-row") and not pa.types.is_struct(table.schema.field(c).type)
-    ]
-    columns = _row_major(table, names)
-    entity = table.column("entity").to_numpy().astype(np.int64, copy=False)
-    rewrite = geometry is None or len(geometry) != len(entity)
-    if rewrite and "geometry" not in table.column_names:
-        table = cache.read_table(name, ["geometry"])
-    wkb = table.column("geometry").combine_chunks() if rewrite else None
-    del table
-    if rewrite:
-        write_wkb_file(wkb, mapped)
-        del wkb
-        geometry = map_wkb_file(mapped)  # from here on the mapped file is the geometry
+    entity, columns = _read_attributes(cache, name)
+    geometry = _mapped_geometry(cache, name, entry, len(entity))
     layer = Layer(
         name=name,
         entry=entry,
@@ -453,6 +460,7 @@ def _load_layer(cache: LayerCache, name: str, entry: dict) -> tuple[Layer, Piece
         area=np.zeros(len(entity)),
         end_date=_end_dates(columns.get("end-date", np.full(len(entity), "", dtype=object))),
     )
+    geometry.drop_resident_pages()  # every header was read for the kinds: a national layer's whole file
     derived = cache.derived_path(name, entry["version"], f"{DERIVED_FORMAT}.npz")
     derived_xy = cache.derived_path(name, entry["version"], f"{DERIVED_FORMAT}.xy.npy")
     pieces = rows = area = None
@@ -530,15 +538,6 @@ def _mtime(path: Path) -> int:
         return 0
 
 
-def _give_back_freed_memory() -> None:
-    """Return to the system the heap pages that freed objects left empty (glibc keeps them otherwise):
-    the build frees millions of small GEOS objects (cut pieces, the throwaway tree of ``strtree_rank``)."""
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc: nothing to do
-        pass
-
-
 def build_snapshot(cache: LayerCache, datasets: list[str] | None = None, previous: Snapshot | None = None) -> Snapshot:
     """Index every cached dataset (or those named) into a new snapshot.
 
@@ -582,11 +581,11 @@ def build_snapshot(cache: LayerCache, datasets: list[str] | None = None, previou
     # before. Worked out before the vertices are copied together, so that its throwaway tree and theirs
     # are never in memory at once.
     rank = _piece_rank(cache, layers, np.concatenate([p.bounds for p in piece_parts])) if piece_parts else None
-    _give_back_freed_memory()
+    give_back_freed_memory()
     pieces = PieceStore.concatenate(piece_parts)
     del piece_parts, reuse
     tree = PieceTree(pieces.bounds, rank, pieces) if len(pieces) else None
-    _give_back_freed_memory()
+    give_back_freed_memory()
     versions = "|".join(f"{layer.name}={layer.entry.get('version')}" for layer in layers)
     return Snapshot(
         layers={layer.name: layer for layer in layers},

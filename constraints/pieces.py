@@ -27,6 +27,7 @@ Examples
 
 from __future__ import annotations
 
+import ctypes
 import mmap
 from pathlib import Path
 
@@ -77,6 +78,23 @@ def gather_polygons(xy, ring_offsets, polygon_offsets, polygons):
             out_rings[ring] = vertex
         out_polygons[k + 1] = ring
     return out_xy, out_rings, out_polygons
+
+
+@compiled(numba.void(numba.float64[:, ::1], _IDS, _IDS, _IDS, numba.float64[:, ::1], _IDS, _IDS, _IDS))
+def scatter_polygons(xy, ring_offsets, polygon_offsets, to, out_xy, out_ring_offsets, out_polygon_offsets, out_first_vertex):
+    """Put polygon ``k`` of the ragged arrays ``(xy, ring_offsets, polygon_offsets)`` in place ``to[k]`` of the
+    output ones, whose polygon offsets and each polygon's first vertex (``out_first_vertex``) are already set."""
+    for k in range(len(to)):
+        p = to[k]
+        ring = out_polygon_offsets[p]
+        vertex = out_first_vertex[p]
+        for r in range(polygon_offsets[k], polygon_offsets[k + 1]):
+            for v in range(ring_offsets[r], ring_offsets[r + 1]):
+                out_xy[vertex, 0] = xy[v, 0]
+                out_xy[vertex, 1] = xy[v, 1]
+                vertex += 1
+            ring += 1
+            out_ring_offsets[ring] = vertex
 
 
 POLYGON_PIECE, POINT_PIECE, OTHER_PIECE = 0, 1, 2  # how a piece is held (``PieceStore.kind``)
@@ -153,6 +171,47 @@ class PieceStore:
         return cls(xy, ring_offsets, polygon_offsets, np.concatenate([s.point_xy for s in stores]).reshape(-1, 2),
                    np.concatenate([s.other for s in stores]), kind, _slots(kind),
                    np.concatenate([s.bounds for s in stores]), np.concatenate([s.area for s in stores]), np.concatenate([s.valid for s in stores]))
+
+    @classmethod
+    def gather(cls, stores: list[PieceStore], order: np.ndarray) -> PieceStore:
+        """``concatenate(stores).take(order)`` holding the vertices once rather than twice: ``stores`` is
+        emptied as their polygons are put in place, and each store's memory given back as soon as its
+        polygons are in the new store (so a caller keeps no other reference to them).
+
+        ``order`` names every piece of the stores, one after the other, exactly once.
+        """
+        if not stores:
+            return cls.empty()
+        kind_in = np.concatenate([s.kind for s in stores])
+        order = np.asarray(order, dtype=np.int64)
+        if len(order) != len(kind_in) or not np.array_equal(np.bincount(order, minlength=len(kind_in)), np.ones(len(kind_in), np.int64)):
+            raise ValueError(f"an order of {len(order)} pieces that is no permutation of the stores' {len(kind_in)}")
+        kind = kind_in[order]
+        slot_in, slot = _slots(kind_in), _slots(kind)
+        place = np.empty(len(order), dtype=np.int64)
+        place[order] = np.arange(len(order))
+        # each polygon of the stores (one after the other), its number in the new store, rings and vertices
+        to = slot[place[kind_in == POLYGON_PIECE]]
+        rings, vertices = np.empty(len(to), np.int64), np.empty(len(to), np.int64)
+        rings[to] = np.concatenate([np.diff(s.polygon_offsets) for s in stores])
+        vertices[to] = np.concatenate([s.ring_offsets[s.polygon_offsets[1:]] - s.ring_offsets[s.polygon_offsets[:-1]] for s in stores])
+        polygon_offsets = np.concatenate([[0], np.cumsum(rings)]).astype(np.int64)
+        first_vertex = np.concatenate([[0], np.cumsum(vertices)]).astype(np.int64)
+        xy = np.empty((int(first_vertex[-1]), 2))  # its pages are taken as it is filled, as the stores' are given back
+        ring_offsets = np.zeros(int(polygon_offsets[-1]) + 1, dtype=np.int64)
+        point_xy = np.concatenate([s.point_xy for s in stores]).reshape(-1, 2)[slot_in[order[kind == POINT_PIECE]]]
+        other = np.concatenate([s.other for s in stores])[slot_in[order[kind == OTHER_PIECE]]]
+        bounds, area, valid = (np.concatenate([getattr(s, name) for s in stores])[order] for name in ("bounds", "area", "valid"))
+        first_polygon = 0
+        while stores:
+            store = stores.pop(0)
+            polygons = len(store.polygon_offsets) - 1
+            scatter_polygons(store.xy, store.ring_offsets, store.polygon_offsets, to[first_polygon : first_polygon + polygons],
+                             xy, ring_offsets, polygon_offsets, first_vertex)
+            first_polygon += polygons
+            del store
+            give_back_freed_memory()
+        return cls(xy, ring_offsets, polygon_offsets, point_xy, other, kind, slot, bounds, area, valid)
 
     def __len__(self) -> int:
         return len(self.area)
@@ -235,6 +294,16 @@ class PieceStore:
             return self.geometries(np.arange(len(self))[key])
         key = np.asarray(key)
         return self.geometries(np.flatnonzero(key) if key.dtype == bool else key)
+
+
+def give_back_freed_memory() -> None:
+    """Return to the system the heap pages that freed objects left empty (glibc keeps them otherwise):
+    the build frees millions of small GEOS objects (cut pieces, the throwaway tree of ``strtree_rank``)
+    and the arrays of the pieces of each batch of a layer's cut."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to do
+        pass
 
 
 def _slots(kind: np.ndarray) -> np.ndarray:

@@ -253,6 +253,12 @@ class LayerCache:
         """The cached copy as an Arrow table: attribute columns as strings, ``geometry`` as WKB."""
         return self._read_with(pq.read_table, dataset, columns)
 
+    def read_batches(self, dataset: str, columns: list[str], rows: int = 65_536) -> Iterator[pa.RecordBatch]:
+        """The cached copy's ``columns``, ``rows`` rows at a time, decoded as the file is read (a buffered
+        stream): a column half a gigabyte big is never held whole, nor with its compressed pages."""
+        parquet = self._read_with(lambda path, columns: pq.ParquetFile(path, buffer_size=8 << 20, pre_buffer=False), dataset, None)
+        return parquet.iter_batches(batch_size=rows, columns=columns)
+
     def read_schema(self, dataset: str) -> pa.Schema:
         """The cached copy's columns and their types, read without reading the data."""
         return self._read_with(lambda path, columns: pq.read_schema(path), dataset, None)
