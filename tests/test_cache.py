@@ -18,6 +18,7 @@ from pathlib import Path
 import geopandas as gpd
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 import shapely
 
@@ -304,3 +305,12 @@ def test_temporary_files_of_killed_writes_go_at_the_next_write_not_an_hour_later
     finally:
         alive.kill()
         alive.wait()
+
+
+def test_a_layer_read_in_batches_holds_the_rows_of_the_layer_read_whole(sample_cache):
+    whole = sample_cache.read_table("listed-building-outline", ["entity", "geometry"])
+    batches = list(sample_cache.read_batches("listed-building-outline", ["entity", "geometry"], rows=7))
+    assert len(batches) == -(-whole.num_rows // 7) > 1
+    assert pa.Table.from_batches(batches).equals(whole.combine_chunks())
+    with pytest.raises(CacheError):
+        sample_cache.read_batches("no-such-layer", ["geometry"])

@@ -9,19 +9,24 @@ index's shapely ``STRtree`` gave them, so that answers list entities as they alw
 from __future__ import annotations
 
 import numpy as np
+import pyarrow as pa
 import pytest
 import shapely
 from api_fixtures import copy_cache
 
 from constraints.index import (
+    MAX_PIECE_VERTICES,
     ConstraintIndex,
+    Layer,
     Tolerance,
+    _cut_pieces,
     _cut_rounds,
     is_current,
     subdivide,
     subdivide_batches,
 )
 from constraints.pieces import STRTREE_NODE_CAPACITY, PieceStore, PieceTree, strtree_rank
+from constraints.wkb_column import POLYGON, WkbColumn
 from datasets.cache import LayerCache
 from datasets.catalogue import load_catalogue
 
@@ -75,6 +80,52 @@ def test_taken_and_joined_stores_hold_the_same_pieces(pieces):
     joined = PieceStore.concatenate([store.take(np.arange(half)), PieceStore.from_geometries(pieces[half:])])
     assert all(shapely.equals_exact(joined[:], pieces, tolerance=0))
     assert np.array_equal(joined.area, store.area) and np.array_equal(joined.bounds, store.bounds, equal_nan=True)
+
+
+def _same_stores(a: PieceStore, b: PieceStore) -> bool:
+    arrays = ("xy", "ring_offsets", "polygon_offsets", "point_xy", "kind", "slot", "bounds", "area", "valid")
+    same = all(getattr(a, k).dtype == getattr(b, k).dtype and np.array_equal(getattr(a, k), getattr(b, k), equal_nan=getattr(a, k).dtype.kind == "f") for k in arrays)
+    return same and len(a.other) == len(b.other) and bool(shapely.equals_exact(a.other, b.other, tolerance=0).all())
+
+
+def test_gathered_stores_are_the_stores_joined_and_taken_in_that_order(pieces):
+    """Gathering puts the pieces of several stores straight into their new order, as joining them and
+    taking that order does, and lets each store go once its pieces are in place."""
+    bounds = [0, 100, 100, 101, 250, len(pieces)]  # an empty store among them
+    order = np.random.default_rng(3).permutation(len(pieces))
+    stores = [PieceStore.from_geometries(pieces[lo:hi]) for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)]
+    expected = PieceStore.concatenate(stores).take(order)
+    gathered = PieceStore.gather(stores, order)
+    assert stores == [] and _same_stores(gathered, expected)
+    assert all(shapely.equals_exact(gathered[:], pieces[order], tolerance=0))
+    with pytest.raises(ValueError):  # a piece named twice, another never
+        PieceStore.gather([PieceStore.from_geometries(pieces[:3])], np.array([0, 1, 1]))
+
+
+def test_a_layer_cut_a_few_kilobytes_at_a_time_holds_the_pieces_of_one_cut_in_its_order():
+    """The build cuts a layer a batch of its WKB at a time: what it keeps is what cutting the whole
+    layer at once gives (its polygons subdivided, then its points and lines whole), piece for piece."""
+    from datasets.crs import to_bng
+
+    rng = np.random.default_rng(21)
+    centres = shapely.points(rng.uniform([-2.0, 52.0], [-1.0, 53.0], (30, 2)))
+    # discs of up to 1,600 vertices, every other one with a hole: valid on the grid too
+    shapes = [c.buffer(0.05, int(rng.integers(3, 400))) - (c.buffer(0.01, 8) if i % 2 else shapely.Polygon()) for i, c in enumerate(centres)]
+    shapes += [shapely.Point(*rng.uniform([-2.0, 52.0], [-1.0, 53.0])) for _ in range(5)]
+    shapes += [shapely.LineString(rng.uniform([-2.0, 52.0], [-1.0, 53.0], (3, 2)))]
+    shapes = np.array(shapes, dtype=object)[rng.permutation(len(shapes))]
+    geometry = WkbColumn(pa.array(shapely.to_wkb(shapes), pa.binary()))
+    layer = Layer(name="test", entry={}, entity=np.arange(len(shapes)), columns={}, geometry=geometry, kind=geometry.kinds(),
+                  area=np.zeros(len(shapes)), end_date=np.full(len(shapes), np.datetime64("NaT"), dtype="datetime64[D]"))
+    bng = to_bng(shapes)
+    cut, source = subdivide(bng, MAX_PIECE_VERTICES)
+    point_like = np.flatnonzero(layer.kind != POLYGON)
+    expected = PieceStore.from_geometries(np.concatenate([cut, bng[point_like]]))
+    assert len(cut) > len(shapes) and len(geometry.batches(20_000)) > 5
+    for batch_bytes in (20_000, 1 << 30):
+        store, rows, area = _cut_pieces(layer, batch_bytes)
+        assert _same_stores(store, expected)
+        assert np.array_equal(rows, np.concatenate([source, point_like])) and np.array_equal(area, shapely.area(bng))
 
 
 def test_tree_finds_what_strtree_finds_in_its_order(pieces):

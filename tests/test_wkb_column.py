@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
+import pytest
 import shapely
 
-from constraints.wkb_column import LINE, POINT, POLYGON, WkbColumn, map_wkb_file, write_wkb_file
+from constraints.wkb_column import LINE, POINT, POLYGON, WkbColumn, joined_wkb, map_wkb_file, write_wkb_file
 
 GEOMETRIES = [
     shapely.Point(1, 2),
@@ -47,3 +48,21 @@ def test_an_empty_layer_maps_to_an_empty_column(tmp_path):
     write_wkb_file(pa.array([], pa.binary()), tmp_path / "e.arrow")
     column = map_wkb_file(tmp_path / "e.arrow")
     assert len(column) == 0 and column.kinds().tolist() == [] and len(np.asarray(column)) == 0
+
+
+def test_wkb_read_in_chunks_joins_into_the_file_the_whole_column_writes(tmp_path):
+    """However a column was read (binary or large binary, chunks sliced out of bigger arrays, empty
+    chunks), its joined chunks are written byte for byte as the whole column is."""
+    wkb = pa.array(shapely.to_wkb(GEOMETRIES * 5), pa.binary())
+    chunks = [wkb.slice(0, 3), wkb.slice(3, 0), wkb.slice(3, 11).cast(pa.large_binary()), wkb.slice(14)]
+    joined = joined_wkb(iter(chunks))
+    assert joined.type == pa.large_binary() and joined.equals(wkb.cast(pa.large_binary()))
+    write_wkb_file(wkb, tmp_path / "whole.arrow")
+    write_wkb_file(joined, tmp_path / "joined.arrow")
+    assert (tmp_path / "joined.arrow").read_bytes() == (tmp_path / "whole.arrow").read_bytes()
+    assert len(joined_wkb(iter([]))) == 0
+
+
+def test_a_missing_geometry_is_refused_when_chunks_are_joined():
+    with pytest.raises(ValueError, match="missing"):
+        joined_wkb(iter([pa.array([shapely.to_wkb(shapely.Point(0, 0)), None], pa.binary())]))
