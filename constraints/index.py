@@ -49,6 +49,7 @@ from .polygon_overlay import (
     DISJOINT,
     UNDECIDED,
     piece_offsets,
+    ring_area,
     site_pairs,
     site_pairs_into,
 )
@@ -1111,15 +1112,15 @@ def _match_ring_signatures():
         store = (numba.float64[:, ::1], offsets, offsets, numba.float64[:, ::1], numba.int8[::1], _IDS, numba.boolean[::1], numba.float64[::1])
         tree = (numba.float64[:, ::1], _IDS, _IDS, numba.int64, _IDS)
         result = numba.types.Tuple((numba.boolean, _IDS, numba.float64[::1], numba.int8[::1], *_ENTITIES))
-        signatures.append(result(numba.float64[:, ::1], numba.float64, *tree, *store, *_FACTS, numba.boolean[::1], *_RULES))
+        signatures.append(result(numba.float64[:, ::1], *tree, *store, *_FACTS, numba.boolean[::1], *_RULES))
     return signatures
 
 
 @compiled(_match_ring_signatures())
-def _match_ring(ring, site_area, tree_boxes, tree_ref, tree_end, leaves, rank,
+def _match_ring(ring, tree_boxes, tree_ref, tree_end, leaves, rank,
                 piece_xy, piece_ring_offsets, piece_rings, piece_point_xy, piece_kind, piece_slot, piece_valid, piece_area,
                 piece_layer, piece_row, layer_base, entity_kind, entity_area, entity_end, wanted, today, m2, pct, strict):
-    """The whole matching of a site of one ring (``ring``, closed, of area ``site_area``) in one call, as
+    """The whole matching of a site of one ring (``ring``, closed) in one call, as
     :meth:`ConstraintIndex.match_many` does it stage by stage: the pieces whose boxes meet the site's, of
     the layers ``wanted`` (all when empty), how each meets the site (:func:`polygon_overlay.site_pairs_into`),
     and, the pairs that meet, by entity (:func:`_relate_all`).
@@ -1127,6 +1128,7 @@ def _match_ring(ring, site_area, tree_boxes, tree_ref, tree_end, leaves, rank,
     Returns whether every pair was decided, the candidate pieces and their site_pairs area and relation,
     and _relate_all's arrays: when a pair is undecided those are empty, and GEOS is asked as for any site.
     """
+    site_area = ring_area(ring)
     x0 = x1 = ring[0, 0]
     y0 = y1 = ring[0, 1]
     for j in range(1, ring.shape[0]):
@@ -1254,14 +1256,13 @@ class ConstraintIndex:
     def _match_ring(cls, snap: Snapshot, site: Site, tolerance: Tolerance, datasets: set[str] | None) -> list[Match]:
         """:meth:`match` for a site of one ring (the usual check) in one compiled call (:func:`_match_ring`),
         unless a pair is one only GEOS can decide: then its candidates go on as any site's do."""
-        site_area = site.bng.area
         decided, hits, area, relation, *entities = _match_ring(
-            site.bng_ring, site_area, *_ring_arguments(snap), _wanted_layers(snap, datasets), _today_days(), float(tolerance.m2), float(tolerance.pct), tolerance.is_strict)
+            site.bng_ring, *_ring_arguments(snap), _wanted_layers(snap, datasets), _today_days(), float(tolerance.m2), float(tolerance.pct), tolerance.is_strict)
         if decided:
             return _matches(snap, *entities[1:])
         geoms = np.empty(1, dtype=object)
         geoms[0] = site.bng
-        pairs = _Pairs(True, geoms, [site], np.array([site_area]), np.zeros(len(hits), dtype=np.int64), hits, snap.pieces, snap.pieces.area[hits])
+        pairs = _Pairs(True, geoms, [site], shapely.area(geoms), np.zeros(len(hits), dtype=np.int64), hits, snap.pieces, snap.pieces.area[hits])
         if not pairs.keep(area, relation):
             return []
         return cls._per_entity(snap, pairs, pairs.overlap_areas(), pairs.reach_interior(), 1, tolerance)[0]

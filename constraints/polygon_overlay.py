@@ -600,6 +600,20 @@ def _site_pair_signatures():
 
 
 @numba.njit
+def ring_area(ring):
+    """The area of the polygon of one closed ring (float64 (n, 2)), as GEOS works it out (``shapely.area``):
+    its shoelace sum about the first vertex's x, in the same order, so the very same double."""
+    n = ring.shape[0]
+    if n < 3:
+        return 0.0
+    total = 0.0
+    x0 = ring[0, 0]
+    for i in range(1, n - 1):
+        total += (ring[i, 0] - x0) * (ring[i - 1, 1] - ring[i + 1, 1])
+    return abs(total / 2.0)
+
+
+@numba.njit
 def site_pairs_into(
     site_xy, site_ring_offsets, site_rings, site_polygon, site_area_of, site_area_rings, site_point_xy, site_area,
     piece_xy, piece_ring_offsets, piece_rings, piece_point_xy, piece_kind, piece_slot, piece_valid, piece_area,
