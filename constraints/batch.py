@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import gc
 import hashlib
 import io
 import json
@@ -312,6 +313,39 @@ def check_sites(
     (``ConstraintIndex.evidence`` and ``answers``, what ``check`` answers with) at ``tolerance``: the
     statuses, entities and overlaps are the service's, copied, not recomputed.
     """
+    with _collector_paused():
+        return _check_sites(index, ids, rows, geometry, id_field=id_field, id_type=id_type, keys=keys, tolerance=tolerance)
+
+
+@contextlib.contextmanager
+def _collector_paused():
+    """Python's cyclic garbage collector off for a partition's checks, and back as it was after.
+
+    A partition makes hundreds of thousands of objects (sites, matches, answer dicts) that live until
+    its table is built, so the collector, started every 700 allocations, walks them again and again
+    and finds nothing to free. Paused, a check costs ~20 us a site less at scale 1 (of ~170); what a
+    partition leaves behind is collected once the collector runs again.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _check_sites(
+    index: ConstraintIndex,
+    ids: np.ndarray,
+    rows: np.ndarray,
+    geometry: Iterable,
+    *,
+    id_field: str,
+    id_type: pa.DataType,
+    keys: list[str] | None,
+    tolerance: Tolerance,
+) -> tuple[pa.Table, list[tuple[int, object, str]]]:
     from .site import parse_sites
 
     errors: list[tuple[int, object, str]] = []

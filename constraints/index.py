@@ -28,6 +28,7 @@ from dataclasses import dataclass, field, replace
 from datetime import date
 from pathlib import Path
 
+import numba
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -36,16 +37,28 @@ from shapely.geometry.base import BaseGeometry
 
 from datasets.cache import BASE_COLUMNS, CacheError, LayerCache, atomic_path, now_iso
 from datasets.catalogue import Catalogue
+from datasets.compiled import compiled
 from datasets.coverage import describe, unstated
 from datasets.crs import OutsideGridError, ostn15_grid, to_bng
 from datasets.england import OUTSIDE_ENGLAND, PARTLY_OUTSIDE_ENGLAND, england_part
 from datasets.sync import is_stale
 
-from .pieces import STRTREE_NODE_CAPACITY, PieceStore, PieceTree, give_back_freed_memory, strtree_rank
+from .pieces import (
+    NODE_SIZE,
+    STRTREE_NODE_CAPACITY,
+    PieceStore,
+    PieceTree,
+    give_back_freed_memory,
+    query_into,
+    strtree_rank,
+)
 from .polygon_overlay import (
     DISJOINT,
     UNDECIDED,
+    piece_offsets,
+    ring_area,
     site_pairs,
+    site_pairs_into,
 )
 from .site import Site, SiteLimits, parse_site
 from .wkb_column import LINE, POINT, POLYGON, WkbColumn, joined_wkb, map_wkb_file, write_wkb_file  # noqa: F401 (kinds re-exported)
@@ -171,8 +184,12 @@ class SnapshotCaches:
     # Structures built on demand from one layer (the entity search's EPSG:4326 trees and parsed date
     # columns), by (kind, layer name): a search pays for them once per snapshot, not per request.
     per_layer: dict[tuple[str, str], object] = field(default_factory=dict)
-    # Per layer, what relating a site to its entities reads (``_entity_facts``).
-    entity_facts: list | None = None
+    # What relating a site to its entities reads, as flat arrays (``_entity_facts``).
+    entity_facts: _EntityFacts | None = None
+    # The snapshot's arrays as the one-call matching of a site takes them (``_ring_arguments``), and
+    # per set of datasets asked for, which layers are wanted
+    ring_arguments: tuple | None = None
+    wanted_layers: dict[frozenset, np.ndarray] = field(default_factory=dict)
     all_national: bool | None = None  # no layer has a coverage of its own (``coverage_gaps``)
 
 
@@ -710,8 +727,13 @@ class _Pairs:
     def keep_meeting(self) -> bool:
         """Keep the pairs whose piece really meets its site (not only its box); whether any are left."""
         arrays = _SiteArrays.of(self.sites, self.parsed)
-        self.area, self.relation = site_pairs(arrays.xy, arrays.ring_offsets, arrays.part_rings, arrays.polygon, arrays.area, arrays.area_rings,
-                                              arrays.point_xy, self.site_areas, self.store, self.site_of, self.hits)
+        area, relation = site_pairs(arrays.xy, arrays.ring_offsets, arrays.part_rings, arrays.polygon, arrays.area, arrays.area_rings,
+                                    arrays.point_xy, self.site_areas, self.store, self.site_of, self.hits)
+        return self.keep(area, relation)
+
+    def keep(self, area: np.ndarray, relation: np.ndarray) -> bool:
+        """:meth:`keep_meeting` from site_pairs' ``area`` and ``relation`` of the pairs."""
+        self.area, self.relation = area, relation
         undecided = self.relation == UNDECIDED
         meets = self._ask_geos(undecided) if undecided.any() else self.relation != DISJOINT
         if not meets.all():
@@ -871,14 +893,293 @@ def _by_dataset(matches: list[Match]) -> dict[str, list[Match]]:
     return by_dataset
 
 
-def _entity_facts(snap: Snapshot) -> list[tuple[Layer, np.ndarray, np.ndarray, np.ndarray | None]]:
-    """Per layer (in ``layer_list`` order): the layer, its kinds, areas, and its end dates, or None
-    when no entity of it has one (so a check asks no date of most layers). Kept on the snapshot."""
+@dataclass(frozen=True, slots=True)
+class _EntityFacts:
+    """What relating a site to the entities its pieces belong to reads, as flat arrays for
+    :func:`_relate_entities`: each piece's layer and row, and every layer's entities one after the
+    other (layer ``i``'s from ``layer_base[i]``): kind, area, and end date (days since 1970, NaT as
+    int64's least; empty when no entity has one, so that most snapshots hold no copy of them)."""
+
+    piece_layer: np.ndarray  # int32, per piece
+    piece_row: np.ndarray  # int64, per piece
+    layer_base: np.ndarray  # int64, per layer
+    kind: np.ndarray  # int8, per entity
+    area: np.ndarray  # float64, per entity
+    end: np.ndarray  # int64, per entity, or empty
+
+
+def _entity_facts(snap: Snapshot) -> _EntityFacts:
+    """The snapshot's :class:`_EntityFacts`, built on its first check and kept with it."""
     facts = snap.caches.entity_facts
     if facts is None:
-        facts = [(layer, layer.kind, layer.area, layer.end_date if not np.isnat(layer.end_date).all() else None) for layer in snap.layer_list]
+        layers = snap.layer_list
+        base = np.zeros(len(layers) + 1, dtype=np.int64)
+        np.cumsum([len(layer) for layer in layers], out=base[1:])
+        some_end = any(not np.isnat(layer.end_date).all() for layer in layers)
+        end = (np.concatenate([layer.end_date.astype("datetime64[D]").astype(np.int64) for layer in layers]) if some_end and layers
+               else np.zeros(0, dtype=np.int64))
+        facts = _EntityFacts(
+            np.ascontiguousarray(snap.piece_layer, dtype=np.int32), np.ascontiguousarray(snap.piece_row, dtype=np.int64), base,
+            np.concatenate([np.asarray(layer.kind, dtype=np.int8) for layer in layers]) if layers else np.zeros(0, np.int8),
+            np.concatenate([np.asarray(layer.area, dtype=np.float64) for layer in layers]) if layers else np.zeros(0),
+            end,
+        )
         snap.caches.entity_facts = facts
     return facts
+
+
+def _ring_arguments(snap: Snapshot) -> tuple:
+    """The snapshot's tree, pieces and entity facts, in :func:`_match_ring`'s order (kept with it)."""
+    arguments = snap.caches.ring_arguments
+    if arguments is None:
+        tree, store, facts = snap.tree, snap.pieces, _entity_facts(snap)
+        ring_offsets, polygon_offsets = piece_offsets(store)
+        arguments = (tree.boxes, tree.ref, tree.end, tree.leaves, tree.rank,
+                     store.xy, ring_offsets, polygon_offsets, store.point_xy, store.kind, np.ascontiguousarray(store.slot, dtype=np.int64), store.valid, store.area,
+                     facts.piece_layer, facts.piece_row, facts.layer_base, facts.kind, facts.area, facts.end)
+        snap.caches.ring_arguments = arguments
+    return arguments
+
+
+_ALL_LAYERS = np.zeros(0, dtype=np.bool_)
+
+
+def _wanted_layers(snap: Snapshot, datasets: set[str] | None) -> np.ndarray:
+    """Per layer, whether it is one of ``datasets``; empty for every layer (``datasets`` None)."""
+    if datasets is None:
+        return _ALL_LAYERS
+    key = frozenset(datasets)
+    wanted = snap.caches.wanted_layers.get(key)
+    if wanted is None:
+        wanted = np.array([layer.name in key for layer in snap.layer_list], dtype=np.bool_)
+        if len(snap.caches.wanted_layers) < 256:  # a bounded memo: callers name a handful of sets
+            snap.caches.wanted_layers[key] = wanted
+    return wanted
+
+
+_DAYS: tuple[object, int] = (None, 0)
+
+
+def _today_days() -> int:
+    """``_today()`` as days since 1970, as the kernels compare end dates (converted when it gives a new value)."""
+    global _DAYS
+    today = _today()
+    if _DAYS[0] is not today:
+        _DAYS = (today, int(np.datetime64(today, "D").astype(np.int64)))
+    return _DAYS[1]
+
+
+def _matches(snap: Snapshot, layer, row, relation, overlap, percent, material) -> list[Match]:
+    """The Match of each entity in :func:`_relate_all`'s arrays."""
+    layers, names = snap.layer_list, _RELATIONS
+    return [Match(layers[li], r, names[rc], ov, pc, mt)
+            for li, r, rc, ov, pc, mt in zip(layer.tolist(), row.tolist(), relation.tolist(), overlap.tolist(), percent.tolist(), material.tolist(), strict=True)]
+
+
+_RELATIONS = ("touches", "within", "contains", "overlaps")  # by _relate_entities' codes
+_TOUCHES, _WITHIN, _CONTAINS, _OVERLAPS = range(4)
+_NAT_DAYS = np.iinfo(np.int64).min  # NaT as an int64
+
+
+@numba.njit(inline="always")
+def _relate_site(lo, hi, hits, area, interior, site_area, piece_layer, piece_row, layer_base, entity_kind, entity_area, entity_end,
+                 today, m2, pct, strict, slot, keys, out_layer, out_row, out_relation, out_overlap, out_pct, out_material, count):
+    """One site's pairs ``lo:hi`` added up by entity, related, and written from ``count`` on; the new count.
+
+    An entity's overlap is the sum of its pieces' areas in pair order, from 0.0 (as ``np.bincount`` adds).
+    Entities come in the order their pieces first come for a handful of pairs (up to 64), else in the
+    order of (layer, row); an entity whose end date has passed is left out."""
+    n = hi - lo
+    entities = 0
+    first = count
+    if n <= 64:
+        for i in range(lo, hi):
+            key = layer_base[piece_layer[hits[i]]] + piece_row[hits[i]]
+            k = 0
+            while k < entities and keys[k] != key:
+                k += 1
+            if k == entities:
+                keys[k] = key
+                entities += 1
+            slot[i - lo] = k
+    else:
+        for i in range(lo, hi):
+            keys[i - lo] = layer_base[piece_layer[hits[i]]] + piece_row[hits[i]]
+        order = np.argsort(keys[:n], kind="mergesort")
+        previous = -1
+        for j in range(n):
+            key = keys[order[j]]
+            if j == 0 or key != previous:
+                entities += 1
+                previous = key
+            slot[order[j]] = entities - 1
+        unique = np.empty(entities, dtype=np.int64)
+        for j in range(n):
+            unique[slot[j]] = keys[j]
+        keys[:entities] = unique
+    for k in range(entities):
+        out_overlap[first + k] = 0.0
+        out_material[first + k] = False  # any interior, until related below
+    for i in range(lo, hi):
+        k = first + slot[i - lo]
+        out_overlap[k] += area[i]
+        if interior[i]:
+            out_material[k] = True
+    polygon_site = site_area > 0
+    threshold = 0.0 if strict else max(m2, pct / 100 * site_area)
+    within_at = site_area * (1 - RELATIVE_EPS)
+    for k in range(entities):
+        entity = keys[k]
+        if entity_end.shape[0] > 0:
+            end = entity_end[entity]
+            if end != _NAT_DAYS and not end > today:
+                continue
+        layer = 0
+        while layer_base[layer + 1] <= entity:
+            layer += 1
+        ov = out_overlap[first + k]
+        any_interior = out_material[first + k]
+        if not polygon_site:  # an address (point) site
+            relation = _WITHIN if any_interior else _TOUCHES
+            material = strict or any_interior
+        elif entity_kind[entity] == POLYGON:
+            if ov <= 0:
+                relation = _TOUCHES
+            elif ov >= within_at:
+                relation = _WITHIN
+            elif ov >= entity_area[entity] * (1 - RELATIVE_EPS):
+                relation = _CONTAINS
+            else:
+                relation = _OVERLAPS
+            material = strict or (relation != _TOUCHES and ov >= threshold)
+        else:  # a point or line entity and an area site
+            relation = _CONTAINS if any_interior else _TOUCHES
+            material = strict or any_interior
+        out_layer[count] = layer
+        out_row[count] = entity - layer_base[layer]
+        out_relation[count] = relation
+        out_overlap[count] = ov
+        out_pct[count] = 100 * ov / site_area if polygon_site else 0.0
+        out_material[count] = material
+        count += 1
+    return count
+
+
+@numba.njit
+def _relate_all(pair_ends, hits, area, interior, site_area, piece_layer, piece_row, layer_base, entity_kind, entity_area, entity_end,
+                today, m2, pct, strict):
+    """Each site's matches from its pairs (those of site ``s`` end at ``pair_ends[s]``), as arrays:
+    where each site's entities end, and per entity its layer, row, relation code (``_RELATIONS``),
+    overlap, per cent of the site, and whether it counts (the tolerance's rule)."""
+    pairs = hits.shape[0]
+    most = 1
+    lo = 0
+    for s in range(pair_ends.shape[0]):
+        most = max(most, pair_ends[s] - lo)
+        lo = pair_ends[s]
+    slot = np.empty(most, dtype=np.int64)
+    keys = np.empty(most, dtype=np.int64)
+    out_layer = np.empty(pairs, dtype=np.int64)
+    out_row = np.empty(pairs, dtype=np.int64)
+    out_relation = np.empty(pairs, dtype=np.int8)
+    out_overlap = np.empty(pairs)
+    out_pct = np.empty(pairs)
+    out_material = np.empty(pairs, dtype=np.bool_)
+    site_ends = np.empty(pair_ends.shape[0], dtype=np.int64)
+    count = 0
+    lo = 0
+    for s in range(pair_ends.shape[0]):
+        hi = pair_ends[s]
+        if hi > lo:
+            count = _relate_site(lo, hi, hits, area, interior, site_area[s], piece_layer, piece_row, layer_base, entity_kind, entity_area,
+                                 entity_end, today, m2, pct, strict, slot, keys, out_layer, out_row, out_relation, out_overlap, out_pct,
+                                 out_material, count)
+        site_ends[s] = count
+        lo = hi
+    return site_ends, out_layer[:count], out_row[:count], out_relation[:count], out_overlap[:count], out_pct[:count], out_material[:count]
+
+
+_IDS = numba.int64[::1]
+_ENTITIES = (_IDS, _IDS, _IDS, numba.int8[::1], numba.float64[::1], numba.float64[::1], numba.boolean[::1])  # _relate_all's
+_FACTS = (numba.int32[::1], _IDS, _IDS, numba.int8[::1], numba.float64[::1], _IDS)  # an _EntityFacts
+_RULES = (numba.int64, numba.float64, numba.float64, numba.boolean)  # today, m2, pct, strict
+
+
+@compiled(numba.types.Tuple(_ENTITIES)(_IDS, _IDS, numba.float64[::1], numba.boolean[::1], numba.float64[::1], *_FACTS, *_RULES))
+def _relate_entities(pair_ends, hits, area, interior, site_area, piece_layer, piece_row, layer_base, entity_kind, entity_area, entity_end,
+                     today, m2, pct, strict):
+    """:func:`_relate_all` for the pairs of :meth:`ConstraintIndex.match_many` (GEOS's answers among them)."""
+    return _relate_all(pair_ends, hits, area, interior, site_area, piece_layer, piece_row, layer_base, entity_kind, entity_area, entity_end,
+                       today, m2, pct, strict)
+
+
+def _match_ring_signatures():
+    signatures = []
+    for offsets in (numba.int32[::1], numba.int64[::1]):
+        store = (numba.float64[:, ::1], offsets, offsets, numba.float64[:, ::1], numba.int8[::1], _IDS, numba.boolean[::1], numba.float64[::1])
+        tree = (numba.float64[:, ::1], _IDS, _IDS, numba.int64, _IDS)
+        result = numba.types.Tuple((numba.boolean, _IDS, numba.float64[::1], numba.int8[::1], *_ENTITIES))
+        signatures.append(result(numba.float64[:, ::1], *tree, *store, *_FACTS, numba.boolean[::1], *_RULES))
+    return signatures
+
+
+@compiled(_match_ring_signatures())
+def _match_ring(ring, tree_boxes, tree_ref, tree_end, leaves, rank,
+                piece_xy, piece_ring_offsets, piece_rings, piece_point_xy, piece_kind, piece_slot, piece_valid, piece_area,
+                piece_layer, piece_row, layer_base, entity_kind, entity_area, entity_end, wanted, today, m2, pct, strict):
+    """The whole matching of a site of one ring (``ring``, closed) in one call, as
+    :meth:`ConstraintIndex.match_many` does it stage by stage: the pieces whose boxes meet the site's, of
+    the layers ``wanted`` (all when empty), how each meets the site (:func:`polygon_overlay.site_pairs_into`),
+    and, the pairs that meet, by entity (:func:`_relate_all`).
+
+    Returns whether every pair was decided, the candidate pieces and their site_pairs area and relation,
+    and _relate_all's arrays: when a pair is undecided those are empty, and GEOS is asked as for any site.
+    """
+    site_area = ring_area(ring)
+    x0 = x1 = ring[0, 0]
+    y0 = y1 = ring[0, 1]
+    for j in range(1, ring.shape[0]):
+        x0, x1, y0, y1 = min(x0, ring[j, 0]), max(x1, ring[j, 0]), min(y0, ring[j, 1]), max(y1, ring[j, 1])
+    stack = np.empty(64 * NODE_SIZE, dtype=np.int64)
+    hits, count = query_into(tree_boxes, tree_ref, tree_end, leaves, rank, x0, y0, x1, y1, stack, np.empty(64, dtype=np.int64), 0)
+    if wanted.shape[0] > 0:
+        kept = 0
+        for i in range(count):
+            if wanted[piece_layer[hits[i]]]:
+                hits[kept] = hits[i]
+                kept += 1
+        count = kept
+    hits = hits[:count]
+    # the site in the layout of site_pairs_into: one polygon of one ring, no point
+    ring_offsets = np.array([0, ring.shape[0]], dtype=np.int64)
+    first = np.array([0, 1], dtype=np.int64)
+    zero = np.zeros(1, dtype=np.int64)
+    areas = np.full(1, site_area)
+    area = np.empty(count)
+    relation = np.empty(count, dtype=np.int8)
+    site_pairs_into(ring, ring_offsets, first, zero, zero, first, np.full((1, 2), np.nan), areas,
+                    piece_xy, piece_ring_offsets, piece_rings, piece_point_xy, piece_kind, piece_slot, piece_valid, piece_area,
+                    np.zeros(count, dtype=np.int64), hits, area, relation)
+    meeting = 0
+    for i in range(count):
+        if relation[i] == UNDECIDED:
+            none = np.zeros(0, dtype=np.int64)
+            return (False, hits, area, relation, none, none, none, np.zeros(0, dtype=np.int8), np.zeros(0), np.zeros(0), np.zeros(0, dtype=np.bool_))
+        if relation[i] != DISJOINT:
+            meeting += 1
+    met = np.empty(meeting, dtype=np.int64)
+    met_area = np.empty(meeting)
+    k = 0
+    for i in range(count):
+        if relation[i] != DISJOINT:
+            met[k] = hits[i]
+            met_area[k] = area[i]
+            k += 1
+    # a decided pair that is not two areas is a point in the other's interior (reach_interior)
+    site_ends, layer, row, code, overlap, percent, material = _relate_all(
+        np.full(1, meeting), met, met_area, np.ones(meeting, dtype=np.bool_), areas, piece_layer, piece_row, layer_base,
+        entity_kind, entity_area, entity_end, today, m2, pct, strict)
+    return True, hits, area, relation, site_ends, layer, row, code, overlap, percent, material
 
 
 def _unknown_outside_england(answers: dict[str, dict]) -> None:
@@ -951,75 +1252,50 @@ class ConstraintIndex:
         snap = snapshot or self.snapshot
         if snap is None or snap.tree is None or not sites:
             return [[] for _ in sites]
+        if len(sites) == 1 and sites[0].bng_ring is not None:
+            return [self._match_ring(snap, sites[0], tolerance, datasets)]
         pairs = _Pairs.candidates(snap, sites, datasets)
         if pairs is None or not pairs.keep_meeting():
             return [[] for _ in sites]
         return self._per_entity(snap, pairs, pairs.overlap_areas(), pairs.reach_interior(), len(sites), tolerance)
 
     @classmethod
-    def _per_entity(cls, snap: Snapshot, pairs: _Pairs, area: np.ndarray, interior: np.ndarray, sites: int, tolerance: Tolerance) -> list[list[Match]]:
-        """Each site's matches: its pairs added up by entity (the pieces of one entity add up)."""
-        key = snap.piece_layer[pairs.hits].astype(np.int64) << 40 | snap.piece_row[pairs.hits]
-        today = _today()
-        if pairs.one:
-            return [cls._entities(snap, key, area, interior, float(pairs.site_areas[0]), tolerance, today)]
-        out: list[list[Match]] = [[] for _ in range(sites)]
-        bounds = np.searchsorted(pairs.site_of, np.arange(sites + 1))
-        for i in np.flatnonzero(bounds[1:] > bounds[:-1]).tolist():
-            lo, hi = bounds[i], bounds[i + 1]
-            out[i] = cls._entities(snap, key[lo:hi], area[lo:hi], interior[lo:hi], float(pairs.site_areas[i]), tolerance, today)
-        return out
+    def _match_ring(cls, snap: Snapshot, site: Site, tolerance: Tolerance, datasets: set[str] | None) -> list[Match]:
+        """:meth:`match` for a site of one ring (the usual check) in one compiled call (:func:`_match_ring`),
+        unless a pair is one only GEOS can decide: then its candidates go on as any site's do."""
+        decided, hits, area, relation, *entities = _match_ring(
+            site.bng_ring, *_ring_arguments(snap), _wanted_layers(snap, datasets), _today_days(), float(tolerance.m2), float(tolerance.pct), tolerance.is_strict)
+        if decided:
+            return _matches(snap, *entities[1:])
+        geoms = np.empty(1, dtype=object)
+        geoms[0] = site.bng
+        pairs = _Pairs(True, geoms, [site], shapely.area(geoms), np.zeros(len(hits), dtype=np.int64), hits, snap.pieces, snap.pieces.area[hits])
+        if not pairs.keep(area, relation):
+            return []
+        return cls._per_entity(snap, pairs, pairs.overlap_areas(), pairs.reach_interior(), 1, tolerance)[0]
 
-    @staticmethod
-    def _entities(snap: Snapshot, key: np.ndarray, area: np.ndarray, interior: np.ndarray, site_area: float, tolerance: Tolerance, today) -> list[Match]:
-        """One site's pieces, added up by entity, with their relations."""
-        polygon_site = site_area > 0
-        if len(key) <= 64:  # the usual case: np.unique's fixed cost outweighs a dict for a handful of hits
-            slots: dict[int, int] = {}
-            inverse = [slots.setdefault(k, len(slots)) for k in key.tolist()]
-            entity_keys = list(slots)
-            if len(entity_keys) == len(inverse):
-                # each entity met by one piece (the commonest site): nothing to add up. ``+ 0.0`` is
-                # what bincount's sum from zero does to a -0.0, so the areas are its very doubles
-                overlap, any_interior = (area + 0.0).tolist(), interior.tolist()
-            else:
-                slot = np.array(inverse, dtype=np.intp)
-                overlap = np.bincount(slot, weights=area, minlength=len(entity_keys)).tolist()
-                any_interior = (np.bincount(slot, weights=interior, minlength=len(entity_keys)) > 0).tolist()
-        else:
-            unique, slot = np.unique(key, return_inverse=True)
-            entity_keys = unique.tolist()
-            overlap = np.bincount(slot, weights=area, minlength=len(entity_keys)).tolist()
-            any_interior = (np.bincount(slot, weights=interior, minlength=len(entity_keys)) > 0).tolist()
-        strict = tolerance.is_strict
-        threshold = 0.0 if strict else max(tolerance.m2, tolerance.pct / 100 * site_area)
-        within_at, row_mask = site_area * (1 - RELATIVE_EPS), (1 << 40) - 1
+    @classmethod
+    def _per_entity(cls, snap: Snapshot, pairs: _Pairs, area: np.ndarray, interior: np.ndarray, sites: int, tolerance: Tolerance) -> list[list[Match]]:
+        """Each site's matches: its pairs added up by entity (the pieces of one entity add up), with
+        their relations, in one compiled call for every site (:func:`_relate_entities`)."""
         facts = _entity_facts(snap)
-        matches = []
-        for k, ekey in enumerate(entity_keys):
-            layer, kinds, areas, ends = facts[ekey >> 40]
-            row = ekey & row_mask
-            if ends is not None and not is_current(ends[row], today):
-                continue
-            ov = overlap[k]
-            if not polygon_site:  # an address (point) site
-                relation = "within" if any_interior[k] else "touches"
-                material = strict or any_interior[k]
-            elif kinds[row] == POLYGON:
-                if ov <= 0:
-                    relation = "touches"
-                elif ov >= within_at:
-                    relation = "within"
-                elif ov >= areas[row] * (1 - RELATIVE_EPS):
-                    relation = "contains"
-                else:
-                    relation = "overlaps"
-                material = strict or (relation != "touches" and ov >= threshold)
-            else:  # a point or line entity and an area site
-                relation = "contains" if any_interior[k] else "touches"
-                material = strict or any_interior[k]
-            matches.append(Match(layer, row, relation, ov, 100 * ov / site_area if polygon_site else 0.0, bool(material)))
-        return matches
+        if pairs.one:
+            pair_ends = np.array([len(pairs.hits)], dtype=np.int64)
+        else:
+            pair_ends = np.searchsorted(pairs.site_of, np.arange(1, sites + 1)).astype(np.int64)
+        site_ends, *entities = _relate_entities(
+            pair_ends, pairs.hits, area, interior, pairs.site_areas, facts.piece_layer, facts.piece_row, facts.layer_base, facts.kind, facts.area,
+            facts.end, _today_days(), float(tolerance.m2), float(tolerance.pct), tolerance.is_strict,
+        )
+        every = _matches(snap, *entities)
+        if pairs.one:
+            return [every]
+        out: list[list[Match]] = []
+        lo = 0
+        for hi in site_ends.tolist():
+            out.append(every[lo:hi])
+            lo = hi
+        return out
 
     def check(
         self,

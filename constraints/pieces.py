@@ -471,6 +471,32 @@ def _walk(boxes, ref, end, leaves, x0, y0, x1, y1, stack, out, count):
     return count
 
 
+@numba.njit(inline="always")
+def query_into(boxes, ref, end, leaves, rank, x0, y0, x1, y1, stack, hits, count):
+    """Append to ``hits`` (from ``count``) the pieces whose boxes meet (x0, y0, x1, y1), in ascending
+    ``rank``: ``(hits, count)``, ``hits`` grown (a new array) when it had too little room. ``stack`` is
+    scratch for the walk (NODE_SIZE a level)."""
+    # no pieces, or an empty (NaN) query: nothing
+    if boxes.shape[0] > 0 and x0 <= x1 and y0 <= y1:
+        first = count
+        found = _walk(boxes, ref, end, leaves, x0, y0, x1, y1, stack, hits, count)
+        while found < 0:  # out of room: more room, and walk again
+            grown = np.empty(2 * hits.shape[0], dtype=np.int64)
+            grown[:count] = hits[:count]
+            hits = grown
+            found = _walk(boxes, ref, end, leaves, x0, y0, x1, y1, stack, hits, count)
+        count = found
+        if count - first > 1:
+            keys = np.empty(count - first, dtype=np.int64)
+            for k in range(count - first):
+                keys[k] = rank[hits[first + k]]
+            order = np.argsort(keys)
+            mine = hits[first:count].copy()
+            for k in range(count - first):
+                hits[first + k] = mine[order[k]]
+    return hits, count
+
+
 @compiled(numba.types.Tuple((_IDS, _IDS))(_BOXES, _IDS, _IDS, numba.int64, _BOXES, _IDS))
 def search(boxes, ref, end, leaves, queries, rank):
     """For each query box, the pieces whose boxes meet it (edges included, as GEOS's envelopes meet),
@@ -481,25 +507,7 @@ def search(boxes, ref, end, leaves, queries, rank):
     ends = np.zeros(queries.shape[0], dtype=np.int64)
     count = 0
     for q in range(queries.shape[0]):
-        x0, y0, x1, y1 = queries[q, 0], queries[q, 1], queries[q, 2], queries[q, 3]
-        # no pieces, or an empty (NaN) query: nothing
-        if boxes.shape[0] > 0 and x0 <= x1 and y0 <= y1:
-            first = count
-            found = _walk(boxes, ref, end, leaves, x0, y0, x1, y1, stack, hits, count)
-            while found < 0:  # out of room: more room, and walk again
-                grown = np.empty(2 * hits.shape[0], dtype=np.int64)
-                grown[:count] = hits[:count]
-                hits = grown
-                found = _walk(boxes, ref, end, leaves, x0, y0, x1, y1, stack, hits, count)
-            count = found
-            if count - first > 1:
-                keys = np.empty(count - first, dtype=np.int64)
-                for k in range(count - first):
-                    keys[k] = rank[hits[first + k]]
-                order = np.argsort(keys)
-                mine = hits[first:count].copy()
-                for k in range(count - first):
-                    hits[first + k] = mine[order[k]]
+        hits, count = query_into(boxes, ref, end, leaves, rank, queries[q, 0], queries[q, 1], queries[q, 2], queries[q, 3], stack, hits, count)
         ends[q] = count
     query_of = np.empty(count, dtype=np.int64)
     start = 0

@@ -599,13 +599,28 @@ def _site_pair_signatures():
     return signatures
 
 
-@compiled(_site_pair_signatures())
-def _site_pairs(
+@numba.njit
+def ring_area(ring):
+    """The area of the polygon of one closed ring (float64 (n, 2)), as GEOS works it out (``shapely.area``):
+    its shoelace sum about the first vertex's x, in the same order, so the very same double."""
+    n = ring.shape[0]
+    if n < 3:
+        return 0.0
+    total = 0.0
+    x0 = ring[0, 0]
+    for i in range(1, n - 1):
+        total += (ring[i, 0] - x0) * (ring[i - 1, 1] - ring[i + 1, 1])
+    return abs(total / 2.0)
+
+
+@numba.njit
+def site_pairs_into(
     site_xy, site_ring_offsets, site_rings, site_polygon, site_area_of, site_area_rings, site_point_xy, site_area,
     piece_xy, piece_ring_offsets, piece_rings, piece_point_xy, piece_kind, piece_slot, piece_valid, piece_area,
     site_of, hits, area, relation,
 ):
-    """The kernel behind :func:`site_pairs`, writing into ``area`` and ``relation``."""
+    """:func:`site_pairs`' work, writing into ``area`` and ``relation``: the one body of the compiled
+    calls that decide site-piece pairs (``_site_pairs``, and the check's whole matching in one call)."""
     pairs = site_of.shape[0]
     most_site = 1
     most_piece = 1
@@ -645,6 +660,28 @@ def _site_pairs(
                                                 site_area_rings[a], site_area_rings[a + 1])
         elif kind == POLYGON_PIECE and piece_valid[p] and not np.isnan(site_point_xy[s, 0]):  # an address site
             relation[i] = _point_in_polygon(site_point_xy[s, 0], site_point_xy[s, 1], piece_xy, piece_ring_offsets, piece_rings[r], piece_rings[r + 1])
+
+
+@compiled(_site_pair_signatures())
+def _site_pairs(
+    site_xy, site_ring_offsets, site_rings, site_polygon, site_area_of, site_area_rings, site_point_xy, site_area,
+    piece_xy, piece_ring_offsets, piece_rings, piece_point_xy, piece_kind, piece_slot, piece_valid, piece_area,
+    site_of, hits, area, relation,
+):
+    """The kernel behind :func:`site_pairs`, writing into ``area`` and ``relation``."""
+    site_pairs_into(
+        site_xy, site_ring_offsets, site_rings, site_polygon, site_area_of, site_area_rings, site_point_xy, site_area,
+        piece_xy, piece_ring_offsets, piece_rings, piece_point_xy, piece_kind, piece_slot, piece_valid, piece_area,
+        site_of, hits, area, relation,
+    )
+
+
+def piece_offsets(store) -> tuple[np.ndarray, np.ndarray]:
+    """The store's ring and polygon offsets as the kernels take them: as they are when both are int32
+    or both int64 (never copied), else as int64."""
+    same = store.polygon_offsets.dtype == store.ring_offsets.dtype and store.ring_offsets.dtype in (np.int32, np.int64)
+    offsets = store.ring_offsets.dtype if same else np.int64
+    return np.ascontiguousarray(store.ring_offsets, dtype=offsets), np.ascontiguousarray(store.polygon_offsets, dtype=offsets)
 
 
 def site_pairs(
@@ -690,12 +727,12 @@ def site_pairs(
     relation : int8 (k,)
         pair_overlaps' code for polygon pairs, INTERIOR or DISJOINT for a decided point, UNDECIDED else.
     """
-    offsets = store.polygon_offsets.dtype if store.polygon_offsets.dtype == store.ring_offsets.dtype and store.ring_offsets.dtype in (np.int32, np.int64) else np.int64
+    ring_offsets, polygon_offsets = piece_offsets(store)
     area = np.empty(len(hits))
     relation = np.empty(len(hits), dtype=np.int8)
     _site_pairs(
         site_xy, site_ring_offsets, site_rings, site_polygon, site_area_of, site_area_rings, site_point_xy, site_area,
-        store.xy, np.ascontiguousarray(store.ring_offsets, dtype=offsets), np.ascontiguousarray(store.polygon_offsets, dtype=offsets),
+        store.xy, ring_offsets, polygon_offsets,
         store.point_xy, store.kind, np.ascontiguousarray(store.slot, dtype=np.int64), store.valid, store.area,
         site_of, hits, area, relation,
     )

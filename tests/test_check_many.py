@@ -97,3 +97,26 @@ def test_match_many_finds_for_each_site_what_it_finds_alone(sample_index, sites,
         with_matches["provenance"].pop("checked_at")
         on_its_own["provenance"].pop("checked_at")
         assert with_matches == on_its_own
+
+
+@pytest.mark.parametrize("tolerance", [Tolerance(), Tolerance.strict(), Tolerance(5.0, 2.0)])
+def test_a_site_of_one_ring_matched_in_one_call_finds_what_the_general_path_finds(sample_index, sites, tolerance):
+    """``match`` takes a site of one ring through one compiled call; the stage-by-stage path of many sites
+    (each site with a second site, so the general path is taken) must find the same entities, in the same
+    order, with the same overlaps, for all datasets or some."""
+    parsed = [s for s in parse_sites(np.array(sites, dtype=object), sample_index.limits) if not isinstance(s, SiteError)]
+    rings = [s for s in parsed if s.bng_ring is not None]
+    assert len(rings) >= len(parsed) // 2
+    names = [layer.name for layer in sample_index.snapshot.layer_list]
+
+    def plain(matches):
+        return [(m.layer.name, m.row, m.relation, m.overlap_m2, m.overlap_pct, m.material) for m in matches]
+
+    met = 0
+    for datasets in (None, set(names[::2])):
+        for site in rings:
+            alone = sample_index.match(site, tolerance, datasets=datasets)
+            general = sample_index.match_many([site, rings[0]], tolerance, datasets=datasets)[0]
+            assert plain(alone) == plain(general)
+            met += bool(alone)
+    assert met >= len(rings) // 2

@@ -18,6 +18,7 @@ from constraints.polygon_overlay import (
     UNDECIDED,
     pair_overlaps,
     points_in_polygons,
+    ring_area,
     site_pairs,
 )
 
@@ -409,3 +410,16 @@ def test_site_pairs_answers_each_kind_of_pair_as_its_own_kernel_does():
         assert (relation[i], area[i]) == (expected, expected_area), (s, p)
     assert {DISJOINT, INTERIOR, UNDECIDED} <= set(relation.tolist())
     assert (relation[hits >= 60] == UNDECIDED).all()  # the line and the invalid polygon are GEOS's
+
+
+def test_ring_area_is_the_very_double_geos_gives_for_the_polygon_of_that_ring():
+    """The one-call matching of a site works its area out from its ring; that must be shapely.area's double,
+    whichever way the ring winds and however many vertices it has."""
+    rng = np.random.default_rng(11)
+    for k in range(3000):
+        n = int(rng.integers(3, 80))
+        angles = np.sort(rng.uniform(0, 2 * np.pi, n))
+        radius = rng.uniform(0.5, 400, n)
+        ring = ORIGIN + rng.uniform(-1e5, 1e5, 2) + np.column_stack([radius * np.cos(angles), radius * np.sin(angles)])
+        polygon = shapely.Polygon(ring[::-1] if k % 2 else ring)
+        assert ring_area(np.ascontiguousarray(shapely.get_coordinates(polygon.exterior))) == polygon.area
