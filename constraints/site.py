@@ -115,9 +115,14 @@ class Site:
     def is_point(self) -> bool:
         return self.geometry.geom_type == "Point"
 
+    @property
+    def reported_area_m2(self) -> float:
+        """The area as answers report it (``summary``'s ``area_m2``; a batch's rows ask for it alone)."""
+        return round(self.area_m2, 2)
+
     def summary(self) -> dict:
         return {
-            "area_m2": round(self.area_m2, 2),
+            "area_m2": self.reported_area_m2,
             "area_ha": round(self.area_ha, 6),
             "perimeter_m": round(self.perimeter_m, 2),
             "centroid": {"lon": round(self.centroid[0], 7), "lat": round(self.centroid[1], 7)},
