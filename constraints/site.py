@@ -798,8 +798,12 @@ def _simple_polygon(obj: dict | shapely.Polygon, limits: SiteLimits) -> Site | N
     rewound = ring & RING_CLOCKWISE  # RFC 7946 wants outer rings anticlockwise
     if rewound:
         warnings.append("rings were rewound: outer rings anticlockwise, holes clockwise (RFC 7946)")
-    # a shapely polygon kept as drawn is its own geometry (an M value would be dropped by the read)
-    geometry = _ring_polygon(lonlat) if from_json or rewound or obj.has_m else obj
+    # a shapely polygon is its own geometry, kept as drawn or reversed (GEOS reverses its ring as the
+    # read rewound it), unless it carries M values, which the read drops
+    if from_json or obj.has_m:
+        geometry = _ring_polygon(lonlat)
+    else:
+        geometry = obj.reverse() if rewound else obj
     lon, lat, x, y = centroids.tolist()
     return Site(
         geometry=geometry,
