@@ -34,10 +34,10 @@ from datasets.crs import (
     OutsideGridError,
     geodesic_area_perimeter,
     grid_reference,
-    lonlat_points_to_bng,
-    read_ring,
     read_site_ring,
+    read_site_rings,
     ring_area_perimeter,
+    rings_area_perimeter,
     to_bng,
     to_wgs84,
 )
@@ -94,7 +94,6 @@ class SiteLimits:
 @dataclass
 class Site:
     geometry: BaseGeometry  # EPSG:4326, 2D, valid
-    bng: BaseGeometry  # EPSG:27700 through OSTN15
     area_m2: float
     perimeter_m: float
     centroid: tuple[float, float]
@@ -106,6 +105,16 @@ class Site:
     # coordinates, which the parse computed anyway and the matching kernels take as they are (asking
     # shapely for them again costs microseconds per check); None for any other site
     bng_ring: np.ndarray | None = field(default=None, repr=False, compare=False)
+    # ``bng`` when the parse made it; a site of one ring may leave it to be made from ``bng_ring``
+    # when first asked for, since a check its ring is matched in one compiled call never asks
+    made_bng: BaseGeometry | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def bng(self) -> BaseGeometry:
+        """The site on the National Grid (EPSG:27700 through OSTN15)."""
+        if self.made_bng is None:
+            self.made_bng = _ring_polygon(self.bng_ring)
+        return self.made_bng
 
     @property
     def area_ha(self) -> float:
@@ -716,12 +725,21 @@ def _ring_turn(xy: np.ndarray) -> float:
 
 
 _WKB_POLYGON = struct.pack("<BII", 1, 3, 1)  # little-endian WKB: a polygon of one ring
+# shapely's scalar form of its ufunc (what its geometry properties call): a tenth of the ufunc's cost
+# on one geometry
+_interior_rings = getattr(shapely.lib, "get_num_interior_rings_scalar", shapely.get_num_interior_rings)
 
 
-def _polygons(*rings: np.ndarray) -> np.ndarray:
-    """Polygons of one closed ring each, given as (n, 2) doubles: the very geometries
-    ``shapely.polygons`` makes, in one call that costs half as much (no argument checking)."""
-    return shapely.from_wkb([_WKB_POLYGON + struct.pack("<I", len(ring)) + ring.astype("<f8", copy=False).tobytes() for ring in rings])
+def _ring_polygon(ring: np.ndarray) -> shapely.Polygon:
+    """The polygon of one closed ring given as (n, 2) doubles: the very geometry ``shapely.polygons``
+    makes, for a third of its cost (no argument checking, no array of one)."""
+    return shapely.from_wkb(_WKB_POLYGON + struct.pack("<I", len(ring)) + ring.astype("<f8", copy=False).tobytes())
+
+
+def _polygons_of(xy: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """Polygons of one closed ring each, ring ``k`` being ``xy[offsets[k]:offsets[k + 1]]``: what
+    ``shapely.polygons(shapely.linearrings(...))`` makes, in one call costing a fifth as much."""
+    return shapely.from_ragged_array(shapely.GeometryType.POLYGON, xy, (offsets, np.arange(len(offsets), dtype=np.int64)))
 
 
 def _simple_polygon(obj: dict | shapely.Polygon, limits: SiteLimits) -> Site | None:
@@ -732,13 +750,15 @@ def _simple_polygon(obj: dict | shapely.Polygon, limits: SiteLimits) -> Site | N
     a ring that crosses itself, a bad position, or a point outside Great Britain, so every refusal and
     repair keeps its one, careful implementation. Past the projection, what the ring is (closed, its
     points distinct, which way it turns, valid, its centroids) is read in one compiled pass
-    (``datasets.ring_compiled``); only a ring it cannot prove simple is put to GEOS.
+    (``datasets.ring_compiled``), which also rewinds it; only a ring it cannot prove simple is put
+    to GEOS. A shapely polygon kept as drawn is the site's geometry itself.
     """
     properties: dict = {}
-    if isinstance(obj, shapely.Polygon):
+    from_json = not isinstance(obj, shapely.Polygon)
+    if not from_json:
         # a shapely polygon (the batch's and the benchmarks' input) takes the same way as its GeoJSON;
         # an empty one has no coordinates, so it is handed back below
-        if shapely.get_num_interior_rings(obj) or shapely.has_z(obj):
+        if _interior_rings(obj) or obj.has_z:
             return None
         lonlat = shapely.get_coordinates(obj)
         if len(lonlat) < 4:
@@ -768,23 +788,30 @@ def _simple_polygon(obj: dict | shapely.Polygon, limits: SiteLimits) -> Site | N
         return None  # the general path says so, after whatever it finds wrong first
     # OSTN15's cover lies within Great Britain's box (GB_LON, GB_LAT; a test holds it there), so a
     # point outside the box, or a NaN, comes out off the grid: such a site is handed back here
-    ring, grid, centroids = read_site_ring(lonlat, not isinstance(obj, shapely.Polygon))
+    ring, grid, centroids, rows = read_site_ring(lonlat, from_json)  # lonlat and grid as kept
     if ring == RING_HAND_BACK:
         return None  # off the grid, not closed, repeated points, turning no clear way: the general path says which
-    warnings: list[str] = []
-    if ring & RING_CLOCKWISE:  # RFC 7946 wants outer rings anticlockwise
-        lonlat, grid = lonlat[::-1].copy(), grid[::-1].copy()
-        warnings.append("rings were rewound: outer rings anticlockwise, holes clockwise (RFC 7946)")
-    geometry, bng = _polygons(lonlat, grid)
-    if ring & RING_UNSURE and not shapely.is_valid(bng):
-        return None
-    area, perimeter = ring_area_perimeter(lonlat[:, 0], lonlat[:, 1])
+    bng = None  # made when first asked for, unless GEOS must say whether the ring is valid
+    if ring & RING_UNSURE:
+        bng = _ring_polygon(grid)
+        if not bng.is_valid:
+            return None
+    area, perimeter = ring_area_perimeter(rows[0], rows[1])
     area, perimeter = abs(area), abs(perimeter)
     _check_area(area, limits)
+    warnings: list[str] = []
+    rewound = ring & RING_CLOCKWISE  # RFC 7946 wants outer rings anticlockwise
+    if rewound:
+        warnings.append("rings were rewound: outer rings anticlockwise, holes clockwise (RFC 7946)")
+    # a shapely polygon is its own geometry, kept as drawn or reversed (GEOS reverses its ring as the
+    # read rewound it), unless it carries M values, which the read drops
+    if from_json or obj.has_m:
+        geometry = _ring_polygon(lonlat)
+    else:
+        geometry = obj.reverse() if rewound else obj
     lon, lat, x, y = centroids.tolist()
     return Site(
         geometry=geometry,
-        bng=bng,
         area_m2=area,
         perimeter_m=perimeter,
         centroid=(lon, lat),
@@ -793,6 +820,7 @@ def _simple_polygon(obj: dict | shapely.Polygon, limits: SiteLimits) -> Site | N
         warnings=warnings,
         properties=properties,
         bng_ring=grid,
+        made_bng=bng,
     )
 
 
@@ -828,64 +856,61 @@ def parse_sites(geometries, limits: SiteLimits = SiteLimits()) -> list[Site | Si
 def _simple_polygons(geometries: np.ndarray, counts: np.ndarray, positions: np.ndarray, limits: SiteLimits, out: list) -> None:
     """The vectorised :func:`_simple_polygon`: fills ``out[positions[k]]`` for each polygon it can read.
 
-    One OSTN15 call for every point of every ring, one compiled pass per ring (``read_ring``), one
-    GEOS validity call for the rings it could not prove simple; then each ring's geodesic area.
+    One OSTN15 projection and one compiled pass for every ring (``read_site_rings``), one GEOS
+    validity call for the rings it could not prove simple, one call making the BNG polygons and one
+    the rewound rings' own; then each ring's geodesic area.
     """
     lonlat = shapely.get_coordinates(geometries)
-    starts = np.r_[0, np.cumsum(counts)[:-1]]
-    ends = starts + counts
-    grid, _ = lonlat_points_to_bng(lonlat)  # a point outside Great Britain comes out off the grid (NaN)
-    on_grid = np.logical_and.reduceat(np.isfinite(grid).all(axis=1), starts)
-    candidates = np.flatnonzero(on_grid)
-    centroids = np.empty((len(candidates), 4))
-    rings, rings_grid, chosen, rewound, unsure = [], [], [], [], []
-    for j, k in enumerate(candidates.tolist()):
-        lo, hi = starts[k], ends[k]
-        ring, ring_grid = lonlat[lo:hi], grid[lo:hi]
-        code = read_ring(ring, ring_grid, centroids[j])
-        if code == RING_HAND_BACK:
-            continue  # not closed, repeated points, or turning no clear way: the general path says which
-        if code & RING_CLOCKWISE:  # RFC 7946 wants outer rings anticlockwise
-            ring, ring_grid = ring[::-1], ring_grid[::-1]
-        rings.append(ring)
-        rings_grid.append(ring_grid)
-        chosen.append(j)
-        rewound.append(bool(code & RING_CLOCKWISE))
-        unsure.append(bool(code & RING_UNSURE))
-    if not chosen:
+    offsets = np.zeros(len(counts) + 1, dtype=np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    codes, grid, centroids, rows = read_site_rings(lonlat, offsets)  # lonlat and grid as kept
+    read = np.flatnonzero(codes != RING_HAND_BACK)
+    if not len(read):
         return
-    sizes = counts[candidates[chosen]]
-    ring_of = np.repeat(np.arange(len(chosen)), sizes)
-    geometry = shapely.polygons(shapely.linearrings(np.concatenate(rings), indices=ring_of))
-    grid_rings = np.concatenate(rings_grid)
-    bng = shapely.polygons(shapely.linearrings(grid_rings, indices=ring_of))
-    ring_starts = np.r_[0, np.cumsum(sizes)].tolist()
-    valid = np.ones(len(chosen), dtype=bool)
-    asked = np.flatnonzero(unsure)
+    taken = np.repeat(codes != RING_HAND_BACK, counts)  # per point: of a ring read
+    sizes = counts[read]
+    kept = np.zeros(len(read) + 1, dtype=np.int64)
+    np.cumsum(sizes, out=kept[1:])
+    grid_rings = grid[taken]
+    bng = _polygons_of(grid_rings, kept)
+    valid = np.ones(len(read), dtype=bool)
+    asked = np.flatnonzero(codes[read] & RING_UNSURE)
     valid[asked] = shapely.is_valid(bng[asked])
-    centres = centroids[chosen].tolist()
-    for m, j in enumerate(chosen):
+    areas, perimeters = rings_area_perimeter(rows[:, taken], kept)
+    areas, perimeters = np.abs(areas).tolist(), np.abs(perimeters).tolist()
+    # a polygon kept as drawn is its own geometry; a rewound one (or one with M values, which the
+    # read drops) is made again
+    rewound = (codes[read] & RING_CLOCKWISE) != 0
+    geometry = geometries[read]
+    remake = rewound | shapely.has_m(geometry)
+    if remake.any():
+        remade = np.zeros(len(codes), dtype=bool)
+        remade[read[remake]] = True
+        remade_offsets = np.zeros(int(remake.sum()) + 1, dtype=np.int64)
+        np.cumsum(sizes[remake], out=remade_offsets[1:])
+        geometry[remake] = _polygons_of(lonlat[np.repeat(remade, counts)], remade_offsets)
+    centres = centroids[read].tolist()
+    bounds, rewound = kept.tolist(), rewound.tolist()
+    for m, k in enumerate(read.tolist()):
         if not valid[m]:
             continue
-        ring = rings[m]
-        area, perimeter = ring_area_perimeter(ring[:, 0], ring[:, 1])
-        area, perimeter = abs(area), abs(perimeter)
+        area = areas[m]
         try:
             _check_area(area, limits)
         except SiteError:
             continue  # parse_site says so, the one way it is said
         lon, lat, x, y = centres[m]
-        out[positions[candidates[j]]] = Site(
+        out[positions[k]] = Site(
             geometry=geometry[m],
-            bng=bng[m],
             area_m2=area,
-            perimeter_m=perimeter,
+            perimeter_m=perimeters[m],
             centroid=(lon, lat),
             grid_reference=grid_reference(x, y),
-            vertices=int(sizes[m]),
+            vertices=bounds[m + 1] - bounds[m],
             warnings=["rings were rewound: outer rings anticlockwise, holes clockwise (RFC 7946)"] if rewound[m] else [],
             properties={},
-            bng_ring=grid_rings[ring_starts[m]:ring_starts[m + 1]],
+            bng_ring=grid_rings[bounds[m]:bounds[m + 1]],
+            made_bng=bng[m],  # the batch's sites are matched together, from their BNG polygons
         )
 
 
@@ -950,7 +975,6 @@ def parse_site(obj, limits: SiteLimits = SiteLimits()) -> Site:
         centre, centre_bng = geometry, bng
     return Site(
         geometry=geometry,
-        bng=bng,
         area_m2=area,
         perimeter_m=perimeter,
         centroid=(centre.x, centre.y),
@@ -958,4 +982,5 @@ def parse_site(obj, limits: SiteLimits = SiteLimits()) -> Site:
         vertices=vertices,
         warnings=warnings,
         properties=properties,
+        made_bng=bng,
     )

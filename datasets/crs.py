@@ -203,18 +203,49 @@ def read_ring(lonlat: np.ndarray, grid: np.ndarray, centroids: np.ndarray, from_
     return _loaded().ring.read_ring(lonlat, grid, centroids, from_json)
 
 
-def read_site_ring(lonlat: np.ndarray, from_json: bool = False) -> tuple[int, np.ndarray, np.ndarray]:
+class SiteRing(NamedTuple):
+    """What :func:`read_site_ring` (or :func:`read_site_rings`) makes of a site's ring or rings."""
+
+    code: int | np.ndarray  # RING_HAND_BACK, else the RING_CLOCKWISE and RING_UNSURE bits (per ring)
+    grid: np.ndarray  # (n, 2) eastings and northings, C-ordered, of the ring as kept (anticlockwise)
+    centroids: np.ndarray  # (4,) or (rings, 4): longitude, latitude, easting, northing of the kept ring
+    rows: np.ndarray  # (2, n): the kept ring's longitudes and latitudes, each row contiguous
+
+
+def _site_grids(lonlat: np.ndarray) -> tuple[_Grid, np.ndarray, np.ndarray]:
+    """The grid, the points' ETRS89 grid positions as rows (east, north), and room for their National Grid positions."""
+    loaded = _loaded()
+    rows = lonlat.T.copy()
+    _project_in_place(rows[0], rows[1], TransformDirection.FORWARD)
+    return loaded, rows, np.empty((len(lonlat), 2))
+
+
+def read_site_ring(lonlat: np.ndarray, from_json: bool = False) -> SiteRing:
     """A simple site's ring, (n, 2) longitudes and latitudes (C-ordered doubles), on the National Grid
     as :func:`lonlat_points_to_bng` puts it, and what :func:`read_ring` makes of it, in one compiled
-    call after the projection: ``(code, grid, centroids)``, the code ``RING_HAND_BACK`` also for a
-    point off OSTN15's cover."""
-    loaded = _loaded()
-    projected = np.empty((2, len(lonlat)))
-    projected[0], projected[1] = lonlat[:, 0], lonlat[:, 1]
-    _project_in_place(projected[0], projected[1], TransformDirection.FORWARD)
-    grid, centroids = np.empty((len(lonlat), 2)), np.empty(4)
-    code = loaded.ring.read_site_ring(lonlat, projected, loaded.shifts, loaded.covered, _ACCEPTED, grid, centroids, from_json)
-    return code, grid, centroids
+    call after the projection; the code is ``RING_HAND_BACK`` also for a point off OSTN15's cover.
+
+    A ring that is read is kept anticlockwise: when the code says ``RING_CLOCKWISE``, ``lonlat`` (the
+    caller's array) is rewound in place, as ``grid`` is, and ``rows`` are always the kept ring's.
+    """
+    loaded, rows, grid = _site_grids(lonlat)
+    centroids = np.empty(4)
+    code = loaded.ring.read_site_ring(lonlat, rows, loaded.shifts, loaded.covered, _ACCEPTED, grid, centroids, from_json)
+    return SiteRing(code, grid, centroids, rows)
+
+
+def read_site_rings(lonlat: np.ndarray, offsets: np.ndarray) -> SiteRing:
+    """:func:`read_site_ring` for many rings (doubles from shapely), ring ``k`` being points
+    ``offsets[k]:offsets[k + 1]`` of ``lonlat``: one projection and one compiled call for them all;
+    the codes and centroids per ring, ``grid`` and ``rows`` by point. Rings read are kept
+    anticlockwise, ``lonlat`` rewound in place where the code says ``RING_CLOCKWISE``."""
+    loaded, rows, grid = _site_grids(lonlat)
+    codes, centroids = np.empty(len(offsets) - 1, dtype=np.int64), np.empty((len(offsets) - 1, 4))
+    if len(lonlat):
+        loaded.ring.read_site_rings(lonlat, rows, loaded.shifts, loaded.covered, _ACCEPTED, grid, offsets, codes, centroids)
+    else:
+        codes[:] = RING_HAND_BACK
+    return SiteRing(codes, grid, centroids, rows)
 
 
 def _refuse_off_grid(coords: np.ndarray, out: np.ndarray):
@@ -290,6 +321,26 @@ def ring_area_perimeter(lon: np.ndarray, lat: np.ndarray) -> tuple[float, float]
         return WGS84._polygon_area_perimeter(lon, lat, radians=False)
     except (AttributeError, TypeError, ValueError, BufferError):  # pyproj's internals moved, or a read-only array
         return WGS84.polygon_area_perimeter(lon, lat)
+
+
+def rings_area_perimeter(rows: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`ring_area_perimeter` of many rings, ``rows`` (2, n) their longitudes and latitudes (each
+    row contiguous doubles) and ring ``k`` points ``offsets[k]:offsets[k + 1]``: the very doubles, with
+    no copy or check per ring (a view of each row is what pyproj's Karney sums read)."""
+    lon, lat = np.ascontiguousarray(rows[0], dtype=np.float64), np.ascontiguousarray(rows[1], dtype=np.float64)
+    count = len(offsets) - 1
+    area, perimeter = np.empty(count), np.empty(count)
+    bounds = offsets.tolist()
+    try:
+        sums = WGS84._polygon_area_perimeter
+        for k in range(count):
+            lo, hi = bounds[k], bounds[k + 1]
+            area[k], perimeter[k] = sums(lon[lo:hi], lat[lo:hi], radians=False)
+    except (AttributeError, TypeError, ValueError, BufferError):  # as ring_area_perimeter: the public call
+        for k in range(count):
+            lo, hi = bounds[k], bounds[k + 1]
+            area[k], perimeter[k] = WGS84.polygon_area_perimeter(lon[lo:hi], lat[lo:hi])
+    return area, perimeter
 
 
 def _ring_area_perimeter(ring: BaseGeometry) -> tuple[float, float]:

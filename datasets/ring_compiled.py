@@ -182,6 +182,35 @@ def _read(lonlat, grid, centroids, from_json):
     return flags
 
 
+@numba.njit(inline="always")
+def _reverse(xy):
+    """The rows of ``xy`` in the opposite order, in place."""
+    n = xy.shape[0]
+    for i in range(n // 2):
+        j = n - 1 - i
+        for axis in range(2):
+            xy[i, axis], xy[j, axis] = xy[j, axis], xy[i, axis]
+
+
+@numba.njit(inline="always")
+def _read_site(lonlat, rows, shifts, covered, accepted, grid, centroids, from_json):
+    """One site's ring: onto the grid (``rows`` holding its ETRS89 grid positions), read, rewound
+    anticlockwise in place (``lonlat`` and ``grid``) when it turns clockwise, and its longitudes and
+    latitudes as kept copied into ``rows`` (each row contiguous, as the geodesic area takes them)."""
+    if forward(lonlat[:, 0], lonlat[:, 1], rows[0], rows[1], shifts, covered, accepted, grid[:, 0], grid[:, 1]):
+        return HAND_BACK
+    code = _read(lonlat, grid, centroids, from_json)
+    if code == HAND_BACK:
+        return code
+    if code & CLOCKWISE:
+        _reverse(lonlat)
+        _reverse(grid)
+    for i in range(lonlat.shape[0]):
+        rows[0, i] = lonlat[i, 0]
+        rows[1, i] = lonlat[i, 1]
+    return code
+
+
 _RING = numba.float64[:, ::1]
 
 
@@ -191,15 +220,24 @@ def read_ring(lonlat, grid, centroids, from_json):
     return _read(lonlat, grid, centroids, from_json)
 
 
-@compiled(
-    numba.int64(
-        _RING, _RING, numba.float64[:, :, ::1], numba.boolean[:, ::1], numba.float64[::1], _RING, numba.float64[::1], numba.boolean
-    )
-)
-def read_site_ring(lonlat, projected, shifts, covered, accepted, grid, centroids, from_json):
+_SITE_ARGUMENTS = (_RING, _RING, numba.float64[:, :, ::1], numba.boolean[:, ::1], numba.float64[::1], _RING)
+
+
+@compiled(numba.int64(*_SITE_ARGUMENTS, numba.float64[::1], numba.boolean))
+def read_site_ring(lonlat, rows, shifts, covered, accepted, grid, centroids, from_json):
     """A site's ring on the National Grid and what it is, in one call: OSTN15's shifts added to its
-    ETRS89 grid positions (``projected``, rows east and north) into ``grid`` by
-    ``datasets.ostn15_compiled.forward``, then ``_read``; ``HAND_BACK`` when a point is off the grid."""
-    if forward(lonlat[:, 0], lonlat[:, 1], projected[0], projected[1], shifts, covered, accepted, grid[:, 0], grid[:, 1]):
-        return HAND_BACK
-    return _read(lonlat, grid, centroids, from_json)
+    ETRS89 grid positions (``rows``: east, north) into ``grid`` by ``datasets.ostn15_compiled.forward``,
+    then ``_read``; ``HAND_BACK`` when a point is off the grid. A ring read (not handed back) is kept
+    anticlockwise: ``lonlat`` and ``grid`` rewound in place when the code says ``CLOCKWISE``, and
+    ``rows`` then holding its longitudes and latitudes, each row contiguous."""
+    return _read_site(lonlat, rows, shifts, covered, accepted, grid, centroids, from_json)
+
+
+@compiled(numba.void(*_SITE_ARGUMENTS, numba.int64[::1], numba.int64[::1], numba.float64[:, ::1]))
+def read_site_rings(lonlat, rows, shifts, covered, accepted, grid, offsets, codes, centroids):
+    """:func:`read_site_ring` for many rings in one call, ring ``k`` being points
+    ``offsets[k]:offsets[k + 1]`` of every array: its code into ``codes[k]``, its centroids into
+    ``centroids[k]``. The positions are doubles from shapely (never JSON's)."""
+    for k in range(codes.shape[0]):
+        lo, hi = offsets[k], offsets[k + 1]
+        codes[k] = _read_site(lonlat[lo:hi], rows[:, lo:hi], shifts, covered, accepted, grid[lo:hi], centroids[k], False)

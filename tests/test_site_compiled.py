@@ -23,7 +23,9 @@ from datasets.crs import (
     lonlat_points_to_bng,
     read_ring,
     read_site_ring,
+    read_site_rings,
     ring_area_perimeter,
+    rings_area_perimeter,
 )
 
 
@@ -117,17 +119,46 @@ def test_rings_that_are_not_closed_or_repeat_a_point_are_handed_back():
 
 def test_a_site_ring_is_put_on_the_grid_as_every_other_point_is_and_read_as_read_ring_reads_it():
     rng = np.random.default_rng(15)
+    rewound = 0
     for grid in _random_rings(rng, 50):
-        lonlat = np.ascontiguousarray(grid * 1e-5 + [-5.0, 50.0])
-        code, on_grid, centroids = read_site_ring(lonlat)
-        expected, off = lonlat_points_to_bng(lonlat)
-        assert off == 0 and on_grid.tolist() == expected.tolist()
+        drawn = np.ascontiguousarray(grid * 1e-5 + [-5.0, 50.0])
+        lonlat = drawn.copy()
+        code, on_grid, centroids, rows = read_site_ring(lonlat)
+        expected, off = lonlat_points_to_bng(drawn)
+        assert off == 0
         again = np.empty(4)
-        assert code == read_ring(lonlat, expected, again)
-        if code != RING_HAND_BACK:
-            assert centroids.tolist() == again.tolist()
+        assert code == read_ring(drawn, expected, again)
+        if code == RING_HAND_BACK:
+            assert on_grid.tolist() == expected.tolist()
+            continue
+        # a ring read is kept anticlockwise: rewound in place on both grids, its lon/lat rows as kept
+        kept = slice(None, None, -1) if code & RING_CLOCKWISE else slice(None)
+        rewound += bool(code & RING_CLOCKWISE)
+        assert on_grid.tolist() == expected[kept].tolist() and lonlat.tolist() == drawn[kept].tolist()
+        assert rows.flags.c_contiguous and rows.tolist() == drawn[kept].T.tolist()
+        assert centroids.tolist() == again.tolist()
+    assert rewound > 20
     at_sea = np.ascontiguousarray(_closed([(-12.0, 50.0), (-11.9, 50.0), (-11.9, 50.1)]))
     assert read_site_ring(at_sea)[0] == RING_HAND_BACK
+
+
+def test_many_site_rings_are_read_in_one_call_as_each_is_read_alone():
+    rng = np.random.default_rng(16)
+    rings = [np.ascontiguousarray(grid * 1e-5 + [-5.0, 50.0]) for grid in _random_rings(rng, 40)]
+    rings.insert(5, np.ascontiguousarray(_closed([(-12.0, 50.0), (-11.9, 50.0), (-11.9, 50.1)])))  # off the grid
+    offsets = np.r_[0, np.cumsum([len(r) for r in rings])].astype(np.int64)
+    lonlat = np.concatenate(rings)
+    codes, grid, centroids, rows = read_site_rings(lonlat, offsets)
+    for k, drawn in enumerate(rings):
+        alone = read_site_ring(drawn.copy())
+        lo, hi = offsets[k], offsets[k + 1]
+        assert codes[k] == alone.code
+        if alone.code == RING_HAND_BACK:
+            continue
+        assert grid[lo:hi].tolist() == alone.grid.tolist() and lonlat[lo:hi].tolist() == alone.rows.T.tolist()
+        assert rows[:, lo:hi].tolist() == alone.rows.tolist() and centroids[k].tolist() == alone.centroids.tolist()
+    assert codes[5] == RING_HAND_BACK and (codes != RING_HAND_BACK).sum() > len(rings) / 2
+    assert len(read_site_rings(np.empty((0, 2)), np.zeros(1, dtype=np.int64)).code) == 0
 
 
 def test_the_geodesic_area_of_a_ring_is_pyprojs_to_the_last_bit():
@@ -140,6 +171,18 @@ def test_the_geodesic_area_of_a_ring_is_pyprojs_to_the_last_bit():
         for variant in (ring, ring[::-1]):
             assert ring_area_perimeter(variant[:, 0], variant[:, 1]) == WGS84.polygon_area_perimeter(variant[:, 0], variant[:, 1])
             assert ring_area_perimeter(variant[:, 0], variant[:, 1]) == WGS84.geometry_area_perimeter(shapely.polygons(variant))
+
+
+def test_the_geodesic_areas_of_many_rings_are_each_rings_own():
+    rng = np.random.default_rng(17)
+    rings = []
+    for _ in range(50):
+        angles = np.sort(rng.uniform(0, 2 * np.pi, rng.integers(3, 40)))
+        radius = rng.uniform(1e-5, 0.05)
+        rings.append(_closed(np.column_stack([rng.uniform(-5, 1.5) + radius * np.cos(angles), rng.uniform(50, 55) + radius * np.sin(angles)])))
+    offsets = np.r_[0, np.cumsum([len(r) for r in rings])].astype(np.int64)
+    area, perimeter = rings_area_perimeter(np.concatenate(rings).T.copy(), offsets)
+    assert [(a, p) for a, p in zip(area.tolist(), perimeter.tolist(), strict=True)] == [WGS84.polygon_area_perimeter(r[:, 0], r[:, 1]) for r in rings]
 
 
 def test_a_shapely_site_reads_the_same_by_the_quick_way_and_the_careful_one(monkeypatch):
@@ -181,9 +224,27 @@ def test_a_one_ring_site_keeps_its_grid_vertices_for_the_matching_kernels():
     ring = [[-0.1, 51.5], [-0.099, 51.5], [-0.099, 51.501], [-0.1, 51.5]]
     sites = [parse_site(json.dumps({"type": "Polygon", "coordinates": [ring]})), parse_site(json.dumps({"type": "Polygon", "coordinates": [ring[::-1]]})),
              parse_site(shapely.Polygon(ring)), *site_module.parse_sites([shapely.Polygon(ring), shapely.Polygon(ring[::-1])])]
+    # read alone, a site proven simple makes its BNG polygon only when asked for (a check whose ring
+    # the kernels match never asks), and then it is the ring's
+    assert sites[0].made_bng is None and sites[2].made_bng is None
     for site in sites:
         assert site.bng_ring is not None and site.bng_ring.flags.c_contiguous and site.bng_ring.dtype == np.float64
         assert np.array_equal(site.bng_ring, shapely.get_coordinates(site.bng))
+        assert site.made_bng is site.bng
     holed = shapely.Polygon([(-0.1, 51.5), (-0.09, 51.5), (-0.09, 51.51), (-0.1, 51.51)], [[(-0.097, 51.503), (-0.097, 51.505), (-0.095, 51.505), (-0.097, 51.503)]])
     for other in (holed, shapely.MultiPolygon([shapely.Polygon(ring), shapely.Polygon([(x + 0.002, y) for x, y in ring])]), shapely.Point(-0.1, 51.5)):
         assert parse_site(other).bng_ring is None
+
+
+@pytest.mark.parametrize("anticlockwise", [True, False])
+def test_a_shapely_site_is_its_own_geometry_as_drawn_or_reversed_and_loses_any_m_values(anticlockwise):
+    ring = [(-0.1, 51.5), (-0.099, 51.5), (-0.099, 51.501), (-0.1, 51.5)]
+    drawn = ring if anticlockwise else ring[::-1]
+    plain = shapely.Polygon(drawn)
+    measured = shapely.from_wkt("POLYGON M ((" + ", ".join(f"{x} {y} {m}" for m, (x, y) in enumerate(drawn)) + "))")
+    kept = shapely.to_wkb(shapely.Polygon(ring))
+    for site in (parse_site(plain), *site_module.parse_sites([plain]), parse_site(measured), *site_module.parse_sites([measured])):
+        assert shapely.to_wkb(site.geometry) == kept and not site.geometry.has_m
+        assert site.warnings == ([] if anticlockwise else ["rings were rewound: outer rings anticlockwise, holes clockwise (RFC 7946)"])
+    if anticlockwise:
+        assert parse_site(plain).geometry is plain  # nothing made again
