@@ -94,7 +94,6 @@ class SiteLimits:
 @dataclass
 class Site:
     geometry: BaseGeometry  # EPSG:4326, 2D, valid
-    bng: BaseGeometry  # EPSG:27700 through OSTN15
     area_m2: float
     perimeter_m: float
     centroid: tuple[float, float]
@@ -106,6 +105,16 @@ class Site:
     # coordinates, which the parse computed anyway and the matching kernels take as they are (asking
     # shapely for them again costs microseconds per check); None for any other site
     bng_ring: np.ndarray | None = field(default=None, repr=False, compare=False)
+    # ``bng`` when the parse made it; a site of one ring may leave it to be made from ``bng_ring``
+    # when first asked for, since a check its ring is matched in one compiled call never asks
+    made_bng: BaseGeometry | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def bng(self) -> BaseGeometry:
+        """The site on the National Grid (EPSG:27700 through OSTN15)."""
+        if self.made_bng is None:
+            self.made_bng = _ring_polygon(self.bng_ring)
+        return self.made_bng
 
     @property
     def area_ha(self) -> float:
@@ -115,9 +124,14 @@ class Site:
     def is_point(self) -> bool:
         return self.geometry.geom_type == "Point"
 
+    @property
+    def reported_area_m2(self) -> float:
+        """The area as answers report it (``summary``'s ``area_m2``; a batch's rows ask for it alone)."""
+        return round(self.area_m2, 2)
+
     def summary(self) -> dict:
         return {
-            "area_m2": round(self.area_m2, 2),
+            "area_m2": self.reported_area_m2,
             "area_ha": round(self.area_ha, 6),
             "perimeter_m": round(self.perimeter_m, 2),
             "centroid": {"lon": round(self.centroid[0], 7), "lat": round(self.centroid[1], 7)},
@@ -777,9 +791,11 @@ def _simple_polygon(obj: dict | shapely.Polygon, limits: SiteLimits) -> Site | N
     ring, grid, centroids, rows = read_site_ring(lonlat, from_json)  # lonlat and grid as kept
     if ring == RING_HAND_BACK:
         return None  # off the grid, not closed, repeated points, turning no clear way: the general path says which
-    bng = _ring_polygon(grid)
-    if ring & RING_UNSURE and not bng.is_valid:
-        return None
+    bng = None  # made when first asked for, unless GEOS must say whether the ring is valid
+    if ring & RING_UNSURE:
+        bng = _ring_polygon(grid)
+        if not bng.is_valid:
+            return None
     area, perimeter = ring_area_perimeter(rows[0], rows[1])
     area, perimeter = abs(area), abs(perimeter)
     _check_area(area, limits)
@@ -787,12 +803,15 @@ def _simple_polygon(obj: dict | shapely.Polygon, limits: SiteLimits) -> Site | N
     rewound = ring & RING_CLOCKWISE  # RFC 7946 wants outer rings anticlockwise
     if rewound:
         warnings.append("rings were rewound: outer rings anticlockwise, holes clockwise (RFC 7946)")
-    # a shapely polygon kept as drawn is its own geometry (an M value would be dropped by the read)
-    geometry = _ring_polygon(lonlat) if from_json or rewound or obj.has_m else obj
+    # a shapely polygon is its own geometry, kept as drawn or reversed (GEOS reverses its ring as the
+    # read rewound it), unless it carries M values, which the read drops
+    if from_json or obj.has_m:
+        geometry = _ring_polygon(lonlat)
+    else:
+        geometry = obj.reverse() if rewound else obj
     lon, lat, x, y = centroids.tolist()
     return Site(
         geometry=geometry,
-        bng=bng,
         area_m2=area,
         perimeter_m=perimeter,
         centroid=(lon, lat),
@@ -801,6 +820,7 @@ def _simple_polygon(obj: dict | shapely.Polygon, limits: SiteLimits) -> Site | N
         warnings=warnings,
         properties=properties,
         bng_ring=grid,
+        made_bng=bng,
     )
 
 
@@ -882,7 +902,6 @@ def _simple_polygons(geometries: np.ndarray, counts: np.ndarray, positions: np.n
         lon, lat, x, y = centres[m]
         out[positions[k]] = Site(
             geometry=geometry[m],
-            bng=bng[m],
             area_m2=area,
             perimeter_m=perimeters[m],
             centroid=(lon, lat),
@@ -891,6 +910,7 @@ def _simple_polygons(geometries: np.ndarray, counts: np.ndarray, positions: np.n
             warnings=["rings were rewound: outer rings anticlockwise, holes clockwise (RFC 7946)"] if rewound[m] else [],
             properties={},
             bng_ring=grid_rings[bounds[m]:bounds[m + 1]],
+            made_bng=bng[m],  # the batch's sites are matched together, from their BNG polygons
         )
 
 
@@ -955,7 +975,6 @@ def parse_site(obj, limits: SiteLimits = SiteLimits()) -> Site:
         centre, centre_bng = geometry, bng
     return Site(
         geometry=geometry,
-        bng=bng,
         area_m2=area,
         perimeter_m=perimeter,
         centroid=(centre.x, centre.y),
@@ -963,4 +982,5 @@ def parse_site(obj, limits: SiteLimits = SiteLimits()) -> Site:
         vertices=vertices,
         warnings=warnings,
         properties=properties,
+        made_bng=bng,
     )

@@ -224,9 +224,27 @@ def test_a_one_ring_site_keeps_its_grid_vertices_for_the_matching_kernels():
     ring = [[-0.1, 51.5], [-0.099, 51.5], [-0.099, 51.501], [-0.1, 51.5]]
     sites = [parse_site(json.dumps({"type": "Polygon", "coordinates": [ring]})), parse_site(json.dumps({"type": "Polygon", "coordinates": [ring[::-1]]})),
              parse_site(shapely.Polygon(ring)), *site_module.parse_sites([shapely.Polygon(ring), shapely.Polygon(ring[::-1])])]
+    # read alone, a site proven simple makes its BNG polygon only when asked for (a check whose ring
+    # the kernels match never asks), and then it is the ring's
+    assert sites[0].made_bng is None and sites[2].made_bng is None
     for site in sites:
         assert site.bng_ring is not None and site.bng_ring.flags.c_contiguous and site.bng_ring.dtype == np.float64
         assert np.array_equal(site.bng_ring, shapely.get_coordinates(site.bng))
+        assert site.made_bng is site.bng
     holed = shapely.Polygon([(-0.1, 51.5), (-0.09, 51.5), (-0.09, 51.51), (-0.1, 51.51)], [[(-0.097, 51.503), (-0.097, 51.505), (-0.095, 51.505), (-0.097, 51.503)]])
     for other in (holed, shapely.MultiPolygon([shapely.Polygon(ring), shapely.Polygon([(x + 0.002, y) for x, y in ring])]), shapely.Point(-0.1, 51.5)):
         assert parse_site(other).bng_ring is None
+
+
+@pytest.mark.parametrize("anticlockwise", [True, False])
+def test_a_shapely_site_is_its_own_geometry_as_drawn_or_reversed_and_loses_any_m_values(anticlockwise):
+    ring = [(-0.1, 51.5), (-0.099, 51.5), (-0.099, 51.501), (-0.1, 51.5)]
+    drawn = ring if anticlockwise else ring[::-1]
+    plain = shapely.Polygon(drawn)
+    measured = shapely.from_wkt("POLYGON M ((" + ", ".join(f"{x} {y} {m}" for m, (x, y) in enumerate(drawn)) + "))")
+    kept = shapely.to_wkb(shapely.Polygon(ring))
+    for site in (parse_site(plain), *site_module.parse_sites([plain]), parse_site(measured), *site_module.parse_sites([measured])):
+        assert shapely.to_wkb(site.geometry) == kept and not site.geometry.has_m
+        assert site.warnings == ([] if anticlockwise else ["rings were rewound: outer rings anticlockwise, holes clockwise (RFC 7946)"])
+    if anticlockwise:
+        assert parse_site(plain).geometry is plain  # nothing made again
