@@ -1419,9 +1419,13 @@ class ConstraintIndex:
             # made of stock answers only: so is this one (a key has a stock answer only once each of its
             # parts has had one, so no part's ``unmet.get`` is None here)
             known = unmet.get(constraint.key)
-            if known is not None and all(answers.get(k) is unmet.get(k) for k in constraint.any_of):
-                answers[constraint.key] = known
-                continue
+            if known is not None:
+                for k in constraint.any_of:  # a loop, not all(generator): this runs on every check
+                    if answers.get(k) is not unmet.get(k):
+                        break
+                else:
+                    answers[constraint.key] = known
+                    continue
             parts = [answers[k] for k in constraint.any_of if k in answers]
             stock = all(answers.get(k) is not None and answers[k] is unmet.get(k) for k in constraint.any_of)
             if any(p["status"] == "intersects" for p in parts):
@@ -1445,9 +1449,13 @@ class ConstraintIndex:
             if keys is None or key in keys:
                 # a copy: the answers may be shared with other sites, and callers may change what they get
                 out = answer.copy()
-                out["datasets"], out["entities"], out["nearby"] = [*answer["datasets"]], [*answer["entities"]], [*answer["nearby"]]
-                if "_gaps" in out:
-                    del out["_gaps"]
+                out["datasets"] = [*answer["datasets"]]
+                if answer["entities"] or answer["nearby"]:
+                    out["entities"], out["nearby"] = [*answer["entities"]], [*answer["nearby"]]
+                    if "_gaps" in out:
+                        del out["_gaps"]
+                else:  # most keys (their stock answers): nothing to copy, nor a "_gaps" (only kept beside entities)
+                    out["entities"], out["nearby"] = [], []
                 constraints.append(out)
         provenance = self._provenance(snap)
         if live.datasets:
@@ -1531,7 +1539,7 @@ class ConstraintIndex:
                 for m in found:
                     props = m.shown_dict()
                     if not self._selected(constraint, props):
-                        if m.material and constraint.field and any(not str(props.get(f) or "").strip() for f in constraint.field):
+                        if m.material and constraint.field and self._unstated(constraint.field, props):
                             blank += 1  # it may be one of these: its record does not say
                         continue
                     (entities if m.material else nearby).append(dict(props))
@@ -1551,6 +1559,15 @@ class ConstraintIndex:
         if entities and missing:
             shape["_gaps"] = "; ".join(missing)  # what keys derived from this one cannot rule out (dropped before output)
         return shape
+
+    @staticmethod
+    def _unstated(fields, props: dict) -> bool:
+        """Whether the entity's record leaves any of ``fields`` blank (a loop, not any(generator): it
+        runs for every entity a field key passes over)."""
+        for name in fields:
+            if not str(props.get(name) or "").strip():
+                return True
+        return False
 
     @staticmethod
     def _selected(constraint, props: dict) -> bool:
