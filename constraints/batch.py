@@ -382,7 +382,7 @@ def _check_sites(
             errors.append((int(rows[i]), _plain(ids[i]), f"the geometry cannot be checked: {err}"))
             continue
         checked.append(i)
-        areas.append(site.summary()["area_m2"])
+        areas.append(site.reported_area_m2)
         out.add(site_rows)
     geoms = np.empty(len(checked), dtype=object)
     geoms[:] = [parsed[i].geometry for i in checked]
@@ -945,11 +945,10 @@ class _Cluster:
 
     def check(self, run: _Run) -> _Checked:
         """Wait for every worker's index, then run the parts still to do."""
-        wkb = shapely.to_wkb(run.table.geometry) if len(run.table) else np.array([], dtype=object)
         client, _, builds = self._starting.result()
         data_version = _one_data_version(client.gather(builds))
         cluster_seconds = time.perf_counter() - self.started
-        todo, skipped = _tasks(run, data_version, wkb)
+        todo, skipped = _tasks(run, data_version)
         output = _Output(run, data_version)
         try:
             for n in sorted(set(range(len(run.chunks))) - {task["part"] for task in todo}):
@@ -977,9 +976,11 @@ def _one_data_version(versions: list[str]) -> str:
     return versions[0]
 
 
-def _tasks(run: _Run, data_version: str, wkb_all: np.ndarray) -> tuple[list[dict], int]:
+def _tasks(run: _Run, data_version: str) -> tuple[list[dict], int]:
     """One task per partition not already finished (by this run's token, on this layer data), and
-    how many were. ``wkb_all``: every site's WKB."""
+    how many were. A task holds its sites' geometries until :func:`_payload` encodes them as it is
+    sent, so the first tasks start without waiting for every site's WKB, and the rest are encoded
+    while the workers check."""
     table = run.table
     tolerance = (run.options.tolerance.m2, run.options.tolerance.pct)
     token, id_type = run.token, run.id_type
@@ -1005,7 +1006,7 @@ def _tasks(run: _Run, data_version: str, wkb_all: np.ndarray) -> tuple[list[dict
                 "data_version": data_version,
                 "ids": table.ids[positions],
                 "rows": table.rows[positions],
-                "wkb": wkb_all[positions],
+                "geometry": table.geometry[positions],
                 "id_field": table.id_field,
                 "id_type": id_type,
                 "keys": run.keys,
@@ -1119,7 +1120,7 @@ def _run_tasks(client, todo: list[dict], parts: int, skipped: int, progress: boo
     def submit(task: dict, attempt: int = 1) -> None:
         key = f"redline-batch-{task['run']}-{task['part']:05d}-{attempt}"
         tasks[key] = (task, attempt)
-        futures.add(client.submit(run_partition, task, key=key, pure=False, retries=0))
+        futures.add(client.submit(run_partition, _payload(task), key=key, pure=False, retries=0))
 
     for submitted, task in enumerate(pending, start=1):
         submit(task)
@@ -1162,6 +1163,13 @@ def _run_tasks(client, todo: list[dict], parts: int, skipped: int, progress: boo
                 f"a batch task failed: {type(err).__name__}: {err}; finished parts are kept, rerun with --resume"
             ) from err
     return cpu
+
+
+def _payload(task: dict) -> dict:
+    """What is sent for a task: its sites as WKB (a shapely geometry would be pickled one by one)."""
+    payload = {name: value for name, value in task.items() if name != "geometry"}
+    payload["wkb"] = shapely.to_wkb(task["geometry"]) if len(task["geometry"]) else np.array([], dtype=object)
+    return payload
 
 
 def _write_errors(path: Path, id_field: str, errors: list[tuple[int, object, str]]) -> None:

@@ -124,9 +124,14 @@ class Site:
     def is_point(self) -> bool:
         return self.geometry.geom_type == "Point"
 
+    @property
+    def reported_area_m2(self) -> float:
+        """The area as answers report it (``summary``'s ``area_m2``; a batch's rows ask for it alone)."""
+        return round(self.area_m2, 2)
+
     def summary(self) -> dict:
         return {
-            "area_m2": round(self.area_m2, 2),
+            "area_m2": self.reported_area_m2,
             "area_ha": round(self.area_ha, 6),
             "perimeter_m": round(self.perimeter_m, 2),
             "centroid": {"lon": round(self.centroid[0], 7), "lat": round(self.centroid[1], 7)},
@@ -798,8 +803,12 @@ def _simple_polygon(obj: dict | shapely.Polygon, limits: SiteLimits) -> Site | N
     rewound = ring & RING_CLOCKWISE  # RFC 7946 wants outer rings anticlockwise
     if rewound:
         warnings.append("rings were rewound: outer rings anticlockwise, holes clockwise (RFC 7946)")
-    # a shapely polygon kept as drawn is its own geometry (an M value would be dropped by the read)
-    geometry = _ring_polygon(lonlat) if from_json or rewound or obj.has_m else obj
+    # a shapely polygon is its own geometry, kept as drawn or reversed (GEOS reverses its ring as the
+    # read rewound it), unless it carries M values, which the read drops
+    if from_json or obj.has_m:
+        geometry = _ring_polygon(lonlat)
+    else:
+        geometry = obj.reverse() if rewound else obj
     lon, lat, x, y = centroids.tolist()
     return Site(
         geometry=geometry,

@@ -234,3 +234,17 @@ def test_a_one_ring_site_keeps_its_grid_vertices_for_the_matching_kernels():
     holed = shapely.Polygon([(-0.1, 51.5), (-0.09, 51.5), (-0.09, 51.51), (-0.1, 51.51)], [[(-0.097, 51.503), (-0.097, 51.505), (-0.095, 51.505), (-0.097, 51.503)]])
     for other in (holed, shapely.MultiPolygon([shapely.Polygon(ring), shapely.Polygon([(x + 0.002, y) for x, y in ring])]), shapely.Point(-0.1, 51.5)):
         assert parse_site(other).bng_ring is None
+
+
+@pytest.mark.parametrize("anticlockwise", [True, False])
+def test_a_shapely_site_is_its_own_geometry_as_drawn_or_reversed_and_loses_any_m_values(anticlockwise):
+    ring = [(-0.1, 51.5), (-0.099, 51.5), (-0.099, 51.501), (-0.1, 51.5)]
+    drawn = ring if anticlockwise else ring[::-1]
+    plain = shapely.Polygon(drawn)
+    measured = shapely.from_wkt("POLYGON M ((" + ", ".join(f"{x} {y} {m}" for m, (x, y) in enumerate(drawn)) + "))")
+    kept = shapely.to_wkb(shapely.Polygon(ring))
+    for site in (parse_site(plain), *site_module.parse_sites([plain]), parse_site(measured), *site_module.parse_sites([measured])):
+        assert shapely.to_wkb(site.geometry) == kept and not site.geometry.has_m
+        assert site.warnings == ([] if anticlockwise else ["rings were rewound: outer rings anticlockwise, holes clockwise (RFC 7946)"])
+    if anticlockwise:
+        assert parse_site(plain).geometry is plain  # nothing made again
